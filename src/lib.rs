@@ -1,0 +1,4 @@
+//! dockhand: a GitOps webhook server.
+pub mod git;
+pub mod github;
+pub mod volume;
