@@ -42,7 +42,11 @@ pub enum EntryMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Write the blob `oid` at `path` (create or replace).
-    Write { path: PathBuf, oid: Oid, mode: EntryMode },
+    Write {
+        path: PathBuf,
+        oid: Oid,
+        mode: EntryMode,
+    },
     /// Remove `path` (missing is fine: applying a change twice is harmless).
     Delete { path: PathBuf },
 }
@@ -75,8 +79,17 @@ impl Cache {
     /// Fetch each full ref name in `refs` (e.g. `refs/heads/main`, `refs/tags/v1`) from `url` into
     /// the same name (forced), no tags auto-followed, no submodules. Errors name the URL (without
     /// credentials) and say whether the timeout or size cap was hit.
-    pub fn fetch(&self, url: &str, refs: &[String], creds: &Credentials, limits: &FetchLimits) -> anyhow::Result<()> {
-        todo!("{url} {refs:?} {limits:?} {}", matches!(creds, Credentials::None))
+    pub fn fetch(
+        &self,
+        url: &str,
+        refs: &[String],
+        creds: &Credentials,
+        limits: &FetchLimits,
+    ) -> anyhow::Result<()> {
+        todo!(
+            "{url} {refs:?} {limits:?} {}",
+            matches!(creds, Credentials::None)
+        )
     }
 
     /// Resolve a full SHA, an abbreviated SHA, or a full ref name to a commit, peeling annotated

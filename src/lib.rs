@@ -1,4 +1,27 @@
 //! dockhand: a GitOps webhook server.
+//!
+//! GitHub push webhooks come in signed; dockhand verifies them, records every delivery and
+//! deploy in SQLite, and deploys each push to a tracked ref. The fast path writes only the
+//! changed files of the new commit into the host directory a running container mounts, then
+//! reloads the app in place.
+//!
+//! # Layout
+//! - [`config`]: the TOML config, validated once; secrets redacted.
+//! - [`http`]: the axum router — webhook receivers and the JSON API.
+//! - [`github`]: signature verification and payload parsing.
+//! - [`deploy`]: the per-app queue (latest wins), the pure triage, the fast path, recovery.
+//! - [`git`]: the bare cache repository of each app (git2).
+//! - [`volume`]: symlink-safe, atomic, O(changed) writes into the volume (cap-std).
+//! - [`store`]: SQLite (sqlx), migrations embedded from `migrations/`.
+//! - [`startup`]: `App::build` / `port` / `run`; [`cli`] and [`telemetry`] for the binary.
+
+pub mod cli;
+pub mod config;
+pub mod deploy;
 pub mod git;
 pub mod github;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
 pub mod volume;

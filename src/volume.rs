@@ -44,7 +44,11 @@ impl Volume {
     /// the target; exec bits kept; symlinks created as symlinks. Idempotent: a path already in the
     /// target state is fine. A path whose parent is a symlink, or that would escape the volume,
     /// is an error naming the path.
-    pub fn apply(&self, repo: &git2::Repository, changes: &[Change]) -> anyhow::Result<ApplyReport> {
+    pub fn apply(
+        &self,
+        repo: &git2::Repository,
+        changes: &[Change],
+    ) -> anyhow::Result<ApplyReport> {
         todo!("{} {}", repo.path().display(), changes.len())
     }
 
@@ -52,5 +56,10 @@ impl Volume {
     /// or any parent is a symlink.
     pub fn touch(&self, rel: &Path) -> anyhow::Result<()> {
         todo!("{rel:?}")
+    }
+
+    /// Remove `.dockhand-tmp-*` files a crash left in the directories `changes` touch.
+    pub fn remove_temp_files(&self, changes: &[Change]) -> anyhow::Result<usize> {
+        todo!("{}", changes.len())
     }
 }

@@ -32,7 +32,10 @@ pub struct Repository {
 /// A delivery's event, from the `X-GitHub-Event` header and the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Ping { zen: Option<String>, hook_id: Option<u64> },
+    Ping {
+        zen: Option<String>,
+        hook_id: Option<u64>,
+    },
     Push(Push),
     /// Any other event name; dockhand acknowledges and ignores it.
     Other(String),
@@ -41,14 +44,19 @@ pub enum Event {
 /// Why a body could not be understood; each is a 4xx naming what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
-    #[error("unsupported content type {0:?}: use application/json or application/x-www-form-urlencoded")]
+    #[error(
+        "unsupported content type {0:?}: use application/json or application/x-www-form-urlencoded"
+    )]
     UnsupportedContentType(String),
     #[error("form body has no payload= field")]
     MissingFormPayload,
     #[error("body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("field {field}: {problem}")]
-    InvalidField { field: &'static str, problem: String },
+    InvalidField {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 impl PayloadError {

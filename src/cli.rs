@@ -1,0 +1,75 @@
+//! The command line: `dockhand serve` and `dockhand check`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{redact_url, Config, Reload};
+
+/// dockhand: signed GitHub pushes become fast in-place or full container deploys.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook server.
+    Serve {
+        /// Path to the TOML config.
+        #[arg(long, short, env = "DOCKHAND_CONFIG", default_value = "dockhand.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config and print what each app tracks and where it deploys.
+    Check {
+        /// Path to the TOML config.
+        #[arg(long, short, env = "DOCKHAND_CONFIG", default_value = "dockhand.toml")]
+        config: PathBuf,
+    },
+}
+
+/// `dockhand check`: the report for a valid config (errors are returned for `main` to print).
+pub fn check_report(path: &Path) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let (config, warnings) = Config::load(path)?;
+    let mut out = String::new();
+    let s = &config.server;
+    let _ = writeln!(out, "config ok: {}", path.display());
+    let _ = writeln!(
+        out,
+        "server: listen {}, state in {}, body limit {} bytes",
+        s.listen,
+        s.state_dir.display(),
+        s.body_limit
+    );
+    for app in &config.apps {
+        let reload = match &app.reload {
+            Reload::Touch(p) => format!("touch {}", p.display()),
+            Reload::None => "none".to_string(),
+        };
+        let _ = writeln!(out, "app {}", app.name);
+        let _ = writeln!(
+            out,
+            "  tracks   {} ({}), {}",
+            app.repository_label(),
+            redact_url(&app.repo),
+            app.tracking_label()
+        );
+        let _ = writeln!(
+            out,
+            "  deploys  into {} (fast path), reload: {reload}",
+            app.volume.display()
+        );
+        let _ = writeln!(
+            out,
+            "  webhook  POST /hooks/github/{} (or /hooks/github)",
+            app.name
+        );
+    }
+    for w in warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    Ok(out)
+}

@@ -1,0 +1,599 @@
+//! The TOML configuration: parsed strictly, validated once at startup, then immutable.
+//!
+//! Every error names the field that is wrong (`apps[0] (web).secret_env: …`), so `dockhand check`
+//! can point at the line to fix. Secrets are read here and only here; their `Debug` is redacted.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use crate::git::{Credentials, FetchLimits};
+use crate::github::events::Repository;
+
+/// GitHub's own maximum webhook payload size, our default body cap.
+pub const DEFAULT_BODY_LIMIT: u64 = 25 * 1024 * 1024;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub apps: Vec<AppConfig>,
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Holds `dockhand.db` and `repos/<app>.git`; never inside any volume.
+    pub state_dir: PathBuf,
+    /// Bodies larger than this get 413 while streaming, before any HMAC work.
+    pub body_limit: u64,
+    /// Whole-request deadline (headers and body): slow clients get 408, never a stuck worker.
+    pub request_timeout: Duration,
+    /// Deploys waiting per app before webhooks get 503 (a storm of pushes stays bounded).
+    pub queue_limit: usize,
+}
+
+/// One deployable app.
+#[derive(Clone)]
+pub struct AppConfig {
+    pub name: String,
+    /// Origin URL or local path that dockhand fetches from.
+    pub repo: String,
+    /// GitHub `owner/name` to match payloads against; derived from `repo` when not given.
+    pub repository: Option<String>,
+    pub branch: String,
+    /// Tag pattern (`v*`) whose pushes deploy too.
+    pub tags: Option<TagPattern>,
+    pub secret: Secret,
+    /// Whether the secret was written inline in the config file (`check` warns).
+    pub inline_secret: bool,
+    /// The host directory the container mounts; dockhand writes the tree here.
+    pub volume: PathBuf,
+    pub reload: Reload,
+    /// Take over a non-empty volume on the first deploy instead of refusing.
+    pub adopt: bool,
+    pub fetch_limits: FetchLimits,
+    pub credentials: Credentials,
+}
+
+/// A compiled tag glob, keeping its source text for messages.
+#[derive(Debug, Clone)]
+pub struct TagPattern {
+    pub pattern: String,
+    matcher: globset::GlobMatcher,
+}
+
+impl TagPattern {
+    /// Whether a tag name (without `refs/tags/`) matches.
+    pub fn matches(&self, tag: &str) -> bool {
+        self.matcher.is_match(tag)
+    }
+}
+
+/// How the running app learns that its code changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// Touch this file (relative to the deployed tree), e.g. uWSGI's `touch-reload`.
+    Touch(PathBuf),
+    /// Nothing: the app watches its files itself.
+    None,
+}
+
+/// A webhook secret. Never printed.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppConfig")
+            .field("name", &self.name)
+            .field("repo", &redact_url(&self.repo))
+            .field("repository", &self.repository)
+            .field("branch", &self.branch)
+            .field("tags", &self.tags.as_ref().map(|t| &t.pattern))
+            .field("secret", &self.secret)
+            .field("volume", &self.volume)
+            .field("reload", &self.reload)
+            .field("adopt", &self.adopt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppConfig {
+    /// Full ref name of the tracked branch.
+    pub fn branch_ref(&self) -> String {
+        format!("refs/heads/{}", self.branch)
+    }
+
+    /// Whether a payload's repository is this app's.
+    ///
+    /// With `repository = "owner/name"` only `full_name` counts; otherwise `repo` is compared with
+    /// the payload's URLs and `full_name` after normalising scheme, user, `.git` and case.
+    pub fn matches_repository(&self, repo: &Repository) -> bool {
+        if let Some(full_name) = &self.repository {
+            return full_name.eq_ignore_ascii_case(&repo.full_name);
+        }
+        let ours = normalize_repo_url(&self.repo);
+        let urls = [
+            &repo.clone_url,
+            &repo.ssh_url,
+            &repo.html_url,
+            &repo.git_url,
+        ];
+        if urls
+            .into_iter()
+            .flatten()
+            .any(|u| normalize_repo_url(u) == ours)
+        {
+            return true;
+        }
+        let full_name = repo.full_name.to_ascii_lowercase();
+        !full_name.is_empty() && ours.ends_with(&format!("/{full_name}"))
+    }
+
+    /// What the app is matched against, for messages.
+    pub fn repository_label(&self) -> String {
+        self.repository
+            .clone()
+            .unwrap_or_else(|| redact_url(&self.repo))
+    }
+
+    /// What this app tracks, for messages: `branch main, tags v*`.
+    pub fn tracking_label(&self) -> String {
+        match &self.tags {
+            Some(t) => format!("branch {}, tags {}", self.branch, t.pattern),
+            None => format!("branch {}", self.branch),
+        }
+    }
+}
+
+/// Lower-cased host/path form of a repository URL, so `https://github.com/a/b.git`,
+/// `git@github.com:a/b` and `ssh://git@github.com/a/b/` compare equal.
+fn normalize_repo_url(url: &str) -> String {
+    let mut s = url.trim().to_ascii_lowercase();
+    for scheme in ["https://", "http://", "ssh://", "git://", "file://"] {
+        if let Some(rest) = s.strip_prefix(scheme) {
+            s = rest.to_string();
+            break;
+        }
+    }
+    if let Some((user, rest)) = s.split_once('@') {
+        if !user.contains('/') {
+            s = rest.to_string();
+        }
+    }
+    // scp-like `host:owner/name`
+    if let Some((host, path)) = s.split_once(':') {
+        if !host.contains('/') && !path.starts_with("//") {
+            s = format!("{host}/{}", path.trim_start_matches('/'));
+        }
+    }
+    let s = s.trim_end_matches('/');
+    s.strip_suffix(".git").unwrap_or(s).to_string()
+}
+
+/// `https://user:token@host/x` → `https://host/x`, for anything that is shown or logged.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority = rest.split('/').next().unwrap_or_default();
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            let path = &rest[authority.len()..];
+            return format!("{scheme}://{host}{path}");
+        }
+    }
+    url.to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    #[serde(default)]
+    apps: Vec<RawApp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    state_dir: PathBuf,
+    body_limit: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    request_timeout: Option<Duration>,
+    queue_limit: Option<usize>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8700))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: String,
+    repo: String,
+    repository: Option<String>,
+    branch: Option<String>,
+    tags: Option<String>,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    volume: PathBuf,
+    touch: Option<PathBuf>,
+    #[serde(default)]
+    adopt: bool,
+    #[serde(default, with = "humantime_serde")]
+    fetch_timeout: Option<Duration>,
+    max_fetch_size: Option<ByteSize>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    ssh_key: Option<PathBuf>,
+}
+
+impl Config {
+    /// Read, parse and validate the config file. Relative paths are resolved against the file's
+    /// directory. Returns the config and the warnings `check` should print.
+    pub fn load(path: &Path) -> anyhow::Result<(Config, Vec<String>)> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Self::parse(&text, base).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    /// Parse and validate config text; `base` resolves relative paths.
+    pub fn parse(text: &str, base: &Path) -> anyhow::Result<(Config, Vec<String>)> {
+        let raw: RawConfig = toml::from_str(text)?;
+        let mut warnings = Vec::new();
+        let server = ServerConfig {
+            listen: raw.server.listen,
+            state_dir: absolute(base, &raw.server.state_dir),
+            body_limit: raw
+                .server
+                .body_limit
+                .map_or(DEFAULT_BODY_LIMIT, |b| b.as_u64()),
+            request_timeout: raw
+                .server
+                .request_timeout
+                .unwrap_or(Duration::from_secs(30)),
+            queue_limit: raw.server.queue_limit.unwrap_or(64),
+        };
+        if server.body_limit == 0 {
+            bail!("server.body_limit: must be greater than zero");
+        }
+        if server.queue_limit == 0 {
+            bail!("server.queue_limit: must be greater than zero");
+        }
+        if raw.apps.is_empty() {
+            warnings.push("no [[apps]] configured: every webhook will be refused".to_string());
+        }
+        let mut names = HashSet::new();
+        let mut apps = Vec::with_capacity(raw.apps.len());
+        for (i, app) in raw.apps.into_iter().enumerate() {
+            let label = format!("apps[{i}] ({})", app.name);
+            if !names.insert(app.name.clone()) {
+                bail!("{label}.name: duplicate app name {:?}", app.name);
+            }
+            let app = validate_app(app, base, &mut warnings).with_context(|| label.clone())?;
+            if app.volume.starts_with(&server.state_dir)
+                || server.state_dir.starts_with(&app.volume)
+            {
+                bail!("{label}.volume: must not overlap server.state_dir (git metadata never lives in a volume)");
+            }
+            apps.push(app);
+        }
+        Ok((Config { server, apps }, warnings))
+    }
+
+    /// The app called `name`.
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.name == name)
+    }
+
+    /// The SQLite file.
+    pub fn database_path(&self) -> PathBuf {
+        self.server.state_dir.join("dockhand.db")
+    }
+
+    /// The bare cache repository of an app.
+    pub fn cache_path(&self, app: &str) -> PathBuf {
+        self.server
+            .state_dir
+            .join("repos")
+            .join(format!("{app}.git"))
+    }
+}
+
+fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow::Result<AppConfig> {
+    let name_ok = !raw.name.is_empty()
+        && raw.name.len() <= 64
+        && raw.name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && raw
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        bail!(
+            "name: {:?} must be 1-64 of [A-Za-z0-9._-], starting with a letter or digit",
+            raw.name
+        );
+    }
+    if raw.repo.trim().is_empty() || raw.repo.starts_with('-') {
+        bail!("repo: must be a URL or path (and not start with '-')");
+    }
+    let branch = raw.branch.unwrap_or_else(|| "main".to_string());
+    if branch.starts_with('-') || !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+        bail!("branch: {branch:?} is not a valid branch name");
+    }
+    let tags = match raw.tags {
+        Some(pattern) => {
+            let glob = globset::GlobBuilder::new(&pattern)
+                .literal_separator(true)
+                .build()
+                .with_context(|| format!("tags: bad glob {pattern:?}"))?;
+            Some(TagPattern {
+                pattern,
+                matcher: glob.compile_matcher(),
+            })
+        }
+        None => None,
+    };
+    let (secret, inline_secret) = read_secret(
+        &raw.secret,
+        &raw.secret_env,
+        &raw.secret_file,
+        base,
+        "secret",
+    )?;
+    if inline_secret {
+        warnings.push(format!(
+            "app {}: the webhook secret is written inline in the config file; prefer secret_env or secret_file",
+            raw.name
+        ));
+    }
+    let volume = absolute(base, &raw.volume);
+    match volume.parent() {
+        Some(parent) if parent.is_dir() => {}
+        _ => bail!(
+            "volume: parent directory of {} does not exist or is not readable",
+            volume.display()
+        ),
+    }
+    if volume.exists() && !volume.is_dir() {
+        bail!("volume: {} exists and is not a directory", volume.display());
+    }
+    let reload = match raw.touch {
+        Some(rel) => {
+            check_relative(&rel).context("touch")?;
+            Reload::Touch(rel)
+        }
+        None => Reload::None,
+    };
+    let credentials = match (&raw.token_env, &raw.token_file, &raw.ssh_key) {
+        (None, None, None) => Credentials::None,
+        (_, _, Some(key)) if raw.token_env.is_none() && raw.token_file.is_none() => {
+            let key = absolute(base, key);
+            std::fs::metadata(&key)
+                .with_context(|| format!("ssh_key: cannot read {}", key.display()))?;
+            Credentials::SshKey(key)
+        }
+        (Some(_), None, None) | (None, Some(_), None) => {
+            let (token, _) = read_secret(&None, &raw.token_env, &raw.token_file, base, "token")?;
+            let token =
+                String::from_utf8(token.0).map_err(|_| anyhow::anyhow!("token: must be UTF-8"))?;
+            Credentials::Token(token.trim().to_string())
+        }
+        _ => bail!("token_env, token_file and ssh_key: set at most one"),
+    };
+    let fetch_limits = FetchLimits {
+        timeout: raw.fetch_timeout.unwrap_or(Duration::from_secs(300)),
+        max_bytes: raw
+            .max_fetch_size
+            .map_or(2 * 1024 * 1024 * 1024, |b| b.as_u64()),
+    };
+    Ok(AppConfig {
+        name: raw.name,
+        repo: raw.repo,
+        repository: raw.repository,
+        branch,
+        tags,
+        secret,
+        inline_secret,
+        volume,
+        reload,
+        adopt: raw.adopt,
+        fetch_limits,
+        credentials,
+    })
+}
+
+/// Exactly one of inline / env / file; never empty. Returns the secret and whether it was inline.
+fn read_secret(
+    inline: &Option<String>,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+    base: &Path,
+    what: &str,
+) -> anyhow::Result<(Secret, bool)> {
+    let (value, field) = match (inline, env, file) {
+        (Some(s), None, None) => (s.clone().into_bytes(), what.to_string()),
+        (None, Some(var), None) => {
+            let v = std::env::var(var)
+                .with_context(|| format!("{what}_env: environment variable {var} is not set"))?;
+            (v.into_bytes(), format!("{what}_env"))
+        }
+        (None, None, Some(path)) => {
+            let path = absolute(base, path);
+            let mut v = std::fs::read(&path)
+                .with_context(|| format!("{what}_file: cannot read {}", path.display()))?;
+            while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                v.pop();
+            }
+            (v, format!("{what}_file"))
+        }
+        (None, None, None) => bail!("{what}: missing; set {what}_env or {what}_file"),
+        _ => bail!("{what}, {what}_env and {what}_file: set exactly one"),
+    };
+    if value.iter().all(|b| b.is_ascii_whitespace()) {
+        bail!("{field}: the {what} is empty (an empty secret would let anyone deploy)");
+    }
+    Ok((Secret(value), inline.is_some()))
+}
+
+fn check_relative(path: &Path) -> anyhow::Result<()> {
+    let ok = !path.as_os_str().is_empty()
+        && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if !ok {
+        bail!(
+            "{} must be a relative path inside the deployed tree (no '..', no leading '/')",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn absolute(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(full_name: &str, clone_url: &str) -> Repository {
+        Repository {
+            full_name: full_name.into(),
+            clone_url: Some(clone_url.into()),
+            ..Default::default()
+        }
+    }
+
+    fn parse(apps: &str) -> anyhow::Result<(Config, Vec<String>)> {
+        let dir = std::env::temp_dir();
+        let text = format!("[server]\nstate_dir = \"/var/lib/dockhand-test\"\n{apps}");
+        Config::parse(&text, &dir)
+    }
+
+    const APP: &str = "[[apps]]\nname = \"web\"\nrepo = \"https://github.com/Acme/Web.git\"\nsecret = \"s3cret\"\nvolume = \"/tmp/dockhand-web\"\n";
+
+    #[test]
+    fn minimal_app_gets_defaults_and_warns_about_inline_secret() {
+        let (config, warnings) = parse(APP).unwrap();
+        let app = &config.apps[0];
+        assert_eq!(app.branch, "main");
+        assert_eq!(app.reload, Reload::None);
+        assert_eq!(config.server.body_limit, DEFAULT_BODY_LIMIT);
+        assert!(
+            warnings.iter().any(|w| w.contains("inline")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse(&format!("{APP}colour = \"blue\"\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("colour"), "{err:#}");
+    }
+
+    #[test]
+    fn empty_secret_is_refused() {
+        let err = parse(&APP.replace("s3cret", " ")).unwrap_err();
+        assert!(format!("{err:#}").contains("empty"), "{err:#}");
+    }
+
+    #[test]
+    fn missing_secret_env_names_the_variable() {
+        let text = APP.replace(
+            "secret = \"s3cret\"",
+            "secret_env = \"DOCKHAND_TEST_SURELY_UNSET\"",
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("DOCKHAND_TEST_SURELY_UNSET"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn bad_tag_glob_and_escaping_touch_are_refused() {
+        assert!(
+            format!("{:#}", parse(&format!("{APP}tags = \"v[\"\n")).unwrap_err()).contains("tags")
+        );
+        assert!(format!(
+            "{:#}",
+            parse(&format!("{APP}touch = \"../x\"\n")).unwrap_err()
+        )
+        .contains("touch"));
+    }
+
+    #[test]
+    fn option_like_branch_is_refused() {
+        assert!(format!(
+            "{:#}",
+            parse(&format!("{APP}branch = \"-x\"\n")).unwrap_err()
+        )
+        .contains("branch"));
+    }
+
+    #[test]
+    fn repository_matches_any_url_form() {
+        let (config, _) = parse(APP).unwrap();
+        let app = &config.apps[0];
+        assert!(app.matches_repository(&repo("Acme/Web", "https://github.com/Acme/Web.git")));
+        assert!(app.matches_repository(&Repository {
+            full_name: "x/y".into(),
+            ssh_url: Some("git@github.com:acme/web.git".into()),
+            ..Default::default()
+        }));
+        assert!(!app.matches_repository(&repo("acme/other", "https://github.com/acme/other.git")));
+    }
+
+    #[test]
+    fn explicit_repository_is_the_only_match() {
+        let (config, _) = parse(&format!("{APP}repository = \"acme/web\"\n")).unwrap();
+        let app = &config.apps[0];
+        assert!(app.matches_repository(&repo("ACME/web", "file:///elsewhere")));
+        assert!(!app.matches_repository(&repo("acme/webx", "https://github.com/Acme/Web.git")));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let (config, _) = parse(APP).unwrap();
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("https://u:tok@github.com/a/b"),
+            "https://github.com/a/b"
+        );
+        assert_eq!(redact_url("/srv/origin.git"), "/srv/origin.git");
+    }
+}

@@ -1,0 +1,40 @@
+//! Deploys: the per-app queue, the pure decisions, the fast path, and crash recovery.
+//!
+//! One worker task per app runs that app's deploys one at a time; everything a deploy does is
+//! recorded as steps in the store. git and filesystem work runs on the blocking pool.
+
+mod fast;
+mod queue;
+mod recover;
+mod run;
+mod steps;
+pub mod triage;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::store::Store;
+
+pub use queue::{pick_latest, Candidate, Deployer, QueueError, Workers};
+pub use recover::recover;
+
+/// What every deploy needs: the configuration and the store.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<Config>,
+    pub store: Store,
+}
+
+/// Run blocking work (git2, filesystem) on the blocking pool, inside the caller's tracing span.
+pub(crate) async fn blocking<T, F>(f: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> anyhow::Result<T> + Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .context("blocking task failed")?
+}

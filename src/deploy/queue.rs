@@ -1,0 +1,221 @@
+//! The per-app deploy queue: one worker per app, latest wins.
+//!
+//! Deploy ids (already persisted as `queued`) are sent to the app's worker. While a deploy runs,
+//! new ones wait in the channel; when it ends the worker takes all that are waiting as one batch,
+//! deploys the newest and marks the rest `superseded`. A storm of pushes therefore costs at most
+//! one follow-up deploy, and the channel's bound turns an endless storm into 503s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use super::{run, Context};
+use crate::git::Oid;
+
+/// Why a deploy could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("deploy queue of app {0} is full; try again later")]
+    Full(String),
+    #[error("unknown app {0}")]
+    UnknownApp(String),
+    #[error("dockhand is shutting down")]
+    Closed,
+}
+
+/// Sends deploys to the per-app workers. Cheap to clone.
+#[derive(Clone)]
+pub struct Deployer {
+    senders: Arc<HashMap<String, mpsc::Sender<i64>>>,
+}
+
+/// The running workers, to wait for on shutdown.
+pub struct Workers {
+    handles: Vec<JoinHandle<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Deployer {
+    /// Start one worker per configured app.
+    pub fn spawn(ctx: Context) -> (Deployer, Workers) {
+        let shutdown = CancellationToken::new();
+        let mut senders = HashMap::new();
+        let mut handles = Vec::new();
+        for app in &ctx.config.apps {
+            let (tx, rx) = mpsc::channel(ctx.config.server.queue_limit);
+            senders.insert(app.name.clone(), tx);
+            let worker = worker(ctx.clone(), app.name.clone(), rx, shutdown.clone());
+            handles.push(tokio::spawn(worker));
+        }
+        (
+            Deployer {
+                senders: Arc::new(senders),
+            },
+            Workers { handles, shutdown },
+        )
+    }
+
+    /// Reserve a place in an app's queue without waiting: full → [`QueueError::Full`]. Reserve
+    /// before persisting, so a delivery is never acknowledged and then dropped.
+    pub fn reserve(&self, app: &str) -> Result<mpsc::Permit<'_, i64>, QueueError> {
+        let tx = self
+            .senders
+            .get(app)
+            .ok_or_else(|| QueueError::UnknownApp(app.to_string()))?;
+        tx.try_reserve().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(()) => QueueError::Full(app.to_string()),
+            mpsc::error::TrySendError::Closed(()) => QueueError::Closed,
+        })
+    }
+
+    /// Queue a persisted deploy, waiting for room (startup resume).
+    pub async fn enqueue(&self, app: &str, deploy_id: i64) -> Result<(), QueueError> {
+        let tx = self
+            .senders
+            .get(app)
+            .ok_or_else(|| QueueError::UnknownApp(app.to_string()))?;
+        tx.send(deploy_id).await.map_err(|_| QueueError::Closed)
+    }
+}
+
+impl Workers {
+    /// Stop taking new deploys and wait up to `grace` for running ones to finish. A deploy still
+    /// running after that is left `running` in the store; the next start marks it `interrupted`
+    /// and restores the app's last good commit.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutdown.cancel();
+        let all = futures_join(self.handles);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            error!(
+                ?grace,
+                "a deploy was still running at shutdown; it will be recovered at next start"
+            );
+        }
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+async fn worker(
+    ctx: Context,
+    app: String,
+    mut rx: mpsc::Receiver<i64>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            id = rx.recv() => match id {
+                Some(id) => id,
+                None => break,
+            },
+        };
+        let mut batch = vec![first];
+        while let Ok(id) = rx.try_recv() {
+            batch.push(id);
+        }
+        if let Err(e) = run::run_batch(&ctx, &app, batch).await {
+            error!(
+                app,
+                error = format!("{e:#}"),
+                "deploy batch failed to record its outcome"
+            );
+        }
+    }
+    info!(app, "deploy worker stopped");
+}
+
+/// One queued deploy competing in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The commit it would deploy, when it could be resolved.
+    pub commit: Option<Oid>,
+    /// A forced push: its tip wins whatever the ancestry says.
+    pub forced: bool,
+}
+
+/// Which of a batch (in arrival order, non-empty) to deploy: the last arrival, unless it is not
+/// forced and its commit is an ancestor of an earlier candidate's — an old delivery arriving
+/// late never replaces a newer pending one. `is_ancestor(a, b)`: `a` is reachable from `b`.
+pub fn pick_latest(batch: &[Candidate], is_ancestor: impl Fn(Oid, Oid) -> bool) -> usize {
+    let Some(mut win) = batch.len().checked_sub(1) else {
+        return 0;
+    };
+    if batch[win].forced {
+        return win;
+    }
+    for i in (0..win).rev() {
+        if let (Some(theirs), Some(ours)) = (batch[i].commit, batch[win].commit) {
+            if theirs != ours && is_ancestor(ours, theirs) {
+                win = i;
+            }
+        }
+    }
+    win
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oid(n: u8) -> Oid {
+        Oid::from_bytes(&[n; 20]).unwrap()
+    }
+
+    /// A linear history: lower numbers are ancestors of higher ones.
+    fn linear(a: Oid, b: Oid) -> bool {
+        a.as_bytes()[0] <= b.as_bytes()[0]
+    }
+
+    fn c(n: u8) -> Candidate {
+        Candidate {
+            commit: Some(oid(n)),
+            forced: false,
+        }
+    }
+
+    #[test]
+    fn the_last_arrival_wins_when_it_is_newest() {
+        assert_eq!(pick_latest(&[c(1), c(2), c(3)], linear), 2);
+    }
+
+    #[test]
+    fn an_old_delivery_arriving_last_does_not_replace_a_newer_pending_one() {
+        assert_eq!(pick_latest(&[c(1), c(5), c(3)], linear), 1);
+    }
+
+    #[test]
+    fn a_forced_push_wins_even_if_older() {
+        let forced = Candidate {
+            commit: Some(oid(1)),
+            forced: true,
+        };
+        assert_eq!(pick_latest(&[c(5), forced], linear), 1);
+    }
+
+    #[test]
+    fn unrelated_histories_keep_arrival_order() {
+        assert_eq!(pick_latest(&[c(1), c(2)], |_, _| false), 1);
+    }
+
+    #[test]
+    fn unresolvable_candidates_do_not_block_the_pick() {
+        let unknown = Candidate {
+            commit: None,
+            forced: false,
+        };
+        assert_eq!(pick_latest(&[c(3), unknown], linear), 1);
+        assert_eq!(pick_latest(&[unknown, c(3)], linear), 1);
+        assert_eq!(pick_latest(&[c(1)], linear), 0);
+    }
+}

@@ -1,0 +1,162 @@
+//! Startup recovery: what a crash left behind is resolved before the server answers.
+//!
+//! - stale git lock files in the caches are removed (a SIGKILL during a fetch leaves them);
+//! - deploys left `running` become `interrupted`, and the paths they may have touched are put
+//!   back to the app's last good commit, then the app is reloaded;
+//! - deploys still `queued` (acknowledged, never started) are queued again, oldest first.
+
+use anyhow::Context as _;
+use tracing::{info, warn};
+
+use super::steps::Steps;
+use super::{blocking, fast, Context, Deployer};
+use crate::git::Oid;
+use crate::store::DeployStatus;
+
+/// Resolve what a previous run left unfinished. Called once at startup, after the workers start.
+pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
+    for app in &ctx.config.apps {
+        let cache = ctx.config.cache_path(&app.name);
+        let removed = blocking(move || clear_stale_locks(&cache)).await?;
+        if removed > 0 {
+            warn!(
+                app = app.name,
+                removed, "removed stale git lock files left by a crash"
+            );
+        }
+    }
+
+    for deploy in ctx.store.deploys_with_status(DeployStatus::Running).await? {
+        let error = "dockhand stopped while this deploy was running";
+        ctx.store
+            .finish_deploy(deploy.id, DeployStatus::Interrupted, None, Some(error))
+            .await?;
+        let Some(app) = ctx.config.app(&deploy.app) else {
+            warn!(
+                deploy_id = deploy.id,
+                app = deploy.app,
+                "interrupted deploy of an app no longer configured"
+            );
+            continue;
+        };
+        let Some(touched) = deploy.to_commit.as_deref() else {
+            continue; // stopped before planning: the volume was never written
+        };
+        let touched = Oid::from_str(touched).context("deploy row holds a bad commit id")?;
+        let good = ctx.store.app_state(&app.name).await?.map(|s| s.commit_sha);
+        let good = good
+            .as_deref()
+            .map(Oid::from_str)
+            .transpose()
+            .context("app_state holds a bad commit id")?;
+        let (cache, volume, reload) = (
+            ctx.config.cache_path(&app.name),
+            app.volume.clone(),
+            app.reload.clone(),
+        );
+        let detail = match good {
+            Some(c) => format!("re-apply the last good commit {c}"),
+            None => "remove the partial first deploy".to_string(),
+        };
+        let recovered = Steps::new(ctx.store.clone(), deploy.id)
+            .run("recover", &detail, async move {
+                let out = blocking(move || {
+                    let report = fast::restore(&cache, &volume, touched, good)?;
+                    let reloaded = if good.is_some() {
+                        fast::reload(&volume, &reload)?
+                    } else {
+                        String::new()
+                    };
+                    Ok(format!("{}; {reloaded}", fast::describe(&report)))
+                })
+                .await?;
+                Ok(((), out))
+            })
+            .await;
+        match recovered {
+            Ok(()) => info!(
+                deploy_id = deploy.id,
+                app = app.name,
+                "interrupted deploy undone"
+            ),
+            Err(e) => warn!(
+                deploy_id = deploy.id,
+                error = format!("{e:#}"),
+                "could not undo interrupted deploy"
+            ),
+        }
+    }
+
+    let queued = ctx.store.deploys_with_status(DeployStatus::Queued).await?;
+    if !queued.is_empty() {
+        info!(
+            count = queued.len(),
+            "resuming deploys accepted before the last stop"
+        );
+    }
+    let mut resume = Vec::with_capacity(queued.len());
+    for deploy in queued {
+        if ctx.config.app(&deploy.app).is_none() {
+            let error = "app is no longer configured";
+            ctx.store
+                .finish_deploy(deploy.id, DeployStatus::Failed, None, Some(error))
+                .await?;
+        } else {
+            resume.push((deploy.app, deploy.id));
+        }
+    }
+    // In arrival order, from one task: latest-wins depends on it, and startup must not wait for
+    // a queue that is longer than its bound.
+    let deployer = deployer.clone();
+    tokio::spawn(async move {
+        for (app, id) in resume {
+            if let Err(e) = deployer.enqueue(&app, id).await {
+                warn!(deploy_id = id, error = %e, "could not resume queued deploy");
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Remove `*.lock` files that libgit2 leaves in a bare repository when it is killed mid-write
+/// (`refs/**`, `packed-refs.lock`, `config.lock`, `shallow.lock`). Only called at startup, before
+/// any worker can fetch, so no live lock is ever removed. Returns how many were removed.
+fn clear_stale_locks(repo: &std::path::Path) -> anyhow::Result<usize> {
+    fn walk(dir: &std::path::Path, removed: &mut usize) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = entry.path();
+            if kind.is_dir() {
+                walk(&path, removed)?;
+            } else if kind.is_file() && path.extension().is_some_and(|e| e == "lock") {
+                std::fs::remove_file(&path)?;
+                *removed += 1;
+            }
+        }
+        Ok(())
+    }
+    if !repo.is_dir() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for top in [
+        "packed-refs.lock",
+        "config.lock",
+        "shallow.lock",
+        "HEAD.lock",
+        "FETCH_HEAD.lock",
+    ] {
+        let path = repo.join(top);
+        if path.is_file() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            removed += 1;
+        }
+    }
+    let refs = repo.join("refs");
+    if refs.is_dir() {
+        walk(&refs, &mut removed)
+            .with_context(|| format!("clearing lock files under {}", refs.display()))?;
+    }
+    Ok(removed)
+}

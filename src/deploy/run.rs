@@ -1,0 +1,246 @@
+//! Running one batch of queued deploys of an app: fetch once, pick the newest, deploy it.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use tracing::{info, instrument, warn};
+
+use super::steps::Steps;
+use super::{blocking, fast, pick_latest, Candidate, Context};
+use crate::config::{redact_url, AppConfig};
+use crate::git::{Cache, Oid};
+use crate::store::{now_ms, Deploy, DeployStatus};
+
+/// Deploy the newest of `ids` (all queued for app `app_name`); the others become `superseded`.
+#[instrument(skip_all, fields(app = %app_name, deploy_id = tracing::field::Empty))]
+pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> anyhow::Result<()> {
+    let app = ctx
+        .config
+        .app(app_name)
+        .context("app is no longer configured")?
+        .clone();
+    let mut batch = Vec::with_capacity(ids.len());
+    for id in ids {
+        match ctx.store.deploy(id).await? {
+            Some(d) if d.status == DeployStatus::Queued.as_str() => batch.push(d),
+            _ => {}
+        }
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let deployed = ctx.store.app_state(&app.name).await?.map(|s| s.commit_sha);
+
+    // One fetch for the whole batch, then the pick, which needs the fetched history.
+    let refs: Vec<String> = batch
+        .iter()
+        .filter_map(|d| d.git_ref.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let started = now_ms();
+    let fetched = {
+        let cache = ctx.config.cache_path(&app.name);
+        let app = app.clone();
+        let refs = refs.clone();
+        let wanted: Vec<(Option<String>, bool)> = batch
+            .iter()
+            .map(|d| {
+                (
+                    d.requested_sha.clone().or_else(|| d.git_ref.clone()),
+                    d.forced,
+                )
+            })
+            .collect();
+        blocking(move || fetch_and_pick(&cache, &app, &refs, &wanted)).await
+    };
+    let ran = (started, now_ms());
+
+    let (win, target) = match &fetched {
+        Ok((win, target)) => (*win, *target),
+        Err(_) => (batch.len() - 1, None),
+    };
+    let deploy = batch.swap_remove(win);
+    tracing::Span::current().record("deploy_id", deploy.id);
+    let others: Vec<i64> = batch.iter().map(|d| d.id).collect();
+    if !others.is_empty() {
+        ctx.store.supersede(&others, deploy.id).await?;
+        info!(deploy_id = deploy.id, superseded = ?others, "latest wins");
+    }
+    ctx.store
+        .start_deploy(deploy.id, deployed.as_deref())
+        .await?;
+    let detail = format!("{} from {}", refs.join(" "), redact_url(&app.repo));
+    match &fetched {
+        Ok(_) => {
+            ctx.store
+                .record_step(deploy.id, "fetch", &detail, ran, true, "")
+                .await?
+        }
+        Err(e) => {
+            ctx.store
+                .record_step(deploy.id, "fetch", &detail, ran, false, &format!("{e:#}"))
+                .await?;
+            return fail(ctx, &deploy, e).await;
+        }
+    }
+    let Some(target) = target else {
+        let wanted = deploy
+            .requested_sha
+            .as_deref()
+            .or(deploy.git_ref.as_deref())
+            .unwrap_or("?");
+        let e = anyhow::anyhow!(
+            "commit {wanted} is not at the origin after fetching (was it force-pushed away?)"
+        );
+        return fail(ctx, &deploy, &e).await;
+    };
+    let deployed = deployed
+        .as_deref()
+        .map(Oid::from_str)
+        .transpose()
+        .context("app_state holds a bad commit id")?;
+    execute(ctx, &app, &deploy, deployed, target).await
+}
+
+/// Fetch `refs`, resolve each candidate's commit, and pick the one to deploy.
+fn fetch_and_pick(
+    cache: &std::path::Path,
+    app: &AppConfig,
+    refs: &[String],
+    wanted: &[(Option<String>, bool)],
+) -> anyhow::Result<(usize, Option<Oid>)> {
+    let cache = Cache::open_or_init(cache)?;
+    cache.fetch(&app.repo, refs, &app.credentials, &app.fetch_limits)?;
+    let candidates: Vec<Candidate> = wanted
+        .iter()
+        .map(|(spec, forced)| Candidate {
+            commit: spec
+                .as_deref()
+                .and_then(|s| cache.resolve(s).ok().flatten()),
+            forced: *forced,
+        })
+        .collect();
+    let win = pick_latest(&candidates, |a, b| cache.is_ancestor(a, b).unwrap_or(false));
+    Ok((win, candidates.get(win).and_then(|c| c.commit)))
+}
+
+/// Deploy `target` over `deployed` for a running deploy row.
+async fn execute(
+    ctx: &Context,
+    app: &AppConfig,
+    deploy: &Deploy,
+    deployed: Option<Oid>,
+    target: Oid,
+) -> anyhow::Result<()> {
+    let store = &ctx.store;
+    let cache = ctx.config.cache_path(&app.name);
+    if deployed == Some(target) {
+        let reason = format!("commit {target} is already deployed");
+        store
+            .finish_deploy(deploy.id, DeployStatus::Ignored, Some(&reason), None)
+            .await?;
+        return Ok(());
+    }
+    if let Some(current) = deployed.filter(|_| !deploy.forced) {
+        let c = cache.clone();
+        let older = blocking(move || Cache::open_or_init(&c)?.is_ancestor(target, current)).await?;
+        if older {
+            let reason = format!(
+                "commit {target} is older than the deployed {current}; a forced push or a manual deploy can put it back"
+            );
+            warn!(deploy_id = deploy.id, %reason, "stale");
+            store
+                .finish_deploy(deploy.id, DeployStatus::Stale, Some(&reason), None)
+                .await?;
+            return Ok(());
+        }
+    }
+
+    let steps = Steps::new(store.clone(), deploy.id);
+    let volume = app.volume.clone();
+    let plan = {
+        let (c, v, adopt) = (cache.clone(), volume.clone(), app.adopt);
+        steps
+            .run("plan", "fast path", async move {
+                let plan = blocking(move || fast::plan(&c, &v, deployed, target, adopt)).await?;
+                let summary = plan.summary.clone();
+                Ok((plan, summary))
+            })
+            .await
+    };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(e) => return fail(ctx, deploy, &e).await,
+    };
+    store
+        .plan_deploy(deploy.id, &target.to_string(), "fast", &plan.summary)
+        .await?;
+
+    let synced = {
+        let (c, v, changes) = (cache.clone(), volume.clone(), plan.changes);
+        let detail = format!("into {}", volume.display());
+        steps
+            .run("sync", &detail, async move {
+                let report = blocking(move || fast::sync(&c, &v, &changes)).await?;
+                Ok(((), fast::describe(&report)))
+            })
+            .await
+    };
+    let reloaded = match synced {
+        Ok(()) => {
+            let (v, reload) = (volume.clone(), app.reload.clone());
+            steps
+                .run("reload", "", async move {
+                    let done = blocking(move || fast::reload(&v, &reload)).await?;
+                    Ok(((), done))
+                })
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = reloaded {
+        restore(&steps, cache, volume, target, deployed).await;
+        return fail(ctx, deploy, &e).await;
+    }
+    store
+        .succeed_deploy(deploy.id, &app.name, &target.to_string())
+        .await?;
+    info!(deploy_id = deploy.id, commit = %target, "deploy succeeded");
+    Ok(())
+}
+
+/// After a failed sync or reload, put the volume back to what was deployed.
+async fn restore(
+    steps: &Steps,
+    cache: PathBuf,
+    volume: PathBuf,
+    current: Oid,
+    back_to: Option<Oid>,
+) {
+    let detail = match back_to {
+        Some(c) => format!("back to {c}"),
+        None => "back to an empty volume".to_string(),
+    };
+    let restored = steps
+        .run("restore", &detail, async move {
+            let report = blocking(move || fast::restore(&cache, &volume, current, back_to)).await?;
+            Ok(((), fast::describe(&report)))
+        })
+        .await;
+    if let Err(e) = restored {
+        warn!(
+            error = format!("{e:#}"),
+            "could not restore the previous commit"
+        );
+    }
+}
+
+async fn fail(ctx: &Context, deploy: &Deploy, e: &anyhow::Error) -> anyhow::Result<()> {
+    let error = format!("{e:#}");
+    warn!(deploy_id = deploy.id, %error, "deploy failed");
+    ctx.store
+        .finish_deploy(deploy.id, DeployStatus::Failed, None, Some(&error))
+        .await
+}

@@ -1,0 +1,38 @@
+//! Recording a deploy's stages as rows while they run.
+
+use std::future::Future;
+
+use crate::store::Store;
+
+/// The step log of one deploy.
+pub(super) struct Steps {
+    store: Store,
+    deploy_id: i64,
+}
+
+impl Steps {
+    pub(super) fn new(store: Store, deploy_id: i64) -> Steps {
+        Steps { store, deploy_id }
+    }
+
+    /// Run one stage: a row opens before `work` starts and closes with its output, or with the
+    /// error chain when it fails. The work's error is returned unchanged.
+    pub(super) async fn run<T>(
+        &self,
+        stage: &str,
+        detail: &str,
+        work: impl Future<Output = anyhow::Result<(T, String)>>,
+    ) -> anyhow::Result<T> {
+        let step = self.store.begin_step(self.deploy_id, stage, detail).await?;
+        match work.await {
+            Ok((value, output)) => {
+                self.store.end_step(step, true, &output).await?;
+                Ok(value)
+            }
+            Err(e) => {
+                self.store.end_step(step, false, &format!("{e:#}")).await?;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The read API: apps, their deploys, one deploy with its steps, and health.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::config::{AppConfig, Reload};
+use crate::store::{rfc3339, AppState as Deployed, Deploy, Step};
+
+/// A deploy as the API shows it.
+#[derive(Serialize)]
+pub struct DeployView {
+    pub id: i64,
+    pub app: String,
+    pub status: String,
+    pub trigger: String,
+    pub actor: Option<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub requested_sha: Option<String>,
+    pub forced: bool,
+    pub from_commit: Option<String>,
+    pub to_commit: Option<String>,
+    pub path: Option<String>,
+    pub reason: Option<String>,
+    pub error: Option<String>,
+    pub superseded_by: Option<i64>,
+    pub delivery_id: Option<i64>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepView>>,
+}
+
+/// One step of a deploy.
+#[derive(Serialize)]
+pub struct StepView {
+    pub stage: String,
+    pub detail: Option<String>,
+    pub ok: Option<bool>,
+    pub output: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+impl From<Deploy> for DeployView {
+    fn from(d: Deploy) -> Self {
+        DeployView {
+            url: format!("/api/deploys/{}", d.id),
+            duration_ms: d.started_at.zip(d.finished_at).map(|(s, f)| f - s),
+            id: d.id,
+            app: d.app,
+            status: d.status,
+            trigger: d.trigger,
+            actor: d.actor,
+            git_ref: d.git_ref,
+            requested_sha: d.requested_sha,
+            forced: d.forced,
+            from_commit: d.from_commit,
+            to_commit: d.to_commit,
+            path: d.path,
+            reason: d.reason,
+            error: d.error,
+            superseded_by: d.superseded_by,
+            delivery_id: d.delivery_id,
+            created_at: rfc3339(d.created_at),
+            started_at: d.started_at.map(rfc3339),
+            finished_at: d.finished_at.map(rfc3339),
+            steps: None,
+        }
+    }
+}
+
+impl From<Step> for StepView {
+    fn from(s: Step) -> Self {
+        StepView {
+            duration_ms: s.finished_at.map(|f| f - s.started_at),
+            stage: s.stage,
+            detail: s.detail,
+            ok: s.ok,
+            output: s.output,
+            started_at: rfc3339(s.started_at),
+            finished_at: s.finished_at.map(rfc3339),
+        }
+    }
+}
+
+async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> {
+    let deployed = state.store.app_state(&app.name).await?;
+    let last = state.store.last_deploy(&app.name).await?;
+    let reload = match &app.reload {
+        Reload::Touch(p) => json!({ "touch": p }),
+        Reload::None => Value::Null,
+    };
+    Ok(json!({
+        "name": app.name,
+        "repository": app.repository_label(),
+        "branch": app.branch,
+        "tags": app.tags.as_ref().map(|t| &t.pattern),
+        "volume": app.volume,
+        "reload": reload,
+        "deployed": deployed.map(|Deployed { commit_sha, deploy_id, updated_at, .. }| json!({
+            "commit": commit_sha,
+            "deploy_id": deploy_id,
+            "since": rfc3339(updated_at),
+        })),
+        "last_deploy": last.map(DeployView::from),
+    }))
+}
+
+fn find_app<'a>(state: &'a AppState, name: &str) -> Result<&'a AppConfig, ApiError> {
+    state
+        .config
+        .app(name)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown app {name:?}")))
+}
+
+/// `GET /api/apps`
+pub async fn list_apps(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut apps = Vec::with_capacity(state.config.apps.len());
+    for app in &state.config.apps {
+        apps.push(app_view(&state, app).await?);
+    }
+    Ok(Json(json!({ "apps": apps })))
+}
+
+/// `GET /api/apps/{app}`
+pub async fn get_app(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let app = find_app(&state, &name)?;
+    Ok(Json(app_view(&state, app).await?))
+}
+
+#[derive(Deserialize)]
+pub struct Limit {
+    limit: Option<String>,
+}
+
+/// `GET /api/apps/{app}/deploys?limit=N` (newest first; 1..=1000, default 20).
+pub async fn list_deploys(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<Limit>,
+) -> Result<Json<Value>, ApiError> {
+    let app = find_app(&state, &name)?;
+    let limit = match q.limit.as_deref() {
+        None => 20,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("limit: {s:?} is not a number from 1 to 1000"))
+            })?,
+    };
+    let deploys: Vec<DeployView> = state
+        .store
+        .deploys_for_app(&app.name, limit)
+        .await?
+        .into_iter()
+        .map(DeployView::from)
+        .collect();
+    Ok(Json(json!({ "app": app.name, "deploys": deploys })))
+}
+
+/// `GET /api/deploys/{id}` with its steps.
+pub async fn get_deploy(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeployView>, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("deploy id {id:?} is not a number")))?;
+    let deploy = state
+        .store
+        .deploy(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no deploy {id}")))?;
+    let steps = state
+        .store
+        .steps(id)
+        .await?
+        .into_iter()
+        .map(StepView::from)
+        .collect();
+    let mut view = DeployView::from(deploy);
+    view.steps = Some(steps);
+    Ok(Json(view))
+}
+
+/// `GET /healthz`: the database answers.
+pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.store.ping().await?;
+    Ok(Json(
+        json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
+    ))
+}

@@ -1,0 +1,71 @@
+//! The HTTP surface: webhook receivers and the JSON API, as one axum router.
+//!
+//! Handlers parse and answer; they never call git2 or the container engine themselves — work
+//! goes through the store and the deploy queue.
+
+mod api;
+mod error;
+mod webhook;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::deploy::Deployer;
+use crate::store::Store;
+
+pub use error::ApiError;
+
+/// Everything a handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub deployer: Deployer,
+}
+
+/// The whole router, with body cap, request timeout, request ids and tracing.
+pub fn router(state: AppState) -> Router {
+    let body_limit = usize::try_from(state.config.server.body_limit).unwrap_or(usize::MAX);
+    let timeout = state.config.server.request_timeout;
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request| {
+        let path = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("-", MatchedPath::as_str);
+        let id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info_span!("http", method = %req.method(), path, request_id = id)
+    });
+    Router::new()
+        .route("/hooks/github", post(webhook::receive))
+        .route("/hooks/github/{app}", post(webhook::receive_for_app))
+        .route("/api/apps", get(api::list_apps))
+        .route("/api/apps/{app}", get(api::get_app))
+        .route("/api/apps/{app}/deploys", get(api::list_deploys))
+        .route("/api/deploys/{id}", get(api::get_deploy))
+        .route("/healthz", get(api::health))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(trace)
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                ))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+        .with_state(state)
+}

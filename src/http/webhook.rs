@@ -1,0 +1,235 @@
+//! `POST /hooks/github[/{app}]`: verify, record, queue, answer — in that order.
+//!
+//! The body arrives capped (413 while streaming, before any HMAC work). The signature is checked
+//! over the raw bytes before anything is parsed. A delivery is in SQLite before it is
+//! acknowledged, and a redelivery of a recorded one triggers nothing.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::config::AppConfig;
+use crate::deploy::triage::{triage, Triage};
+use crate::github::events::{self, Event, Push};
+use crate::github::signature::{Signature, SignatureError};
+use crate::store::{Delivery, DeliveryOutcome, NewDelivery, NewPushDeploy};
+
+const SIGNATURE: &str = "x-hub-signature-256";
+const EVENT: &str = "x-github-event";
+const DELIVERY: &str = "x-github-delivery";
+const HOOK_ID: &str = "x-github-hook-id";
+
+/// `POST /hooks/github`: the apps are those whose secret verifies the signature and whose
+/// repository the payload names.
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let signature = Signature::parse(headers.get(SIGNATURE).map(|v| v.as_bytes()))?;
+    let apps: Vec<&AppConfig> = state
+        .config
+        .apps
+        .iter()
+        .filter(|app| signature.verify(app.secret.expose(), &body).is_ok())
+        .collect();
+    if apps.is_empty() {
+        return Err(SignatureError::Mismatch.into());
+    }
+    handle(&state, &apps, &headers, &body).await
+}
+
+/// `POST /hooks/github/{app}`: one app, its secret.
+pub async fn receive_for_app(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let app = state
+        .config
+        .app(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown app {name:?}")))?;
+    let signature = Signature::parse(headers.get(SIGNATURE).map(|v| v.as_bytes()))?;
+    signature.verify(app.secret.expose(), &body)?;
+    handle(&state, &[app], &headers, &body).await
+}
+
+/// A printable, bounded header value; `None` when absent.
+fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .ok()
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "header {name} must be 1-128 printable ASCII characters"
+            ))
+        })?;
+    Ok(Some(value))
+}
+
+async fn handle(
+    state: &AppState,
+    apps: &[&AppConfig],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let event_name = header_value(headers, EVENT)?
+        .ok_or_else(|| ApiError::BadRequest(format!("missing {EVENT} header")))?;
+    let delivery_id = header_value(headers, DELIVERY)?
+        .ok_or_else(|| ApiError::BadRequest(format!("missing {DELIVERY} header")))?;
+    let hook_id = header_value(headers, HOOK_ID)?.unwrap_or_default();
+
+    if let Some(first) = state.store.find_delivery(delivery_id, hook_id).await? {
+        return Ok(duplicate(&first));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let json = events::json_body(content_type, body)?;
+    let event = events::parse(event_name, &json)?;
+
+    let mut new = NewDelivery {
+        delivery: delivery_id,
+        hook_id,
+        event: event_name,
+        repository: None,
+        git_ref: None,
+        after_sha: None,
+        outcome: DeliveryOutcome::Ignored,
+        reason: None,
+    };
+    let push = match &event {
+        Event::Ping { .. } => {
+            new.outcome = DeliveryOutcome::Ping;
+            return match state.store.record_delivery(&new, &[]).await? {
+                Some(d) => Ok((
+                    StatusCode::OK,
+                    Json(json!({ "status": "pong", "delivery": d.delivery })),
+                )
+                    .into_response()),
+                None => Ok(redelivered(state, delivery_id, hook_id).await?),
+            };
+        }
+        Event::Other(name) => {
+            let reason = format!("event {name:?} is not handled; dockhand deploys on push");
+            new.reason = Some(&reason);
+            return record_ignored(state, &new).await;
+        }
+        Event::Push(push) => push,
+    };
+    new.repository = Some(&push.repository.full_name);
+    new.git_ref = Some(&push.git_ref);
+    new.after_sha = Some(&push.after);
+
+    let (deploying, reasons) = triage_all(apps, push);
+    if deploying.is_empty() {
+        let reason = reasons.join("; ");
+        new.reason = Some(&reason);
+        return record_ignored(state, &new).await;
+    }
+
+    // Reserve queue room before persisting, so an acknowledged delivery always reaches a worker.
+    let mut permits = Vec::with_capacity(deploying.len());
+    for app in &deploying {
+        permits.push(state.deployer.reserve(&app.name)?);
+    }
+    let actor = push.pusher.as_deref();
+    let queued: Vec<NewPushDeploy> = deploying
+        .iter()
+        .map(|app| NewPushDeploy {
+            app: &app.name,
+            git_ref: &push.git_ref,
+            requested_sha: &push.after,
+            forced: push.forced,
+            actor,
+        })
+        .collect();
+    let reason = reasons.join("; ");
+    new.outcome = DeliveryOutcome::Deploy;
+    new.reason = (!reason.is_empty()).then_some(reason.as_str());
+    let Some(recorded) = state.store.record_delivery(&new, &queued).await? else {
+        return redelivered(state, delivery_id, hook_id).await;
+    };
+    for (permit, (_, deploy_id)) in permits.into_iter().zip(&recorded.deploys) {
+        permit.send(*deploy_id);
+    }
+    info!(delivery = delivery_id, git_ref = push.git_ref, deploys = ?recorded.deploys, "push queued");
+    Ok(answer(StatusCode::ACCEPTED, "queued", &recorded))
+}
+
+/// Which apps deploy this push, and why each other one does not.
+fn triage_all<'a>(apps: &[&'a AppConfig], push: &Push) -> (Vec<&'a AppConfig>, Vec<String>) {
+    let mut deploying = Vec::new();
+    let mut reasons = Vec::new();
+    for app in apps {
+        match triage(app, push) {
+            Triage::Deploy => deploying.push(*app),
+            Triage::Ignore(reason) => reasons.push(reason),
+        }
+    }
+    (deploying, reasons)
+}
+
+async fn record_ignored(state: &AppState, new: &NewDelivery<'_>) -> Result<Response, ApiError> {
+    match state.store.record_delivery(new, &[]).await? {
+        Some(d) => Ok(answer(StatusCode::ACCEPTED, "ignored", &d)),
+        None => redelivered(state, new.delivery, new.hook_id).await,
+    }
+}
+
+/// The same delivery was recorded concurrently: answer as for any redelivery.
+async fn redelivered(
+    state: &AppState,
+    delivery: &str,
+    hook_id: &str,
+) -> Result<Response, ApiError> {
+    let first = state
+        .store
+        .find_delivery(delivery, hook_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("delivery {delivery} conflicted but is not recorded"))?;
+    Ok(duplicate(&first))
+}
+
+fn duplicate(first: &Delivery) -> Response {
+    answer(StatusCode::OK, "duplicate", first)
+}
+
+/// The JSON answer for a recorded delivery; `Location` names its (first) deploy.
+fn answer(status: StatusCode, word: &str, d: &Delivery) -> Response {
+    let deploys: Vec<Value> = d
+        .deploys
+        .iter()
+        .map(
+            |(app, id)| json!({ "app": app, "deploy_id": id, "url": format!("/api/deploys/{id}") }),
+        )
+        .collect();
+    let mut body = json!({ "status": word, "delivery": d.delivery, "deploys": deploys });
+    if let Some(reason) = &d.reason {
+        body["reason"] = json!(reason);
+    }
+    let first = d.deploys.first();
+    if let Some((app, id)) = first {
+        body["deploy_id"] = json!(id);
+        body["app"] = json!(app);
+    }
+    if word == "duplicate" {
+        body["outcome"] = json!(d.outcome);
+    }
+    let mut response = (status, Json(body)).into_response();
+    if let Some(location) = first.and_then(|(_, id)| format!("/api/deploys/{id}").parse().ok()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}

@@ -1,0 +1,149 @@
+//! Building and running the server: `App::build(config)` binds, `port()` reports,
+//! `run(shutdown)` serves until the shutdown future resolves.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::deploy::{self, Deployer, Workers};
+use crate::http::{router, AppState};
+use crate::store::Store;
+
+/// Slow clients must send their request head within this, or the connection is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (line + headers) accepted; hyper answers 431 beyond it.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How long shutdown waits for open requests and a running deploy.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A bound, recovered, ready-to-serve dockhand.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    workers: Workers,
+    /// Held for the life of the server: one dockhand per state directory.
+    _lock: File,
+}
+
+impl App {
+    /// Open the state directory and database, recover from any crash, start the deploy
+    /// workers, and bind the listener.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let state_dir = &config.server.state_dir;
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating state dir {}", state_dir.display()))?;
+        let lock_path = state_dir.join("dockhand.lock");
+        let lock = File::create(&lock_path)
+            .with_context(|| format!("creating {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            bail!(
+                "another dockhand is already running with state dir {}",
+                state_dir.display()
+            );
+        }
+        let store = Store::open(&config.database_path()).await?;
+        let config = Arc::new(config);
+        let ctx = deploy::Context {
+            config: config.clone(),
+            store: store.clone(),
+        };
+        let (deployer, workers) = Deployer::spawn(ctx.clone());
+        deploy::recover(&ctx, &deployer)
+            .await
+            .context("recovering from the previous run")?;
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        let state = AppState {
+            config,
+            store,
+            deployer,
+        };
+        Ok(App {
+            listener,
+            state,
+            workers,
+            _lock: lock,
+        })
+    }
+
+    /// The address the server listens on (useful when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serve until `shutdown` resolves; then stop accepting, let open requests and the running
+    /// deploys finish (bounded), and return.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let App {
+            listener,
+            state,
+            workers,
+            _lock,
+        } = self;
+        info!(addr = %listener.local_addr()?, apps = state.config.apps.len(), "dockhand listening");
+        let service = TowerToHyperService::new(router(state));
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone());
+                    let conn = graceful.watch(conn.into_owned());
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+            }
+        }
+        info!("shutting down: no new connections");
+        drop(listener);
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!("open connections did not finish in time");
+        }
+        workers.shutdown(SHUTDOWN_GRACE).await;
+        info!("dockhand stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! Webhook deliveries, and the deploys a delivery queues, written in one transaction.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{now_ms, Store};
+
+/// What dockhand did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Deploy,
+    Ignored,
+    Ping,
+}
+
+impl DeliveryOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Deploy => "deploy",
+            DeliveryOutcome::Ignored => "ignored",
+            DeliveryOutcome::Ping => "ping",
+        }
+    }
+}
+
+/// A delivery to record.
+#[derive(Debug, Clone)]
+pub struct NewDelivery<'a> {
+    pub delivery: &'a str,
+    pub hook_id: &'a str,
+    pub event: &'a str,
+    pub repository: Option<&'a str>,
+    pub git_ref: Option<&'a str>,
+    pub after_sha: Option<&'a str>,
+    pub outcome: DeliveryOutcome,
+    pub reason: Option<&'a str>,
+}
+
+/// A deploy a push delivery queues for one app.
+#[derive(Debug, Clone)]
+pub struct NewPushDeploy<'a> {
+    pub app: &'a str,
+    pub git_ref: &'a str,
+    pub requested_sha: &'a str,
+    pub forced: bool,
+    pub actor: Option<&'a str>,
+}
+
+/// A recorded delivery and the deploys it queued.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub delivery: String,
+    pub outcome: String,
+    pub reason: Option<String>,
+    /// `(app, deploy id)` for each deploy this delivery queued.
+    pub deploys: Vec<(String, i64)>,
+}
+
+impl Store {
+    /// Record a delivery and queue its deploys atomically. `Ok(None)` when the same
+    /// `(delivery, hook_id)` is already recorded: a redelivery, which must trigger nothing.
+    pub async fn record_delivery(
+        &self,
+        new: &NewDelivery<'_>,
+        deploys: &[NewPushDeploy<'_>],
+    ) -> anyhow::Result<Option<Delivery>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO deliveries (delivery, hook_id, event, repository, git_ref, after_sha, outcome, reason, received_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (delivery, hook_id) DO NOTHING
+             RETURNING id",
+        )
+        .bind(new.delivery)
+        .bind(new.hook_id)
+        .bind(new.event)
+        .bind(new.repository)
+        .bind(new.git_ref)
+        .bind(new.after_sha)
+        .bind(new.outcome.as_str())
+        .bind(new.reason)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let mut queued = Vec::with_capacity(deploys.len());
+        for d in deploys {
+            let deploy_id: i64 = sqlx::query_scalar(
+                "INSERT INTO deploys (app, delivery_id, trigger, actor, git_ref, requested_sha, forced, status, created_at)
+                 VALUES (?, ?, 'push', ?, ?, ?, ?, 'queued', ?)
+                 RETURNING id",
+            )
+            .bind(d.app)
+            .bind(id)
+            .bind(d.actor)
+            .bind(d.git_ref)
+            .bind(d.requested_sha)
+            .bind(d.forced)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            queued.push((d.app.to_string(), deploy_id));
+        }
+        tx.commit().await?;
+        Ok(Some(Delivery {
+            id,
+            delivery: new.delivery.to_string(),
+            outcome: new.outcome.as_str().to_string(),
+            reason: new.reason.map(str::to_string),
+            deploys: queued,
+        }))
+    }
+
+    /// The recorded delivery with this GitHub delivery id and hook id, if any.
+    pub async fn find_delivery(
+        &self,
+        delivery: &str,
+        hook_id: &str,
+    ) -> anyhow::Result<Option<Delivery>> {
+        let row = sqlx::query(
+            "SELECT id, outcome, reason FROM deliveries WHERE delivery = ? AND hook_id = ?",
+        )
+        .bind(delivery)
+        .bind(hook_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id: i64 = row.try_get("id")?;
+        let deploys = sqlx::query_as::<_, (String, i64)>(
+            "SELECT app, id FROM deploys WHERE delivery_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(Delivery {
+            id,
+            delivery: delivery.to_string(),
+            outcome: row.try_get("outcome")?,
+            reason: row.try_get("reason")?,
+            deploys,
+        }))
+    }
+}

@@ -1,0 +1,327 @@
+//! Deploys, their steps, and the per-app deployed commit.
+
+use sqlx::FromRow;
+
+use super::{now_ms, Store};
+
+/// Longest step output kept; the tail beyond it is cut with a marker.
+const MAX_STEP_OUTPUT: usize = 64 * 1024;
+
+/// Where a deploy is in its life. `Queued` and `Running` are the only non-terminal ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Superseded,
+    Stale,
+    Ignored,
+    Interrupted,
+}
+
+impl DeployStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployStatus::Queued => "queued",
+            DeployStatus::Running => "running",
+            DeployStatus::Succeeded => "succeeded",
+            DeployStatus::Failed => "failed",
+            DeployStatus::Superseded => "superseded",
+            DeployStatus::Stale => "stale",
+            DeployStatus::Ignored => "ignored",
+            DeployStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether nothing will change this deploy any more.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, DeployStatus::Queued | DeployStatus::Running)
+    }
+}
+
+/// What started a deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Push,
+    Manual,
+    Rollback,
+}
+
+/// One row of `deploys`.
+#[derive(Debug, Clone, FromRow)]
+pub struct Deploy {
+    pub id: i64,
+    pub app: String,
+    pub delivery_id: Option<i64>,
+    pub trigger: String,
+    pub actor: Option<String>,
+    pub git_ref: Option<String>,
+    pub requested_sha: Option<String>,
+    pub forced: bool,
+    pub from_commit: Option<String>,
+    pub to_commit: Option<String>,
+    pub path: Option<String>,
+    pub reason: Option<String>,
+    pub status: String,
+    pub superseded_by: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// One row of `deploy_steps`.
+#[derive(Debug, Clone, FromRow)]
+pub struct Step {
+    pub id: i64,
+    pub stage: String,
+    pub detail: Option<String>,
+    pub output: Option<String>,
+    pub ok: Option<bool>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// The commit an app's volume holds, and the deploy that put it there.
+#[derive(Debug, Clone, FromRow)]
+pub struct AppState {
+    pub app: String,
+    pub commit_sha: String,
+    pub deploy_id: i64,
+    pub updated_at: i64,
+}
+
+const DEPLOY_COLUMNS: &str =
+    "id, app, delivery_id, trigger, actor, git_ref, requested_sha, forced, from_commit, \
+     to_commit, path, reason, status, superseded_by, error, created_at, started_at, finished_at";
+
+impl Store {
+    /// One deploy by id.
+    pub async fn deploy(&self, id: i64) -> anyhow::Result<Option<Deploy>> {
+        let sql = format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE id = ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// An app's deploys, newest first.
+    pub async fn deploys_for_app(&self, app: &str, limit: u32) -> anyhow::Result<Vec<Deploy>> {
+        let sql =
+            format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE app = ? ORDER BY id DESC LIMIT ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(app)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Every deploy in `status`, oldest first (startup recovery).
+    pub async fn deploys_with_status(&self, status: DeployStatus) -> anyhow::Result<Vec<Deploy>> {
+        let sql = format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE status = ? ORDER BY id");
+        Ok(sqlx::query_as(&sql)
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The steps of a deploy, in order.
+    pub async fn steps(&self, deploy_id: i64) -> anyhow::Result<Vec<Step>> {
+        Ok(sqlx::query_as(
+            "SELECT id, stage, detail, output, ok, started_at, finished_at FROM deploy_steps WHERE deploy_id = ? ORDER BY id",
+        )
+        .bind(deploy_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Mark a queued deploy running, recording what the volume held when it started.
+    pub async fn start_deploy(&self, id: i64, from_commit: Option<&str>) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE deploys SET status = 'running', started_at = ?, from_commit = ? WHERE id = ?",
+        )
+        .bind(now_ms())
+        .bind(from_commit)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Record the resolved target and chosen path before anything touches the volume, so a crash
+    /// from here on can be undone from the record alone.
+    pub async fn plan_deploy(
+        &self,
+        id: i64,
+        to_commit: &str,
+        path: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        sqlx::query("UPDATE deploys SET to_commit = ?, path = ?, reason = ? WHERE id = ?")
+            .bind(to_commit)
+            .bind(path)
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Give a deploy a terminal status other than `succeeded`.
+    pub async fn finish_deploy(
+        &self,
+        id: i64,
+        status: DeployStatus,
+        reason: Option<&str>,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
+        debug_assert!(status.is_terminal() && status != DeployStatus::Succeeded);
+        sqlx::query(
+            "UPDATE deploys SET status = ?, reason = COALESCE(?, reason), error = ?, finished_at = ?,
+                    started_at = COALESCE(started_at, ?)
+             WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(error)
+        .bind(now_ms())
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Mark a deploy succeeded and make its commit the app's deployed commit, atomically.
+    pub async fn succeed_deploy(&self, id: i64, app: &str, commit: &str) -> anyhow::Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE deploys SET status = 'succeeded', finished_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO app_state (app, commit_sha, deploy_id, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (app) DO UPDATE SET commit_sha = excluded.commit_sha, deploy_id = excluded.deploy_id,
+                                             updated_at = excluded.updated_at",
+        )
+        .bind(app)
+        .bind(commit)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Mark queued deploys as covered by deploy `by` (latest wins).
+    pub async fn supersede(&self, ids: &[i64], by: i64) -> anyhow::Result<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            sqlx::query(
+                "UPDATE deploys SET status = 'superseded', superseded_by = ?, reason = ?, finished_at = ?
+                 WHERE id = ? AND status = 'queued'",
+            )
+            .bind(by)
+            .bind(format!("covered by deploy {by}, which deploys a newer push"))
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Open a step; returns its id for [`Store::end_step`].
+    pub async fn begin_step(
+        &self,
+        deploy_id: i64,
+        stage: &str,
+        detail: &str,
+    ) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO deploy_steps (deploy_id, stage, detail, started_at) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(deploy_id)
+        .bind(stage)
+        .bind(detail)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Record a step that already ran (work done before the deploy it belongs to was known).
+    pub async fn record_step(
+        &self,
+        deploy_id: i64,
+        stage: &str,
+        detail: &str,
+        ran: (i64, i64),
+        ok: bool,
+        output: &str,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO deploy_steps (deploy_id, stage, detail, output, ok, started_at, finished_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(deploy_id)
+        .bind(stage)
+        .bind(detail)
+        .bind(truncate_output(output).as_ref())
+        .bind(ok)
+        .bind(ran.0)
+        .bind(ran.1)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Close a step with its outcome and output (cut at 64 KiB).
+    pub async fn end_step(&self, step_id: i64, ok: bool, output: &str) -> anyhow::Result<()> {
+        let output = truncate_output(output);
+        sqlx::query("UPDATE deploy_steps SET ok = ?, output = ?, finished_at = ? WHERE id = ?")
+            .bind(ok)
+            .bind(output.as_ref())
+            .bind(now_ms())
+            .bind(step_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The commit an app's volume holds, if it was ever deployed.
+    pub async fn app_state(&self, app: &str) -> anyhow::Result<Option<AppState>> {
+        Ok(sqlx::query_as(
+            "SELECT app, commit_sha, deploy_id, updated_at FROM app_state WHERE app = ?",
+        )
+        .bind(app)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The newest deploy of an app.
+    pub async fn last_deploy(&self, app: &str) -> anyhow::Result<Option<Deploy>> {
+        Ok(self.deploys_for_app(app, 1).await?.into_iter().next())
+    }
+}
+
+fn truncate_output(output: &str) -> std::borrow::Cow<'_, str> {
+    if output.len() <= MAX_STEP_OUTPUT {
+        return output.into();
+    }
+    let mut cut = MAX_STEP_OUTPUT;
+    while !output.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}\n… ({} more bytes cut)",
+        &output[..cut],
+        output.len() - cut
+    )
+    .into()
+}

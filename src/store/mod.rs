@@ -1,0 +1,76 @@
+//! SQLite persistence: deliveries, deploys, their steps, and each app's deployed commit.
+//!
+//! One file under the state directory, WAL mode, migrations from `migrations/` embedded in the
+//! binary and run at open. Every write that an HTTP answer promises is committed before the
+//! answer is sent.
+
+mod deliveries;
+mod deploys;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use deliveries::{Delivery, DeliveryOutcome, NewDelivery, NewPushDeploy};
+pub use deploys::{AppState, Deploy, DeployStatus, Step, Trigger};
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Open (creating if missing) the database at `path` and bring its schema up to date.
+    pub async fn open(path: &Path) -> anyhow::Result<Store> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a committed transaction survives a crash of dockhand (SIGKILL); only
+            // an OS crash or power loss can lose the last few. FULL would fsync every delivery.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening database {}", path.display()))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("running database migrations")?;
+        Ok(Store { pool })
+    }
+
+    /// A cheap query proving the database answers (for `/healthz`).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Now, in unix milliseconds: the unit of every `*_at` column.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Render a unix-milliseconds column as RFC 3339 (UTC).
+pub fn rfc3339(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
