@@ -4,7 +4,7 @@
 //! bare repository that only dockhand writes, so a container that can write its volume cannot
 //! influence host-side git (SECURITY.md 21).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -131,6 +131,8 @@ impl Cache {
             aborted.get().is_some()
         };
         let credential_attempts = Cell::new(0u32);
+        // Every ref a refspec matched, changed or not (with `report_unchanged`).
+        let updated: RefCell<BTreeSet<String>> = RefCell::new(BTreeSet::new());
 
         let mut callbacks = git2::RemoteCallbacks::new();
         callbacks.credentials(|_url, user_from_url, allowed| {
@@ -138,11 +140,16 @@ impl Cache {
         });
         callbacks.transfer_progress(|p| !over_limit(p.received_bytes() as u64));
         callbacks.sideband_progress(|_| !over_limit(0));
+        callbacks.update_tips(|name, _, _| {
+            updated.borrow_mut().insert(name.to_owned());
+            true
+        });
         let mut options = git2::FetchOptions::new();
         options
             .remote_callbacks(callbacks)
             .download_tags(git2::AutotagOption::None)
-            .update_fetchhead(false);
+            .update_fetchhead(false)
+            .report_unchanged(true);
 
         let mut remote = self
             .repo
@@ -167,11 +174,9 @@ impl Cache {
         }
         // A refspec whose source the origin does not advertise matches nothing, and libgit2
         // reports success; a deploy of a ref that vanished must fail instead.
-        let advertised = remote
-            .list()
-            .with_context(|| format!("listing refs of {shown}"))?;
+        let updated = updated.borrow();
         for r in refs {
-            if !advertised.iter().any(|head| head.name() == r) {
+            if !updated.contains(r) {
                 bail!("origin {shown} has no ref {r}");
             }
         }
@@ -808,6 +813,23 @@ pub(crate) mod tests {
             .unwrap_err();
 
         assert!(format!("{err:#}").contains("refs/heads/gone"), "{err:#}");
+    }
+
+    #[test]
+    fn fetch_from_an_origin_without_any_ref_fails_naming_the_ref() {
+        let origin = Origin::new();
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+
+        let refs = ["refs/heads/main".to_owned()];
+        let err = cache
+            .fetch(&origin.url(), &refs, &Credentials::None, &limits())
+            .unwrap_err();
+
+        assert!(
+            format!("{err:#}").contains("no ref refs/heads/main"),
+            "{err:#}"
+        );
     }
 
     #[test]
