@@ -4,8 +4,12 @@
 //! bare repository that only dockhand writes, so a container that can write its volume cannot
 //! influence host-side git (SECURITY.md 21).
 
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
 
 pub use git2::Oid;
 
@@ -68,7 +72,19 @@ pub struct Cache {
 impl Cache {
     /// Open the bare cache at `path`, creating it (and parents) if missing.
     pub fn open_or_init(path: &Path) -> anyhow::Result<Cache> {
-        todo!("{path:?}")
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("creating cache directory {}", path.display()))?;
+        let repo = if path.join("HEAD").exists() {
+            git2::Repository::open_bare(path)
+                .with_context(|| format!("opening cache repository {}", path.display()))?
+        } else {
+            git2::Repository::init_bare(path)
+                .with_context(|| format!("creating cache repository {}", path.display()))?
+        };
+        if !repo.is_bare() {
+            bail!("cache repository {} is not bare", path.display());
+        }
+        Ok(Cache { repo })
     }
 
     /// The underlying repository (for reading blobs while syncing a volume).
@@ -79,6 +95,10 @@ impl Cache {
     /// Fetch each full ref name in `refs` (e.g. `refs/heads/main`, `refs/tags/v1`) from `url` into
     /// the same name (forced), no tags auto-followed, no submodules. Errors name the URL (without
     /// credentials) and say whether the timeout or size cap was hit.
+    ///
+    /// The limits are checked whenever libgit2 reports progress, so a connection that stalls
+    /// without sending anything is bounded only by libgit2's server timeout
+    /// (`git2::opts::set_server_timeout_in_milliseconds`, process-wide).
     pub fn fetch(
         &self,
         url: &str,
@@ -86,33 +106,1043 @@ impl Cache {
         creds: &Credentials,
         limits: &FetchLimits,
     ) -> anyhow::Result<()> {
-        todo!(
-            "{url} {refs:?} {limits:?} {}",
-            matches!(creds, Credentials::None)
-        )
+        let shown = redact_url(url);
+        if url.is_empty() || url.starts_with('-') {
+            bail!("refusing to fetch from origin {shown:?}");
+        }
+        if refs.is_empty() {
+            bail!("nothing to fetch from {shown}: no refs given");
+        }
+        for r in refs {
+            if !r.starts_with("refs/") || !git2::Reference::is_valid_name(r) {
+                bail!("refusing to fetch {r:?} from {shown}: not a full ref name");
+            }
+        }
+        let refspecs: Vec<String> = refs.iter().map(|r| format!("+{r}:{r}")).collect();
+
+        let start = Instant::now();
+        let aborted: Cell<Option<Abort>> = Cell::new(None);
+        let over_limit = |received: u64| -> bool {
+            if start.elapsed() > limits.timeout {
+                aborted.set(Some(Abort::Timeout));
+            } else if received > limits.max_bytes {
+                aborted.set(Some(Abort::Size));
+            }
+            aborted.get().is_some()
+        };
+        let credential_attempts = Cell::new(0u32);
+        // Every ref a refspec matched, changed or not (with `report_unchanged`).
+        let updated: RefCell<BTreeSet<String>> = RefCell::new(BTreeSet::new());
+
+        let mut callbacks = git2::RemoteCallbacks::new();
+        callbacks.credentials(|_url, user_from_url, allowed| {
+            credentials(creds, user_from_url, allowed, &credential_attempts)
+        });
+        callbacks.transfer_progress(|p| !over_limit(p.received_bytes() as u64));
+        callbacks.sideband_progress(|_| !over_limit(0));
+        callbacks.update_tips(|name, _, _| {
+            updated.borrow_mut().insert(name.to_owned());
+            true
+        });
+        let mut options = git2::FetchOptions::new();
+        options
+            .remote_callbacks(callbacks)
+            .download_tags(git2::AutotagOption::None)
+            .update_fetchhead(false)
+            .report_unchanged(true);
+
+        let mut remote = self
+            .repo
+            .remote_anonymous(url)
+            .with_context(|| format!("setting up fetch from {shown}"))?;
+        let fetched = remote.fetch(&refspecs, Some(&mut options), None);
+        match aborted.get() {
+            Some(Abort::Timeout) => bail!(
+                "fetch timed out after {}s from {shown}",
+                limits.timeout.as_secs_f64()
+            ),
+            Some(Abort::Size) => bail!(
+                "fetch exceeded the {}-byte size cap from {shown}",
+                limits.max_bytes
+            ),
+            None => {}
+        }
+        if let Err(e) = fetched {
+            // libgit2 may echo the URL it was given; never let userinfo reach a log line.
+            let message = e.message().replace(url, &shown);
+            bail!("fetching {} from {shown}: {message}", refs.join(", "));
+        }
+        // A refspec whose source the origin does not advertise matches nothing, and libgit2
+        // reports success; a deploy of a ref that vanished must fail instead.
+        let updated = updated.borrow();
+        for r in refs {
+            if !updated.contains(r) {
+                bail!("origin {shown} has no ref {r}");
+            }
+        }
+        Ok(())
     }
 
     /// Resolve a full SHA, an abbreviated SHA, or a full ref name to a commit, peeling annotated
     /// tags. `Ok(None)` when it names nothing in the cache.
+    ///
+    /// Anything else (a short branch name, revision syntax like `main~1`) names nothing; a spec
+    /// starting with `-` is an error, since it would read as an option wherever it is passed on.
     pub fn resolve(&self, spec: &str) -> anyhow::Result<Option<Oid>> {
-        todo!("{spec}")
+        if spec.starts_with('-') {
+            bail!("refusing revision {spec:?}: it starts with '-'");
+        }
+        let object = if spec.starts_with("refs/") {
+            if !git2::Reference::is_valid_name(spec) {
+                return Ok(None);
+            }
+            match self.repo.find_reference(spec) {
+                Ok(reference) => reference
+                    .resolve()
+                    .and_then(|r| r.peel(git2::ObjectType::Any))
+                    .with_context(|| format!("resolving {spec}"))?,
+                Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("looking up {spec}")),
+            }
+        } else if (4..=40).contains(&spec.len()) && spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // By prefix only: unlike revparse, this never lets a ref named like hex win.
+            match self
+                .repo
+                .find_object_by_prefix(&spec.to_ascii_lowercase(), None)
+            {
+                Ok(object) => object,
+                Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+                Err(e) if e.code() == git2::ErrorCode::Ambiguous => {
+                    bail!("{spec} is ambiguous: give more hex digits")
+                }
+                Err(e) => return Err(e).with_context(|| format!("looking up {spec}")),
+            }
+        } else {
+            return Ok(None);
+        };
+        let commit = object
+            .peel_to_commit()
+            .with_context(|| format!("{spec} does not name a commit"))?;
+        Ok(Some(commit.id()))
     }
 
     /// Whether `ancestor` is reachable from `descendant` (a commit is its own ancestor).
     pub fn is_ancestor(&self, ancestor: Oid, descendant: Oid) -> anyhow::Result<bool> {
-        todo!("{ancestor} {descendant}")
+        if ancestor == descendant {
+            return Ok(true);
+        }
+        self.repo
+            .graph_descendant_of(descendant, ancestor)
+            .with_context(|| format!("checking whether {ancestor} is an ancestor of {descendant}"))
     }
 
     /// The paths that differ between the trees of two commits (`None` = the empty tree), as the
     /// changes that turn a directory holding `from` into one holding `to`. Deletes come first.
     /// Every path is relative and checked: a `..`, absolute, empty or `.git` component is an error
     /// naming the path. Submodule entries (gitlinks) are skipped.
+    ///
+    /// Subtrees with the same id on both sides are never opened, so the cost follows the size of
+    /// the change, not of the trees. (libgit2's `diff_tree_to_tree` walks both trees in full.)
     pub fn changes(&self, from: Option<Oid>, to: Option<Oid>) -> anyhow::Result<Vec<Change>> {
-        todo!("{from:?} {to:?}")
+        let old = from.map(|id| self.tree_of(id)).transpose()?;
+        let new = to.map(|id| self.tree_of(id)).transpose()?;
+        let mut diff = TreeDiff::default();
+        diff.trees(&self.repo, old.as_ref(), new.as_ref(), &[])?;
+        let mut changes = diff.deletes;
+        changes.append(&mut diff.writes);
+        Ok(changes)
     }
 
     /// Metadata of a commit.
     pub fn commit_info(&self, id: Oid) -> anyhow::Result<CommitInfo> {
-        todo!("{id}")
+        let commit = self
+            .repo
+            .find_commit(id)
+            .with_context(|| format!("reading commit {id}"))?;
+        let author = commit.author();
+        Ok(CommitInfo {
+            id,
+            summary: commit
+                .summary_bytes()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .unwrap_or_default(),
+            message: String::from_utf8_lossy(commit.message_bytes()).into_owned(),
+            author: format!(
+                "{} <{}>",
+                String::from_utf8_lossy(author.name_bytes()),
+                String::from_utf8_lossy(author.email_bytes())
+            ),
+        })
+    }
+
+    fn tree_of(&self, id: Oid) -> anyhow::Result<git2::Tree<'_>> {
+        self.repo
+            .find_object(id, None)
+            .and_then(|o| o.peel_to_tree())
+            .with_context(|| format!("reading the tree of {id}"))
+    }
+}
+
+/// Which limit stopped a fetch.
+#[derive(Debug, Clone, Copy)]
+enum Abort {
+    Timeout,
+    Size,
+}
+
+/// The credentials callback: answers once; libgit2 calls again after a rejection, and would do so
+/// forever.
+fn credentials(
+    creds: &Credentials,
+    user_from_url: Option<&str>,
+    allowed: git2::CredentialType,
+    attempts: &Cell<u32>,
+) -> Result<git2::Cred, git2::Error> {
+    use git2::CredentialType as T;
+    if let Credentials::SshKey(_) = creds {
+        if allowed.contains(T::USERNAME) {
+            return git2::Cred::username(user_from_url.unwrap_or("git"));
+        }
+    }
+    attempts.set(attempts.get() + 1);
+    if attempts.get() > 1 {
+        return Err(git2::Error::from_str(
+            "the origin rejected the configured credentials",
+        ));
+    }
+    match creds {
+        Credentials::None => Err(git2::Error::from_str(
+            "the origin asks for credentials and none are configured",
+        )),
+        Credentials::Token(token) if allowed.contains(T::USER_PASS_PLAINTEXT) => {
+            git2::Cred::userpass_plaintext("x-access-token", token)
+        }
+        Credentials::SshKey(key) if allowed.contains(T::SSH_KEY) => {
+            git2::Cred::ssh_key(user_from_url.unwrap_or("git"), None, key, None)
+        }
+        _ => Err(git2::Error::from_str(
+            "the origin asks for a kind of credential that is not configured",
+        )),
+    }
+}
+
+/// `url` without any userinfo (`https://user:token@host/x` → `https://host/x`).
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+const MODE_TREE: i32 = 0o040000;
+const MODE_EXECUTABLE: i32 = 0o100755;
+const MODE_SYMLINK: i32 = 0o120000;
+const MODE_GITLINK: i32 = 0o160000;
+
+/// One side of a tree entry: what `changes` needs of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    oid: Oid,
+    mode: i32,
+}
+
+impl Entry {
+    fn is_tree(self) -> bool {
+        self.mode == MODE_TREE
+    }
+
+    fn is_blob(self) -> bool {
+        self.mode != MODE_TREE && self.mode != MODE_GITLINK
+    }
+}
+
+/// Collects the changes of a recursive tree comparison.
+#[derive(Default)]
+struct TreeDiff {
+    deletes: Vec<Change>,
+    writes: Vec<Change>,
+}
+
+impl TreeDiff {
+    /// Compare two trees at `prefix`, opening only subtrees whose ids differ.
+    fn trees(
+        &mut self,
+        repo: &git2::Repository,
+        old: Option<&git2::Tree<'_>>,
+        new: Option<&git2::Tree<'_>>,
+        prefix: &[u8],
+    ) -> anyhow::Result<()> {
+        let old = entries(old, prefix)?;
+        let new = entries(new, prefix)?;
+        let names: BTreeSet<&Vec<u8>> = old.keys().chain(new.keys()).collect();
+        for name in names {
+            let (o, n) = (old.get(name).copied(), new.get(name).copied());
+            if o == n {
+                continue;
+            }
+            let path = join(prefix, name);
+            check_path(&path)?;
+            match (o, n) {
+                (Some(o), Some(n)) if o.is_tree() && n.is_tree() => {
+                    let (ot, nt) = (
+                        find_tree(repo, o.oid, &path)?,
+                        find_tree(repo, n.oid, &path)?,
+                    );
+                    self.trees(repo, Some(&ot), Some(&nt), &path)?;
+                }
+                // A blob replaced by a blob (content, exec bit, file/symlink): one write
+                // renames over it.
+                (Some(o), Some(n)) if o.is_blob() && n.is_blob() => self.added(repo, n, &path)?,
+                _ => {
+                    if let Some(o) = o {
+                        self.removed(repo, o, &path)?;
+                    }
+                    if let Some(n) = n {
+                        self.added(repo, n, &path)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn removed(&mut self, repo: &git2::Repository, e: Entry, path: &[u8]) -> anyhow::Result<()> {
+        match e.mode {
+            MODE_TREE => self.trees(repo, Some(&find_tree(repo, e.oid, path)?), None, path),
+            MODE_GITLINK => Ok(()),
+            _ => {
+                self.deletes.push(Change::Delete {
+                    path: to_path(path),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn added(&mut self, repo: &git2::Repository, e: Entry, path: &[u8]) -> anyhow::Result<()> {
+        let mode = match e.mode {
+            MODE_TREE => return self.trees(repo, None, Some(&find_tree(repo, e.oid, path)?), path),
+            MODE_GITLINK => return Ok(()),
+            MODE_EXECUTABLE => EntryMode::Executable,
+            MODE_SYMLINK => EntryMode::Symlink,
+            _ => EntryMode::File,
+        };
+        self.writes.push(Change::Write {
+            path: to_path(path),
+            oid: e.oid,
+            mode,
+        });
+        Ok(())
+    }
+}
+
+/// The entries of a tree by name. A crafted tree may repeat a name; that is refused, since which
+/// entry would win is undefined.
+fn entries(
+    tree: Option<&git2::Tree<'_>>,
+    prefix: &[u8],
+) -> anyhow::Result<BTreeMap<Vec<u8>, Entry>> {
+    let mut map = BTreeMap::new();
+    for entry in tree.into_iter().flat_map(|t| t.iter()) {
+        let name = entry.name_bytes().to_vec();
+        let e = Entry {
+            oid: entry.id(),
+            mode: entry.filemode(),
+        };
+        if map.insert(name, e).is_some() {
+            let path = join(prefix, entry.name_bytes());
+            bail!(
+                "tree entry {} appears twice",
+                String::from_utf8_lossy(&path)
+            );
+        }
+    }
+    Ok(map)
+}
+
+fn find_tree<'r>(
+    repo: &'r git2::Repository,
+    oid: Oid,
+    path: &[u8],
+) -> anyhow::Result<git2::Tree<'r>> {
+    repo.find_tree(oid)
+        .with_context(|| format!("reading tree {oid} at {}", String::from_utf8_lossy(path)))
+}
+
+fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    if prefix.is_empty() {
+        return name.to_vec();
+    }
+    let mut path = Vec::with_capacity(prefix.len() + 1 + name.len());
+    path.extend_from_slice(prefix);
+    path.push(b'/');
+    path.extend_from_slice(name);
+    path
+}
+
+fn to_path(bytes: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+/// Refuse a path that could leave the volume or plant git metadata in it.
+fn check_path(path: &[u8]) -> anyhow::Result<()> {
+    let bad = path.is_empty()
+        || path.contains(&0)
+        || path.split(|&b| b == b'/').any(|c| {
+            // `.git` also with the trailing dots and spaces some filesystems drop.
+            let end = c
+                .iter()
+                .rposition(|&b| b != b'.' && b != b' ')
+                .map_or(0, |i| i + 1);
+            let trimmed = &c[..end];
+            c.is_empty() || c == b"." || c == b".." || trimmed.eq_ignore_ascii_case(b".git")
+        });
+    if bad {
+        bail!(
+            "refusing unsafe path {:?} in the tree",
+            String::from_utf8_lossy(path)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use git2::{ObjectType, Oid, Repository, Signature};
+    use tempfile::TempDir;
+
+    use super::*;
+
+    pub(crate) const FILE: i32 = 0o100644;
+    pub(crate) const EXEC: i32 = 0o100755;
+    pub(crate) const LINK: i32 = 0o120000;
+
+    /// An origin repository on disk that tests commit into.
+    pub(crate) struct Origin {
+        pub(crate) dir: TempDir,
+        pub(crate) repo: Repository,
+    }
+
+    impl Origin {
+        pub(crate) fn new() -> Origin {
+            let dir = TempDir::new().unwrap();
+            let repo = Repository::init_bare(dir.path().join("origin.git")).unwrap();
+            Origin { dir, repo }
+        }
+
+        pub(crate) fn path(&self) -> PathBuf {
+            self.dir.path().join("origin.git")
+        }
+
+        pub(crate) fn url(&self) -> String {
+            format!("file://{}", self.path().display())
+        }
+
+        /// Commit exactly `files` (path, mode, content; a symlink's content is its target) on
+        /// `refname`, on top of its current tip.
+        pub(crate) fn commit(&self, refname: &str, files: &[(&str, i32, &[u8])]) -> Oid {
+            let tree = self.tree(files);
+            self.commit_tree(refname, tree, "a commit\n\nwith a body\n")
+        }
+
+        pub(crate) fn commit_tree(&self, refname: &str, tree: Oid, message: &str) -> Oid {
+            let sig = Signature::now("Ada Lovelace", "ada@example.com").unwrap();
+            let tree = self.repo.find_tree(tree).unwrap();
+            let parent = self.repo.refname_to_id(refname).ok();
+            let parent = parent.map(|id| self.repo.find_commit(id).unwrap());
+            let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+            self.repo
+                .commit(Some(refname), &sig, &sig, message, &tree, &parents)
+                .unwrap()
+        }
+
+        pub(crate) fn tree(&self, files: &[(&str, i32, &[u8])]) -> Oid {
+            let entries: Vec<Spec<'_>> = files
+                .iter()
+                .map(|&(p, m, c)| (p.split('/').collect(), m, c))
+                .collect();
+            build_tree(&self.repo, &entries)
+        }
+
+        /// An annotated tag `refs/tags/<name>` pointing at `target`.
+        pub(crate) fn tag(&self, name: &str, target: Oid) -> Oid {
+            let sig = Signature::now("Ada Lovelace", "ada@example.com").unwrap();
+            let object = self.repo.find_object(target, None).unwrap();
+            self.repo.tag(name, &object, &sig, "release", true).unwrap()
+        }
+    }
+
+    /// Path components, mode and content of one file to commit.
+    type Spec<'a> = (Vec<&'a str>, i32, &'a [u8]);
+
+    fn build_tree(repo: &Repository, entries: &[Spec<'_>]) -> Oid {
+        let mut children: BTreeMap<&str, Vec<Spec<'_>>> = BTreeMap::new();
+        let mut builder = repo.treebuilder(None).unwrap();
+        for (components, mode, content) in entries {
+            if let [name] = components.as_slice() {
+                let blob = repo.blob(content).unwrap();
+                builder.insert(name, blob, *mode).unwrap();
+            } else {
+                children.entry(components[0]).or_default().push((
+                    components[1..].to_vec(),
+                    *mode,
+                    content,
+                ));
+            }
+        }
+        for (name, entries) in children {
+            let subtree = build_tree(repo, &entries);
+            builder.insert(name, subtree, 0o040000).unwrap();
+        }
+        builder.write().unwrap()
+    }
+
+    /// A tree object written byte by byte, so it can hold names libgit2 would refuse.
+    pub(crate) fn raw_tree(repo: &Repository, entries: &[(&str, &[u8], Oid)]) -> Oid {
+        let mut bytes = Vec::new();
+        for (mode, name, oid) in entries {
+            bytes.extend_from_slice(mode.as_bytes());
+            bytes.push(b' ');
+            bytes.extend_from_slice(name);
+            bytes.push(0);
+            bytes.extend_from_slice(oid.as_bytes());
+        }
+        repo.odb().unwrap().write(ObjectType::Tree, &bytes).unwrap()
+    }
+
+    pub(crate) fn limits() -> FetchLimits {
+        FetchLimits {
+            timeout: Duration::from_secs(60),
+            max_bytes: 100 << 20,
+        }
+    }
+
+    pub(crate) fn cache_in(dir: &Path) -> Cache {
+        Cache::open_or_init(&dir.join("state/apps/web.git")).unwrap()
+    }
+
+    /// A cache holding `refname` of `origin`, fetched.
+    pub(crate) fn fetched(origin: &Origin, refname: &str) -> (TempDir, Cache) {
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+        cache
+            .fetch(
+                &origin.url(),
+                &[refname.to_owned()],
+                &Credentials::None,
+                &limits(),
+            )
+            .unwrap();
+        (state, cache)
+    }
+
+    fn path(p: &str) -> PathBuf {
+        PathBuf::from(p)
+    }
+
+    fn write(p: &str, oid: Oid, mode: EntryMode) -> Change {
+        Change::Write {
+            path: path(p),
+            oid,
+            mode,
+        }
+    }
+
+    fn delete(p: &str) -> Change {
+        Change::Delete { path: path(p) }
+    }
+
+    fn blob(origin: &Origin, content: &[u8]) -> Oid {
+        origin.repo.blob(content).unwrap()
+    }
+
+    #[test]
+    fn cache_is_created_bare_with_its_parents_and_reopened() {
+        let state = TempDir::new().unwrap();
+        let at = state.path().join("a/b/web.git");
+
+        let created = Cache::open_or_init(&at).unwrap();
+        let reopened = Cache::open_or_init(&at).unwrap();
+
+        assert!(created.repo().is_bare());
+        assert!(reopened.repo().is_bare());
+        assert!(created.repo().workdir().is_none());
+    }
+
+    #[test]
+    fn fetch_copies_a_branch_from_a_file_url() {
+        let origin = Origin::new();
+        let tip = origin.commit("refs/heads/main", &[("index.html", FILE, b"hi")]);
+
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(tip));
+    }
+
+    #[test]
+    fn fetch_copies_a_branch_from_a_plain_path_and_follows_force_pushes() {
+        let origin = Origin::new();
+        origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+        let url = origin.path().display().to_string();
+        let refs = ["refs/heads/main".to_owned()];
+        cache
+            .fetch(&url, &refs, &Credentials::None, &limits())
+            .unwrap();
+        // Rewrite history: a root commit that does not descend from the fetched tip.
+        let tree = origin.tree(&[("b", FILE, b"2")]);
+        let sig = Signature::now("x", "x@example.com").unwrap();
+        let rewritten = origin
+            .repo
+            .commit(
+                None,
+                &sig,
+                &sig,
+                "rewritten",
+                &origin.repo.find_tree(tree).unwrap(),
+                &[],
+            )
+            .unwrap();
+        origin
+            .repo
+            .reference("refs/heads/main", rewritten, true, "force")
+            .unwrap();
+
+        cache
+            .fetch(&url, &refs, &Credentials::None, &limits())
+            .unwrap();
+
+        assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(rewritten));
+    }
+
+    #[test]
+    fn fetch_does_not_follow_tags_it_was_not_asked_for() {
+        let origin = Origin::new();
+        let tip = origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        origin.tag("v1", tip);
+
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        assert_eq!(cache.resolve("refs/tags/v1").unwrap(), None);
+    }
+
+    #[test]
+    fn annotated_tag_resolves_to_the_commit_not_the_tag_object() {
+        let origin = Origin::new();
+        let tip = origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let tag = origin.tag("v1", tip);
+        let tag_of_tag = origin.tag("v1-signed", tag);
+
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+        let refs = ["refs/tags/v1".to_owned(), "refs/tags/v1-signed".to_owned()];
+        cache
+            .fetch(&origin.url(), &refs, &Credentials::None, &limits())
+            .unwrap();
+
+        assert_ne!(tag, tip);
+        assert_ne!(tag_of_tag, tag);
+        assert_eq!(cache.resolve("refs/tags/v1").unwrap(), Some(tip));
+        assert_eq!(cache.resolve("refs/tags/v1-signed").unwrap(), Some(tip));
+        assert_eq!(cache.resolve(&tag.to_string()).unwrap(), Some(tip));
+    }
+
+    #[test]
+    fn full_and_abbreviated_shas_resolve_to_the_commit() {
+        let origin = Origin::new();
+        let tip = origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+        let full = tip.to_string();
+
+        assert_eq!(cache.resolve(&full).unwrap(), Some(tip));
+        assert_eq!(cache.resolve(&full[..7]).unwrap(), Some(tip));
+        assert_eq!(cache.resolve(&full[..4]).unwrap(), Some(tip));
+        assert_eq!(cache.resolve(&full.to_uppercase()).unwrap(), Some(tip));
+    }
+
+    #[test]
+    fn unknown_specs_resolve_to_none() {
+        let origin = Origin::new();
+        origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        for spec in [
+            "refs/heads/nope",
+            &"0".repeat(40),
+            "abc",
+            "main",
+            "HEAD~1",
+            "refs/heads/main~1",
+            "",
+        ] {
+            assert_eq!(cache.resolve(spec).unwrap(), None, "{spec:?}");
+        }
+    }
+
+    #[test]
+    fn spec_starting_with_a_dash_is_an_error() {
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+
+        let err = cache.resolve("-x").unwrap_err();
+
+        assert!(format!("{err:#}").contains("-x"), "{err:#}");
+    }
+
+    #[test]
+    fn fetch_of_a_ref_the_origin_lacks_fails_naming_it() {
+        let origin = Origin::new();
+        origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+
+        let refs = ["refs/heads/gone".to_owned()];
+        let err = cache
+            .fetch(&origin.url(), &refs, &Credentials::None, &limits())
+            .unwrap_err();
+
+        assert!(format!("{err:#}").contains("refs/heads/gone"), "{err:#}");
+    }
+
+    #[test]
+    fn fetch_from_an_origin_without_any_ref_fails_naming_the_ref() {
+        let origin = Origin::new();
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+
+        let refs = ["refs/heads/main".to_owned()];
+        let err = cache
+            .fetch(&origin.url(), &refs, &Credentials::None, &limits())
+            .unwrap_err();
+
+        assert!(
+            format!("{err:#}").contains("no ref refs/heads/main"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn fetch_refuses_option_like_urls_and_short_ref_names() {
+        let origin = Origin::new();
+        origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+        let main = ["refs/heads/main".to_owned()];
+
+        assert!(cache
+            .fetch("--upload-pack=x", &main, &Credentials::None, &limits())
+            .is_err());
+        for bad in [
+            "main",
+            "-refs/heads/main",
+            "refs/heads/a:refs/heads/b",
+            "+refs/heads/main",
+        ] {
+            let refs = [bad.to_owned()];
+            assert!(
+                cache
+                    .fetch(&origin.url(), &refs, &Credentials::None, &limits())
+                    .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn fetch_over_the_size_cap_fails_and_says_so() {
+        let origin = Origin::new();
+        let big: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+            .collect();
+        origin.commit("refs/heads/main", &[("big.bin", FILE, &big)]);
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+        let tiny = FetchLimits {
+            timeout: Duration::from_secs(60),
+            max_bytes: 1000,
+        };
+
+        let refs = ["refs/heads/main".to_owned()];
+        let err = cache
+            .fetch(&origin.url(), &refs, &Credentials::None, &tiny)
+            .unwrap_err();
+
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("fetch exceeded the 1000-byte size cap"),
+            "{message}"
+        );
+        assert!(message.contains(&origin.url()), "{message}");
+        assert_eq!(cache.resolve("refs/heads/main").unwrap(), None);
+    }
+
+    #[test]
+    fn fetch_past_its_deadline_fails_and_says_so() {
+        let origin = Origin::new();
+        origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+        let expired = FetchLimits {
+            timeout: Duration::ZERO,
+            max_bytes: u64::MAX,
+        };
+
+        let refs = ["refs/heads/main".to_owned()];
+        let err = cache
+            .fetch(&origin.url(), &refs, &Credentials::None, &expired)
+            .unwrap_err();
+
+        assert!(
+            format!("{err:#}").contains("fetch timed out after 0s"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn fetch_errors_never_show_credentials_in_the_url() {
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+        let url = "https://x-access-token:s3cret@127.0.0.1:1/o/r.git";
+
+        let refs = ["refs/heads/main".to_owned()];
+        let err = cache
+            .fetch(url, &refs, &Credentials::None, &limits())
+            .unwrap_err();
+
+        let message = format!("{err:#}");
+        assert!(!message.contains("s3cret"), "{message}");
+        assert!(message.contains("https://127.0.0.1:1/o/r.git"), "{message}");
+    }
+
+    #[test]
+    fn userinfo_is_stripped_from_urls_and_nothing_else() {
+        assert_eq!(
+            redact_url("https://u:p@github.com/o/r.git"),
+            "https://github.com/o/r.git"
+        );
+        assert_eq!(redact_url("ssh://git@host:22/o/r"), "ssh://host:22/o/r");
+        assert_eq!(
+            redact_url("https://github.com/o/r@v1"),
+            "https://github.com/o/r@v1"
+        );
+        assert_eq!(
+            redact_url("git@github.com:o/r.git"),
+            "git@github.com:o/r.git"
+        );
+        assert_eq!(redact_url("/srv/repo.git"), "/srv/repo.git");
+    }
+
+    #[test]
+    fn a_commit_is_its_own_ancestor_and_history_is_ordered() {
+        let origin = Origin::new();
+        let first = origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let second = origin.commit("refs/heads/main", &[("a", FILE, b"2")]);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        assert!(cache.is_ancestor(first, first).unwrap());
+        assert!(cache.is_ancestor(first, second).unwrap());
+        assert!(!cache.is_ancestor(second, first).unwrap());
+    }
+
+    #[test]
+    fn commit_info_has_summary_message_and_author() {
+        let origin = Origin::new();
+        let tip = origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        let info = cache.commit_info(tip).unwrap();
+
+        assert_eq!(info.id, tip);
+        assert_eq!(info.summary, "a commit");
+        assert_eq!(info.message, "a commit\n\nwith a body\n");
+        assert_eq!(info.author, "Ada Lovelace <ada@example.com>");
+    }
+
+    #[test]
+    fn changes_from_nothing_export_every_file_with_its_mode() {
+        let origin = Origin::new();
+        let tip = origin.commit(
+            "refs/heads/main",
+            &[
+                ("index.html", FILE, b"hi"),
+                ("bin/run", EXEC, b"#!/bin/sh\n"),
+                ("docs/latest", LINK, b"../index.html"),
+            ],
+        );
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        let changes = cache.changes(None, Some(tip)).unwrap();
+
+        assert_eq!(
+            changes,
+            vec![
+                write(
+                    "bin/run",
+                    blob(&origin, b"#!/bin/sh\n"),
+                    EntryMode::Executable
+                ),
+                write(
+                    "docs/latest",
+                    blob(&origin, b"../index.html"),
+                    EntryMode::Symlink
+                ),
+                write("index.html", blob(&origin, b"hi"), EntryMode::File),
+            ]
+        );
+    }
+
+    #[test]
+    fn identical_commits_have_no_changes() {
+        let origin = Origin::new();
+        let first = origin.commit("refs/heads/main", &[("a/b/c", FILE, b"1")]);
+        let second = origin.commit("refs/heads/main", &[("a/b/c", FILE, b"1")]);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        assert_ne!(first, second);
+        assert_eq!(cache.changes(Some(first), Some(second)).unwrap(), vec![]);
+        assert_eq!(cache.changes(None, None).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn changes_list_adds_edits_deletes_and_renames_with_deletes_first() {
+        let origin = Origin::new();
+        let from = origin.commit(
+            "refs/heads/main",
+            &[
+                ("keep", FILE, b"same"),
+                ("edit", FILE, b"old"),
+                ("gone", FILE, b"x"),
+                ("old/name", FILE, b"moved"),
+            ],
+        );
+        let to = origin.commit(
+            "refs/heads/main",
+            &[
+                ("keep", FILE, b"same"),
+                ("edit", FILE, b"new"),
+                ("added", FILE, b"+"),
+                ("new/name", FILE, b"moved"),
+            ],
+        );
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        let changes = cache.changes(Some(from), Some(to)).unwrap();
+
+        assert_eq!(
+            changes,
+            vec![
+                delete("gone"),
+                delete("old/name"),
+                write("added", blob(&origin, b"+"), EntryMode::File),
+                write("edit", blob(&origin, b"new"), EntryMode::File),
+                write("new/name", blob(&origin, b"moved"), EntryMode::File),
+            ]
+        );
+    }
+
+    #[test]
+    fn exec_bit_flip_and_file_to_symlink_are_writes() {
+        let origin = Origin::new();
+        let from = origin.commit(
+            "refs/heads/main",
+            &[("run", FILE, b"x"), ("link", FILE, b"target")],
+        );
+        let to = origin.commit(
+            "refs/heads/main",
+            &[("run", EXEC, b"x"), ("link", LINK, b"target")],
+        );
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        let changes = cache.changes(Some(from), Some(to)).unwrap();
+
+        assert_eq!(
+            changes,
+            vec![
+                write("link", blob(&origin, b"target"), EntryMode::Symlink),
+                write("run", blob(&origin, b"x"), EntryMode::Executable),
+            ]
+        );
+    }
+
+    #[test]
+    fn file_becoming_a_directory_and_back_deletes_before_writing() {
+        let origin = Origin::new();
+        let file = origin.commit("refs/heads/main", &[("conf", FILE, b"x")]);
+        let dir = origin.commit(
+            "refs/heads/main",
+            &[("conf/a", FILE, b"a"), ("conf/b/c", FILE, b"c")],
+        );
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        assert_eq!(
+            cache.changes(Some(file), Some(dir)).unwrap(),
+            vec![
+                delete("conf"),
+                write("conf/a", blob(&origin, b"a"), EntryMode::File),
+                write("conf/b/c", blob(&origin, b"c"), EntryMode::File),
+            ]
+        );
+        assert_eq!(
+            cache.changes(Some(dir), Some(file)).unwrap(),
+            vec![
+                delete("conf/a"),
+                delete("conf/b/c"),
+                write("conf", blob(&origin, b"x"), EntryMode::File)
+            ]
+        );
+    }
+
+    #[test]
+    fn submodule_entries_are_skipped() {
+        let origin = Origin::new();
+        let file = blob(&origin, b"x");
+        let elsewhere = Oid::from_str("1234567890123456789012345678901234567890").unwrap();
+        let tree = raw_tree(
+            &origin.repo,
+            &[("100644", b"a", file), ("160000", b"vendor", elsewhere)],
+        );
+        let tip = origin.commit_tree("refs/heads/main", tree, "with a submodule");
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        assert_eq!(
+            cache.changes(None, Some(tip)).unwrap(),
+            vec![write("a", file, EntryMode::File)]
+        );
+    }
+
+    #[test]
+    fn crafted_trees_with_dot_dot_or_dot_git_entries_are_refused_naming_the_path() {
+        let origin = Origin::new();
+        let file = blob(&origin, b"#!/bin/sh\nrm -rf /\n");
+        let cases: [(&[u8], &str); 5] = [
+            (b"..", "sub/../hook"),
+            (b".git", "sub/.git/hook"),
+            (b".GIT", "sub/.GIT/hook"),
+            (b".git. ", "sub/.git. /hook"),
+            (b".", "sub/./hook"),
+        ];
+        for (name, shown) in cases {
+            let inner = raw_tree(&origin.repo, &[("100755", b"hook", file)]);
+            let middle = raw_tree(&origin.repo, &[("40000", name, inner)]);
+            let outer = raw_tree(&origin.repo, &[("40000", b"sub", middle)]);
+            let tip = origin.commit_tree("refs/heads/main", outer, "crafted");
+            let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+            let err = cache.changes(None, Some(tip)).unwrap_err();
+
+            let shown = shown.rsplit_once('/').unwrap().0;
+            assert!(format!("{err:#}").contains(shown), "{shown}: {err:#}");
+        }
     }
 }
