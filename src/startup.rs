@@ -24,6 +24,10 @@ use crate::store::Store;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (line + headers) accepted; hyper answers 431 beyond it.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// libgit2 gives up connecting to an origin after this.
+const GIT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// libgit2 gives up on an origin that sends nothing for this long.
+const GIT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for open requests and a running deploy.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -53,6 +57,7 @@ impl App {
             );
         }
         let store = Store::open(&config.database_path()).await?;
+        crate::git::set_network_timeouts(GIT_CONNECT_TIMEOUT, GIT_IO_TIMEOUT)?;
         let config = Arc::new(config);
         let ctx = deploy::Context {
             config: config.clone(),
