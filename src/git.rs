@@ -512,6 +512,24 @@ fn check_path(path: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bound libgit2's network waits process-wide, so an origin that stops answering mid-fetch
+/// (where no progress callback fires to enforce [`FetchLimits`]) fails instead of hanging.
+/// Idempotent; called once at startup before any fetch.
+pub fn set_network_timeouts(connect: Duration, io: Duration) -> anyhow::Result<()> {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: libgit2 reads these globals when it opens a connection; this runs once,
+        // before dockhand starts any fetch, so nothing reads them concurrently.
+        result = unsafe {
+            git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect))
+                .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(ms(io)))
+        };
+    });
+    Ok(result?)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::BTreeMap;
@@ -1145,22 +1163,4 @@ pub(crate) mod tests {
             assert!(format!("{err:#}").contains(shown), "{shown}: {err:#}");
         }
     }
-}
-
-/// Bound libgit2's network waits process-wide, so an origin that stops answering mid-fetch
-/// (where no progress callback fires to enforce [`FetchLimits`]) fails instead of hanging.
-/// Idempotent; called once at startup before any fetch.
-pub fn set_network_timeouts(connect: Duration, io: Duration) -> anyhow::Result<()> {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| {
-        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: libgit2 reads these globals when it opens a connection; this runs once,
-        // before dockhand starts any fetch, so nothing reads them concurrently.
-        result = unsafe {
-            git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect))
-                .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(ms(io)))
-        };
-    });
-    Ok(result?)
 }
