@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -56,7 +57,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/apps/{app}/deploys", get(api::list_deploys))
         .route("/api/deploys/{id}", get(api::get_deploy))
         .route("/healthz", get(api::health))
-        .layer(DefaultBodyLimit::max(body_limit))
+        // A declared Content-Length over the cap is refused before reading; a chunked body is
+        // cut off (413) as soon as it passes the cap. Either way before any HMAC work.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -1,5 +1,8 @@
 //! dockhand's integration tests: one binary, real git repositories, a real SQLite file per test.
 
+mod crash;
 mod fast_path;
 mod helpers;
+mod limits;
+mod queue;
 mod webhook;

@@ -1,0 +1,326 @@
+//! Crashes and signals, with dockhand as a real process.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// A dockhand process on a loopback port.
+struct Server {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    async fn start(config: &Path, log: &Path) -> Server {
+        let text = std::fs::read_to_string(config).unwrap();
+        let port = text
+            .split("127.0.0.1:")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_dockhand"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server
+            .client
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "dockhand did not start: {}",
+                std::fs::read_to_string(log).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    async fn push(&self, after: &str) -> i64 {
+        let body = push_payload("refs/heads/main", after, false);
+        let response = self
+            .client
+            .post(format!("{}/hooks/github", self.base))
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", delivery_id())
+            .header("X-Hub-Signature-256", sign(SECRET, &body))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        response.json::<Value>().await.unwrap()["deploy_id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    async fn deploy(&self, id: i64) -> Value {
+        self.client
+            .get(format!("{}/api/deploys/{id}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn wait_terminal(&self, id: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let d = self.deploy(id).await;
+            if d["status"] != "queued" && d["status"] != "running" {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deploy {id} never finished: {d:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup(origin: &Origin) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let text = config_text(dir.path(), origin, "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
+    let config = dir.path().join("dockhand.toml");
+    std::fs::write(&config, text).unwrap();
+    (dir, config)
+}
+
+#[tokio::test]
+async fn killed_mid_deploy_the_deploy_is_interrupted_undone_and_the_queued_push_still_deploys() {
+    let origin = Origin::new();
+    let (dir, config) = setup(&origin);
+    let log = dir.path().join("dockhand.log");
+    let volume = dir.path().join("volume");
+    let server = Server::start(&config, &log).await;
+    let a = origin.head();
+    assert_eq!(
+        server.wait_terminal(server.push(&a).await).await["status"],
+        "succeeded"
+    );
+
+    // B writes enough files that the kill lands inside its sync step.
+    for i in 0..20_000 {
+        origin.write(&format!("bulk/{}/{i}.txt", i % 100), &format!("{i}\n"));
+    }
+    let b = origin.commit("big");
+    origin.write("app.py", "VERSION = 3\n");
+    let c = origin.commit("after big");
+    let id_b = server.push(&b).await;
+    let id_c = server.push(&c).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut server = server;
+    loop {
+        let d = server.deploy(id_b).await;
+        let syncing = d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stage"] == "sync" && s["ok"].is_null());
+        if syncing {
+            break;
+        }
+        assert!(
+            d["status"] == "queued" || d["status"] == "running",
+            "B finished before it could be killed: {d:#}"
+        );
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    drop(server);
+    assert_ne!(
+        snapshot(&volume),
+        origin.snapshot(&a),
+        "the kill should have left a partial sync"
+    );
+
+    let server = Server::start(&config, &log).await;
+    let deploy_b = server.deploy(id_b).await;
+    assert_eq!(deploy_b["status"], "interrupted", "{deploy_b:#}");
+    let recover = deploy_b["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "recover")
+        .cloned();
+    let recover = recover.unwrap_or_else(|| panic!("no recover step: {deploy_b:#}"));
+    assert_eq!(recover["ok"], true, "{recover:#}");
+    assert!(
+        recover["detail"].as_str().unwrap().contains(&a),
+        "{recover:#}"
+    );
+
+    // C was acknowledged before the crash: it is resumed, diffed against A, and deployed.
+    let deploy_c = server.wait_terminal(id_c).await;
+    assert_eq!(deploy_c["status"], "succeeded", "{deploy_c:#}");
+    assert_eq!(deploy_c["from_commit"], a.as_str());
+    assert_eq!(snapshot(&volume), origin.snapshot(&c));
+
+    // And the server is not wedged: the next push deploys.
+    origin.write("app.py", "VERSION = 4\n");
+    let d = origin.commit("next");
+    assert_eq!(
+        server.wait_terminal(server.push(&d).await).await["status"],
+        "succeeded"
+    );
+    assert_eq!(snapshot(&volume), origin.snapshot(&d));
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_and_exits_cleanly() {
+    let origin = Origin::new();
+    let (dir, config) = setup(&origin);
+    let log = dir.path().join("dockhand.log");
+    let mut server = Server::start(&config, &log).await;
+    let id = server.push(&origin.head()).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dockhand did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        exit.success(),
+        "exit status {exit:?}: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    // The accepted deploy either finished or is resumed on the next start.
+    let server = Server::start(&config, &log).await;
+    assert_eq!(server.wait_terminal(id).await["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_second_dockhand_on_the_same_state_dir_refuses_to_start() {
+    let origin = Origin::new();
+    let (dir, config) = setup(&origin);
+    let _server = Server::start(&config, &dir.path().join("a.log")).await;
+    let other = config_text(dir.path(), &origin, "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
+    let other_config = dir.path().join("other.toml");
+    std::fs::write(&other_config, other).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dockhand"))
+        .args(["serve", "--config"])
+        .arg(&other_config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn check_names_the_bad_field_and_refuses_an_empty_secret() {
+    let origin = Origin::new();
+    let (dir, config) = setup(&origin);
+    let run = |path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_dockhand"))
+            .args(["check", "--config"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = run(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("app web")
+            && report.contains("branch main")
+            && report.contains("touch uwsgi.ini"),
+        "{report}"
+    );
+
+    std::fs::write(dir.path().join("secret"), "\n").unwrap();
+    let out = run(&config);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("secret_file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `serve` refuses to start too: no secret must never mean no signature needed.
+    let out = Command::new(env!("CARGO_BIN_EXE_dockhand"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("touch = ", "tuch = ");
+    std::fs::write(&config, text).unwrap();
+    let out = run(&config);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tuch"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,121 @@
+//! Ordering and coalescing: latest wins, old commits never replace new ones, bounded queue.
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// Add `n` files so the next deploy takes long enough for pushes to pile up behind it.
+fn add_bulk(origin: &Origin, n: usize) {
+    for i in 0..n {
+        origin.write(&format!("bulk/{}/{i}.txt", i % 50), &format!("file {i}\n"));
+    }
+}
+
+async fn all_deploys(app: &TestApp) -> Vec<Value> {
+    app.get("/api/apps/web/deploys?limit=1000").await["deploys"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn burst_of_pushes_while_deploying_ends_on_the_newest_with_at_most_two_deploys_run() {
+    let origin = Origin::new();
+    add_bulk(&origin, 3000);
+    let first = origin.commit("bulk");
+    let mut commits = vec![first];
+    for i in 0..9 {
+        origin.write("app.py", &format!("VERSION = {i}\n"));
+        commits.push(origin.commit(&format!("burst {i}")));
+    }
+    let app = spawn_app(&origin).await;
+    let mut ids = Vec::new();
+    for commit in &commits {
+        ids.push(app.push(commit).await);
+    }
+    for id in &ids {
+        app.wait_deploy(*id).await;
+    }
+    let newest = commits.last().unwrap();
+    assert_eq!(app.volume_snapshot(), origin.snapshot(newest));
+    let deploys = all_deploys(&app).await;
+    let ran: Vec<&Value> = deploys
+        .iter()
+        .filter(|d| d["status"] != "superseded")
+        .collect();
+    assert!(ran.len() <= 2, "{} deploys ran: {deploys:#?}", ran.len());
+    assert!(ran.iter().all(|d| d["status"] == "succeeded"), "{ran:#?}");
+    let last = ran.first().unwrap();
+    assert_eq!(last["to_commit"], newest.as_str());
+    for d in deploys.iter().filter(|d| d["status"] == "superseded") {
+        assert!(
+            ran.iter().any(|r| r["id"] == d["superseded_by"]),
+            "superseded_by must name a deploy that ran: {d:#}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_old_commit_delivered_late_is_stale_and_not_deployed() {
+    let origin = Origin::new();
+    let app = spawn_app(&origin).await;
+    let old = origin.head();
+    app.deploy(&old).await;
+    origin.write("app.py", "VERSION = 2\n");
+    let new = origin.commit("v2");
+    app.deploy(&new).await;
+
+    let id = app.push(&old).await;
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "stale", "{deploy:#}");
+    assert!(
+        deploy["reason"].as_str().unwrap().contains("older"),
+        "{deploy:#}"
+    );
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&new));
+
+    // Unless the push says it was forced.
+    let response = app.push_ref("refs/heads/main", &old, true).await;
+    let id = response.json::<Value>().await.unwrap()["deploy_id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(app.wait_deploy(id).await["status"], "succeeded");
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&old));
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_and_records_nothing_for_the_refused_push() {
+    let origin = Origin::new();
+    add_bulk(&origin, 3000);
+    let first = origin.commit("bulk");
+    let app = spawn_app_with(&origin, "queue_limit = 1", "").await;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..4 {
+        let response = app.push_ref("refs/heads/main", &first, false).await;
+        match response.status().as_u16() {
+            202 => accepted.push(
+                response.json::<Value>().await.unwrap()["deploy_id"]
+                    .as_i64()
+                    .unwrap(),
+            ),
+            503 => {
+                refused += 1;
+                assert!(response.text().await.unwrap().contains("full"));
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        refused >= 1,
+        "a queue of one must refuse some of four quick pushes"
+    );
+    for id in &accepted {
+        app.wait_deploy(*id).await;
+    }
+    assert_eq!(
+        all_deploys(&app).await.len(),
+        accepted.len(),
+        "a refused push left a deploy behind"
+    );
+}
