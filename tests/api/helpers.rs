@@ -236,7 +236,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub dir: TempDir,
     pub volume: PathBuf,
-    pub config_path: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -293,7 +292,6 @@ async fn start(dir: TempDir, config_path: PathBuf) -> TestApp {
         client: reqwest::Client::new(),
         dir,
         volume,
-        config_path,
         shutdown: Some(tx),
         server: Some(server),
     }
