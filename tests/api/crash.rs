@@ -50,7 +50,7 @@ impl Server {
         let server = Server {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
+            client: crate::helpers::client(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while server

@@ -289,7 +289,7 @@ async fn start(dir: TempDir, config_path: PathBuf) -> TestApp {
     }));
     TestApp {
         addr,
-        client: reqwest::Client::new(),
+        client: crate::helpers::client(),
         dir,
         volume,
         shutdown: Some(tx),
@@ -410,4 +410,13 @@ pub fn stages(deploy: &Value) -> Vec<String> {
         .iter()
         .map(|s| s["stage"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// An HTTP client whose idle connections expire before dockhand's 10 s header-read timeout
+/// closes them, so a POST never races a server-side close on a reused connection.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
 }
