@@ -90,9 +90,6 @@ async fn handle(
         .ok_or_else(|| ApiError::BadRequest(format!("missing {DELIVERY} header")))?;
     let hook_id = header_value(headers, HOOK_ID)?.unwrap_or_default();
 
-    if let Some(first) = state.store.find_delivery(delivery_id, hook_id).await? {
-        return Ok(duplicate(&first));
-    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -139,6 +136,11 @@ async fn handle(
         return record_ignored(state, &new).await;
     }
 
+    // A redelivery must answer 200 even when the queue is full, so look before reserving.
+    // (Ignored deliveries skip this: the unique key alone catches their redeliveries.)
+    if let Some(first) = state.store.find_delivery(delivery_id, hook_id).await? {
+        return Ok(duplicate(&first));
+    }
     // Reserve queue room before persisting, so an acknowledged delivery always reaches a worker.
     let mut permits = Vec::with_capacity(deploying.len());
     for app in &deploying {

@@ -66,24 +66,21 @@ impl Store {
         deploys: &[NewPushDeploy<'_>],
     ) -> anyhow::Result<Option<Delivery>> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO deliveries (delivery, hook_id, event, repository, git_ref, after_sha, outcome, reason, received_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (delivery, hook_id) DO NOTHING
-             RETURNING id",
-        )
-        .bind(new.delivery)
-        .bind(new.hook_id)
-        .bind(new.event)
-        .bind(new.repository)
-        .bind(new.git_ref)
-        .bind(new.after_sha)
-        .bind(new.outcome.as_str())
-        .bind(new.reason)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
+        if deploys.is_empty() {
+            // One autocommit statement: the common ignored/ping case costs one round trip.
+            let id = insert_delivery(new, now)
+                .fetch_optional(&self.writer)
+                .await?;
+            return Ok(id.map(|id| Delivery {
+                id,
+                delivery: new.delivery.to_string(),
+                outcome: new.outcome.as_str().to_string(),
+                reason: new.reason.map(str::to_string),
+                deploys: Vec::new(),
+            }));
+        }
+        let mut tx = self.writer.begin().await?;
+        let id = insert_delivery(new, now).fetch_optional(&mut *tx).await?;
         let Some(id) = id else {
             return Ok(None);
         };
@@ -146,4 +143,26 @@ impl Store {
             deploys,
         }))
     }
+}
+
+/// `INSERT … ON CONFLICT DO NOTHING RETURNING id`: `None` when the delivery is already recorded.
+fn insert_delivery<'q>(
+    new: &'q NewDelivery<'_>,
+    now: i64,
+) -> sqlx::query::QueryScalar<'q, sqlx::Sqlite, i64, sqlx::sqlite::SqliteArguments<'q>> {
+    sqlx::query_scalar(
+        "INSERT INTO deliveries (delivery, hook_id, event, repository, git_ref, after_sha, outcome, reason, received_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (delivery, hook_id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(new.delivery)
+    .bind(new.hook_id)
+    .bind(new.event)
+    .bind(new.repository)
+    .bind(new.git_ref)
+    .bind(new.after_sha)
+    .bind(new.outcome.as_str())
+    .bind(new.reason)
+    .bind(now)
 }

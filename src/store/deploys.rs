@@ -144,7 +144,7 @@ impl Store {
         .bind(now_ms())
         .bind(from_commit)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -163,7 +163,7 @@ impl Store {
             .bind(path)
             .bind(reason)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -188,7 +188,7 @@ impl Store {
         .bind(now_ms())
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -196,7 +196,7 @@ impl Store {
     /// Mark a deploy succeeded and make its commit the app's deployed commit, atomically.
     pub async fn succeed_deploy(&self, id: i64, app: &str, commit: &str) -> anyhow::Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE deploys SET status = 'succeeded', finished_at = ? WHERE id = ?")
             .bind(now)
             .bind(id)
@@ -220,7 +220,7 @@ impl Store {
     /// Mark queued deploys as covered by deploy `by` (latest wins).
     pub async fn supersede(&self, ids: &[i64], by: i64) -> anyhow::Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for id in ids {
             sqlx::query(
                 "UPDATE deploys SET status = 'superseded', superseded_by = ?, reason = ?, finished_at = ?
@@ -251,7 +251,7 @@ impl Store {
         .bind(stage)
         .bind(detail)
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?)
     }
 
@@ -276,7 +276,7 @@ impl Store {
         .bind(ok)
         .bind(ran.0)
         .bind(ran.1)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -289,7 +289,7 @@ impl Store {
             .bind(output.as_ref())
             .bind(now_ms())
             .bind(step_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

@@ -22,7 +22,11 @@ pub use deploys::{AppState, Deploy, DeployStatus, Step, Trigger};
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// Readers (WAL lets them run beside the writer).
     pool: SqlitePool,
+    /// The one connection that writes. SQLite takes one writer at a time anyway; several
+    /// writing connections only collide and sleep in the busy handler (whole milliseconds).
+    writer: SqlitePool,
 }
 
 impl Store {
@@ -37,16 +41,21 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
         sqlx::migrate!("./migrations")
-            .run(&pool)
+            .run(&writer)
             .await
             .context("running database migrations")?;
-        Ok(Store { pool })
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .with_context(|| format!("opening database {}", path.display()))?;
+        Ok(Store { pool, writer })
     }
 
     /// A cheap query proving the database answers (for `/healthz`).
