@@ -118,6 +118,9 @@ impl Cache {
                 bail!("refusing to fetch {r:?} from {shown}: not a full ref name");
             }
         }
+        if let Some(origin) = local_origin(url) {
+            return self.fetch_local(&origin, refs, limits, &shown);
+        }
         let refspecs: Vec<String> = refs.iter().map(|r| format!("+{r}:{r}")).collect();
 
         let start = Instant::now();
@@ -179,6 +182,82 @@ impl Cache {
             if !updated.contains(r) {
                 bail!("origin {shown} has no ref {r}");
             }
+        }
+        Ok(())
+    }
+
+    /// Fetch from a repository on this host by copying only the objects the cache lacks.
+    ///
+    /// libgit2's local transport builds a pack in-process and first marks every object of the
+    /// previous tree as uninteresting: O(repository) per fetch. Here new commits are found with a
+    /// revwalk that hides what the cache already has, and only trees the cache lacks are
+    /// descended into: O(changed). Objects are written children first (blobs and subtrees before
+    /// their tree, the tree before its commit, parents before children), so an object present in
+    /// the cache always has everything below it, even after a crash mid-copy.
+    fn fetch_local(
+        &self,
+        origin: &Path,
+        refs: &[String],
+        limits: &FetchLimits,
+        shown: &str,
+    ) -> anyhow::Result<()> {
+        let src = git2::Repository::open_ext(
+            origin,
+            git2::RepositoryOpenFlags::NO_SEARCH,
+            std::iter::empty::<&std::ffi::OsStr>(),
+        )
+        .with_context(|| format!("opening origin {shown}"))?;
+        let mut copy = Copier {
+            src: &src,
+            src_odb: src.odb()?,
+            dst: self.repo.odb()?,
+            bytes: 0,
+            start: Instant::now(),
+            limits,
+            shown,
+        };
+        let mut tips = Vec::with_capacity(refs.len());
+        for r in refs {
+            let target = src
+                .find_reference(r)
+                .and_then(|reference| reference.resolve())
+                .ok()
+                .and_then(|reference| reference.target())
+                .ok_or_else(|| anyhow::anyhow!("origin {shown} has no ref {r}"))?;
+            tips.push((r, target));
+        }
+        let mut walk = src.revwalk()?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)?;
+        for (r, tip) in &tips {
+            let commit = src
+                .find_object(*tip, None)
+                .and_then(|o| o.peel_to_commit())
+                .with_context(|| format!("{r} at origin {shown} does not point at a commit"))?;
+            walk.push(commit.id())?;
+        }
+        for known in self.repo.references()?.flatten() {
+            let commit = known
+                .target()
+                .and_then(|id| src.find_object(id, None).ok())
+                .and_then(|o| o.peel_to_commit().ok());
+            if let Some(commit) = commit {
+                walk.hide(commit.id())?;
+            }
+        }
+        for id in walk {
+            let id = id?;
+            if copy.dst.exists(id) {
+                continue;
+            }
+            let commit = src.find_commit(id)?;
+            copy.tree(commit.tree_id())?;
+            copy.object(id)?;
+        }
+        for (_, tip) in &tips {
+            copy.tag_chain(*tip)?;
+        }
+        for (r, tip) in &tips {
+            self.repo.reference(r, *tip, true, "dockhand fetch")?;
         }
         Ok(())
     }
@@ -280,6 +359,92 @@ impl Cache {
             .find_object(id, None)
             .and_then(|o| o.peel_to_tree())
             .with_context(|| format!("reading the tree of {id}"))
+    }
+}
+
+/// The local path of an origin given as a plain path or `file://` URL; `None` for anything that
+/// needs a network transport (`https://`, `ssh://`, `git@host:path`).
+fn local_origin(url: &str) -> Option<PathBuf> {
+    if let Some(path) = url.strip_prefix("file://") {
+        return Some(PathBuf::from(path));
+    }
+    if url.contains("://") {
+        return None;
+    }
+    match url.split_once(':') {
+        Some((host, _)) if !host.contains('/') => None, // scp-like `host:path`
+        _ => Some(PathBuf::from(url)),
+    }
+}
+
+/// Copies objects from a local origin into the cache, counting bytes against the fetch limits.
+struct Copier<'a> {
+    src: &'a git2::Repository,
+    src_odb: git2::Odb<'a>,
+    dst: git2::Odb<'a>,
+    bytes: u64,
+    start: Instant,
+    limits: &'a FetchLimits,
+    shown: &'a str,
+}
+
+impl Copier<'_> {
+    /// Copy a tree the cache lacks, everything below it first. A tree the cache has is
+    /// complete (see `fetch_local`), so it is not descended into.
+    fn tree(&mut self, id: Oid) -> anyhow::Result<()> {
+        if self.dst.exists(id) {
+            return Ok(());
+        }
+        let tree = self.src.find_tree(id)?;
+        for entry in tree.iter() {
+            match entry.kind() {
+                Some(git2::ObjectType::Tree) => self.tree(entry.id())?,
+                Some(git2::ObjectType::Blob) => self.object(entry.id())?,
+                _ => {} // gitlinks name commits of other repositories
+            }
+        }
+        self.object(id)
+    }
+
+    /// Copy an annotated tag (and tags it points at); their commits are already copied.
+    fn tag_chain(&mut self, id: Oid) -> anyhow::Result<()> {
+        let object = self.src.find_object(id, None)?;
+        if let Some(tag) = object.as_tag() {
+            self.tag_chain(tag.target_id())?;
+            self.object(id)?;
+        }
+        Ok(())
+    }
+
+    /// Copy one object if the cache lacks it.
+    fn object(&mut self, id: Oid) -> anyhow::Result<()> {
+        if self.dst.exists(id) {
+            return Ok(());
+        }
+        if self.start.elapsed() > self.limits.timeout {
+            bail!(
+                "fetch timed out after {}s from {}",
+                self.limits.timeout.as_secs_f64(),
+                self.shown
+            );
+        }
+        let object = self.src_odb.read(id)?;
+        self.bytes += object.len() as u64;
+        if self.bytes > self.limits.max_bytes {
+            bail!(
+                "fetch exceeded the {}-byte size cap from {}",
+                self.limits.max_bytes,
+                self.shown
+            );
+        }
+        let written = self.dst.write(object.kind(), object.data())?;
+        if written != id {
+            bail!(
+                "object {id} from {} hashes to {written}: the origin is corrupt",
+                self.shown
+            );
+        }
+        Ok(())
     }
 }
 
@@ -695,6 +860,141 @@ pub(crate) mod tests {
         assert!(created.repo().is_bare());
         assert!(reopened.repo().is_bare());
         assert!(created.repo().workdir().is_none());
+    }
+
+    fn object_count(cache: &Cache) -> usize {
+        let mut n = 0;
+        cache
+            .repo()
+            .odb()
+            .unwrap()
+            .foreach(|_| {
+                n += 1;
+                true
+            })
+            .unwrap();
+        n
+    }
+
+    #[test]
+    fn local_fetch_copies_only_the_objects_the_cache_lacks() {
+        let origin = Origin::new();
+        let files: Vec<(String, Vec<u8>)> = (0..60)
+            .map(|i| (format!("d{}/e/f{i}.txt", i % 3), vec![b'x'; i]))
+            .collect();
+        let spec: Vec<(&str, i32, &[u8])> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), FILE, c.as_slice()))
+            .collect();
+        origin.commit("refs/heads/main", &spec);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+        let before = object_count(&cache);
+
+        let mut spec = spec.clone();
+        spec[0].2 = b"changed";
+        let tip = origin.commit("refs/heads/main", &spec);
+        cache
+            .fetch(
+                &origin.url(),
+                &["refs/heads/main".to_owned()],
+                &Credentials::None,
+                &limits(),
+            )
+            .unwrap();
+
+        assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(tip));
+        // The new blob, the trees d0/e, d0 and the root, and the commit: nothing else.
+        assert_eq!(object_count(&cache) - before, 5);
+        assert!(
+            cache.changes(None, Some(tip)).unwrap().len() == 60,
+            "the new tree is complete"
+        );
+    }
+
+    /// `git daemon` serving `origin`'s directory on a loopback port, killed on drop.
+    struct Daemon(std::process::Child, u16);
+
+    impl Daemon {
+        fn serve(origin: &Origin) -> Daemon {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            // The daemon binary itself: `git daemon` may run it as a child that a kill of the
+            // wrapper would leave behind.
+            let exec_path = std::process::Command::new("git")
+                .arg("--exec-path")
+                .output()
+                .unwrap();
+            let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+            let child = std::process::Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+                .arg("--export-all")
+                .arg("--reuseaddr")
+                .arg("--listen=127.0.0.1")
+                .arg(format!("--port={port}"))
+                .arg(format!("--base-path={}", origin.dir.path().display()))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect(
+                    "git daemon (Debian's git package) is needed for the network transport tests",
+                );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "git daemon did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Daemon(child, port)
+        }
+
+        fn url(&self) -> String {
+            format!("git://127.0.0.1:{}/origin.git", self.1)
+        }
+    }
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn fetch_over_the_network_transport_gets_the_ref_and_enforces_the_size_cap() {
+        let origin = Origin::new();
+        let big: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
+            .collect();
+        let tip = origin.commit("refs/heads/main", &[("big.bin", FILE, &big)]);
+        let daemon = Daemon::serve(&origin);
+        let refs = ["refs/heads/main".to_owned()];
+
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+        cache
+            .fetch(&daemon.url(), &refs, &Credentials::None, &limits())
+            .unwrap();
+        assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(tip));
+
+        let missing = cache.fetch(
+            &daemon.url(),
+            &["refs/heads/nope".to_owned()],
+            &Credentials::None,
+            &limits(),
+        );
+        assert!(format!("{:#}", missing.unwrap_err()).contains("refs/heads/nope"));
+
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+        let tiny = FetchLimits {
+            timeout: Duration::from_secs(60),
+            max_bytes: 1000,
+        };
+        let err = cache
+            .fetch(&daemon.url(), &refs, &Credentials::None, &tiny)
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("size cap"), "{err:#}");
     }
 
     #[test]

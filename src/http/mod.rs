@@ -47,7 +47,7 @@ pub fn router(state: AppState) -> Router {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        tracing::info_span!("http", method = %req.method(), path, request_id = id)
+        tracing::debug_span!("http", method = %req.method(), path, request_id = id)
     });
     Router::new()
         .route("/hooks/github", post(webhook::receive))

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::batch::DeliveryRow;
 use super::{now_ms, Store};
 
 /// What dockhand did with a delivery.
@@ -67,10 +68,18 @@ impl Store {
     ) -> anyhow::Result<Option<Delivery>> {
         let now = now_ms();
         if deploys.is_empty() {
-            // One autocommit statement: the common ignored/ping case costs one round trip.
-            let id = insert_delivery(new, now)
-                .fetch_optional(&self.writer)
-                .await?;
+            let row = DeliveryRow {
+                delivery: new.delivery.to_string(),
+                hook_id: new.hook_id.to_string(),
+                event: new.event.to_string(),
+                repository: new.repository.map(str::to_string),
+                git_ref: new.git_ref.map(str::to_string),
+                after_sha: new.after_sha.map(str::to_string),
+                outcome: new.outcome.as_str(),
+                reason: new.reason.map(str::to_string),
+                received_at: now,
+            };
+            let id = self.batcher.insert(row).await?;
             return Ok(id.map(|id| Delivery {
                 id,
                 delivery: new.delivery.to_string(),

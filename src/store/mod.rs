@@ -4,6 +4,7 @@
 //! binary and run at open. Every write that an HTTP answer promises is committed before the
 //! answer is sent.
 
+mod batch;
 mod deliveries;
 mod deploys;
 
@@ -27,6 +28,8 @@ pub struct Store {
     /// The one connection that writes. SQLite takes one writer at a time anyway; several
     /// writing connections only collide and sleep in the busy handler (whole milliseconds).
     writer: SqlitePool,
+    /// Group-commits deliveries that queue no deploy.
+    batcher: batch::Batcher,
 }
 
 impl Store {
@@ -55,7 +58,12 @@ impl Store {
             .connect_with(options.read_only(true))
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
-        Ok(Store { pool, writer })
+        let batcher = batch::Batcher::spawn(writer.clone());
+        Ok(Store {
+            pool,
+            writer,
+            batcher,
+        })
     }
 
     /// A cheap query proving the database answers (for `/healthz`).
