@@ -118,7 +118,10 @@ impl Cache {
                 bail!("refusing to fetch {r:?} from {shown}: not a full ref name");
             }
         }
-        if let Some(origin) = local_origin(url) {
+        // The first fetch copies everything: libgit2's transport writes that as one pack, far
+        // quicker than object by object. After that, a local origin is read incrementally.
+        let has_refs = self.repo.references()?.flatten().next().is_some();
+        if let Some(origin) = local_origin(url).filter(|_| has_refs) {
             return self.fetch_local(&origin, refs, limits, &shown);
         }
         let refspecs: Vec<String> = refs.iter().map(|r| format!("+{r}:{r}")).collect();
@@ -909,6 +912,32 @@ pub(crate) mod tests {
             cache.changes(None, Some(tip)).unwrap().len() == 60,
             "the new tree is complete"
         );
+    }
+
+    #[test]
+    fn incremental_local_fetch_enforces_the_size_cap_and_leaves_the_ref_alone() {
+        let origin = Origin::new();
+        let first = origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+        let big: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        origin.commit(
+            "refs/heads/main",
+            &[("a", FILE, b"1"), ("big.bin", FILE, &big)],
+        );
+        let tiny = FetchLimits {
+            timeout: Duration::from_secs(60),
+            max_bytes: 1000,
+        };
+        let err = cache
+            .fetch(
+                &origin.url(),
+                &["refs/heads/main".to_owned()],
+                &Credentials::None,
+                &tiny,
+            )
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("size cap"), "{err:#}");
+        assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(first));
     }
 
     /// `git daemon` serving `origin`'s directory on a loopback port, killed on drop.
