@@ -340,3 +340,18 @@ async fn pushing_the_deployed_commit_again_does_nothing() {
         .contains("already deployed"));
     assert_eq!(mtime(&app.volume.join("uwsgi.ini")), touched);
 }
+
+#[tokio::test]
+async fn stale_git_lock_files_left_by_a_kill_are_cleared_at_startup() {
+    let origin = Origin::new();
+    let app = spawn_app(&origin).await;
+    app.deploy(&origin.head()).await;
+    // What a SIGKILL during a fetch leaves in the cache.
+    let cache = app.dir.path().join("state/repos/web.git");
+    std::fs::write(cache.join("refs/heads/main.lock"), "").unwrap();
+    std::fs::write(cache.join("packed-refs.lock"), "").unwrap();
+    let app = app.restart().await;
+    origin.write("app.py", "VERSION = 9\n");
+    app.deploy(&origin.commit("after the crash")).await;
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&origin.head()));
+}

@@ -391,6 +391,23 @@ impl TestApp {
         snapshot(&self.volume)
     }
 
+    /// Stop the server and start a new one on the same config, state and volume.
+    pub async fn restart(mut self) -> TestApp {
+        self.halt().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let config_path = dir.path().join("dockhand.toml");
+        start(dir, config_path).await
+    }
+
+    async fn halt(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
     /// Stop the server and wait for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
