@@ -315,6 +315,13 @@ impl TestApp {
             .await
     }
 
+    /// POST `body` as a new delivery of `event`, correctly signed.
+    pub async fn send_signed(&self, path: &str, event: &str, body: Vec<u8>) -> reqwest::Response {
+        let signature = sign(SECRET, &body);
+        self.deliver(path, event, &delivery_id(), body, &signature)
+            .await
+    }
+
     /// POST a delivery with an explicit content type.
     pub async fn deliver_as(
         &self,

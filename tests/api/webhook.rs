@@ -103,15 +103,7 @@ async fn signature_covers_the_raw_bytes_including_escapes_and_non_ascii() {
         "\"message\" : \"t\\u001best \u{e9}\u{1F680}\"",
     );
     let body = text.into_bytes();
-    let response = app
-        .deliver(
-            "/hooks/github",
-            "push",
-            &delivery_id(),
-            body.clone(),
-            &sign(SECRET, &body),
-        )
-        .await;
+    let response = app.send_signed("/hooks/github", "push", body.clone()).await;
     assert_eq!(response.status(), 202);
     // Re-serialising changes the bytes and must not verify.
     let reserialised =
@@ -135,13 +127,7 @@ async fn ping_fixture_answers_200_and_deploys_nothing() {
     let app = spawn_app(&origin).await;
     let body = fixture("ping.json");
     let response = app
-        .deliver(
-            "/hooks/github/web",
-            "ping",
-            &delivery_id(),
-            body.clone(),
-            &sign(SECRET, &body),
-        )
+        .send_signed("/hooks/github/web", "ping", body.clone())
         .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["status"], "pong");
@@ -211,13 +197,7 @@ async fn other_events_are_acknowledged_as_ignored_and_recorded() {
     let app = spawn_app(&origin).await;
     let body = br#"{"action":"opened","repository":{"full_name":"acme/web"}}"#.to_vec();
     let response = app
-        .deliver(
-            "/hooks/github",
-            "issues",
-            &delivery_id(),
-            body.clone(),
-            &sign(SECRET, &body),
-        )
+        .send_signed("/hooks/github", "issues", body.clone())
         .await;
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.unwrap();
@@ -304,15 +284,7 @@ async fn malformed_payloads_are_400_naming_the_field_and_change_nothing() {
         ),
     ];
     for (body, field) in cases {
-        let response = app
-            .deliver(
-                "/hooks/github",
-                "push",
-                &delivery_id(),
-                body.clone(),
-                &sign(SECRET, &body),
-            )
-            .await;
+        let response = app.send_signed("/hooks/github", "push", body.clone()).await;
         assert_eq!(response.status(), 400, "{}", String::from_utf8_lossy(&body));
         let text = response.text().await.unwrap();
         assert!(text.contains(field), "{text} should name {field}");
@@ -386,13 +358,7 @@ async fn untracked_ref_and_other_repository_are_ignored_with_the_reason() {
         .replace(REPOSITORY, "acme/other")
         .into_bytes();
     let response = app
-        .deliver(
-            "/hooks/github/web",
-            "push",
-            &delivery_id(),
-            body.clone(),
-            &sign(SECRET, &body),
-        )
+        .send_signed("/hooks/github/web", "push", body.clone())
         .await;
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.unwrap();
@@ -412,15 +378,7 @@ async fn branch_deletion_is_recorded_as_ignored_and_leaves_the_volume_alone() {
         .unwrap()
         .replace("\"deleted\":false", "\"deleted\":true")
         .into_bytes();
-    let response = app
-        .deliver(
-            "/hooks/github",
-            "push",
-            &delivery_id(),
-            body.clone(),
-            &sign(SECRET, &body),
-        )
-        .await;
+    let response = app.send_signed("/hooks/github", "push", body.clone()).await;
     assert_eq!(response.status(), 202);
     assert_eq!(response.json::<Value>().await.unwrap()["status"], "ignored");
     assert_eq!(deploys_of_web(&app).await.len(), 1);
@@ -433,13 +391,7 @@ async fn unknown_app_endpoint_is_404() {
     let app = spawn_app(&origin).await;
     let body = push_payload("refs/heads/main", &origin.head(), false);
     let response = app
-        .deliver(
-            "/hooks/github/nope",
-            "push",
-            &delivery_id(),
-            body.clone(),
-            &sign(SECRET, &body),
-        )
+        .send_signed("/hooks/github/nope", "push", body.clone())
         .await;
     assert_eq!(response.status(), 404);
 }
