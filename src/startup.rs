@@ -41,8 +41,8 @@ pub struct App {
 }
 
 impl App {
-    /// Open the state directory and database, recover from any crash, start the deploy
-    /// workers, and bind the listener.
+    /// Lock the state directory, bind the listener, open the database, start the deploy
+    /// workers and recover from any crash. Nothing is accepted until [`App::run`].
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let state_dir = &config.server.state_dir;
         std::fs::create_dir_all(state_dir)
@@ -56,6 +56,11 @@ impl App {
                 state_dir.display()
             );
         }
+        // Bind before recovering: a webhook arriving meanwhile waits in the backlog (accepting
+        // starts in `run`, after recovery) instead of being refused — GitHub does not retry.
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
         let store = Store::open(&config.database_path()).await?;
         crate::git::set_network_timeouts(GIT_CONNECT_TIMEOUT, GIT_IO_TIMEOUT)?;
         let config = Arc::new(config);
@@ -67,9 +72,6 @@ impl App {
         deploy::recover(&ctx, &deployer)
             .await
             .context("recovering from the previous run")?;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
         let state = AppState {
             config,
             store,
