@@ -355,3 +355,64 @@ async fn stale_git_lock_files_left_by_a_kill_are_cleared_at_startup() {
     app.deploy(&origin.commit("after the crash")).await;
     assert_eq!(app.volume_snapshot(), origin.snapshot(&origin.head()));
 }
+
+#[tokio::test]
+async fn a_hostile_gitmodules_and_a_nested_bare_repository_are_only_data() {
+    let origin = Origin::new();
+    let app = spawn_app(&origin).await;
+    let marker = app.dir.path().join("pwned");
+    // A submodule whose URL is an option, and a gitlink entry for it (SECURITY.md 22).
+    origin.write(
+        ".gitmodules",
+        &format!(
+            "[submodule \"x\"]\n\tpath = sub\n\turl = --upload-pack=touch {}\n",
+            marker.display()
+        ),
+    );
+    origin.git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("160000,{},sub", origin.head()),
+    ]);
+    // A bare repository committed as files, with a hook (SECURITY.md 23).
+    origin.write("vendor/nested.git/HEAD", "ref: refs/heads/main\n");
+    origin.write("vendor/nested.git/config", "[core]\n\tbare = true\n");
+    origin.write(
+        "vendor/nested.git/hooks/post-update",
+        &format!("#!/bin/sh\ntouch {}\n", marker.display()),
+    );
+    origin.set_exec("vendor/nested.git/hooks/post-update", true);
+    let commit = origin.commit("hostile");
+    app.deploy(&commit).await;
+    assert!(!marker.exists(), "something ran");
+    assert!(
+        !app.volume.join("sub").exists(),
+        "a submodule was materialised"
+    );
+    let volume = app.volume_snapshot();
+    assert!(
+        volume.contains_key(".gitmodules")
+            && volume.contains_key("vendor/nested.git/hooks/post-update")
+    );
+}
+
+#[tokio::test]
+async fn an_origin_over_the_fetch_size_cap_fails_the_deploy_and_the_volume_keeps_serving() {
+    let origin = Origin::new();
+    let app = spawn_app_with(&origin, "", "max_fetch_size = \"64KiB\"").await;
+    let good = origin.head();
+    app.deploy(&good).await;
+    let noise: String = (0..40_000u32)
+        .map(|i| format!("{:08x}", i.wrapping_mul(2654435761)))
+        .collect();
+    origin.write("big.bin", &noise);
+    let id = app.push(&origin.commit("huge")).await;
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert!(
+        deploy["error"].as_str().unwrap().contains("size cap"),
+        "{deploy:#}"
+    );
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&good));
+}
