@@ -66,11 +66,18 @@ impl Docker {
     #[instrument(skip_all)]
     pub async fn connect() -> anyhow::Result<Self> {
         let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_string());
+        Self::connect_to(&host).await
+    }
+
+    /// [`Docker::connect`] to an explicit `unix://PATH` (tests use a fake engine this way).
+    #[instrument(skip_all, fields(host = %host))]
+    pub async fn connect_to(host: &str) -> anyhow::Result<Self> {
+        let host = host.to_string();
         let Some(path) = host.strip_prefix("unix://") else {
             bail!("Docker engine unreachable: DOCKER_HOST={host:?} is not a unix:// socket, the only kind dockhand uses");
         };
         if !Path::new(path).exists() {
-            bail!("Docker engine unreachable: no socket at {path} (looked at DOCKER_HOST or the default {DEFAULT_HOST})");
+            bail!("Docker engine unreachable: no socket at {path} (from {host}; DOCKER_HOST=unix://PATH looks elsewhere)");
         }
         let unreachable = || format!("Docker engine unreachable at {host}");
         let base = bollard::Docker::connect_with_unix(&host, REQUEST_TIMEOUT_SECS, &MIN_API)

@@ -403,3 +403,83 @@ async fn a_health_url_on_a_non_loopback_host_is_refused() {
         "{err:#}"
     );
 }
+
+/// A fake engine on a unix socket: speaks API 1.41, and answers a pull with HTTP 200 whose
+/// stream carries an error item after some progress — what a real engine does when a layer
+/// fails mid-pull.
+async fn fake_engine_failing_pulls_mid_stream(socket: &std::path::Path) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::UnixListener::bind(socket).expect("bind fake engine");
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split(' ').nth(1).unwrap_or_default();
+                let body = if path.contains("/version") {
+                    r#"{"ApiVersion":"1.41","Version":"20.10.0"}"#.to_string()
+                } else if path.contains("/_ping") {
+                    "OK".to_string()
+                } else if path.contains("/images/create") {
+                    concat!(
+                        r#"{"status":"Pulling from dockhand-test/app","id":"v1"}"#,
+                        "\n",
+                        r#"{"status":"Downloading","id":"abc","progressDetail":{"current":1,"total":2}}"#,
+                        "\n",
+                        r#"{"errorDetail":{"message":"unexpected EOF"},"error":"unexpected EOF"}"#,
+                        "\n"
+                    )
+                    .to_string()
+                } else {
+                    // An inspect after the pull: the image "exists", so only the stream can fail it.
+                    r#"{"Id":"sha256:00","RepoDigests":[]}"#.to_string()
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nApi-Version: 1.41\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_pull_answered_200_whose_stream_carries_an_error_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("engine.sock");
+    fake_engine_failing_pulls_mid_stream(&socket).await;
+    let docker = Docker::connect_to(&format!("unix://{}", socket.display()))
+        .await
+        .expect("connect to the fake engine");
+
+    let image = "127.0.0.1:5000/dockhand-test/app:v1";
+    let err = docker.pull(image, None).await.unwrap_err();
+
+    let text = format!("{err:#}");
+    assert!(text.contains("unexpected EOF"), "{text}");
+    assert!(text.contains(image), "{text}");
+}
+
+#[tokio::test]
+async fn connecting_to_a_socket_that_does_not_exist_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("nothing.sock");
+
+    let err = Docker::connect_to(&format!("unix://{}", socket.display()))
+        .await
+        .unwrap_err();
+
+    let text = format!("{err:#}");
+    assert!(text.contains("unreachable"), "{text}");
+    assert!(text.contains(&socket.display().to_string()), "{text}");
+}
