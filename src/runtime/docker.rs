@@ -185,9 +185,7 @@ impl Docker {
     pub async fn create(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
         let name = &spec.name;
         check_image_ref(&spec.image)?;
-        if name.is_empty() || name.starts_with('-') {
-            bail!("container name {name:?} is empty or starts with '-'");
-        }
+        check_container_ref(name)?;
         let body = create_body(spec)?;
         let options = CreateContainerOptionsBuilder::new().name(name).build();
         match self.client.create_container(Some(options), body).await {
@@ -207,6 +205,7 @@ impl Docker {
     /// Starts a created container. Starting a running one is not an error.
     #[instrument(skip_all, fields(id = %id))]
     pub async fn start(&self, id: &str) -> anyhow::Result<()> {
+        check_container_ref(id)?;
         match self.client.start_container(id, None).await {
             Ok(()) => Ok(()),
             Err(e) if status(&e) == Some(304) => Ok(()),
@@ -217,6 +216,7 @@ impl Docker {
     /// SIGTERM, then SIGKILL after `grace`. A missing or already stopped container is `Ok`.
     #[instrument(skip_all, fields(id = %id))]
     pub async fn stop(&self, id: &str, grace: Duration) -> anyhow::Result<()> {
+        check_container_ref(id)?;
         let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::new().t(secs).build();
         match self.client.stop_container(id, Some(options)).await {
@@ -229,6 +229,7 @@ impl Docker {
     /// Removes a container, killing it if it runs, with its anonymous volumes. Missing is `Ok`.
     #[instrument(skip_all, fields(id = %id))]
     pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        check_container_ref(id)?;
         let options = RemoveContainerOptionsBuilder::new()
             .force(true)
             .v(true)
@@ -243,6 +244,7 @@ impl Docker {
     /// The container by id or name; `None` if there is no such container.
     #[instrument(skip_all, fields(id = %id))]
     pub async fn inspect(&self, id: &str) -> anyhow::Result<Option<ContainerInfo>> {
+        check_container_ref(id)?;
         match self
             .client
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -286,6 +288,7 @@ impl Docker {
     /// The last `lines` lines of stdout and stderr, interleaved as the engine stored them.
     #[instrument(skip_all, fields(id = %id))]
     pub async fn logs_tail(&self, id: &str, lines: usize) -> anyhow::Result<String> {
+        check_container_ref(id)?;
         let options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
@@ -316,6 +319,7 @@ impl Docker {
         check: &HealthCheck,
     ) -> anyhow::Result<HealthReport> {
         let target = ProbeTarget::parse(&check.url)?;
+        check_container_ref(id)?;
         let started = Instant::now();
         let deadline = started + check.deadline;
         let probes_from = started + check.grace;
@@ -375,6 +379,7 @@ impl Docker {
         id: &str,
         deadline: Duration,
     ) -> anyhow::Result<HealthReport> {
+        check_container_ref(id)?;
         let started = Instant::now();
         let mut attempts = 0u32;
         loop {
@@ -441,8 +446,27 @@ fn check_image_ref(image: &str) -> anyhow::Result<()> {
     if image.starts_with('-') {
         bail!("image reference {image:?} starts with '-'");
     }
-    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        bail!("image reference {image:?} contains whitespace or control characters");
+    // The reference goes into URL paths (`/images/{image}/json`): nothing the engine's router
+    // could read as another path or a query.
+    if !image
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@'))
+        || image.contains("..")
+    {
+        bail!("image reference {image:?} has characters or '..' no image reference has");
+    }
+    Ok(())
+}
+
+/// Container ids and names go into URL paths: only what Docker allows in either
+/// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, optionally with the leading `/` of an engine name).
+fn check_container_ref(id: &str) -> anyhow::Result<()> {
+    let name = id.strip_prefix('/').unwrap_or(id);
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        bail!("{id:?} is not a container id or name");
     }
     Ok(())
 }
@@ -531,7 +555,8 @@ fn create_body(spec: &ContainerSpec) -> anyhow::Result<ContainerCreateBody> {
 fn container_info(r: ContainerInspectResponse) -> anyhow::Result<ContainerInfo> {
     let id = r.id.context("no container id")?;
     let state = r.state.unwrap_or_default();
-    let running = state.running.unwrap_or(false);
+    // A container the engine is restarting after a crash is not serving.
+    let running = state.running.unwrap_or(false) && !state.restarting.unwrap_or(false);
     let config = r.config.unwrap_or_default();
     let health = state
         .health
@@ -595,6 +620,19 @@ mod tests {
         assert!(check_image_ref("").is_err());
         assert!(check_image_ref("-v").is_err());
         assert!(check_image_ref("a b").is_err());
+        assert!(check_image_ref("../../containers/x").is_err());
+        assert!(check_image_ref("app?force=1").is_err());
+        assert!(check_image_ref("app@sha256:0123abcd").is_ok());
         assert!(check_image_ref("127.0.0.1:5000/a/app:v1").is_ok());
+    }
+
+    #[test]
+    fn container_refs_are_docker_names_or_ids() {
+        for ok in ["a", "/dockhand-web-1", "0123abcdef", "web_2.blue"] {
+            assert!(check_container_ref(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/", "-x", "../images/x", "a/b", "a?b", "a b", ".a"] {
+            assert!(check_container_ref(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -88,6 +88,8 @@ pub struct ContainerInfo {
     pub image_ref: String,
     /// The image id it runs (`sha256:…`), whatever the tag points at now.
     pub image_id: String,
+    /// `false` while the engine restarts it after a crash (restart policies), not only once
+    /// it has exited.
     pub running: bool,
     /// Set once the container is no longer running.
     pub exit_code: Option<i64>,

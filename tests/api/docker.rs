@@ -183,6 +183,15 @@ async fn pulling_from_a_registry_port_with_nothing_listening_fails_without_hangi
 }
 
 #[tokio::test]
+async fn a_missing_image_has_no_digest_and_removing_it_reports_false() {
+    let docker = docker().await;
+    let image = "127.0.0.1:5000/dockhand-test/app:never-pulled";
+
+    assert_eq!(docker.image_digest(image).await.unwrap(), None);
+    assert!(!docker.remove_image(image).await.unwrap());
+}
+
+#[tokio::test]
 async fn option_like_or_empty_image_references_are_refused() {
     let docker = docker().await;
 
@@ -482,4 +491,38 @@ async fn connecting_to_a_socket_that_does_not_exist_says_where_it_looked() {
     let text = format!("{err:#}");
     assert!(text.contains("unreachable"), "{text}");
     assert!(text.contains(&socket.display().to_string()), "{text}");
+}
+
+#[tokio::test]
+async fn a_crash_looping_container_under_a_restart_policy_fails_the_health_check_fast() {
+    let docker = docker().await;
+    let cleanup = Cleanup {
+        value: unique("crash-loop"),
+    };
+    let port = free_port();
+    let mut looping = spec(&unique("crash-loop"), &broken(), &cleanup, port, 0);
+    looping.restart_policy = Some("always".into());
+    let id = docker.create(&looping).await.expect("create");
+    docker.start(&id).await.expect("start");
+
+    let started = Instant::now();
+    let err = docker
+        .wait_healthy(&id, &check(port, "v1", Duration::from_secs(20)))
+        .await
+        .unwrap_err();
+
+    let text = format!("{err:#}");
+    assert!(text.contains("not running"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    looping.restart_policy = Some("sometimes".into());
+    looping.name = unique("crash-loop");
+    let err = docker.create(&looping).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("unknown restart policy"),
+        "{err:#}"
+    );
 }
