@@ -22,7 +22,9 @@ pub use docker::Docker;
 /// Registry credentials for one pull. `Debug` never shows the password.
 #[derive(Clone)]
 pub struct Credentials {
+    /// Registry user name.
     pub username: String,
+    /// Registry password or token; never logged.
     pub password: String,
     /// Registry host (`registry.example.com`, `127.0.0.1:5000`); `None` lets the engine
     /// derive it from the image reference.
@@ -56,6 +58,7 @@ pub struct Mount {
     pub source: PathBuf,
     /// Path inside the container.
     pub target: String,
+    /// Mounted read-only inside the container.
     pub read_only: bool,
 }
 
@@ -68,7 +71,9 @@ pub struct ContainerSpec {
     pub image: String,
     /// Overrides the image's `CMD` when set.
     pub cmd: Option<Vec<String>>,
+    /// Environment variables (`PORT`, …); names must not contain `=`.
     pub env: Vec<(String, String)>,
+    /// Bind mounts (the app's volume).
     pub mounts: Vec<Mount>,
     /// How dockhand finds its containers again (app name, deploy id).
     pub labels: BTreeMap<String, String>,
@@ -81,6 +86,7 @@ pub struct ContainerSpec {
 /// One container as the engine sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
+    /// Full container id.
     pub id: String,
     /// Name without the engine's leading `/`.
     pub name: String,
@@ -95,6 +101,7 @@ pub struct ContainerInfo {
     pub exit_code: Option<i64>,
     /// Docker's own HEALTHCHECK status (`starting`, `healthy`, `unhealthy`), if the image has one.
     pub health: Option<String>,
+    /// The container's labels.
     pub labels: BTreeMap<String, String>,
 }
 
@@ -108,6 +115,7 @@ pub struct HealthCheck {
     pub expect_body_contains: Option<String>,
     /// No probe before this: the app is booting.
     pub grace: Duration,
+    /// Pause between the end of one probe and the next.
     pub interval: Duration,
     /// Per probe: connect, send, read the whole answer.
     pub timeout: Duration,
@@ -205,14 +213,12 @@ fn split_host_port(authority: &str) -> Option<(&str, u16)> {
 /// The outcome of one probe, as a failed check reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeOutcome {
+    /// 2xx with the expected body text.
     Healthy,
     /// Answered, but not 2xx.
     Status(u16),
     /// 2xx, but the body lacks the expected text.
-    BodyMismatch {
-        status: u16,
-        expected: String,
-    },
+    BodyMismatch { status: u16, expected: String },
     /// Connect, send, read or parse failed (refused, timed out, garbage).
     Failed(String),
 }
