@@ -1,6 +1,7 @@
 //! dockhand's integration tests: one binary, real git repositories, a real SQLite file per test.
 
 mod crash;
+mod docker;
 mod fast_path;
 mod helpers;
 mod limits;

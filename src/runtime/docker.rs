@@ -1,0 +1,638 @@
+//! [`Docker`]: the engine over its local unix socket (bollard).
+//!
+//! Every engine answer is `Option`-typed by bollard; nothing here unwraps one. Missing
+//! containers are not errors where the caller wants them gone (`stop`, `remove`) or asks
+//! whether they exist (`inspect`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bollard::auth::DockerCredentials;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HealthStatusEnum, HostConfig, MountType,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::{ClientVersion, API_DEFAULT_VERSION};
+use futures_util::{StreamExt, TryStreamExt};
+use tracing::{debug, instrument};
+
+use super::{
+    probe, ContainerInfo, ContainerSpec, Credentials, HealthCheck, HealthReport, ProbeOutcome,
+    ProbeTarget, Pulled,
+};
+
+/// Where the engine is when `DOCKER_HOST` is unset.
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+/// The oldest engine API dockhand speaks (Docker 20.10). Newer engines are spoken to at
+/// `min(engine, bollard's)`; see [`Docker::connect`].
+const MIN_API: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+/// bollard's per-request timeout, in seconds. Bounds every call, including a pull's stream.
+const REQUEST_TIMEOUT_SECS: u64 = 600;
+/// How often `wait_docker_health` and the grace period look at the container.
+const STATE_POLL: Duration = Duration::from_millis(250);
+
+/// A connected, pinged Docker engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+    /// `unix://…` as looked up, for error messages.
+    host: String,
+}
+
+impl std::fmt::Debug for Docker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Docker").field("host", &self.host).finish()
+    }
+}
+
+impl Docker {
+    /// Connects to the local engine (`DOCKER_HOST` if it names a `unix://` socket, else
+    /// `/var/run/docker.sock`), agrees on an API version, and pings it.
+    ///
+    /// bollard's own negotiation starts from its newest API, which a 20.10 engine refuses
+    /// outright ("client version … is too new"); so this asks the engine's version at 1.41
+    /// and moves up to `min(engine, bollard)` when the engine is newer.
+    #[instrument(skip_all)]
+    pub async fn connect() -> anyhow::Result<Self> {
+        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_HOST.to_string());
+        Self::connect_to(&host).await
+    }
+
+    /// [`Docker::connect`] to an explicit `unix://PATH` (tests use a fake engine this way).
+    #[instrument(skip_all, fields(host = %host))]
+    pub async fn connect_to(host: &str) -> anyhow::Result<Self> {
+        let host = host.to_string();
+        let Some(path) = host.strip_prefix("unix://") else {
+            bail!("Docker engine unreachable: DOCKER_HOST={host:?} is not a unix:// socket, the only kind dockhand uses");
+        };
+        if !Path::new(path).exists() {
+            bail!("Docker engine unreachable: no socket at {path} (from {host}; DOCKER_HOST=unix://PATH looks elsewhere)");
+        }
+        let unreachable = || format!("Docker engine unreachable at {host}");
+        let base = bollard::Docker::connect_with_unix(&host, REQUEST_TIMEOUT_SECS, &MIN_API)
+            .with_context(unreachable)?;
+        let version = base.version().await.with_context(unreachable)?;
+        let engine_api = version.api_version.as_deref().and_then(parse_api_version);
+        let client = match engine_api {
+            Some(engine) if engine > MIN_API => {
+                let chosen = if engine < *API_DEFAULT_VERSION {
+                    engine
+                } else {
+                    *API_DEFAULT_VERSION
+                };
+                bollard::Docker::connect_with_unix(&host, REQUEST_TIMEOUT_SECS, &chosen)
+                    .with_context(unreachable)?
+            }
+            _ => base,
+        };
+        client.ping().await.with_context(unreachable)?;
+        debug!(host, api = ?version.api_version, engine = ?version.version, "connected to Docker");
+        Ok(Self { client, host })
+    }
+
+    /// Where this client talks to (`unix://…`).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Pulls `image` (`repo:tag`, `repo@sha256:…`; no tag means `latest`, never all tags).
+    ///
+    /// The engine answers 200 and then streams progress; an item carrying an error (a missing
+    /// tag, an unreachable registry, a failed layer) fails the pull (SECURITY.md 35).
+    #[instrument(skip_all, fields(image = %image))]
+    pub async fn pull(&self, image: &str, auth: Option<&Credentials>) -> anyhow::Result<Pulled> {
+        check_image_ref(image)?;
+        let (from_image, tag) = pull_parts(image);
+        let mut options = CreateImageOptionsBuilder::new().from_image(from_image);
+        if let Some(tag) = tag {
+            options = options.tag(tag);
+        }
+        let credentials = auth.map(|c| DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: c.server.clone(),
+            ..Default::default()
+        });
+        let mut stream = self
+            .client
+            .create_image(Some(options.build()), None, credentials);
+        while let Some(item) = stream.next().await {
+            let info = item.with_context(|| format!("pulling {image}"))?;
+            if let Some(detail) = info.error_detail {
+                bail!(
+                    "pulling {image}: the engine reported an error: {}",
+                    detail.message.as_deref().unwrap_or("(no message)")
+                );
+            }
+            debug!(status = ?info.status, id = ?info.id, "pull progress");
+        }
+        let inspected = self
+            .client
+            .inspect_image(image)
+            .await
+            .with_context(|| format!("inspecting {image} after pulling it"))?;
+        let image_id = inspected
+            .id
+            .with_context(|| format!("the engine gave no id for the pulled image {image}"))?;
+        let digest = repo_digest(image, inspected.repo_digests.as_deref().unwrap_or_default());
+        Ok(Pulled { image_id, digest })
+    }
+
+    /// `repo@sha256:…` of a local image for its reference's repository; `None` if the image is
+    /// not there or was never pushed/pulled through that repository.
+    #[instrument(skip_all, fields(image = %image))]
+    pub async fn image_digest(&self, image: &str) -> anyhow::Result<Option<String>> {
+        check_image_ref(image)?;
+        match self.client.inspect_image(image).await {
+            Ok(inspected) => Ok(repo_digest(
+                image,
+                inspected.repo_digests.as_deref().unwrap_or_default(),
+            )),
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("inspecting image {image}")),
+        }
+    }
+
+    /// Removes a local image (not forced). `false` when it is missing or still in use.
+    #[instrument(skip_all, fields(image = %image))]
+    pub async fn remove_image(&self, image: &str) -> anyhow::Result<bool> {
+        check_image_ref(image)?;
+        let options = RemoveImageOptionsBuilder::new().force(false).build();
+        match self.client.remove_image(image, Some(options), None).await {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(status(&e), Some(404 | 409)) => {
+                debug!(error = %e, "image not removed");
+                Ok(false)
+            }
+            Err(e) => Err(e).with_context(|| format!("removing image {image}")),
+        }
+    }
+
+    /// Creates (does not start) a container; returns its id. A name already in use is an
+    /// error saying so.
+    #[instrument(skip_all, fields(name = %spec.name, image = %spec.image))]
+    pub async fn create(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
+        let name = &spec.name;
+        check_image_ref(&spec.image)?;
+        check_container_ref(name)?;
+        let body = create_body(spec)?;
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        match self.client.create_container(Some(options), body).await {
+            Ok(created) => {
+                for warning in &created.warnings {
+                    tracing::warn!(%warning, "engine warning creating container {name}");
+                }
+                Ok(created.id)
+            }
+            Err(e) if status(&e) == Some(409) => Err(anyhow::Error::new(e).context(format!(
+                "creating container {name}: the name is already in use (conflict)"
+            ))),
+            Err(e) => Err(e).with_context(|| format!("creating container {name}")),
+        }
+    }
+
+    /// Starts a created container. Starting a running one is not an error.
+    #[instrument(skip_all, fields(id = %id))]
+    pub async fn start(&self, id: &str) -> anyhow::Result<()> {
+        check_container_ref(id)?;
+        match self.client.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(304) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("starting container {id}")),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`. A missing or already stopped container is `Ok`.
+    #[instrument(skip_all, fields(id = %id))]
+    pub async fn stop(&self, id: &str, grace: Duration) -> anyhow::Result<()> {
+        check_container_ref(id)?;
+        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::new().t(secs).build();
+        match self.client.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status(&e), Some(304 | 404)) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("stopping container {id}")),
+        }
+    }
+
+    /// Removes a container, killing it if it runs, with its anonymous volumes. Missing is `Ok`.
+    #[instrument(skip_all, fields(id = %id))]
+    pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        check_container_ref(id)?;
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self.client.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing container {id}")),
+        }
+    }
+
+    /// The container by id or name; `None` if there is no such container.
+    #[instrument(skip_all, fields(id = %id))]
+    pub async fn inspect(&self, id: &str) -> anyhow::Result<Option<ContainerInfo>> {
+        check_container_ref(id)?;
+        match self
+            .client
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(response) => container_info(response)
+                .map(Some)
+                .with_context(|| format!("reading the engine's answer for container {id}")),
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("inspecting container {id}")),
+        }
+    }
+
+    /// Every container (running or not) carrying the label `key=value`.
+    #[instrument(skip_all, fields(key = %key, value = %value))]
+    pub async fn list_by_label(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> anyhow::Result<Vec<ContainerInfo>> {
+        let filters = HashMap::from([("label", vec![format!("{key}={value}")])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .with_context(|| format!("listing containers labelled {key}={value}"))?;
+        let mut found = Vec::with_capacity(summaries.len());
+        for id in summaries.into_iter().filter_map(|s| s.id) {
+            // The summary lacks exit codes and health; a container removed meanwhile is skipped.
+            if let Some(info) = self.inspect(&id).await? {
+                found.push(info);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The last `lines` lines of stdout and stderr, interleaved as the engine stored them.
+    #[instrument(skip_all, fields(id = %id))]
+    pub async fn logs_tail(&self, id: &str, lines: usize) -> anyhow::Result<String> {
+        check_container_ref(id)?;
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(false)
+            .tail(&lines.to_string())
+            .build();
+        let chunks: Vec<_> = self
+            .client
+            .logs(id, Some(options))
+            .try_collect()
+            .await
+            .with_context(|| format!("reading the logs of container {id}"))?;
+        let mut text = String::new();
+        for chunk in chunks {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        Ok(text)
+    }
+
+    /// Waits until `check` passes against the container `id` (see [`HealthCheck`]). Fails at
+    /// once if the container stops running, with its exit code; fails after `check.failures`
+    /// consecutive failed probes past the grace period, or at the deadline, with the last
+    /// probe's outcome.
+    #[instrument(skip_all, fields(id = %id, url = %check.url))]
+    pub async fn wait_healthy(
+        &self,
+        id: &str,
+        check: &HealthCheck,
+    ) -> anyhow::Result<HealthReport> {
+        let target = ProbeTarget::parse(&check.url)?;
+        check_container_ref(id)?;
+        let started = Instant::now();
+        let deadline = started + check.deadline;
+        let probes_from = started + check.grace;
+        while Instant::now() < probes_from.min(deadline) {
+            self.ensure_running(id).await?;
+            let left = probes_from
+                .min(deadline)
+                .saturating_duration_since(Instant::now());
+            tokio::time::sleep(left.min(STATE_POLL)).await;
+        }
+        let mut attempts = 0u32;
+        let mut failed_in_a_row = 0u32;
+        let mut last: Option<ProbeOutcome> = None;
+        loop {
+            self.ensure_running(id).await?;
+            if Instant::now() >= deadline {
+                bail!(
+                    "container {id} was not healthy within {:?} ({attempts} probes of {}); last probe: {}",
+                    check.deadline,
+                    check.url,
+                    last.map_or_else(|| "none sent (grace outlasted the deadline)".to_string(), |o| o.to_string())
+                );
+            }
+            attempts += 1;
+            let per_probe = check
+                .timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
+            let outcome = probe(&target, check.expect_body_contains.as_deref(), per_probe).await;
+            debug!(attempts, %outcome, "health probe");
+            if outcome == ProbeOutcome::Healthy {
+                return Ok(HealthReport {
+                    attempts,
+                    elapsed: started.elapsed(),
+                });
+            }
+            failed_in_a_row += 1;
+            if failed_in_a_row > check.failures {
+                // The container may have died under the probe: that is the better reason.
+                self.ensure_running(id).await?;
+                bail!(
+                    "container {id} failed {failed_in_a_row} health probes in a row (tolerating {}) at {}; last probe: {outcome}",
+                    check.failures,
+                    check.url
+                );
+            }
+            last = Some(outcome);
+            let next = Instant::now() + check.interval;
+            tokio::time::sleep_until(next.min(deadline).into()).await;
+        }
+    }
+
+    /// Waits for Docker's own HEALTHCHECK to report `healthy`. Fails at once if the container
+    /// stops, reports `unhealthy`, or has no HEALTHCHECK; fails after `deadline`.
+    #[instrument(skip_all, fields(id = %id))]
+    pub async fn wait_docker_health(
+        &self,
+        id: &str,
+        deadline: Duration,
+    ) -> anyhow::Result<HealthReport> {
+        check_container_ref(id)?;
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let info = self.ensure_running(id).await?;
+            match info.health.as_deref() {
+                None | Some("none") | Some("") => {
+                    bail!("container {id} has no Docker HEALTHCHECK to wait for")
+                }
+                Some("healthy") => {
+                    return Ok(HealthReport {
+                        attempts,
+                        elapsed: started.elapsed(),
+                    })
+                }
+                Some("unhealthy") => bail!("Docker reports container {id} unhealthy"),
+                Some(other) => {
+                    if started.elapsed() >= deadline {
+                        bail!("container {id} was not healthy within {deadline:?}; Docker health: {other}");
+                    }
+                }
+            }
+            tokio::time::sleep(STATE_POLL).await;
+        }
+    }
+
+    /// The container's info if it runs; an error naming its exit code if not.
+    async fn ensure_running(&self, id: &str) -> anyhow::Result<ContainerInfo> {
+        let info = self
+            .inspect(id)
+            .await?
+            .with_context(|| format!("container {id} no longer exists"))?;
+        if !info.running {
+            match info.exit_code {
+                Some(code) => bail!("container {id} is not running: it exited with code {code}"),
+                None => bail!("container {id} is not running"),
+            }
+        }
+        Ok(info)
+    }
+}
+
+/// The HTTP status of an engine error answer, if it was one.
+fn status(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn parse_api_version(text: &str) -> Option<ClientVersion> {
+    let (major, minor) = text.split_once('.')?;
+    Some(ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
+    })
+}
+
+/// Refuses references the engine (or a CLI behind it) could read as something else.
+fn check_image_ref(image: &str) -> anyhow::Result<()> {
+    if image.is_empty() {
+        bail!("image reference is empty");
+    }
+    if image.starts_with('-') {
+        bail!("image reference {image:?} starts with '-'");
+    }
+    // The reference goes into URL paths (`/images/{image}/json`): nothing the engine's router
+    // could read as another path or a query.
+    if !image
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@'))
+        || image.contains("..")
+    {
+        bail!("image reference {image:?} has characters or '..' no image reference has");
+    }
+    Ok(())
+}
+
+/// Container ids and names go into URL paths: only what Docker allows in either
+/// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, optionally with the leading `/` of an engine name).
+fn check_container_ref(id: &str) -> anyhow::Result<()> {
+    let name = id.strip_prefix('/').unwrap_or(id);
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        bail!("{id:?} is not a container id or name");
+    }
+    Ok(())
+}
+
+/// The repository part of a reference: without `@digest` and without `:tag`.
+fn repository(image: &str) -> &str {
+    let name = image.split('@').next().unwrap_or(image);
+    match name.rsplit_once(':') {
+        // A colon after the last slash is a tag; before it, a registry port.
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
+    }
+}
+
+/// `(fromImage, tag)` for the create-image call. A digest goes whole in `fromImage`; a
+/// reference without a tag gets `latest` (an empty tag would pull every tag).
+fn pull_parts(image: &str) -> (&str, Option<&str>) {
+    if image.contains('@') {
+        return (image, None);
+    }
+    let repo = repository(image);
+    match image.get(repo.len() + 1..) {
+        Some(tag) if !tag.is_empty() => (repo, Some(tag)),
+        _ => (repo, Some("latest")),
+    }
+}
+
+fn repo_digest(image: &str, repo_digests: &[String]) -> Option<String> {
+    let repo = repository(image);
+    repo_digests
+        .iter()
+        .find(|d| d.split_once('@').is_some_and(|(r, _)| r == repo))
+        .cloned()
+}
+
+fn create_body(spec: &ContainerSpec) -> anyhow::Result<ContainerCreateBody> {
+    let mut env = Vec::with_capacity(spec.env.len());
+    for (key, value) in &spec.env {
+        if key.is_empty() || key.contains('=') {
+            bail!("environment variable name {key:?} is empty or contains '='");
+        }
+        env.push(format!("{key}={value}"));
+    }
+    let mut mounts = Vec::with_capacity(spec.mounts.len());
+    for m in &spec.mounts {
+        let source = m
+            .source
+            .to_str()
+            .with_context(|| format!("mount source {} is not UTF-8", m.source.display()))?;
+        if !m.source.is_absolute() {
+            bail!("mount source {source} is not an absolute path");
+        }
+        mounts.push(bollard::models::Mount {
+            source: Some(source.to_string()),
+            target: Some(m.target.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        });
+    }
+    let restart_policy = match &spec.restart_policy {
+        None => None,
+        Some(name) => Some(RestartPolicy {
+            name: Some(
+                name.parse::<RestartPolicyNameEnum>()
+                    .map_err(|_| anyhow::anyhow!("unknown restart policy {name:?}"))?,
+            ),
+            maximum_retry_count: None,
+        }),
+    };
+    Ok(ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.cmd.clone(),
+        env: Some(env),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        host_config: Some(HostConfig {
+            network_mode: Some(spec.network_mode.clone()),
+            mounts: Some(mounts),
+            restart_policy,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn container_info(r: ContainerInspectResponse) -> anyhow::Result<ContainerInfo> {
+    let id = r.id.context("no container id")?;
+    let state = r.state.unwrap_or_default();
+    // A container the engine is restarting after a crash is not serving.
+    let running = state.running.unwrap_or(false) && !state.restarting.unwrap_or(false);
+    let config = r.config.unwrap_or_default();
+    let health = state
+        .health
+        .and_then(|h| h.status)
+        .filter(|s| *s != HealthStatusEnum::EMPTY)
+        .map(|s| s.to_string());
+    Ok(ContainerInfo {
+        id,
+        name: r
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image_ref: config.image.unwrap_or_default(),
+        image_id: r.image.unwrap_or_default(),
+        running,
+        exit_code: if running { None } else { state.exit_code },
+        health,
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_into_repository_and_tag() {
+        assert_eq!(
+            repository("127.0.0.1:5000/a/app:v1"),
+            "127.0.0.1:5000/a/app"
+        );
+        assert_eq!(repository("127.0.0.1:5000/a/app"), "127.0.0.1:5000/a/app");
+        assert_eq!(repository("app@sha256:ab"), "app");
+        assert_eq!(
+            pull_parts("127.0.0.1:5000/a/app:v1"),
+            ("127.0.0.1:5000/a/app", Some("v1"))
+        );
+        assert_eq!(
+            pull_parts("127.0.0.1:5000/a/app"),
+            ("127.0.0.1:5000/a/app", Some("latest"))
+        );
+        assert_eq!(pull_parts("app@sha256:ab"), ("app@sha256:ab", None));
+    }
+
+    #[test]
+    fn repo_digest_matches_the_reference_repository() {
+        let digests = vec![
+            "other/app@sha256:1".to_string(),
+            "r:5000/app@sha256:2".to_string(),
+        ];
+        assert_eq!(
+            repo_digest("r:5000/app:v1", &digests).as_deref(),
+            Some("r:5000/app@sha256:2")
+        );
+        assert_eq!(repo_digest("app:v1", &digests), None);
+    }
+
+    #[test]
+    fn option_like_or_empty_references_are_refused() {
+        assert!(check_image_ref("").is_err());
+        assert!(check_image_ref("-v").is_err());
+        assert!(check_image_ref("a b").is_err());
+        assert!(check_image_ref("../../containers/x").is_err());
+        assert!(check_image_ref("app?force=1").is_err());
+        assert!(check_image_ref("app@sha256:0123abcd").is_ok());
+        assert!(check_image_ref("127.0.0.1:5000/a/app:v1").is_ok());
+    }
+
+    #[test]
+    fn container_refs_are_docker_names_or_ids() {
+        for ok in ["a", "/dockhand-web-1", "0123abcdef", "web_2.blue"] {
+            assert!(check_container_ref(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/", "-x", "../images/x", "a/b", "a?b", "a b", ".a"] {
+            assert!(check_container_ref(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The container engine: what the full path (pull, start new, wait healthy, swap, stop old)
+//! needs from Docker, and the HTTP health probe it gates the swap on.
+//!
+//! The deploy runner calls [`Docker`]; this module records nothing and decides nothing. Every
+//! probe goes to a loopback address only ([`HealthCheck::url`] on any other host is refused
+//! before a single packet is sent).
+
+mod docker;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use docker::Docker;
+
+/// Registry credentials for one pull. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct Credentials {
+    /// Registry user name.
+    pub username: String,
+    /// Registry password or token; never logged.
+    pub password: String,
+    /// Registry host (`registry.example.com`, `127.0.0.1:5000`); `None` lets the engine
+    /// derive it from the image reference.
+    pub server: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+/// What a successful pull left on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// Local image id (`sha256:…`).
+    pub image_id: String,
+    /// `repo@sha256:…` from the image's RepoDigests, for this reference's repository. This is
+    /// what a deploy records, so a rollback can redeploy exactly it after the tag has moved.
+    pub digest: Option<String>,
+}
+
+/// A host directory bind-mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Absolute host path (the app's volume).
+    pub source: PathBuf,
+    /// Path inside the container.
+    pub target: String,
+    /// Mounted read-only inside the container.
+    pub read_only: bool,
+}
+
+/// Everything needed to create one container.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    /// Container name; unique on the engine, so a second deploy racing for it fails loudly.
+    pub name: String,
+    /// Image reference (`repo:tag` or `repo@sha256:…`).
+    pub image: String,
+    /// Overrides the image's `CMD` when set.
+    pub cmd: Option<Vec<String>>,
+    /// Environment variables (`PORT`, …); names must not contain `=`.
+    pub env: Vec<(String, String)>,
+    /// Bind mounts (the app's volume).
+    pub mounts: Vec<Mount>,
+    /// How dockhand finds its containers again (app name, deploy id).
+    pub labels: BTreeMap<String, String>,
+    /// `host` on these machines: no bridge network exists, and apps listen on loopback ports.
+    pub network_mode: String,
+    /// `no`, `always`, `unless-stopped` or `on-failure`; `None` is the engine's default (`no`).
+    pub restart_policy: Option<String>,
+}
+
+/// One container as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Full container id.
+    pub id: String,
+    /// Name without the engine's leading `/`.
+    pub name: String,
+    /// The reference it was created from (`Config.Image`).
+    pub image_ref: String,
+    /// The image id it runs (`sha256:…`), whatever the tag points at now.
+    pub image_id: String,
+    /// `false` while the engine restarts it after a crash (restart policies), not only once
+    /// it has exited.
+    pub running: bool,
+    /// Set once the container is no longer running.
+    pub exit_code: Option<i64>,
+    /// Docker's own HEALTHCHECK status (`starting`, `healthy`, `unhealthy`), if the image has one.
+    pub health: Option<String>,
+    /// The container's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How to decide that a new container serves.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// `http://127.0.0.1:PORT/path`. Loopback hosts only (`127.0.0.0/8`, `::1`, `localhost`).
+    pub url: String,
+    /// The 2xx body must contain this text, so a stale process answering on the port does not
+    /// pass for the new version.
+    pub expect_body_contains: Option<String>,
+    /// No probe before this: the app is booting.
+    pub grace: Duration,
+    /// Pause between the end of one probe and the next.
+    pub interval: Duration,
+    /// Per probe: connect, send, read the whole answer.
+    pub timeout: Duration,
+    /// Consecutive failed probes tolerated after `grace`; one more fails the check.
+    pub failures: u32,
+    /// From the call, not from the end of `grace`.
+    pub deadline: Duration,
+}
+
+/// A passed health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthReport {
+    /// Probes sent, the last one healthy.
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+/// Where a health probe goes, parsed from [`HealthCheck::url`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTarget {
+    pub addr: SocketAddr,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl ProbeTarget {
+    /// Parses `http://HOST[:PORT][/path]`, refusing anything but a loopback host, `https`, and
+    /// user info.
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("http://")
+            .with_context(|| format!("health URL {url:?} must start with http://"))?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_string()
+        };
+        if path
+            .chars()
+            .any(|c| c.is_ascii_control() || c == ' ' || c == '#')
+        {
+            bail!("health URL {url:?} has a path with spaces, control characters or a fragment");
+        }
+        if authority.contains('@') {
+            bail!("health URL {url:?} must not carry user info");
+        }
+        let (host, port) = split_host_port(authority)
+            .with_context(|| format!("health URL {url:?} has a malformed host or port"))?;
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            host.parse::<IpAddr>().ok().with_context(|| {
+                format!("health URL {url:?}: host {host:?} is not a loopback address; probes go to loopback only")
+            })?
+        };
+        if !ip.is_loopback() {
+            bail!(
+                "health URL {url:?}: host {host} is not a loopback address; probes go to loopback only"
+            );
+        }
+        Ok(Self {
+            addr: SocketAddr::new(ip, port),
+            path,
+        })
+    }
+}
+
+fn split_host_port(authority: &str) -> Option<(&str, u16)> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let end = v6.find(']')?;
+        let after = &v6[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        (&v6[..end], port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
+        None => 80,
+    };
+    (!host.is_empty()).then_some((host, port))
+}
+
+/// The outcome of one probe, as a failed check reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// 2xx with the expected body text.
+    Healthy,
+    /// Answered, but not 2xx.
+    Status(u16),
+    /// 2xx, but the body lacks the expected text.
+    BodyMismatch { status: u16, expected: String },
+    /// Connect, send, read or parse failed (refused, timed out, garbage).
+    Failed(String),
+}
+
+impl fmt::Display for ProbeOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Healthy => write!(f, "healthy"),
+            Self::Status(s) => write!(f, "HTTP {s}"),
+            Self::BodyMismatch { status, expected } => {
+                write!(
+                    f,
+                    "HTTP {status} but the body does not contain {expected:?}"
+                )
+            }
+            Self::Failed(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+/// Answers larger than this are cut; a health page is small.
+const MAX_PROBE_ANSWER: usize = 64 * 1024;
+
+/// One `GET` over a fresh connection, bounded by `timeout` as a whole.
+pub async fn probe(
+    target: &ProbeTarget,
+    expect_body_contains: Option<&str>,
+    timeout: Duration,
+) -> ProbeOutcome {
+    match tokio::time::timeout(timeout, get(target)).await {
+        Err(_) => ProbeOutcome::Failed(format!("no answer within {timeout:?}")),
+        Ok(Err(e)) => ProbeOutcome::Failed(format!("{e:#}")),
+        Ok(Ok((status, body))) => {
+            if !(200..300).contains(&status) {
+                return ProbeOutcome::Status(status);
+            }
+            match expect_body_contains {
+                Some(expected) if !String::from_utf8_lossy(&body).contains(expected) => {
+                    ProbeOutcome::BodyMismatch {
+                        status,
+                        expected: expected.to_string(),
+                    }
+                }
+                _ => ProbeOutcome::Healthy,
+            }
+        }
+    }
+}
+
+/// Minimal HTTP/1.1 GET with `Connection: close`: status code and (de-chunked) body.
+async fn get(target: &ProbeTarget) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(target.addr)
+        .await
+        .with_context(|| format!("connecting to {}", target.addr))?;
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: dockhand-health\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        target.path, target.addr
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .context("sending the probe request")?;
+    let mut answer = Vec::new();
+    (&mut stream)
+        .take(MAX_PROBE_ANSWER as u64)
+        .read_to_end(&mut answer)
+        .await
+        .context("reading the probe answer")?;
+    parse_answer(&answer)
+}
+
+fn parse_answer(answer: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    let head_end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("the answer has no complete HTTP header")?;
+    let head = String::from_utf8_lossy(&answer[..head_end]);
+    let body = &answer[head_end + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.split(' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        bail!("not an HTTP/1.x answer: {status_line:?}");
+    }
+    let status = parts
+        .next()
+        .and_then(|s| s.parse::<u16>().ok())
+        .with_context(|| format!("bad status line {status_line:?}"))?;
+    let chunked = lines.any(|l| {
+        l.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("transfer-encoding")
+                && value.to_ascii_lowercase().contains("chunked")
+        })
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    Ok((status, body))
+}
+
+/// Best effort: what can be de-chunked of a (possibly cut) chunked body.
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..line_end]);
+        let size_hex = size_text.split(';').next().unwrap_or_default().trim();
+        let Ok(size) = usize::from_str_radix(size_hex, 16) else {
+            break;
+        };
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        let end = (start + size).min(data.len());
+        out.extend_from_slice(&data[start..end]);
+        data = data.get(end + 2..).unwrap_or_default();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_parse_with_port_and_path() {
+        let t = ProbeTarget::parse("http://127.0.0.1:8080/health?x=1").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(t.path, "/health?x=1");
+        let t = ProbeTarget::parse("http://localhost").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:80".parse().unwrap());
+        assert_eq!(t.path, "/");
+        let t = ProbeTarget::parse("http://[::1]:9000/").unwrap();
+        assert_eq!(t.addr, "[::1]:9000".parse().unwrap());
+    }
+
+    #[test]
+    fn non_loopback_or_odd_urls_are_refused() {
+        for url in [
+            "http://10.0.0.5:80/",
+            "http://192.168.1.1/",
+            "http://example.com/",
+            "http://0.0.0.0:80/",
+            "https://127.0.0.1/",
+            "http://user:pw@127.0.0.1/",
+            "http://127.0.0.1:0/",
+            "http://127.0.0.1:99999/",
+            "http://127.0.0.1/a b",
+            "ftp://127.0.0.1/",
+        ] {
+            assert!(ProbeTarget::parse(url).is_err(), "{url} was accepted");
+        }
+        let err = ProbeTarget::parse("http://10.0.0.5/")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a loopback"), "{err}");
+    }
+
+    #[test]
+    fn answers_parse_plain_and_chunked() {
+        let (s, b) = parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nv1\n").unwrap();
+        assert_eq!((s, b.as_slice()), (200, &b"v1\n"[..]));
+        let (s, b) = parse_answer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nv2\r\n1\r\n!\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((s, b.as_slice()), (200, &b"v2!"[..]));
+        assert!(parse_answer(b"garbage").is_err());
+        assert!(parse_answer(b"SSH-2.0\r\n\r\n").is_err());
+    }
+}
