@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use docker::Docker;
@@ -145,69 +144,48 @@ impl ProbeTarget {
     /// Parses `http://HOST[:PORT][/path]`, refusing anything but a loopback host, `https`, and
     /// user info.
     pub fn parse(url: &str) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("http://")
-            .with_context(|| format!("health URL {url:?} must start with http://"))?;
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let path = if path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path.to_string()
-        };
-        if path
-            .chars()
-            .any(|c| c.is_ascii_control() || c == ' ' || c == '#')
-        {
-            bail!("health URL {url:?} has a path with spaces, control characters or a fragment");
+        let uri: axum::http::Uri = url
+            .parse()
+            .with_context(|| format!("health URL {url:?} is not a valid URL"))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("health URL {url:?} must start with http://");
         }
-        if authority.contains('@') {
+        let authority = uri
+            .authority()
+            .with_context(|| format!("health URL {url:?} has no host"))?;
+        if authority.as_str().contains('@') {
             bail!("health URL {url:?} must not carry user info");
         }
-        let (host, port) = split_host_port(authority)
-            .with_context(|| format!("health URL {url:?} has a malformed host or port"))?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let ip = if host.eq_ignore_ascii_case("localhost") {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
-            host.parse::<IpAddr>().ok().with_context(|| {
+            host.parse::<IpAddr>().ok().filter(IpAddr::is_loopback).with_context(|| {
                 format!("health URL {url:?}: host {host:?} is not a loopback address; probes go to loopback only")
             })?
         };
-        if !ip.is_loopback() {
-            bail!(
-                "health URL {url:?}: host {host} is not a loopback address; probes go to loopback only"
-            );
-        }
+        // `port()` is None both without a port and with one that is not a u16.
+        let port = match authority.port() {
+            None if authority.as_str() != authority.host() => {
+                bail!("health URL {url:?} has a bad port")
+            }
+            None => 80,
+            Some(port) => port
+                .as_str()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .with_context(|| format!("health URL {url:?} has a bad port"))?,
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         Ok(Self {
             addr: SocketAddr::new(ip, port),
             path,
         })
     }
-}
-
-fn split_host_port(authority: &str) -> Option<(&str, u16)> {
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let end = v6.find(']')?;
-        let after = &v6[end + 1..];
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => return None,
-        };
-        (&v6[..end], port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let port = match port {
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
-        None => 80,
-    };
-    (!host.is_empty()).then_some((host, port))
 }
 
 /// The outcome of one probe, as a failed check reports it.
@@ -268,78 +246,37 @@ pub async fn probe(
     }
 }
 
-/// Minimal HTTP/1.1 GET with `Connection: close`: status code and (de-chunked) body.
+/// One HTTP/1.1 GET over a fresh connection (hyper's client): status and body, the body cut
+/// off past [`MAX_PROBE_ANSWER`].
 async fn get(target: &ProbeTarget) -> anyhow::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(target.addr)
+    use http_body_util::{BodyExt, Empty, Limited};
+
+    let stream = TcpStream::connect(target.addr)
         .await
         .with_context(|| format!("connecting to {}", target.addr))?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: dockhand-health\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        target.path, target.addr
-    );
-    stream
-        .write_all(request.as_bytes())
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .context("starting HTTP on the probe connection")?;
+    let connection = tokio::spawn(connection);
+    let request = axum::http::Request::get(target.path.as_str())
+        .header(axum::http::header::HOST, target.addr.to_string())
+        .header(axum::http::header::USER_AGENT, "dockhand-health")
+        .body(Empty::<axum::body::Bytes>::new())
+        .context("building the probe request")?;
+    let response = sender
+        .send_request(request)
         .await
         .context("sending the probe request")?;
-    let mut answer = Vec::new();
-    (&mut stream)
-        .take(MAX_PROBE_ANSWER as u64)
-        .read_to_end(&mut answer)
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), MAX_PROBE_ANSWER)
+        .collect()
         .await
-        .context("reading the probe answer")?;
-    parse_answer(&answer)
-}
-
-fn parse_answer(answer: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-    let head_end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("the answer has no complete HTTP header")?;
-    let head = String::from_utf8_lossy(&answer[..head_end]);
-    let body = &answer[head_end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.split(' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        bail!("not an HTTP/1.x answer: {status_line:?}");
-    }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse::<u16>().ok())
-        .with_context(|| format!("bad status line {status_line:?}"))?;
-    let chunked = lines.any(|l| {
-        l.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("transfer-encoding")
-                && value.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_vec()
-    };
+        .map_err(|e| anyhow::anyhow!("reading the probe answer: {e}"))?
+        .to_bytes()
+        .to_vec();
+    connection.abort();
     Ok((status, body))
-}
-
-/// Best effort: what can be de-chunked of a (possibly cut) chunked body.
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size_hex = size_text.split(';').next().unwrap_or_default().trim();
-        let Ok(size) = usize::from_str_radix(size_hex, 16) else {
-            break;
-        };
-        if size == 0 {
-            break;
-        }
-        let start = line_end + 2;
-        let end = (start + size).min(data.len());
-        out.extend_from_slice(&data[start..end]);
-        data = data.get(end + 2..).unwrap_or_default();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -378,18 +315,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a loopback"), "{err}");
-    }
-
-    #[test]
-    fn answers_parse_plain_and_chunked() {
-        let (s, b) = parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nv1\n").unwrap();
-        assert_eq!((s, b.as_slice()), (200, &b"v1\n"[..]));
-        let (s, b) = parse_answer(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nv2\r\n1\r\n!\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((s, b.as_slice()), (200, &b"v2!"[..]));
-        assert!(parse_answer(b"garbage").is_err());
-        assert!(parse_answer(b"SSH-2.0\r\n\r\n").is_err());
     }
 }
