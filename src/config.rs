@@ -38,7 +38,13 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Deploys waiting per app before webhooks get 503 (a storm of pushes stays bounded).
     pub queue_limit: usize,
+    /// Finished deploys and deliveries older than this are pruned hourly (the newest
+    /// [`KEEP_DEPLOYS_PER_APP`] deploys of each app and the deployed one are always kept).
+    pub history_retention: Duration,
 }
+
+/// Deploys of each app kept whatever their age, so recent history and rollback targets survive.
+pub const KEEP_DEPLOYS_PER_APP: u32 = 100;
 
 /// One deployable app.
 #[derive(Clone)]
@@ -221,6 +227,8 @@ struct RawServer {
     #[serde(default, with = "humantime_serde")]
     request_timeout: Option<Duration>,
     queue_limit: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    history_retention: Option<Duration>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -279,6 +287,10 @@ impl Config {
                 .request_timeout
                 .unwrap_or(Duration::from_secs(30)),
             queue_limit: raw.server.queue_limit.unwrap_or(64),
+            history_retention: raw
+                .server
+                .history_retention
+                .unwrap_or(Duration::from_secs(90 * 24 * 3600)),
         };
         if server.body_limit == 0 {
             bail!("server.body_limit: must be greater than zero");

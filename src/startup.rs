@@ -72,6 +72,10 @@ impl App {
         deploy::recover(&ctx, &deployer)
             .await
             .context("recovering from the previous run")?;
+        tokio::spawn(prune_history(
+            store.clone(),
+            config.server.history_retention,
+        ));
         let state = AppState {
             config,
             store,
@@ -152,5 +156,31 @@ impl App {
         workers.shutdown(SHUTDOWN_GRACE).await;
         info!("dockhand stopped");
         Ok(())
+    }
+}
+
+/// Prune old history once a minute after start, then hourly (SECURITY.md 40).
+async fn prune_history(store: Store, retention: Duration) {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(60),
+        Duration::from_secs(3600),
+    );
+    loop {
+        tick.tick().await;
+        match store
+            .prune(retention_ms, crate::config::KEEP_DEPLOYS_PER_APP)
+            .await
+        {
+            Ok(p) if p.deliveries + p.deploys > 0 => {
+                info!(
+                    deliveries = p.deliveries,
+                    deploys = p.deploys,
+                    "pruned old history"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = format!("{e:#}"), "pruning history failed"),
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod batch;
 mod deliveries;
 mod deploys;
+mod prune;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -19,6 +20,7 @@ use sqlx::sqlite::{
 
 pub use deliveries::{Delivery, DeliveryOutcome, NewDelivery, NewPushDeploy};
 pub use deploys::{AppState, Deploy, DeployStatus, Step, Trigger};
+pub use prune::Pruned;
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]

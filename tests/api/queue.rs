@@ -119,3 +119,54 @@ async fn a_full_queue_answers_503_and_records_nothing_for_the_refused_push() {
         "a refused push left a deploy behind"
     );
 }
+
+#[tokio::test]
+async fn pruning_removes_old_history_but_keeps_the_deployed_deploy_and_its_delivery() {
+    let origin = Origin::new();
+    let app = spawn_app(&origin).await;
+    for _ in 0..3 {
+        let response = app
+            .push_ref("refs/heads/feature", &origin.head(), false)
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    let first = app.deploy(&origin.head()).await;
+    origin.write("app.py", "VERSION = 2\n");
+    let second = app.deploy(&origin.commit("v2")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+
+    // The same SQLite file the server uses, opened beside it.
+    let store = dockhand::store::Store::open(&app.dir.path().join("state/dockhand.db"))
+        .await
+        .unwrap();
+    // Keeping the newest two of the app keeps both deploys; the ignored deliveries go.
+    let pruned = store.prune(0, 2).await.unwrap();
+    assert_eq!((pruned.deliveries, pruned.deploys), (3, 0));
+    let pruned = store.prune(0, 0).await.unwrap();
+    assert_eq!(
+        (pruned.deliveries, pruned.deploys),
+        (1, 1),
+        "the first deploy and its delivery"
+    );
+
+    assert_eq!(
+        app.get(&format!("/api/deploys/{}", second["id"])).await["status"],
+        "succeeded"
+    );
+    let gone = app
+        .client
+        .get(app.url(&format!("/api/deploys/{}", first["id"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    assert_eq!(
+        app.get("/api/apps/web").await["deployed"]["deploy_id"],
+        second["id"]
+    );
+    // Within the retention nothing goes.
+    assert_eq!(
+        store.prune(3_600_000, 0).await.unwrap(),
+        dockhand::store::Pruned::default()
+    );
+}
