@@ -67,6 +67,33 @@ pub struct AppConfig {
     pub adopt: bool,
     pub fetch_limits: FetchLimits,
     pub credentials: Credentials,
+    /// The app's container, for the full path; `None`: fast path only.
+    pub container: Option<ContainerConfig>,
+}
+
+/// `[apps.container]`: how the full path runs the app.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    /// Image reference; `{sha}`, `{short_sha}` and `{ref}` are replaced per deploy.
+    pub image: String,
+    /// Where the volume is mounted inside the container.
+    pub mount: String,
+    /// Plain environment values; `PORT` is set by dockhand (host network, a fresh loopback port
+    /// per container, so the new one can start beside the old one).
+    pub env: Vec<(String, String)>,
+    /// Health gate, probed at `http://127.0.0.1:PORT{health_path}`.
+    pub health_path: String,
+    /// Text the health answer must contain; `{sha}`/`{short_sha}` replaced.
+    pub expect_body_contains: Option<String>,
+    pub health_grace: Duration,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub health_failures: u32,
+    pub health_deadline: Duration,
+    /// How long the old container gets to stop before it is killed.
+    pub stop_grace: Duration,
+    /// Changed paths that force the full path.
+    pub full_paths: globset::GlobSet,
 }
 
 /// A compiled tag glob, keeping its source text for messages.
@@ -256,6 +283,32 @@ struct RawApp {
     token_env: Option<String>,
     token_file: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
+    container: Option<RawContainer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainer {
+    image: String,
+    mount: String,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    health_path: Option<String>,
+    expect_body_contains: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    health_grace: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    health_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    health_timeout: Option<Duration>,
+    health_failures: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    health_deadline: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    stop_grace: Option<Duration>,
+    full_paths: Option<Vec<String>>,
+    #[serde(default)]
+    full_paths_extra: Vec<String>,
 }
 
 impl Config {
@@ -425,7 +478,13 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
             .max_fetch_size
             .map_or(2 * 1024 * 1024 * 1024, |b| b.as_u64()),
     };
+    let container = raw
+        .container
+        .map(validate_container)
+        .transpose()
+        .context("container")?;
     Ok(AppConfig {
+        container,
         name: raw.name,
         repo: raw.repo,
         repository: raw.repository,
@@ -439,6 +498,60 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         fetch_limits,
         credentials,
     })
+}
+
+fn validate_container(raw: RawContainer) -> anyhow::Result<ContainerConfig> {
+    if raw.image.trim().is_empty() || raw.image.starts_with('-') {
+        bail!("image: must be an image reference");
+    }
+    if !raw.mount.starts_with('/') {
+        bail!(
+            "mount: {:?} must be an absolute path inside the container",
+            raw.mount
+        );
+    }
+    if raw.env.contains_key("PORT") {
+        bail!("env: PORT is set by dockhand (each new container gets a fresh loopback port)");
+    }
+    let health_path = raw.health_path.unwrap_or_else(|| "/".to_string());
+    if !health_path.starts_with('/') {
+        bail!("health_path: {health_path:?} must start with /");
+    }
+    let mut full_paths: Vec<String> = match raw.full_paths {
+        Some(list) => list,
+        None => crate::deploy::plan::DEFAULT_FULL_PATHS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    full_paths.extend(raw.full_paths_extra);
+    let full_paths = crate::deploy::plan::compile_globs(&full_paths).context("full_paths")?;
+    Ok(ContainerConfig {
+        image: raw.image,
+        mount: raw.mount,
+        env: raw.env.into_iter().collect(),
+        health_path,
+        expect_body_contains: raw.expect_body_contains,
+        health_grace: raw.health_grace.unwrap_or(Duration::ZERO),
+        health_interval: raw.health_interval.unwrap_or(Duration::from_millis(250)),
+        health_timeout: raw.health_timeout.unwrap_or(Duration::from_secs(2)),
+        health_failures: raw.health_failures.unwrap_or(u32::MAX),
+        health_deadline: raw.health_deadline.unwrap_or(Duration::from_secs(60)),
+        stop_grace: raw.stop_grace.unwrap_or(Duration::from_secs(10)),
+        full_paths,
+    })
+}
+
+/// Replace `{sha}`, `{short_sha}` and `{ref}` (the short ref name) in a template.
+pub fn render(template: &str, sha: &str, git_ref: &str) -> String {
+    let short_ref = git_ref
+        .strip_prefix("refs/heads/")
+        .or_else(|| git_ref.strip_prefix("refs/tags/"))
+        .unwrap_or(git_ref);
+    template
+        .replace("{sha}", sha)
+        .replace("{short_sha}", sha.get(..12).unwrap_or(sha))
+        .replace("{ref}", short_ref)
 }
 
 /// Exactly one of inline / env / file; never empty. Returns the secret and whether it was inline.

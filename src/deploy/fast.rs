@@ -16,6 +16,8 @@ use crate::volume::{ApplyReport, Volume};
 pub(super) struct Plan {
     pub changes: Vec<Change>,
     pub summary: String,
+    /// The target commit's message, for the `Deploy-Path` trailer.
+    pub message: String,
 }
 
 /// Compute what turns `from` into `to` in the volume. On a first deploy (`from` is `None`) the
@@ -50,7 +52,12 @@ pub(super) fn plan(
             changes.len() - deleted
         ),
     };
-    Ok(Plan { changes, summary })
+    let message = cache.commit_info(to)?.message;
+    Ok(Plan {
+        changes,
+        summary,
+        message,
+    })
 }
 
 /// Write `changes` (computed for commit `to`) into the volume.

@@ -4,6 +4,7 @@
 //! recorded as steps in the store. git and filesystem work runs on the blocking pool.
 
 mod fast;
+mod full;
 pub mod plan;
 mod queue;
 mod recover;

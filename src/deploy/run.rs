@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use tracing::{info, instrument, warn};
 
+use super::plan::{self, Decision, DeployPath, Running};
 use super::steps::Steps;
-use super::{blocking, fast, pick_latest, Candidate, Context};
-use crate::config::{redact_url, AppConfig};
-use crate::git::{Cache, Oid};
+use super::{blocking, fast, full, pick_latest, Candidate, Context};
+use crate::config::{redact_url, render, AppConfig};
+use crate::git::{Cache, Change, Oid};
+use crate::runtime::Docker;
 use crate::store::{now_ms, Deploy, DeployStatus};
 
 /// Deploy the newest of `ids` (all queued for app `app_name`); the others become `superseded`.
@@ -30,7 +32,9 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
     if batch.is_empty() {
         return Ok(());
     }
-    let deployed = ctx.store.app_state(&app.name).await?.map(|s| s.commit_sha);
+    let state = ctx.store.app_state(&app.name).await?;
+    let old_container = state.as_ref().and_then(|s| s.container_id.clone());
+    let deployed = state.map(|s| s.commit_sha);
 
     // One fetch for the whole batch, then the pick, which needs the fetched history.
     let refs: Vec<String> = batch
@@ -101,7 +105,7 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
         .map(Oid::from_str)
         .transpose()
         .context("app_state holds a bad commit id")?;
-    execute(ctx, &app, &deploy, deployed, target).await
+    execute(ctx, &app, &deploy, deployed, target, old_container).await
 }
 
 /// Fetch `refs`, resolve each candidate's commit, and pick the one to deploy.
@@ -133,6 +137,7 @@ async fn execute(
     deploy: &Deploy,
     deployed: Option<Oid>,
     target: Oid,
+    old_container: Option<String>,
 ) -> anyhow::Result<()> {
     let store = &ctx.store;
     let cache = ctx.config.cache_path(&app.name);
@@ -163,7 +168,7 @@ async fn execute(
     let plan = {
         let (c, v, adopt) = (cache.clone(), volume.clone(), app.adopt);
         steps
-            .run("plan", "fast path", async move {
+            .run("plan", "diff against the deployed commit", async move {
                 let plan = blocking(move || fast::plan(&c, &v, deployed, target, adopt)).await?;
                 let summary = plan.summary.clone();
                 Ok((plan, summary))
@@ -174,9 +179,76 @@ async fn execute(
         Ok(plan) => plan,
         Err(e) => return fail(ctx, deploy, &e).await,
     };
+    // Fast or full: apps without a container spec are always fast.
+    let mut docker = None;
+    let decision = match &app.container {
+        None => Decision {
+            path: DeployPath::Fast,
+            reason: plan.summary.clone(),
+        },
+        Some(container) => {
+            let connected = match Docker::connect().await {
+                Ok(d) => d,
+                Err(e) => return fail(ctx, deploy, &e).await,
+            };
+            let running = match &old_container {
+                Some(id) => match connected.inspect(id).await {
+                    Ok(Some(info)) if info.running => Running::Image(info.image_ref),
+                    Ok(_) => Running::Nothing,
+                    Err(e) => return fail(ctx, deploy, &e).await,
+                },
+                None => Running::Nothing,
+            };
+            let git_ref = deploy.git_ref.clone().unwrap_or_default();
+            let wanted = render(&container.image, &target.to_string(), &git_ref);
+            let changed: Vec<&std::path::Path> = plan.changes.iter().map(change_path).collect();
+            docker = Some(connected);
+            let decision = plan::decide(&plan::Inputs {
+                has_container: true,
+                has_volume: true,
+                full_paths: &container.full_paths,
+                changed: &changed,
+                message: &plan.message,
+                wanted_image: Some(&wanted),
+                running: &running,
+                requested: None,
+            });
+            Decision {
+                path: decision.path,
+                reason: format!("{}; {}", decision.reason, plan.summary),
+            }
+        }
+    };
+    let path_word = match decision.path {
+        DeployPath::Fast => "fast",
+        DeployPath::Full => "full",
+    };
     store
-        .plan_deploy(deploy.id, &target.to_string(), "fast", &plan.summary)
+        .plan_deploy(deploy.id, &target.to_string(), path_word, &decision.reason)
         .await?;
+
+    let full = match (decision.path, &app.container, &docker) {
+        (DeployPath::Full, Some(container), Some(docker)) => Some((
+            full::FullDeploy {
+                app,
+                container,
+                deploy_id: deploy.id,
+                commit: target.to_string(),
+                git_ref: deploy.git_ref.clone().unwrap_or_default(),
+                old_container: old_container.clone(),
+            },
+            docker,
+        )),
+        _ => None,
+    };
+    // The image is pulled before the volume is touched: a bad image changes nothing.
+    let pulled = match &full {
+        Some((f, docker)) => match full::pull(docker, store, &steps, f).await {
+            Ok(pulled) => Some(pulled),
+            Err(e) => return fail(ctx, deploy, &e).await,
+        },
+        None => None,
+    };
 
     let synced = {
         let (c, v, changes) = (cache.clone(), volume.clone(), plan.changes);
@@ -188,8 +260,14 @@ async fn execute(
             })
             .await
     };
-    let reloaded = match synced {
-        Ok(()) => {
+    let live = match (synced, full, pulled) {
+        (Err(e), _, _) => Err(e),
+        (Ok(()), Some((f, docker)), Some((image, digest))) => {
+            full::swap(docker, &steps, &f, image, digest)
+                .await
+                .map(Some)
+        }
+        (Ok(()), _, _) => {
             let (v, reload) = (volume.clone(), app.reload.clone());
             steps
                 .run("reload", "", async move {
@@ -197,15 +275,18 @@ async fn execute(
                     Ok(((), done))
                 })
                 .await
+                .map(|()| None)
         }
-        Err(e) => Err(e),
     };
-    if let Err(e) = reloaded {
-        restore(&steps, cache, volume, target, deployed).await;
-        return fail(ctx, deploy, &e).await;
-    }
+    let live = match live {
+        Ok(live) => live,
+        Err(e) => {
+            restore(&steps, cache, volume, target, deployed).await;
+            return fail(ctx, deploy, &e).await;
+        }
+    };
     store
-        .succeed_deploy(deploy.id, &app.name, &target.to_string())
+        .succeed_deploy(deploy.id, &app.name, &target.to_string(), live.as_ref())
         .await?;
     info!(deploy_id = deploy.id, commit = %target, "deploy succeeded");
     Ok(())
@@ -243,4 +324,10 @@ async fn fail(ctx: &Context, deploy: &Deploy, e: &anyhow::Error) -> anyhow::Resu
     ctx.store
         .finish_deploy(deploy.id, DeployStatus::Failed, None, Some(&error))
         .await
+}
+
+fn change_path(change: &Change) -> &std::path::Path {
+    match change {
+        Change::Write { path, .. } | Change::Delete { path } => path,
+    }
 }

@@ -29,6 +29,8 @@ pub struct DeployView {
     pub error: Option<String>,
     pub superseded_by: Option<i64>,
     pub delivery_id: Option<i64>,
+    pub image: Option<String>,
+    pub digest: Option<String>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -70,6 +72,8 @@ impl From<Deploy> for DeployView {
             error: d.error,
             superseded_by: d.superseded_by,
             delivery_id: d.delivery_id,
+            image: d.image,
+            digest: d.digest,
             created_at: rfc3339(d.created_at),
             started_at: d.started_at.map(rfc3339),
             finished_at: d.finished_at.map(rfc3339),
@@ -94,6 +98,11 @@ impl From<Step> for StepView {
 
 async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> {
     let deployed = state.store.app_state(&app.name).await?;
+    let container = deployed.as_ref().and_then(|d| {
+        d.container_id
+            .as_ref()
+            .map(|id| json!({ "id": id, "image": d.image, "digest": d.digest, "port": d.port }))
+    });
     let last = state.store.last_deploy(&app.name).await?;
     let reload = match &app.reload {
         Reload::Touch(p) => json!({ "touch": p }),
@@ -112,6 +121,7 @@ async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> 
             "since": rfc3339(updated_at),
         })),
         "last_deploy": last.map(DeployView::from),
+        "container": container,
     }))
 }
 

@@ -69,6 +69,9 @@ pub struct Deploy {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Full deploys: the image reference run and the digest it resolved to.
+    pub image: Option<String>,
+    pub digest: Option<String>,
 }
 
 /// One row of `deploy_steps`.
@@ -90,11 +93,25 @@ pub struct AppState {
     pub commit_sha: String,
     pub deploy_id: i64,
     pub updated_at: i64,
+    /// The live container, for apps with a container spec.
+    pub container_id: Option<String>,
+    pub image: Option<String>,
+    pub digest: Option<String>,
+    pub port: Option<i64>,
+}
+
+/// The container a full deploy made live.
+#[derive(Debug, Clone)]
+pub struct LiveContainer {
+    pub id: String,
+    pub image: String,
+    pub digest: Option<String>,
+    pub port: u16,
 }
 
 const DEPLOY_COLUMNS: &str =
     "id, app, delivery_id, trigger, actor, git_ref, requested_sha, forced, from_commit, \
-     to_commit, path, reason, status, superseded_by, error, created_at, started_at, finished_at";
+     to_commit, path, reason, status, superseded_by, error, created_at, started_at, finished_at, image, digest";
 
 impl Store {
     /// One deploy by id.
@@ -193,8 +210,31 @@ impl Store {
         Ok(())
     }
 
-    /// Mark a deploy succeeded and make its commit the app's deployed commit, atomically.
-    pub async fn succeed_deploy(&self, id: i64, app: &str, commit: &str) -> anyhow::Result<()> {
+    /// Record the image a full deploy runs and the digest it resolved to.
+    pub async fn record_image(
+        &self,
+        id: i64,
+        image: &str,
+        digest: Option<&str>,
+    ) -> anyhow::Result<()> {
+        sqlx::query("UPDATE deploys SET image = ?, digest = ? WHERE id = ?")
+            .bind(image)
+            .bind(digest)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Mark a deploy succeeded and make its commit (and, for a full deploy, its container) the
+    /// app's deployed state, atomically. A fast deploy keeps the live container as it was.
+    pub async fn succeed_deploy(
+        &self,
+        id: i64,
+        app: &str,
+        commit: &str,
+        container: Option<&LiveContainer>,
+    ) -> anyhow::Result<()> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE deploys SET status = 'succeeded', finished_at = ? WHERE id = ?")
@@ -203,14 +243,23 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO app_state (app, commit_sha, deploy_id, updated_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO app_state (app, commit_sha, deploy_id, updated_at, container_id, image, digest, port)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (app) DO UPDATE SET commit_sha = excluded.commit_sha, deploy_id = excluded.deploy_id,
-                                             updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at,
+                 container_id = COALESCE(excluded.container_id, app_state.container_id),
+                 image = COALESCE(excluded.image, app_state.image),
+                 digest = CASE WHEN excluded.container_id IS NULL THEN app_state.digest ELSE excluded.digest END,
+                 port = COALESCE(excluded.port, app_state.port)",
         )
         .bind(app)
         .bind(commit)
         .bind(id)
         .bind(now)
+        .bind(container.map(|c| c.id.as_str()))
+        .bind(container.map(|c| c.image.as_str()))
+        .bind(container.and_then(|c| c.digest.as_deref()))
+        .bind(container.map(|c| i64::from(c.port)))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -297,7 +346,7 @@ impl Store {
     /// The commit an app's volume holds, if it was ever deployed.
     pub async fn app_state(&self, app: &str) -> anyhow::Result<Option<AppState>> {
         Ok(sqlx::query_as(
-            "SELECT app, commit_sha, deploy_id, updated_at FROM app_state WHERE app = ?",
+            "SELECT app, commit_sha, deploy_id, updated_at, container_id, image, digest, port FROM app_state WHERE app = ?",
         )
         .bind(app)
         .fetch_optional(&self.pool)

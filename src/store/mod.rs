@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 };
 
 pub use deliveries::{Delivery, DeliveryOutcome, NewDelivery, NewPushDeploy};
-pub use deploys::{AppState, Deploy, DeployStatus, Step, Trigger};
+pub use deploys::{AppState, Deploy, DeployStatus, LiveContainer, Step, Trigger};
 pub use prune::Pruned;
 
 /// Handle to the database; cheap to clone.

@@ -32,7 +32,7 @@ fn broken() -> String {
 }
 
 /// The engine, or a failed test that says how to get one.
-async fn docker() -> Docker {
+pub(crate) async fn docker() -> Docker {
     match Docker::connect().await {
         Ok(docker) => docker,
         Err(e) => panic!(
@@ -43,7 +43,7 @@ async fn docker() -> Docker {
 }
 
 /// A value unique to this test run and call: container names and the cleanup label.
-fn unique(test: &str) -> String {
+pub(crate) fn unique(test: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
         "dockhand-test-{test}-{}-{}",

@@ -3,6 +3,7 @@
 mod crash;
 mod docker;
 mod fast_path;
+mod full_path;
 mod helpers;
 mod limits;
 mod queue;

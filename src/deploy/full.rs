@@ -1,0 +1,170 @@
+//! The full path: pull the image, start a new container beside the old one on a fresh loopback
+//! port, wait until it is healthy, then stop and remove the old one (start-first). On any
+//! failure the new container is removed (its last log lines kept in the step) and the old one
+//! is never touched.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+
+use super::steps::Steps;
+use crate::config::{render, AppConfig, ContainerConfig};
+use crate::runtime::Docker;
+use crate::runtime::{ContainerSpec, HealthCheck, Mount};
+use crate::store::{LiveContainer, Store};
+
+/// Labels dockhand puts on every container it starts.
+pub const LABEL_APP: &str = "dockhand.app";
+const LABEL_COMMIT: &str = "dockhand.commit";
+const LABEL_DEPLOY: &str = "dockhand.deploy";
+
+/// What a full deploy needs to know about itself.
+pub(super) struct FullDeploy<'a> {
+    pub app: &'a AppConfig,
+    pub container: &'a ContainerConfig,
+    pub deploy_id: i64,
+    pub commit: String,
+    pub git_ref: String,
+    /// The container serving now, if any: stopped only once the new one is healthy.
+    pub old_container: Option<String>,
+}
+
+/// Pull the deploy's image and record its digest; returns the image reference and digest.
+pub(super) async fn pull(
+    docker: &Docker,
+    store: &Store,
+    steps: &Steps,
+    d: &FullDeploy<'_>,
+) -> anyhow::Result<(String, Option<String>)> {
+    let image = render(&d.container.image, &d.commit, &d.git_ref);
+    let pulled = steps
+        .run("pull", &image, async {
+            let pulled = docker.pull(&image, None).await?;
+            let out = format!(
+                "image {} digest {}",
+                pulled.image_id,
+                pulled.digest.as_deref().unwrap_or("(none)")
+            );
+            Ok((pulled, out))
+        })
+        .await?;
+    store
+        .record_image(d.deploy_id, &image, pulled.digest.as_deref())
+        .await?;
+    Ok((image, pulled.digest))
+}
+
+/// Start the new container, gate it on health, then retire the old one.
+pub(super) async fn swap(
+    docker: &Docker,
+    steps: &Steps,
+    d: &FullDeploy<'_>,
+    image: String,
+    digest: Option<String>,
+) -> anyhow::Result<LiveContainer> {
+    let port = free_loopback_port()?;
+    let spec = spec(d, &image, port);
+    let id = steps
+        .run(
+            "start",
+            &format!("{} on 127.0.0.1:{port}", spec.name),
+            async {
+                let id = docker.create(&spec).await?;
+                docker.start(&id).await?;
+                Ok((id.clone(), format!("container {id}")))
+            },
+        )
+        .await?;
+    let check = health_check(d, port);
+    let healthy = steps
+        .run("health", &check.url, async {
+            match docker.wait_healthy(&id, &check).await {
+                Ok(report) => Ok((
+                    (),
+                    format!(
+                        "healthy after {} probes in {:?}",
+                        report.attempts, report.elapsed
+                    ),
+                )),
+                Err(e) => {
+                    let logs = docker.logs_tail(&id, 40).await.unwrap_or_default();
+                    Err(e.context(format!("last log lines of the new container:\n{logs}")))
+                }
+            }
+        })
+        .await;
+    if let Err(e) = healthy {
+        let _ = docker.remove(&id).await;
+        return Err(e);
+    }
+    if let Some(old) = &d.old_container {
+        let grace = d.container.stop_grace;
+        steps
+            .run("retire", &format!("stop and remove {old}"), async {
+                docker.stop(old, grace).await?;
+                docker.remove(old).await?;
+                Ok(((), format!("stopped within {grace:?} and removed")))
+            })
+            .await
+            .context("retiring the old container (the new one is live)")?;
+    }
+    Ok(LiveContainer {
+        id,
+        image,
+        digest,
+        port,
+    })
+}
+
+fn spec(d: &FullDeploy<'_>, image: &str, port: u16) -> ContainerSpec {
+    let mut env = d.container.env.clone();
+    env.push(("PORT".to_string(), port.to_string()));
+    let labels = BTreeMap::from([
+        (LABEL_APP.to_string(), d.app.name.clone()),
+        (LABEL_COMMIT.to_string(), d.commit.clone()),
+        (LABEL_DEPLOY.to_string(), d.deploy_id.to_string()),
+    ]);
+    ContainerSpec {
+        // Unique even if another dockhand (or a wiped state dir) reuses the deploy id.
+        name: format!(
+            "dockhand-{}-{}-{:x}",
+            d.app.name,
+            d.deploy_id,
+            crate::store::now_ms() & 0xffff_ffff
+        ),
+        image: image.to_string(),
+        cmd: None,
+        env,
+        mounts: vec![Mount {
+            source: d.app.volume.clone(),
+            target: d.container.mount.clone(),
+            read_only: false,
+        }],
+        labels,
+        network_mode: "host".to_string(),
+        restart_policy: Some("unless-stopped".to_string()),
+    }
+}
+
+fn health_check(d: &FullDeploy<'_>, port: u16) -> HealthCheck {
+    let c = d.container;
+    HealthCheck {
+        url: format!("http://127.0.0.1:{port}{}", c.health_path),
+        expect_body_contains: c
+            .expect_body_contains
+            .as_deref()
+            .map(|t| render(t, &d.commit, &d.git_ref)),
+        grace: c.health_grace,
+        interval: c.health_interval,
+        timeout: c.health_timeout,
+        failures: c.health_failures,
+        deadline: c.health_deadline,
+    }
+}
+
+/// A loopback port nothing listens on now, for a container on the host network.
+fn free_loopback_port() -> anyhow::Result<u16> {
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", 0)).context("finding a free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}

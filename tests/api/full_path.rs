@@ -1,0 +1,202 @@
+//! The full path end to end on the real engine and registry: push → plan → pull → new
+//! container healthy → old one retired; on failure the old one keeps serving.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::docker::{docker, unique};
+use crate::helpers::*;
+
+const V1: &str = "127.0.0.1:5000/dockhand-test/app:v1";
+const BROKEN: &str = "127.0.0.1:5000/dockhand-test/broken:v1";
+
+/// A test app with its own name (containers are labelled with it) and a container spec.
+async fn spawn(origin: &Origin, image: &str) -> (TestApp, String) {
+    let name = unique("full").replace("dockhand-test-", "");
+    let container = format!(
+        "[apps.container]\nimage = \"{image}\"\nmount = \"/code\"\nexpect_body_contains = \"v1\"\n\
+         health_interval = \"100ms\"\nhealth_deadline = \"20s\"\nstop_grace = \"1s\"\n"
+    );
+    let app = spawn_app_edited(origin, "", &container, |t| {
+        t.replace("name = \"web\"", &format!("name = \"{name}\""))
+    })
+    .await;
+    (app, name)
+}
+
+/// Removes every container of the app on drop, whatever the test did.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let app = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let docker = docker().await;
+                for c in docker
+                    .list_by_label("dockhand.app", &app)
+                    .await
+                    .unwrap_or_default()
+                {
+                    let _ = docker.remove(&c.id).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn answer(port: u64) -> String {
+    let url = format!("http://127.0.0.1:{port}/");
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn live(app: &TestApp, name: &str) -> Value {
+    app.get(&format!("/api/apps/{name}")).await["container"].clone()
+}
+
+#[tokio::test]
+async fn first_deploy_starts_a_healthy_container_then_code_pushes_stay_fast_and_lockfile_pushes_swap_it(
+) {
+    let origin = Origin::new();
+    let (app, name) = spawn(&origin, V1).await;
+    let _cleanup = Cleanup(name.clone());
+
+    // No container yet: full path.
+    let first = app.deploy(&origin.head()).await;
+    assert_eq!(first["path"], "full", "{first:#}");
+    assert!(
+        first["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:5000/dockhand-test/app@sha256:"),
+        "{first:#}"
+    );
+    let c1 = live(&app, &name).await;
+    assert!(answer(c1["port"].as_u64().unwrap()).await.contains("v1"));
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&origin.head()));
+
+    // Code only: fast path, same container.
+    origin.write("app.py", "VERSION = 2\n");
+    let fast = app.deploy(&origin.commit("code")).await;
+    assert_eq!(fast["path"], "fast", "{fast:#}");
+    assert_eq!(live(&app, &name).await["id"], c1["id"]);
+
+    // A lockfile changed: full path, a new container, the old one gone.
+    origin.write("requirements.txt", "django==5.1\n");
+    let full = app.deploy(&origin.commit("deps")).await;
+    assert_eq!(full["path"], "full", "{full:#}");
+    assert!(
+        full["reason"]
+            .as_str()
+            .unwrap()
+            .contains("requirements.txt"),
+        "{full:#}"
+    );
+    let c2 = live(&app, &name).await;
+    assert_ne!(c2["id"], c1["id"]);
+    assert!(answer(c2["port"].as_u64().unwrap()).await.contains("v1"));
+    let engine = docker().await;
+    assert!(
+        engine
+            .inspect(c1["id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .is_none(),
+        "old container not removed"
+    );
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&origin.head()));
+}
+
+#[tokio::test]
+async fn a_new_image_that_never_gets_healthy_fails_and_the_old_container_keeps_serving() {
+    let origin = Origin::new();
+    let (app, name) = spawn(&origin, V1).await;
+    let _cleanup = Cleanup(name.clone());
+    let good = origin.head();
+    app.deploy(&good).await;
+    let before = live(&app, &name).await;
+
+    // The operator points the app at an image that exits at once.
+    let config = app.dir.path().join("dockhand.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(V1, BROKEN);
+    std::fs::write(&config, text).unwrap();
+    let app = app.restart().await;
+    origin.write("app.py", "VERSION = 3\n");
+    let id = app.push(&origin.commit("v3")).await;
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert_eq!(deploy["path"], "full");
+    assert_eq!(
+        stages(&deploy),
+        ["fetch", "plan", "pull", "sync", "start", "health", "restore"]
+    );
+
+    assert_eq!(live(&app, &name).await["id"], before["id"]);
+    assert!(
+        answer(before["port"].as_u64().unwrap())
+            .await
+            .contains("v1"),
+        "the old version must keep answering"
+    );
+    assert_eq!(
+        app.volume_snapshot(),
+        origin.snapshot(&good),
+        "the volume is back on the deployed commit"
+    );
+    let containers = docker()
+        .await
+        .list_by_label("dockhand.app", &name)
+        .await
+        .unwrap();
+    assert_eq!(
+        containers.len(),
+        1,
+        "the failed container was not removed: {containers:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_image_that_does_not_exist_fails_the_pull_and_touches_nothing() {
+    let origin = Origin::new();
+    let (app, name) = spawn(&origin, V1).await;
+    let _cleanup = Cleanup(name.clone());
+    let good = origin.head();
+    app.deploy(&good).await;
+    let before = live(&app, &name).await;
+
+    let config = app.dir.path().join("dockhand.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(V1, "127.0.0.1:5000/dockhand-test/app:nope");
+    std::fs::write(&config, text).unwrap();
+    let app = app.restart().await;
+    origin.write("app.py", "VERSION = 4\n");
+    let id = app.push(&origin.commit("v4")).await;
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert_eq!(stages(&deploy), ["fetch", "plan", "pull"]);
+    assert!(
+        deploy["error"].as_str().unwrap().contains("nope"),
+        "{deploy:#}"
+    );
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&good));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(answer(before["port"].as_u64().unwrap())
+        .await
+        .contains("v1"));
+}
