@@ -11,7 +11,7 @@ use super::steps::Steps;
 use crate::config::{render, AppConfig, ContainerConfig};
 use crate::runtime::Docker;
 use crate::runtime::{ContainerSpec, HealthCheck, Mount};
-use crate::store::{LiveContainer, Store};
+use crate::store::{AppState, LiveContainer, Store};
 
 /// Labels dockhand puts on every container it starts.
 pub const LABEL_APP: &str = "dockhand.app";
@@ -112,6 +112,43 @@ pub(super) async fn swap(
         id,
         image,
         digest,
+        port,
+    })
+}
+
+/// Start the app's last good container again from its recorded image (digest preferred) after
+/// a crash lost it; health-gated like a deploy. Recovery only: nothing else is running.
+pub(super) async fn revive(
+    docker: &Docker,
+    app: &AppConfig,
+    container: &ContainerConfig,
+    state: &AppState,
+) -> anyhow::Result<LiveContainer> {
+    let image = state
+        .digest
+        .clone()
+        .or_else(|| state.image.clone())
+        .context("no image was recorded for the last good deploy")?;
+    let d = FullDeploy {
+        app,
+        container,
+        deploy_id: state.deploy_id,
+        commit: state.commit_sha.clone(),
+        git_ref: String::new(),
+        old_container: None,
+    };
+    docker.pull(&image, None).await?;
+    let port = free_loopback_port()?;
+    let id = docker.create(&spec(&d, &image, port)).await?;
+    docker.start(&id).await?;
+    if let Err(e) = docker.wait_healthy(&id, &health_check(&d, port)).await {
+        let _ = docker.remove(&id).await;
+        return Err(e);
+    }
+    Ok(LiveContainer {
+        id,
+        image: state.image.clone().unwrap_or(image),
+        digest: state.digest.clone(),
         port,
     })
 }

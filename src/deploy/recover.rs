@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use tracing::{info, warn};
 
 use super::steps::Steps;
-use super::{blocking, fast, Context, Deployer};
+use super::{blocking, fast, full, Context, Deployer};
 use crate::git::Oid;
+use crate::runtime::Docker;
 use crate::store::DeployStatus;
 
 /// Resolve what a previous run left unfinished. Called once at startup, after the workers start.
@@ -87,6 +88,8 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
         }
     }
 
+    reconcile_containers(ctx).await?;
+
     let queued = ctx.store.deploys_with_status(DeployStatus::Queued).await?;
     if !queued.is_empty() {
         info!(
@@ -115,6 +118,79 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
             }
         }
     });
+    Ok(())
+}
+
+/// For apps with a container: remove containers that interrupted deploys left behind, and make
+/// sure the last good container runs — started again if stopped, recreated from its recorded
+/// image if gone (SECURITY.md 33). Runs after the volumes were restored.
+async fn reconcile_containers(ctx: &Context) -> anyhow::Result<()> {
+    let apps: Vec<_> = ctx
+        .config
+        .apps
+        .iter()
+        .filter(|a| a.container.is_some())
+        .collect();
+    if apps.is_empty() {
+        return Ok(());
+    }
+    let docker = match Docker::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(
+                error = format!("{e:#}"),
+                "container engine unreachable: containers not reconciled"
+            );
+            return Ok(());
+        }
+    };
+    for app in apps {
+        let Some(container) = &app.container else {
+            continue;
+        };
+        let state = ctx.store.app_state(&app.name).await?;
+        let live = state.as_ref().and_then(|s| s.container_id.clone());
+        for c in docker.list_by_label(full::LABEL_APP, &app.name).await? {
+            if Some(&c.id) != live.as_ref() {
+                docker.remove(&c.id).await?;
+                warn!(
+                    app = app.name,
+                    container = c.name,
+                    "removed a container an interrupted deploy left behind"
+                );
+            }
+        }
+        let (Some(state), Some(live)) = (state, live) else {
+            continue;
+        };
+        match docker.inspect(&live).await? {
+            Some(info) if info.running => {}
+            Some(_) => {
+                docker.start(&live).await?;
+                info!(
+                    app = app.name,
+                    container = live,
+                    "started the stopped live container again"
+                );
+            }
+            None => match full::revive(&docker, app, container, &state).await {
+                Ok(c) => {
+                    ctx.store.set_live_container(&app.name, &c).await?;
+                    info!(
+                        app = app.name,
+                        container = c.id,
+                        port = c.port,
+                        "live container was gone; recreated it"
+                    );
+                }
+                Err(e) => warn!(
+                    app = app.name,
+                    error = format!("{e:#}"),
+                    "could not recreate the live container"
+                ),
+            },
+        }
+    }
     Ok(())
 }
 

@@ -343,6 +343,20 @@ impl Store {
         Ok(())
     }
 
+    /// Point an app at a new live container (startup recovery recreated it).
+    pub async fn set_live_container(&self, app: &str, c: &LiveContainer) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE app_state SET container_id = ?, port = ?, updated_at = ? WHERE app = ?",
+        )
+        .bind(&c.id)
+        .bind(i64::from(c.port))
+        .bind(now_ms())
+        .bind(app)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     /// The commit an app's volume holds, if it was ever deployed.
     pub async fn app_state(&self, app: &str) -> anyhow::Result<Option<AppState>> {
         Ok(sqlx::query_as(

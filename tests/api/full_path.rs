@@ -200,3 +200,49 @@ async fn an_image_that_does_not_exist_fails_the_pull_and_touches_nothing() {
         .await
         .contains("v1"));
 }
+
+#[tokio::test]
+async fn after_a_crash_lost_the_live_container_and_left_a_stray_one_a_restart_serves_the_last_good_version(
+) {
+    let origin = Origin::new();
+    let (app, name) = spawn(&origin, V1).await;
+    let _cleanup = Cleanup(name.clone());
+    app.deploy(&origin.head()).await;
+    let before = live(&app, &name).await;
+
+    // What a kill between retiring the old container and recording the new one can leave: the
+    // recorded container gone, another one of the app running.
+    let engine = docker().await;
+    engine.remove(before["id"].as_str().unwrap()).await.unwrap();
+    let stray = dockhand::runtime::ContainerSpec {
+        name: unique("stray"),
+        image: V1.to_string(),
+        cmd: None,
+        env: vec![("PORT".into(), "1".into())],
+        mounts: vec![],
+        labels: [("dockhand.app".to_string(), name.clone())].into(),
+        network_mode: "host".into(),
+        restart_policy: None,
+    };
+    let stray = engine.create(&stray).await.unwrap();
+
+    let app = app.restart().await;
+    let after = live(&app, &name).await;
+    assert_ne!(after["id"], before["id"]);
+    assert!(
+        answer(after["port"].as_u64().unwrap()).await.contains("v1"),
+        "the app must serve again"
+    );
+    assert!(
+        engine.inspect(&stray).await.unwrap().is_none(),
+        "the stray container must be removed"
+    );
+    assert_eq!(
+        engine
+            .list_by_label("dockhand.app", &name)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
