@@ -62,6 +62,13 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
             "  deploys  into {} (fast path), reload: {reload}",
             app.volume.display()
         );
+        if let Some(c) = &app.container {
+            let _ = writeln!(
+                out,
+                "  full     image {}, mounted at {}, health http://127.0.0.1:$PORT{} within {:?}",
+                c.image, c.mount, c.health_path, c.health_deadline
+            );
+        }
         let _ = writeln!(
             out,
             "  webhook  POST /hooks/github/{} (or /hooks/github)",

@@ -3,7 +3,7 @@
 //! The fast path puts new code into the running container's volume; the full path replaces the
 //! container because its image must change. This module decides which one a deploy takes, from
 //! what the app has, what changed, what the commit message asks for, and what runs now, and
-//! always says why. (Wired into the runner with the full path, issue 3.)
+//! always says why. The runner asks it for every deploy of an app with a container.
 
 use std::path::Path;
 
