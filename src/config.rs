@@ -71,6 +71,16 @@ pub struct AppConfig {
     pub container: Option<ContainerConfig>,
 }
 
+/// How a full deploy replaces the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Start the new container beside the old one, switch when healthy (needs a fresh port).
+    StartFirst,
+    /// Stop the old one first (a fixed port); if the new one fails, start the old one again.
+    StopFirst,
+}
+
 /// `[apps.container]`: how the full path runs the app.
 #[derive(Debug, Clone)]
 pub struct ContainerConfig {
@@ -92,6 +102,9 @@ pub struct ContainerConfig {
     pub health_deadline: Duration,
     /// How long the old container gets to stop before it is killed.
     pub stop_grace: Duration,
+    /// A fixed port (`PORT`); `None`: a fresh loopback port per container.
+    pub port: Option<u16>,
+    pub strategy: Strategy,
     /// Changed paths that force the full path.
     pub full_paths: globset::GlobSet,
 }
@@ -306,6 +319,8 @@ struct RawContainer {
     health_deadline: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     stop_grace: Option<Duration>,
+    port: Option<u16>,
+    strategy: Option<Strategy>,
     full_paths: Option<Vec<String>>,
     #[serde(default)]
     full_paths_extra: Vec<String>,
@@ -517,6 +532,18 @@ fn validate_container(raw: RawContainer) -> anyhow::Result<ContainerConfig> {
     if !health_path.starts_with('/') {
         bail!("health_path: {health_path:?} must start with /");
     }
+    let strategy = match (raw.strategy, raw.port) {
+        (Some(Strategy::StartFirst), Some(port)) => bail!(
+            "strategy: start-first runs two containers at once, which cannot share the fixed port {port}; \
+             remove port (a fresh loopback port per container) or use stop-first"
+        ),
+        (Some(s), _) => s,
+        (None, Some(_)) => Strategy::StopFirst,
+        (None, None) => Strategy::StartFirst,
+    };
+    if raw.port == Some(0) {
+        bail!("port: must not be 0");
+    }
     let mut full_paths: Vec<String> = match raw.full_paths {
         Some(list) => list,
         None => crate::deploy::plan::DEFAULT_FULL_PATHS
@@ -538,6 +565,8 @@ fn validate_container(raw: RawContainer) -> anyhow::Result<ContainerConfig> {
         health_failures: raw.health_failures.unwrap_or(u32::MAX),
         health_deadline: raw.health_deadline.unwrap_or(Duration::from_secs(60)),
         stop_grace: raw.stop_grace.unwrap_or(Duration::from_secs(10)),
+        port: raw.port,
+        strategy,
         full_paths,
     })
 }

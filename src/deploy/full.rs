@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 
 use super::steps::Steps;
-use crate::config::{render, AppConfig, ContainerConfig};
+use crate::config::{render, AppConfig, ContainerConfig, Strategy};
 use crate::runtime::Docker;
 use crate::runtime::{ContainerSpec, HealthCheck, Mount};
 use crate::store::{AppState, LiveContainer, Store};
@@ -54,7 +54,7 @@ pub(super) async fn pull(
     Ok((image, pulled.digest))
 }
 
-/// Start the new container, gate it on health, then retire the old one.
+/// Replace the old container by a new one of `image`, by the app's strategy.
 pub(super) async fn swap(
     docker: &Docker,
     steps: &Steps,
@@ -62,8 +62,72 @@ pub(super) async fn swap(
     image: String,
     digest: Option<String>,
 ) -> anyhow::Result<LiveContainer> {
-    let port = free_loopback_port()?;
-    let spec = spec(d, &image, port);
+    let port = match d.container.port {
+        Some(port) => port,
+        None => free_loopback_port()?,
+    };
+    let grace = d.container.stop_grace;
+    let stop_first = d.container.strategy == Strategy::StopFirst;
+    if let (true, Some(old)) = (stop_first, &d.old_container) {
+        steps
+            .run(
+                "stop-old",
+                &format!("stop {old} to free port {port}"),
+                async {
+                    docker.stop(old, grace).await?;
+                    Ok(((), format!("stopped within {grace:?}")))
+                },
+            )
+            .await?;
+    }
+    let started = start_healthy(docker, steps, d, &image, port).await;
+    let id = match started {
+        Ok(id) => id,
+        Err(e) => {
+            if let (true, Some(old)) = (stop_first, &d.old_container) {
+                let restarted = steps
+                    .run("restart-old", old, async {
+                        docker.start(old).await?;
+                        Ok(((), "the previous container is running again".to_string()))
+                    })
+                    .await;
+                if let Err(again) = restarted {
+                    return Err(e.context(format!(
+                        "and the previous container did not start again: {again:#}"
+                    )));
+                }
+            }
+            return Err(e);
+        }
+    };
+    if let Some(old) = &d.old_container {
+        steps
+            .run("retire", &format!("stop and remove {old}"), async {
+                docker.stop(old, grace).await?;
+                docker.remove(old).await?;
+                Ok(((), "removed".to_string()))
+            })
+            .await
+            .context("retiring the old container (the new one is live)")?;
+    }
+    Ok(LiveContainer {
+        id,
+        image,
+        digest,
+        port,
+    })
+}
+
+/// Create and start a container of `image` on `port` and wait until it is healthy; on failure
+/// it is removed, its last log lines kept in the step.
+async fn start_healthy(
+    docker: &Docker,
+    steps: &Steps,
+    d: &FullDeploy<'_>,
+    image: &str,
+    port: u16,
+) -> anyhow::Result<String> {
+    let spec = spec(d, image, port);
     let id = steps
         .run(
             "start",
@@ -93,27 +157,13 @@ pub(super) async fn swap(
             }
         })
         .await;
-    if let Err(e) = healthy {
-        let _ = docker.remove(&id).await;
-        return Err(e);
+    match healthy {
+        Ok(()) => Ok(id),
+        Err(e) => {
+            let _ = docker.remove(&id).await;
+            Err(e)
+        }
     }
-    if let Some(old) = &d.old_container {
-        let grace = d.container.stop_grace;
-        steps
-            .run("retire", &format!("stop and remove {old}"), async {
-                docker.stop(old, grace).await?;
-                docker.remove(old).await?;
-                Ok(((), format!("stopped within {grace:?} and removed")))
-            })
-            .await
-            .context("retiring the old container (the new one is live)")?;
-    }
-    Ok(LiveContainer {
-        id,
-        image,
-        digest,
-        port,
-    })
 }
 
 /// Start the app's last good container again from its recorded image (digest preferred) after
@@ -138,7 +188,10 @@ pub(super) async fn revive(
         old_container: None,
     };
     docker.pull(&image, None).await?;
-    let port = free_loopback_port()?;
+    let port = match container.port {
+        Some(port) => port,
+        None => free_loopback_port()?,
+    };
     let id = docker.create(&spec(&d, &image, port)).await?;
     docker.start(&id).await?;
     if let Err(e) = docker.wait_healthy(&id, &health_check(&d, port)).await {

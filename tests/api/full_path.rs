@@ -13,10 +13,14 @@ const BROKEN: &str = "127.0.0.1:5000/dockhand-test/broken:v1";
 
 /// A test app with its own name (containers are labelled with it) and a container spec.
 async fn spawn(origin: &Origin, image: &str) -> (TestApp, String) {
+    spawn_with(origin, image, "").await
+}
+
+async fn spawn_with(origin: &Origin, image: &str, extra: &str) -> (TestApp, String) {
     let name = unique("full").replace("dockhand-test-", "");
     let container = format!(
         "[apps.container]\nimage = \"{image}\"\nmount = \"/code\"\nexpect_body_contains = \"v1\"\n\
-         health_interval = \"100ms\"\nhealth_deadline = \"20s\"\nstop_grace = \"1s\"\n"
+         health_interval = \"100ms\"\nhealth_deadline = \"20s\"\nstop_grace = \"1s\"\n{extra}"
     );
     let app = spawn_app_edited(origin, "", &container, |t| {
         t.replace("name = \"web\"", &format!("name = \"{name}\""))
@@ -245,4 +249,76 @@ async fn after_a_crash_lost_the_live_container_and_left_a_stray_one_a_restart_se
             .len(),
         1
     );
+}
+
+#[tokio::test]
+async fn stop_first_on_a_fixed_port_swaps_in_place_and_starts_the_old_container_again_when_the_new_one_fails(
+) {
+    let origin = Origin::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (app, name) = spawn_with(&origin, V1, &format!("port = {port}\n")).await;
+    let _cleanup = Cleanup(name.clone());
+    app.deploy(&origin.head()).await;
+    let c1 = live(&app, &name).await;
+    assert_eq!(c1["port"], port);
+
+    origin.write("app.py", "VERSION = 5\n");
+    let full = app
+        .deploy(&origin.commit("rebuild\n\nDeploy-Path: full\n"))
+        .await;
+    assert_eq!(
+        stages(&full),
+        ["fetch", "plan", "pull", "sync", "stop-old", "start", "health", "retire"]
+    );
+    let c2 = live(&app, &name).await;
+    assert_ne!(c2["id"], c1["id"]);
+    assert!(answer(u64::from(port)).await.contains("v1"));
+
+    let config = app.dir.path().join("dockhand.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(V1, BROKEN);
+    std::fs::write(&config, text).unwrap();
+    let app = app.restart().await;
+    origin.write("app.py", "VERSION = 6\n");
+    let id = app.push(&origin.commit("broken image")).await;
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert!(
+        stages(&deploy).contains(&"restart-old".to_string()),
+        "{deploy:#}"
+    );
+    assert_eq!(live(&app, &name).await["id"], c2["id"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = match client()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if body.contains("v1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old container did not come back on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn start_first_with_a_fixed_port_is_a_config_error() {
+    let text = "[server]\nstate_dir = \"/tmp/dh-s\"\n[[apps]]\nname = \"a\"\nrepo = \"/tmp/r\"\nsecret = \"x\"\n\
+                volume = \"/tmp/dh-v\"\n[apps.container]\nimage = \"i\"\nmount = \"/c\"\nport = 8080\n\
+                strategy = \"start-first\"\n";
+    let err = dockhand::config::Config::parse(text, std::path::Path::new("/")).unwrap_err();
+    assert!(format!("{err:#}").contains("stop-first"), "{err:#}");
 }
