@@ -104,6 +104,8 @@ pub struct ContainerConfig {
     pub stop_grace: Duration,
     /// A fixed port (`PORT`); `None`: a fresh loopback port per container.
     pub port: Option<u16>,
+    /// Images of this many recent full deploys are kept; older ones are removed after success.
+    pub keep_images: usize,
     pub strategy: Strategy,
     /// Changed paths that force the full path.
     pub full_paths: globset::GlobSet,
@@ -321,6 +323,7 @@ struct RawContainer {
     stop_grace: Option<Duration>,
     port: Option<u16>,
     strategy: Option<Strategy>,
+    keep_images: Option<usize>,
     full_paths: Option<Vec<String>>,
     #[serde(default)]
     full_paths_extra: Vec<String>,
@@ -566,6 +569,7 @@ fn validate_container(raw: RawContainer) -> anyhow::Result<ContainerConfig> {
         health_deadline: raw.health_deadline.unwrap_or(Duration::from_secs(60)),
         stop_grace: raw.stop_grace.unwrap_or(Duration::from_secs(10)),
         port: raw.port,
+        keep_images: raw.keep_images.unwrap_or(5).max(1),
         strategy,
         full_paths,
     })

@@ -166,6 +166,52 @@ async fn start_healthy(
     }
 }
 
+/// Remove the images of this app's older full deploys, keeping the newest `keep_images` and
+/// the live one. An image still in use or already gone is left alone.
+pub(super) async fn prune_images(
+    docker: &Docker,
+    store: &Store,
+    steps: &Steps,
+    app: &AppConfig,
+    container: &ContainerConfig,
+    live: &str,
+) -> anyhow::Result<()> {
+    let images = store.deployed_images(&app.name).await?;
+    let old: Vec<String> = images
+        .into_iter()
+        .skip(container.keep_images)
+        .filter(|i| i != live)
+        .collect();
+    if old.is_empty() {
+        return Ok(());
+    }
+    steps
+        .run(
+            "prune-images",
+            &format!("keep the newest {}", container.keep_images),
+            async {
+                let mut removed = Vec::new();
+                for image in &old {
+                    if docker.remove_image(image).await? {
+                        removed.push(image.as_str());
+                    }
+                }
+                Ok((
+                    (),
+                    format!(
+                        "removed: {}",
+                        if removed.is_empty() {
+                            "none".to_string()
+                        } else {
+                            removed.join(", ")
+                        }
+                    ),
+                ))
+            },
+        )
+        .await
+}
+
 /// Start the app's last good container again from its recorded image (digest preferred) after
 /// a crash lost it; health-gated like a deploy. Recovery only: nothing else is running.
 pub(super) async fn revive(

@@ -288,6 +288,13 @@ async fn execute(
     store
         .succeed_deploy(deploy.id, &app.name, &target.to_string(), live.as_ref())
         .await?;
+    // Old images go only once the new deploy is recorded; failing to prune fails nothing.
+    if let (Some(live), Some(container), Some(docker)) = (&live, &app.container, &docker) {
+        if let Err(e) = full::prune_images(docker, store, &steps, app, container, &live.image).await
+        {
+            warn!(error = format!("{e:#}"), "pruning old images failed");
+        }
+    }
     info!(deploy_id = deploy.id, commit = %target, "deploy succeeded");
     Ok(())
 }

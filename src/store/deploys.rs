@@ -343,6 +343,17 @@ impl Store {
         Ok(())
     }
 
+    /// Image references an app's succeeded full deploys ran, newest first, each once.
+    pub async fn deployed_images(&self, app: &str) -> anyhow::Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT image FROM deploys WHERE app = ? AND path = 'full' AND status = 'succeeded' AND image IS NOT NULL
+             GROUP BY image ORDER BY MAX(id) DESC",
+        )
+        .bind(app)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Point an app at a new live container (startup recovery recreated it).
     pub async fn set_live_container(&self, app: &str, c: &LiveContainer) -> anyhow::Result<()> {
         sqlx::query(

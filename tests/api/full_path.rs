@@ -322,3 +322,64 @@ fn start_first_with_a_fixed_port_is_a_config_error() {
     let err = dockhand::config::Config::parse(text, std::path::Path::new("/")).unwrap_err();
     assert!(format!("{err:#}").contains("stop-first"), "{err:#}");
 }
+
+#[tokio::test]
+async fn images_of_older_full_deploys_beyond_keep_images_are_removed() {
+    let origin = Origin::new();
+    // An image repository of this test's own, one tag per commit, so no shared image is touched.
+    let repo = format!(
+        "127.0.0.1:5000/dockhand-test/{}",
+        unique("prune").replace("dockhand-test-", "")
+    );
+    let (app, name) = spawn_with(
+        &origin,
+        &format!("{repo}:{{short_sha}}"),
+        "keep_images = 1\n",
+    )
+    .await;
+    let _cleanup = Cleanup(name.clone());
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("/usr/bin/docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mut tags = Vec::new();
+    for i in 0..3 {
+        if i > 0 {
+            origin.write("app.py", &format!("VERSION = {i}\n"));
+            origin.commit("next image");
+        }
+        let head = origin.head();
+        let tag = format!("{repo}:{}", &head[..12]);
+        cli(&["tag", V1, &tag]);
+        cli(&["push", &tag]);
+        cli(&["rmi", &tag]);
+        let deploy = app.deploy(&head).await;
+        assert_eq!(deploy["path"], "full", "{deploy:#}");
+        tags.push(tag);
+    }
+    let engine = docker().await;
+    assert!(
+        engine.image_digest(&tags[0]).await.unwrap().is_none(),
+        "{} should be pruned",
+        tags[0]
+    );
+    assert!(
+        engine.image_digest(&tags[1]).await.unwrap().is_none(),
+        "{} should be pruned",
+        tags[1]
+    );
+    assert!(
+        engine.image_digest(&tags[2]).await.unwrap().is_some(),
+        "the live image must stay"
+    );
+    assert!(answer(live(&app, &name).await["port"].as_u64().unwrap())
+        .await
+        .contains("v1"));
+}
