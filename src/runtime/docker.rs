@@ -188,7 +188,26 @@ impl Docker {
         check_container_ref(name)?;
         let body = create_body(spec)?;
         let options = CreateContainerOptionsBuilder::new().name(name).build();
-        match self.client.create_container(Some(options), body).await {
+        let mut created = self
+            .client
+            .create_container(Some(options.clone()), body.clone())
+            .await;
+        if let Err(e) = &created {
+            if transient(e) {
+                // The answer was lost, not necessarily the request: look the name up first.
+                tracing::warn!(error = %e, "create {name}: lost the engine connection; checking by name");
+                tokio::time::sleep(RETRY_DELAYS[0]).await;
+                if let Some(existing) = self.inspect(name).await? {
+                    return Ok(existing.id);
+                }
+                created = retrying("create", || {
+                    self.client
+                        .create_container(Some(options.clone()), body.clone())
+                })
+                .await;
+            }
+        }
+        match created {
             Ok(created) => {
                 for warning in &created.warnings {
                     tracing::warn!(%warning, "engine warning creating container {name}");
@@ -206,7 +225,7 @@ impl Docker {
     #[instrument(skip_all, fields(id = %id))]
     pub async fn start(&self, id: &str) -> anyhow::Result<()> {
         check_container_ref(id)?;
-        match self.client.start_container(id, None).await {
+        match retrying("start", || self.client.start_container(id, None)).await {
             Ok(()) => Ok(()),
             Err(e) if status(&e) == Some(304) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("starting container {id}")),
@@ -219,7 +238,11 @@ impl Docker {
         check_container_ref(id)?;
         let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptionsBuilder::new().t(secs).build();
-        match self.client.stop_container(id, Some(options)).await {
+        match retrying("stop", || {
+            self.client.stop_container(id, Some(options.clone()))
+        })
+        .await
+        {
             Ok(()) => Ok(()),
             Err(e) if matches!(status(&e), Some(304 | 404)) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("stopping container {id}")),
@@ -234,7 +257,11 @@ impl Docker {
             .force(true)
             .v(true)
             .build();
-        match self.client.remove_container(id, Some(options)).await {
+        match retrying("remove", || {
+            self.client.remove_container(id, Some(options.clone()))
+        })
+        .await
+        {
             Ok(()) => Ok(()),
             Err(e) if status(&e) == Some(404) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing container {id}")),
@@ -245,10 +272,11 @@ impl Docker {
     #[instrument(skip_all, fields(id = %id))]
     pub async fn inspect(&self, id: &str) -> anyhow::Result<Option<ContainerInfo>> {
         check_container_ref(id)?;
-        match self
-            .client
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
+        match retrying("inspect", || {
+            self.client
+                .inspect_container(id, None::<InspectContainerOptions>)
+        })
+        .await
         {
             Ok(response) => container_info(response)
                 .map(Some)
@@ -270,11 +298,11 @@ impl Docker {
             .all(true)
             .filters(&filters)
             .build();
-        let summaries = self
-            .client
-            .list_containers(Some(options))
-            .await
-            .with_context(|| format!("listing containers labelled {key}={value}"))?;
+        let summaries = retrying("list", || {
+            self.client.list_containers(Some(options.clone()))
+        })
+        .await
+        .with_context(|| format!("listing containers labelled {key}={value}"))?;
         let mut found = Vec::with_capacity(summaries.len());
         for id in summaries.into_iter().filter_map(|s| s.id) {
             // The summary lacks exit codes and health; a container removed meanwhile is skipped.
@@ -423,6 +451,46 @@ impl Docker {
 }
 
 /// The HTTP status of an engine error answer, if it was one.
+/// Waits before retrying a call whose connection was lost (SECURITY.md 37): the engine may be
+/// restarting, or the socket closed mid-call.
+const RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
+
+/// The call may not have reached the engine, or its answer was lost: nothing the engine said.
+fn transient(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::IOError { .. }
+            | BollardError::HyperResponseError { .. }
+            | BollardError::HyperLegacyError { .. }
+            | BollardError::SocketNotFoundError(_)
+    )
+}
+
+/// Run an idempotent engine call, again after a lost connection.
+async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T, BollardError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BollardError>>,
+{
+    let mut delays = RETRY_DELAYS.iter();
+    loop {
+        match call().await {
+            Err(e) if transient(&e) => match delays.next() {
+                Some(delay) => {
+                    tracing::warn!(error = %e, ?delay, "{what}: lost the engine connection; retrying");
+                    tokio::time::sleep(*delay).await;
+                }
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}
+
 fn status(e: &BollardError) -> Option<u16> {
     match e {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),

@@ -526,3 +526,105 @@ async fn a_crash_looping_container_under_a_restart_policy_fails_the_health_check
         "{err:#}"
     );
 }
+
+/// A unix-socket proxy to the real engine that, when told, cuts the connection as the next
+/// request arrives — what an engine restart or a socket closed mid-call looks like to a client.
+struct FlakyEngine {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    cut_next: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlakyEngine {
+    async fn start() -> FlakyEngine {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let cut_next = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = cut_next.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let cut = cut.clone();
+                tokio::spawn(async move {
+                    let Ok(engine) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_engine, mut to_engine) = engine.into_split();
+                    let up = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = from_client.read(&mut buf).await?;
+                            if n == 0 || cut.swap(false, Ordering::SeqCst) {
+                                return Ok::<(), std::io::Error>(());
+                            }
+                            to_engine.write_all(&buf[..n]).await?;
+                        }
+                    };
+                    let down = tokio::io::copy(&mut from_engine, &mut to_client);
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                    }
+                });
+            }
+        });
+        FlakyEngine {
+            _dir: dir,
+            path,
+            cut_next,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    fn cut_next_request(&self) {
+        self.cut_next.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn engine_calls_survive_a_connection_cut_mid_call_without_duplicating_containers() {
+    let flaky = FlakyEngine::start().await;
+    let docker = Docker::connect_to(&flaky.url())
+        .await
+        .expect("connect through the proxy");
+    let cleanup = Cleanup {
+        value: unique("flaky"),
+    };
+    let spec = spec(&unique("flaky"), &app_v1(), &cleanup, free_port(), 0);
+
+    flaky.cut_next_request();
+    let id = docker
+        .create(&spec)
+        .await
+        .expect("create after a cut connection");
+    flaky.cut_next_request();
+    docker
+        .start(&id)
+        .await
+        .expect("start after a cut connection");
+    flaky.cut_next_request();
+    let info = docker
+        .inspect(&id)
+        .await
+        .expect("inspect after a cut connection")
+        .expect("exists");
+    assert!(info.running);
+    flaky.cut_next_request();
+    let listed = docker
+        .list_by_label(LABEL, &cleanup.value)
+        .await
+        .expect("list after a cut connection");
+    assert_eq!(listed.len(), 1, "exactly one container: {listed:?}");
+    flaky.cut_next_request();
+    docker
+        .remove(&id)
+        .await
+        .expect("remove after a cut connection");
+    assert!(docker.inspect(&id).await.unwrap().is_none());
+}
