@@ -71,6 +71,18 @@ pub struct AppConfig {
     pub container: Option<ContainerConfig>,
 }
 
+impl fmt::Debug for ContainerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContainerConfig")
+            .field("image", &self.image)
+            .field("mount", &self.mount)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("cmd", &self.cmd)
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How a full deploy replaces the container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -81,16 +93,22 @@ pub enum Strategy {
     StopFirst,
 }
 
-/// `[apps.container]`: how the full path runs the app.
-#[derive(Debug, Clone)]
+/// `[apps.container]`: how the full path runs the app. `Debug` shows env names, never values.
+#[derive(Clone)]
 pub struct ContainerConfig {
-    /// Image reference; `{sha}`, `{short_sha}` and `{ref}` are replaced per deploy.
+    /// Image reference; `{sha}`, `{short_sha}`, `{ref}`, `{branch}`, `{tag}` replaced per deploy.
     pub image: String,
     /// Where the volume is mounted inside the container.
     pub mount: String,
-    /// Plain environment values; `PORT` is set by dockhand (host network, a fresh loopback port
-    /// per container, so the new one can start beside the old one).
+    /// Environment (plain values, and values read from dockhand's own env vars or files at
+    /// startup); `PORT` is set by dockhand.
     pub env: Vec<(String, String)>,
+    /// Command overriding the image's.
+    pub cmd: Option<Vec<String>>,
+    /// Mounts besides the code volume.
+    pub mounts: Vec<crate::runtime::Mount>,
+    /// Docker restart policy of the containers (default `unless-stopped`).
+    pub restart: String,
     /// Health gate, probed at `http://127.0.0.1:PORT{health_path}`.
     pub health_path: String,
     /// Text the health answer must contain; `{sha}`/`{short_sha}` replaced.
@@ -303,11 +321,30 @@ struct RawApp {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawMount {
+    source: PathBuf,
+    target: String,
+    #[serde(default)]
+    read_only: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawContainer {
     image: String,
     mount: String,
     #[serde(default)]
     env: std::collections::BTreeMap<String, String>,
+    /// Container variable → name of an environment variable of dockhand's.
+    #[serde(default)]
+    env_from_env: std::collections::BTreeMap<String, String>,
+    /// Container variable → file whose contents are the value.
+    #[serde(default)]
+    env_from_file: std::collections::BTreeMap<String, PathBuf>,
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    mounts: Vec<RawMount>,
+    restart: Option<String>,
     health_path: Option<String>,
     expect_body_contains: Option<String>,
     #[serde(default, with = "humantime_serde")]
@@ -498,7 +535,7 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
     };
     let container = raw
         .container
-        .map(validate_container)
+        .map(|c| validate_container(c, base))
         .transpose()
         .context("container")?;
     Ok(AppConfig {
@@ -518,7 +555,7 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
     })
 }
 
-fn validate_container(raw: RawContainer) -> anyhow::Result<ContainerConfig> {
+fn validate_container(raw: RawContainer, base: &Path) -> anyhow::Result<ContainerConfig> {
     if raw.image.trim().is_empty() || raw.image.starts_with('-') {
         bail!("image: must be an image reference");
     }
@@ -528,8 +565,50 @@ fn validate_container(raw: RawContainer) -> anyhow::Result<ContainerConfig> {
             raw.mount
         );
     }
-    if raw.env.contains_key("PORT") {
-        bail!("env: PORT is set by dockhand (each new container gets a fresh loopback port)");
+    let mut env: Vec<(String, String)> = raw.env.into_iter().collect();
+    for (name, var) in raw.env_from_env {
+        let value = std::env::var(&var).with_context(|| {
+            format!("env_from_env.{name}: environment variable {var} is not set")
+        })?;
+        env.push((name, value));
+    }
+    for (name, file) in raw.env_from_file {
+        let file = absolute(base, &file);
+        let value = std::fs::read_to_string(&file)
+            .with_context(|| format!("env_from_file.{name}: cannot read {}", file.display()))?;
+        env.push((name, value.trim_end_matches(['\n', '\r']).to_string()));
+    }
+    if let Some((name, _)) = env
+        .iter()
+        .find(|(k, _)| k == "PORT" || k.is_empty() || k.contains('='))
+    {
+        bail!(
+            "env: {name:?} cannot be set (PORT is dockhand's; names must be non-empty without '=')"
+        );
+    }
+    if raw.cmd.as_ref().is_some_and(|c| c.is_empty()) {
+        bail!("cmd: must not be empty (leave it out to use the image's)");
+    }
+    let mut mounts = Vec::with_capacity(raw.mounts.len());
+    for m in raw.mounts {
+        if !m.target.starts_with('/') || m.target == raw.mount {
+            bail!(
+                "mounts: target {:?} must be absolute and differ from mount",
+                m.target
+            );
+        }
+        mounts.push(crate::runtime::Mount {
+            source: absolute(base, &m.source),
+            target: m.target,
+            read_only: m.read_only,
+        });
+    }
+    let restart = raw.restart.unwrap_or_else(|| "unless-stopped".to_string());
+    if !matches!(
+        restart.as_str(),
+        "no" | "always" | "unless-stopped" | "on-failure"
+    ) {
+        bail!("restart: {restart:?} is not one of no, always, unless-stopped, on-failure");
     }
     let health_path = raw.health_path.unwrap_or_else(|| "/".to_string());
     if !health_path.starts_with('/') {
@@ -559,7 +638,10 @@ fn validate_container(raw: RawContainer) -> anyhow::Result<ContainerConfig> {
     Ok(ContainerConfig {
         image: raw.image,
         mount: raw.mount,
-        env: raw.env.into_iter().collect(),
+        env,
+        cmd: raw.cmd,
+        mounts,
+        restart,
         health_path,
         expect_body_contains: raw.expect_body_contains,
         health_grace: raw.health_grace.unwrap_or(Duration::ZERO),
@@ -575,16 +657,22 @@ fn validate_container(raw: RawContainer) -> anyhow::Result<ContainerConfig> {
     })
 }
 
-/// Replace `{sha}`, `{short_sha}` and `{ref}` (the short ref name) in a template.
+/// Replace `{sha}`, `{short_sha}`, `{ref}` (short ref name), `{branch}` and `{tag}` (the ref's
+/// name when it is a branch or a tag, else empty) in a template.
 pub fn render(template: &str, sha: &str, git_ref: &str) -> String {
-    let short_ref = git_ref
-        .strip_prefix("refs/heads/")
-        .or_else(|| git_ref.strip_prefix("refs/tags/"))
-        .unwrap_or(git_ref);
+    let branch = git_ref.strip_prefix("refs/heads/").unwrap_or_default();
+    let tag = git_ref.strip_prefix("refs/tags/").unwrap_or_default();
+    let short_ref = if branch.is_empty() && tag.is_empty() {
+        git_ref
+    } else {
+        &git_ref[git_ref.len() - branch.len() - tag.len()..]
+    };
     template
         .replace("{sha}", sha)
         .replace("{short_sha}", sha.get(..12).unwrap_or(sha))
         .replace("{ref}", short_ref)
+        .replace("{branch}", branch)
+        .replace("{tag}", tag)
 }
 
 /// Exactly one of inline / env / file; never empty. Returns the secret and whether it was inline.
@@ -744,6 +832,22 @@ mod tests {
     fn secrets_never_show_in_debug() {
         let (config, _) = parse(APP).unwrap();
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn image_templates_get_commit_and_ref_placeholders() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            render("r/web:{short_sha}", sha, "refs/heads/main"),
+            "r/web:0123456789ab"
+        );
+        assert_eq!(render("r/web:{tag}", sha, "refs/tags/v1.2"), "r/web:v1.2");
+        assert_eq!(
+            render("r/{branch}:{sha}", sha, "refs/heads/main"),
+            format!("r/main:{sha}")
+        );
+        assert_eq!(render("r/web:{ref}", sha, "refs/tags/v1.2"), "r/web:v1.2");
+        assert_eq!(render("r/web:{tag}", sha, "refs/heads/main"), "r/web:");
     }
 
     #[test]

@@ -255,6 +255,12 @@ pub(super) async fn revive(
 fn spec(d: &FullDeploy<'_>, image: &str, port: u16) -> ContainerSpec {
     let mut env = d.container.env.clone();
     env.push(("PORT".to_string(), port.to_string()));
+    let mut mounts = vec![Mount {
+        source: d.app.volume.clone(),
+        target: d.container.mount.clone(),
+        read_only: false,
+    }];
+    mounts.extend(d.container.mounts.iter().cloned());
     let labels = BTreeMap::from([
         (LABEL_APP.to_string(), d.app.name.clone()),
         (LABEL_COMMIT.to_string(), d.commit.clone()),

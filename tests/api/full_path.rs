@@ -383,3 +383,35 @@ async fn images_of_older_full_deploys_beyond_keep_images_are_removed() {
         .await
         .contains("v1"));
 }
+
+#[tokio::test]
+async fn a_registry_that_is_down_fails_the_pull_and_the_old_container_keeps_serving() {
+    let origin = Origin::new();
+    let (app, name) = spawn(&origin, V1).await;
+    let _cleanup = Cleanup(name.clone());
+    let good = origin.head();
+    app.deploy(&good).await;
+    let before = live(&app, &name).await;
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = app.dir.path().join("dockhand.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(V1, &format!("127.0.0.1:{closed}/dockhand-test/app:v1"));
+    std::fs::write(&config, text).unwrap();
+    let app = app.restart().await;
+    origin.write("app.py", "VERSION = 7\n");
+    let id = app.push(&origin.commit("registry down")).await;
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert_eq!(stages(&deploy), ["fetch", "plan", "pull"]);
+    assert_eq!(live(&app, &name).await["id"], before["id"]);
+    assert!(answer(before["port"].as_u64().unwrap())
+        .await
+        .contains("v1"));
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&good));
+}
