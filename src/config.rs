@@ -109,6 +109,8 @@ pub struct ContainerConfig {
     pub mounts: Vec<crate::runtime::Mount>,
     /// Docker restart policy of the containers (default `unless-stopped`).
     pub restart: String,
+    /// Registry credentials for pulls; `None`: anonymous.
+    pub registry_auth: Option<crate::runtime::Credentials>,
     /// Health gate, probed at `http://127.0.0.1:PORT{health_path}`.
     pub health_path: String,
     /// Text the health answer must contain; `{sha}`/`{short_sha}` replaced.
@@ -345,6 +347,9 @@ struct RawContainer {
     #[serde(default)]
     mounts: Vec<RawMount>,
     restart: Option<String>,
+    registry_username: Option<String>,
+    registry_password_env: Option<String>,
+    registry_password_file: Option<PathBuf>,
     health_path: Option<String>,
     expect_body_contains: Option<String>,
     #[serde(default, with = "humantime_serde")]
@@ -603,6 +608,28 @@ fn validate_container(raw: RawContainer, base: &Path) -> anyhow::Result<Containe
             read_only: m.read_only,
         });
     }
+    let registry_auth = match raw.registry_username {
+        None if raw.registry_password_env.is_some() || raw.registry_password_file.is_some() => {
+            bail!("registry_username: missing, but a registry password is set")
+        }
+        None => None,
+        Some(username) => {
+            let (password, _) = read_secret(
+                &None,
+                &raw.registry_password_env,
+                &raw.registry_password_file,
+                base,
+                "registry_password",
+            )?;
+            let password = String::from_utf8(password.0)
+                .map_err(|_| anyhow::anyhow!("registry_password: must be UTF-8"))?;
+            Some(crate::runtime::Credentials {
+                username,
+                password,
+                server: None,
+            })
+        }
+    };
     let restart = raw.restart.unwrap_or_else(|| "unless-stopped".to_string());
     if !matches!(
         restart.as_str(),
@@ -642,6 +669,7 @@ fn validate_container(raw: RawContainer, base: &Path) -> anyhow::Result<Containe
         cmd: raw.cmd,
         mounts,
         restart,
+        registry_auth,
         health_path,
         expect_body_contains: raw.expect_body_contains,
         health_grace: raw.health_grace.unwrap_or(Duration::ZERO),

@@ -39,7 +39,9 @@ pub(super) async fn pull(
     let image = render(&d.container.image, &d.commit, &d.git_ref);
     let pulled = steps
         .run("pull", &image, async {
-            let pulled = docker.pull(&image, None).await?;
+            let pulled = docker
+                .pull(&image, d.container.registry_auth.as_ref())
+                .await?;
             let out = format!(
                 "image {} digest {}",
                 pulled.image_id,
@@ -233,7 +235,9 @@ pub(super) async fn revive(
         git_ref: String::new(),
         old_container: None,
     };
-    docker.pull(&image, None).await?;
+    docker
+        .pull(&image, container.registry_auth.as_ref())
+        .await?;
     let port = match container.port {
         Some(port) => port,
         None => free_loopback_port()?,

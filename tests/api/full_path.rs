@@ -415,3 +415,42 @@ async fn a_registry_that_is_down_fails_the_pull_and_the_old_container_keeps_serv
         .contains("v1"));
     assert_eq!(app.volume_snapshot(), origin.snapshot(&good));
 }
+
+#[tokio::test]
+async fn a_private_registry_image_needs_the_configured_credentials() {
+    let registry = std::env::var("DOCKHAND_TEST_PRIVATE_REGISTRY")
+        .expect("DOCKHAND_TEST_PRIVATE_REGISTRY is not set: run scripts/test-env (it starts the auth registry)");
+    let user = std::env::var("DOCKHAND_TEST_PRIVATE_USER").unwrap();
+    let image = format!("{registry}/private/app:v1");
+
+    // Without credentials the pull is refused and nothing starts.
+    let origin = Origin::new();
+    let (app, name) = spawn(&origin, &image).await;
+    let _cleanup = Cleanup(name.clone());
+    let id = app.push(&origin.head()).await;
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert_eq!(stages(&deploy), ["fetch", "plan", "pull"]);
+    assert!(docker()
+        .await
+        .list_by_label("dockhand.app", &name)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // With them it deploys. The password comes from an env var of dockhand's.
+    let var = format!("DOCKHAND_TEST_REGISTRY_PASSWORD_{}", std::process::id());
+    std::env::set_var(
+        &var,
+        std::env::var("DOCKHAND_TEST_PRIVATE_PASSWORD").unwrap(),
+    );
+    let origin = Origin::new();
+    let extra = format!("registry_username = \"{user}\"\nregistry_password_env = \"{var}\"\n");
+    let (app, name) = spawn_with(&origin, &image, &extra).await;
+    let _cleanup = Cleanup(name.clone());
+    let deploy = app.deploy(&origin.head()).await;
+    assert_eq!(deploy["path"], "full");
+    assert!(answer(live(&app, &name).await["port"].as_u64().unwrap())
+        .await
+        .contains("v1"));
+}
