@@ -142,9 +142,21 @@ async fn start_healthy(
         )
         .await?;
     let check = health_check(d, port);
+    // An image with its own HEALTHCHECK is judged by Docker's status; others by the HTTP probe.
+    let docker_health = matches!(docker.inspect(&id).await, Ok(Some(info)) if !matches!(info.health.as_deref(), None | Some("" | "none")));
+    let detail = if docker_health {
+        "Docker HEALTHCHECK of the image".to_string()
+    } else {
+        check.url.clone()
+    };
     let healthy = steps
-        .run("health", &check.url, async {
-            match docker.wait_healthy(&id, &check).await {
+        .run("health", &detail, async {
+            let waited = if docker_health {
+                docker.wait_docker_health(&id, check.deadline).await
+            } else {
+                docker.wait_healthy(&id, &check).await
+            };
+            match waited {
                 Ok(report) => Ok((
                     (),
                     format!(

@@ -454,3 +454,28 @@ async fn a_private_registry_image_needs_the_configured_credentials() {
         .await
         .contains("v1"));
 }
+
+#[tokio::test]
+async fn an_image_with_a_docker_healthcheck_is_judged_by_it_not_by_the_http_probe() {
+    let image = std::env::var("DOCKHAND_TEST_IMAGE_HEALTHCHECK")
+        .expect("DOCKHAND_TEST_IMAGE_HEALTHCHECK is not set: run scripts/test-env");
+    let origin = Origin::new();
+    // The HTTP probe of this path would get 404 for ever; the image's HEALTHCHECK decides.
+    let (app, name) = spawn_with(&origin, &image, "health_path = \"/no-such-page\"\n").await;
+    let _cleanup = Cleanup(name.clone());
+    let deploy = app.deploy(&origin.head()).await;
+    let health = deploy["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "health")
+        .cloned()
+        .unwrap();
+    assert!(
+        health["detail"].as_str().unwrap().contains("HEALTHCHECK"),
+        "{health:#}"
+    );
+    assert!(answer(live(&app, &name).await["port"].as_u64().unwrap())
+        .await
+        .contains("v1"));
+}
