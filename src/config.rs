@@ -109,8 +109,10 @@ pub struct ContainerConfig {
     pub mounts: Vec<crate::runtime::Mount>,
     /// Docker restart policy of the containers (default `unless-stopped`).
     pub restart: String,
-    /// Registry credentials for pulls; `None`: anonymous.
+    /// Registry credentials for pulls; `None`: those in `docker_config`, else anonymous.
     pub registry_auth: Option<crate::runtime::Credentials>,
+    /// Docker's `config.json` (`docker login`), read at each pull so rotated logins apply.
+    pub docker_config: PathBuf,
     /// Health gate, probed at `http://127.0.0.1:PORT{health_path}`.
     pub health_path: String,
     /// Text the health answer must contain; `{sha}`/`{short_sha}` replaced.
@@ -350,6 +352,7 @@ struct RawContainer {
     registry_username: Option<String>,
     registry_password_env: Option<String>,
     registry_password_file: Option<PathBuf>,
+    docker_config: Option<PathBuf>,
     health_path: Option<String>,
     expect_body_contains: Option<String>,
     #[serde(default, with = "humantime_serde")]
@@ -670,6 +673,14 @@ fn validate_container(raw: RawContainer, base: &Path) -> anyhow::Result<Containe
         mounts,
         restart,
         registry_auth,
+        docker_config: match raw.docker_config {
+            Some(path) => absolute(base, &path),
+            None => std::env::var_os("DOCKER_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+                .unwrap_or_else(|| PathBuf::from("/root/.docker"))
+                .join("config.json"),
+        },
         health_path,
         expect_body_contains: raw.expect_body_contains,
         health_grace: raw.health_grace.unwrap_or(Duration::ZERO),

@@ -39,9 +39,8 @@ pub(super) async fn pull(
     let image = render(&d.container.image, &d.commit, &d.git_ref);
     let pulled = steps
         .run("pull", &image, async {
-            let pulled = docker
-                .pull(&image, d.container.registry_auth.as_ref())
-                .await?;
+            let auth = credentials(d.container, &image)?;
+            let pulled = docker.pull(&image, auth.as_ref()).await?;
             let out = format!(
                 "image {} digest {}",
                 pulled.image_id,
@@ -248,7 +247,7 @@ pub(super) async fn revive(
         old_container: None,
     };
     docker
-        .pull(&image, container.registry_auth.as_ref())
+        .pull(&image, credentials(container, &image)?.as_ref())
         .await?;
     let port = match container.port {
         Some(port) => port,
@@ -317,6 +316,18 @@ fn health_check(d: &FullDeploy<'_>, port: u16) -> HealthCheck {
         timeout: c.health_timeout,
         failures: c.health_failures,
         deadline: c.health_deadline,
+    }
+}
+
+/// The configured registry credentials, else those of Docker's `config.json` for the image's
+/// registry, else none.
+fn credentials(
+    c: &ContainerConfig,
+    image: &str,
+) -> anyhow::Result<Option<crate::runtime::Credentials>> {
+    match &c.registry_auth {
+        Some(auth) => Ok(Some(auth.clone())),
+        None => crate::runtime::Credentials::from_docker_config(&c.docker_config, image),
     }
 }
 

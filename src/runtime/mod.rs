@@ -10,7 +10,7 @@ mod docker;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -28,6 +28,73 @@ pub struct Credentials {
     /// Registry host (`registry.example.com`, `127.0.0.1:5000`); `None` lets the engine
     /// derive it from the image reference.
     pub server: Option<String>,
+}
+
+impl Credentials {
+    /// The credentials Docker's own `config.json` (`docker login`) holds for the registry of
+    /// `image`; `Ok(None)` when the file or an entry for that registry is missing. Credential
+    /// helpers (`credsStore`) are not consulted.
+    pub fn from_docker_config(path: &Path, image: &str) -> anyhow::Result<Option<Credentials>> {
+        use base64::Engine as _;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let registry = registry_of(image);
+        let Some(entry) = config
+            .get("auths")
+            .and_then(|a| a.as_object())
+            .and_then(|auths| {
+                auths.iter().find(|(key, _)| {
+                    let key = key
+                        .trim_start_matches("https://")
+                        .trim_start_matches("http://");
+                    key.split('/').next() == Some(registry)
+                })
+            })
+        else {
+            return Ok(None);
+        };
+        let auth = entry
+            .1
+            .get("auth")
+            .and_then(|a| a.as_str())
+            .unwrap_or_default();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .with_context(|| {
+                format!(
+                    "{}: the auth entry for {registry} is not base64 of user:password",
+                    path.display()
+                )
+            })?;
+        let (username, password) = decoded.split_once(':').with_context(|| {
+            format!(
+                "{}: the auth entry for {registry} has no ':'",
+                path.display()
+            )
+        })?;
+        Ok(Some(Credentials {
+            username: username.to_string(),
+            password: password.to_string(),
+            server: None,
+        }))
+    }
+}
+
+/// The registry host of an image reference (`docker.io` names map to Docker Hub's key).
+fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first
+        }
+        _ => "index.docker.io",
+    }
 }
 
 impl fmt::Debug for Credentials {

@@ -479,3 +479,32 @@ async fn an_image_with_a_docker_healthcheck_is_judged_by_it_not_by_the_http_prob
         .await
         .contains("v1"));
 }
+
+#[tokio::test]
+async fn credentials_from_a_docker_config_json_pull_a_private_image() {
+    use base64::Engine as _;
+    let registry = std::env::var("DOCKHAND_TEST_PRIVATE_REGISTRY")
+        .expect("DOCKHAND_TEST_PRIVATE_REGISTRY is not set: run scripts/test-env (it starts the auth registry)");
+    let login = format!(
+        "{}:{}",
+        std::env::var("DOCKHAND_TEST_PRIVATE_USER").unwrap(),
+        std::env::var("DOCKHAND_TEST_PRIVATE_PASSWORD").unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config_json = dir.path().join("config.json");
+    let auth = base64::engine::general_purpose::STANDARD.encode(login);
+    std::fs::write(
+        &config_json,
+        format!("{{\"auths\":{{\"{registry}\":{{\"auth\":\"{auth}\"}}}}}}"),
+    )
+    .unwrap();
+
+    let origin = Origin::new();
+    let extra = format!("docker_config = \"{}\"\n", config_json.display());
+    let (app, name) = spawn_with(&origin, &format!("{registry}/private/app:v1"), &extra).await;
+    let _cleanup = Cleanup(name.clone());
+    app.deploy(&origin.head()).await;
+    assert!(answer(live(&app, &name).await["port"].as_u64().unwrap())
+        .await
+        .contains("v1"));
+}
