@@ -324,3 +324,89 @@ async fn check_names_the_bad_field_and_refuses_an_empty_secret() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn killed_between_stopping_the_old_container_and_starting_the_new_one_the_restart_serves_again(
+) {
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let name = crate::docker::unique("kill").replace("dockhand-test-", "");
+    let _cleanup = crate::full_path::Cleanup(name.clone());
+    let app_port = free_port();
+    let container = format!(
+        "[apps.container]\nimage = \"127.0.0.1:5000/dockhand-test/app:v1\"\nmount = \"/code\"\nport = {app_port}\n\
+         env = {{ BOOT_DELAY = \"3\" }}\nexpect_body_contains = \"v1\"\nhealth_interval = \"100ms\"\n\
+         health_deadline = \"30s\"\nstop_grace = \"1s\"\n"
+    );
+    let text = config_text(dir.path(), &origin, "", &container)
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()))
+        .replace("name = \"web\"", &format!("name = \"{name}\""));
+    let config = dir.path().join("dockhand.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("dockhand.log");
+    let answers_v1 = || async move {
+        let url = format!("http://127.0.0.1:{app_port}/");
+        matches!(crate::helpers::client().get(url).send().await, Ok(r) if r.status() == 200)
+    };
+
+    let mut server = Server::start(&config, &log).await;
+    assert_eq!(
+        server
+            .wait_terminal(server.push(&origin.head()).await)
+            .await["status"],
+        "succeeded"
+    );
+    assert!(answers_v1().await);
+
+    origin.write("app.py", "VERSION = 2\n");
+    let id = server
+        .push(&origin.commit("rebuild\n\nDeploy-Path: full\n"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = server.deploy(id).await;
+        let stopped = d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stage"] == "stop-old" && s["ok"] == true);
+        if stopped {
+            break;
+        }
+        assert!(
+            d["status"] == "queued" || d["status"] == "running",
+            "finished before the kill: {d:#}"
+        );
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.child.kill().unwrap(); // SIGKILL: the old container is stopped, the new one is booting
+    server.child.wait().unwrap();
+    drop(server);
+    assert!(
+        !answers_v1().await,
+        "the old container should be down at the kill"
+    );
+
+    let server = Server::start(&config, &log).await;
+    assert_eq!(server.deploy(id).await["status"], "interrupted");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers_v1().await {
+        assert!(
+            Instant::now() < deadline,
+            "the app did not serve again after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let engine = crate::docker::docker().await;
+    assert_eq!(
+        engine
+            .list_by_label("dockhand.app", &name)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "one container of the app"
+    );
+}

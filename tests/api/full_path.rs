@@ -30,7 +30,7 @@ async fn spawn_with(origin: &Origin, image: &str, extra: &str) -> (TestApp, Stri
 }
 
 /// Removes every container of the app on drop, whatever the test did.
-struct Cleanup(String);
+pub(crate) struct Cleanup(pub(crate) String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
