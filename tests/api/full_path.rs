@@ -18,8 +18,14 @@ async fn spawn(origin: &Origin, image: &str) -> (TestApp, String) {
 
 async fn spawn_with(origin: &Origin, image: &str, extra: &str) -> (TestApp, String) {
     let name = unique("full").replace("dockhand-test-", "");
+    // Health answers must contain "v1" unless the test says otherwise.
+    let expect = if extra.contains("expect_body_contains") {
+        ""
+    } else {
+        "expect_body_contains = \"v1\"\n"
+    };
     let container = format!(
-        "[apps.container]\nimage = \"{image}\"\nmount = \"/code\"\nexpect_body_contains = \"v1\"\n\
+        "[apps.container]\nimage = \"{image}\"\nmount = \"/code\"\n{expect}\
          health_interval = \"100ms\"\nhealth_deadline = \"20s\"\nstop_grace = \"1s\"\n{extra}"
     );
     let app = spawn_app_edited(origin, "", &container, |t| {
@@ -507,4 +513,62 @@ async fn credentials_from_a_docker_config_json_pull_a_private_image() {
     assert!(answer(live(&app, &name).await["port"].as_u64().unwrap())
         .await
         .contains("v1"));
+}
+
+#[tokio::test]
+async fn a_full_deploy_of_a_new_image_serves_the_new_version() {
+    let origin = Origin::new();
+    let repo = format!(
+        "127.0.0.1:5000/dockhand-test/{}",
+        unique("version").replace("dockhand-test-", "")
+    );
+    let (app, name) = spawn_with(
+        &origin,
+        &format!("{repo}:{{short_sha}}"),
+        "expect_body_contains = \"v\"\n",
+    )
+    .await;
+    let _cleanup = Cleanup(name.clone());
+    let publish = |source: &str, head: &str| {
+        let tag = format!("{repo}:{}", &head[..12]);
+        for args in [
+            vec!["tag", source, &tag],
+            vec!["push", &tag],
+            vec!["rmi", &tag],
+        ] {
+            let out = std::process::Command::new("/usr/bin/docker")
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "docker {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    publish(V1, &origin.head());
+    app.deploy(&origin.head()).await;
+    assert!(answer(live(&app, &name).await["port"].as_u64().unwrap())
+        .await
+        .contains("v1"));
+
+    origin.write("requirements.txt", "flask==3\n");
+    let head = origin.commit("new dependencies, new image");
+    publish("127.0.0.1:5000/dockhand-test/app:v2", &head);
+    let deploy = app.deploy(&head).await;
+    assert_eq!(deploy["path"], "full");
+    assert!(
+        deploy["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{repo}@sha256:")),
+        "{deploy:#}"
+    );
+    assert!(
+        answer(live(&app, &name).await["port"].as_u64().unwrap())
+            .await
+            .contains("v2"),
+        "the new version answers"
+    );
 }
