@@ -54,7 +54,7 @@ async fn the_containerised_dockhand_performs_a_full_and_a_fast_deploy() {
         restart_policy: None,
     };
     let id = engine.create(&spec).await.unwrap();
-    let _guard = Guard(vec![
+    let _cleanup = crate::full_path::Cleanup(vec![
         ("dockhand.test", name.clone()),
         ("dockhand.app", name.clone()),
     ]);
@@ -124,28 +124,4 @@ async fn the_containerised_dockhand_performs_a_full_and_a_fast_deploy() {
         snapshot(&dir.path().join("volume")),
         origin.snapshot(&origin.head())
     );
-}
-
-/// Removes the containers carrying these labels when the test ends, however it ends.
-struct Guard(Vec<(&'static str, String)>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let labels = std::mem::take(&mut self.0);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let engine = docker().await;
-                for (key, value) in labels {
-                    for c in engine.list_by_label(key, &value).await.unwrap_or_default() {
-                        let _ = engine.remove(&c.id).await;
-                    }
-                }
-            });
-        })
-        .join();
-    }
 }

@@ -35,12 +35,19 @@ async fn spawn_with(origin: &Origin, image: &str, extra: &str) -> (TestApp, Stri
     (app, name)
 }
 
-/// Removes every container of the app on drop, whatever the test did.
-pub(crate) struct Cleanup(pub(crate) String);
+/// Removes every container carrying one of these labels on drop, whatever the test did.
+pub(crate) struct Cleanup(pub(crate) Vec<(&'static str, String)>);
+
+impl Cleanup {
+    /// The containers dockhand starts for app `name`.
+    pub(crate) fn app(name: &str) -> Cleanup {
+        Cleanup(vec![("dockhand.app", name.to_string())])
+    }
+}
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let app = self.0.clone();
+        let labels = std::mem::take(&mut self.0);
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -48,17 +55,45 @@ impl Drop for Cleanup {
                 .unwrap();
             rt.block_on(async {
                 let docker = docker().await;
-                for c in docker
-                    .list_by_label("dockhand.app", &app)
-                    .await
-                    .unwrap_or_default()
-                {
-                    let _ = docker.remove(&c.id).await;
+                for (key, value) in labels {
+                    for c in docker.list_by_label(key, &value).await.unwrap_or_default() {
+                        let _ = docker.remove(&c.id).await;
+                    }
                 }
             });
         })
         .join();
     }
+}
+
+/// An image repository of the test's own in the test registry, so no shared image is touched.
+fn own_repository(test: &str) -> String {
+    format!(
+        "127.0.0.1:5000/dockhand-test/{}",
+        unique(test).replace("dockhand-test-", "")
+    )
+}
+
+/// Publish `source` as `repository:<short sha of commit>` in the registry (not kept locally),
+/// the tag an image template `{short_sha}` names for that commit.
+fn publish_for_commit(source: &str, repository: &str, commit: &str) -> String {
+    let tag = format!("{repository}:{}", &commit[..12]);
+    for args in [
+        ["tag", source, tag.as_str()].as_slice(),
+        &["push", &tag],
+        &["rmi", &tag],
+    ] {
+        let out = std::process::Command::new("/usr/bin/docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    tag
 }
 
 async fn answer(port: u64) -> String {
@@ -82,7 +117,7 @@ async fn first_deploy_starts_a_healthy_container_then_code_pushes_stay_fast_and_
 ) {
     let origin = Origin::new();
     let (app, name) = spawn(&origin, V1).await;
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = Cleanup::app(&name);
 
     // No container yet: full path.
     let first = app.deploy(&origin.head()).await;
@@ -134,7 +169,7 @@ async fn first_deploy_starts_a_healthy_container_then_code_pushes_stay_fast_and_
 async fn a_new_image_that_never_gets_healthy_fails_and_the_old_container_keeps_serving() {
     let origin = Origin::new();
     let (app, name) = spawn(&origin, V1).await;
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = Cleanup::app(&name);
     let good = origin.head();
     app.deploy(&good).await;
     let before = live(&app, &name).await;
@@ -184,7 +219,7 @@ async fn a_new_image_that_never_gets_healthy_fails_and_the_old_container_keeps_s
 async fn an_image_that_does_not_exist_fails_the_pull_and_touches_nothing() {
     let origin = Origin::new();
     let (app, name) = spawn(&origin, V1).await;
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = Cleanup::app(&name);
     let good = origin.head();
     app.deploy(&good).await;
     let before = live(&app, &name).await;
@@ -216,7 +251,7 @@ async fn after_a_crash_lost_the_live_container_and_left_a_stray_one_a_restart_se
 ) {
     let origin = Origin::new();
     let (app, name) = spawn(&origin, V1).await;
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = Cleanup::app(&name);
     app.deploy(&origin.head()).await;
     let before = live(&app, &name).await;
 
@@ -267,7 +302,7 @@ async fn stop_first_on_a_fixed_port_swaps_in_place_and_starts_the_old_container_
         .unwrap()
         .port();
     let (app, name) = spawn_with(&origin, V1, &format!("port = {port}\n")).await;
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = Cleanup::app(&name);
     app.deploy(&origin.head()).await;
     let c1 = live(&app, &name).await;
     assert_eq!(c1["port"], port);
@@ -332,29 +367,14 @@ fn start_first_with_a_fixed_port_is_a_config_error() {
 #[tokio::test]
 async fn images_of_older_full_deploys_beyond_keep_images_are_removed() {
     let origin = Origin::new();
-    // An image repository of this test's own, one tag per commit, so no shared image is touched.
-    let repo = format!(
-        "127.0.0.1:5000/dockhand-test/{}",
-        unique("prune").replace("dockhand-test-", "")
-    );
+    let repo = own_repository("prune");
     let (app, name) = spawn_with(
         &origin,
         &format!("{repo}:{{short_sha}}"),
         "keep_images = 1\n",
     )
     .await;
-    let _cleanup = Cleanup(name.clone());
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new("/usr/bin/docker")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let _cleanup = Cleanup::app(&name);
     let mut tags = Vec::new();
     for i in 0..3 {
         if i > 0 {
@@ -362,13 +382,9 @@ async fn images_of_older_full_deploys_beyond_keep_images_are_removed() {
             origin.commit("next image");
         }
         let head = origin.head();
-        let tag = format!("{repo}:{}", &head[..12]);
-        cli(&["tag", V1, &tag]);
-        cli(&["push", &tag]);
-        cli(&["rmi", &tag]);
+        tags.push(publish_for_commit(V1, &repo, &head));
         let deploy = app.deploy(&head).await;
         assert_eq!(deploy["path"], "full", "{deploy:#}");
-        tags.push(tag);
     }
     let engine = docker().await;
     assert!(
@@ -394,7 +410,7 @@ async fn images_of_older_full_deploys_beyond_keep_images_are_removed() {
 async fn a_registry_that_is_down_fails_the_pull_and_the_old_container_keeps_serving() {
     let origin = Origin::new();
     let (app, name) = spawn(&origin, V1).await;
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = Cleanup::app(&name);
     let good = origin.head();
     app.deploy(&good).await;
     let before = live(&app, &name).await;
@@ -432,7 +448,7 @@ async fn a_private_registry_image_needs_the_configured_credentials() {
     // Without credentials the pull is refused and nothing starts.
     let origin = Origin::new();
     let (app, name) = spawn(&origin, &image).await;
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = Cleanup::app(&name);
     let id = app.push(&origin.head()).await;
     let deploy = app.wait_deploy(id).await;
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
@@ -453,7 +469,7 @@ async fn a_private_registry_image_needs_the_configured_credentials() {
     let origin = Origin::new();
     let extra = format!("registry_username = \"{user}\"\nregistry_password_env = \"{var}\"\n");
     let (app, name) = spawn_with(&origin, &image, &extra).await;
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = Cleanup::app(&name);
     let deploy = app.deploy(&origin.head()).await;
     assert_eq!(deploy["path"], "full");
     assert!(answer(live(&app, &name).await["port"].as_u64().unwrap())
@@ -468,7 +484,7 @@ async fn an_image_with_a_docker_healthcheck_is_judged_by_it_not_by_the_http_prob
     let origin = Origin::new();
     // The HTTP probe of this path would get 404 for ever; the image's HEALTHCHECK decides.
     let (app, name) = spawn_with(&origin, &image, "health_path = \"/no-such-page\"\n").await;
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = Cleanup::app(&name);
     let deploy = app.deploy(&origin.head()).await;
     let health = deploy["steps"]
         .as_array()
@@ -508,7 +524,7 @@ async fn credentials_from_a_docker_config_json_pull_a_private_image() {
     let origin = Origin::new();
     let extra = format!("docker_config = \"{}\"\n", config_json.display());
     let (app, name) = spawn_with(&origin, &format!("{registry}/private/app:v1"), &extra).await;
-    let _cleanup = Cleanup(name.clone());
+    let _cleanup = Cleanup::app(&name);
     app.deploy(&origin.head()).await;
     assert!(answer(live(&app, &name).await["port"].as_u64().unwrap())
         .await
@@ -518,36 +534,15 @@ async fn credentials_from_a_docker_config_json_pull_a_private_image() {
 #[tokio::test]
 async fn a_full_deploy_of_a_new_image_serves_the_new_version() {
     let origin = Origin::new();
-    let repo = format!(
-        "127.0.0.1:5000/dockhand-test/{}",
-        unique("version").replace("dockhand-test-", "")
-    );
+    let repo = own_repository("version");
     let (app, name) = spawn_with(
         &origin,
         &format!("{repo}:{{short_sha}}"),
         "expect_body_contains = \"v\"\n",
     )
     .await;
-    let _cleanup = Cleanup(name.clone());
-    let publish = |source: &str, head: &str| {
-        let tag = format!("{repo}:{}", &head[..12]);
-        for args in [
-            vec!["tag", source, &tag],
-            vec!["push", &tag],
-            vec!["rmi", &tag],
-        ] {
-            let out = std::process::Command::new("/usr/bin/docker")
-                .args(&args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "docker {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    };
-    publish(V1, &origin.head());
+    let _cleanup = Cleanup::app(&name);
+    publish_for_commit(V1, &repo, &origin.head());
     app.deploy(&origin.head()).await;
     assert!(answer(live(&app, &name).await["port"].as_u64().unwrap())
         .await
@@ -555,7 +550,7 @@ async fn a_full_deploy_of_a_new_image_serves_the_new_version() {
 
     origin.write("requirements.txt", "flask==3\n");
     let head = origin.commit("new dependencies, new image");
-    publish("127.0.0.1:5000/dockhand-test/app:v2", &head);
+    publish_for_commit("127.0.0.1:5000/dockhand-test/app:v2", &repo, &head);
     let deploy = app.deploy(&head).await;
     assert_eq!(deploy["path"], "full");
     assert!(
