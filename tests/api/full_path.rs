@@ -112,6 +112,56 @@ async fn live(app: &TestApp, name: &str) -> Value {
     app.get(&format!("/api/apps/{name}")).await["container"].clone()
 }
 
+/// An app whose first deploy put V1 live, and what it served then.
+struct Served {
+    app: TestApp,
+    name: String,
+    _cleanup: Cleanup,
+    /// The deployed commit.
+    good: String,
+    /// The live container after the first deploy (`id`, `port`, …).
+    before: Value,
+}
+
+impl Served {
+    async fn on_v1(origin: &Origin, extra: &str) -> Served {
+        let (app, name) = spawn_with(origin, V1, extra).await;
+        let _cleanup = Cleanup::app(&name);
+        let good = origin.head();
+        app.deploy(&good).await;
+        let before = live(&app, &name).await;
+        Served {
+            app,
+            name,
+            _cleanup,
+            good,
+            before,
+        }
+    }
+
+    /// The operator points the app at another image and restarts dockhand.
+    async fn repointed(self, image: &str) -> Served {
+        let Served {
+            app,
+            name,
+            _cleanup,
+            good,
+            before,
+        } = self;
+        let config = app.dir.path().join("dockhand.toml");
+        let text = std::fs::read_to_string(&config).unwrap().replace(V1, image);
+        std::fs::write(&config, text).unwrap();
+        let app = app.restart().await;
+        Served {
+            app,
+            name,
+            _cleanup,
+            good,
+            before,
+        }
+    }
+}
+
 #[tokio::test]
 async fn first_deploy_starts_a_healthy_container_then_code_pushes_stay_fast_and_lockfile_pushes_swap_it(
 ) {
@@ -168,19 +218,13 @@ async fn first_deploy_starts_a_healthy_container_then_code_pushes_stay_fast_and_
 #[tokio::test]
 async fn a_new_image_that_never_gets_healthy_fails_and_the_old_container_keeps_serving() {
     let origin = Origin::new();
-    let (app, name) = spawn(&origin, V1).await;
-    let _cleanup = Cleanup::app(&name);
-    let good = origin.head();
-    app.deploy(&good).await;
-    let before = live(&app, &name).await;
-
-    // The operator points the app at an image that exits at once.
-    let config = app.dir.path().join("dockhand.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(V1, BROKEN);
-    std::fs::write(&config, text).unwrap();
-    let app = app.restart().await;
+    let Served {
+        app,
+        name,
+        good,
+        before,
+        _cleanup,
+    } = Served::on_v1(&origin, "").await.repointed(BROKEN).await;
     origin.write("app.py", "VERSION = 3\n");
     let id = app.push(&origin.commit("v3")).await;
     let deploy = app.wait_deploy(id).await;
@@ -218,18 +262,16 @@ async fn a_new_image_that_never_gets_healthy_fails_and_the_old_container_keeps_s
 #[tokio::test]
 async fn an_image_that_does_not_exist_fails_the_pull_and_touches_nothing() {
     let origin = Origin::new();
-    let (app, name) = spawn(&origin, V1).await;
-    let _cleanup = Cleanup::app(&name);
-    let good = origin.head();
-    app.deploy(&good).await;
-    let before = live(&app, &name).await;
-
-    let config = app.dir.path().join("dockhand.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(V1, "127.0.0.1:5000/dockhand-test/app:nope");
-    std::fs::write(&config, text).unwrap();
-    let app = app.restart().await;
+    let Served {
+        app,
+        name: _,
+        good,
+        before,
+        _cleanup,
+    } = Served::on_v1(&origin, "")
+        .await
+        .repointed("127.0.0.1:5000/dockhand-test/app:nope")
+        .await;
     origin.write("app.py", "VERSION = 4\n");
     let id = app.push(&origin.commit("v4")).await;
     let deploy = app.wait_deploy(id).await;
@@ -408,24 +450,20 @@ async fn images_of_older_full_deploys_beyond_keep_images_are_removed() {
 
 #[tokio::test]
 async fn a_registry_that_is_down_fails_the_pull_and_the_old_container_keeps_serving() {
-    let origin = Origin::new();
-    let (app, name) = spawn(&origin, V1).await;
-    let _cleanup = Cleanup::app(&name);
-    let good = origin.head();
-    app.deploy(&good).await;
-    let before = live(&app, &name).await;
-
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let config = app.dir.path().join("dockhand.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(V1, &format!("127.0.0.1:{closed}/dockhand-test/app:v1"));
-    std::fs::write(&config, text).unwrap();
-    let app = app.restart().await;
+    let origin = Origin::new();
+    let down = format!("127.0.0.1:{closed}/dockhand-test/app:v1");
+    let Served {
+        app,
+        name,
+        good,
+        before,
+        _cleanup,
+    } = Served::on_v1(&origin, "").await.repointed(&down).await;
     origin.write("app.py", "VERSION = 7\n");
     let id = app.push(&origin.commit("registry down")).await;
     let deploy = app.wait_deploy(id).await;
