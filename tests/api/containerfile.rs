@@ -1,9 +1,7 @@
 //! dockhand's own image (Containerfile), run on the real engine with the documented mounts:
 //! it must perform a full and a fast deploy like the binary does.
 
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
+use std::time::Duration;
 
 use crate::docker::{docker, unique};
 use crate::helpers::*;
@@ -60,52 +58,17 @@ async fn the_containerised_dockhand_performs_a_full_and_a_fast_deploy() {
     ]);
     engine.start(&id).await.unwrap();
 
-    let base = format!("http://127.0.0.1:{port}");
-    let http = client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{base}/healthz")).send().await.is_err() {
-        let logs = engine.logs_tail(&id, 20).await.unwrap_or_default();
-        assert!(
-            Instant::now() < deadline,
-            "containerised dockhand did not start:\n{logs}"
+    let remote = Remote::on_port(port);
+    if !remote.up_within(Duration::from_secs(30)).await {
+        panic!(
+            "containerised dockhand did not start:
+{}",
+            engine.logs_tail(&id, 20).await.unwrap_or_default()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let deploy = |after: String| {
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            let body = push_payload("refs/heads/main", &after, false);
-            let response = http
-                .post(format!("{base}/hooks/github"))
-                .header("X-GitHub-Event", "push")
-                .header("X-GitHub-Delivery", delivery_id())
-                .header("X-Hub-Signature-256", sign(SECRET, &body))
-                .header("Content-Type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 202);
-            let id = response.json::<Value>().await.unwrap()["deploy_id"]
-                .as_i64()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let d: Value = http
-                    .get(format!("{base}/api/deploys/{id}"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                if d["status"] != "queued" && d["status"] != "running" {
-                    return d;
-                }
-                assert!(Instant::now() < deadline, "{d:#}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        let remote = &remote;
+        async move { remote.wait_terminal(remote.push(&after).await).await }
     };
     let full = deploy(origin.head()).await;
     assert_eq!(

@@ -4,15 +4,19 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::helpers::*;
 
 /// A dockhand process on a loopback port.
 struct Server {
     child: Child,
-    base: String,
-    client: reqwest::Client,
+    remote: Remote,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Remote;
+    fn deref(&self) -> &Remote {
+        &self.remote
+    }
 }
 
 fn free_port() -> u16 {
@@ -49,70 +53,15 @@ impl Server {
             .unwrap();
         let server = Server {
             child,
-            base: format!("http://127.0.0.1:{port}"),
-            client: crate::helpers::client(),
+            remote: Remote::on_port(port.parse().unwrap()),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server
-            .client
-            .get(format!("{}/healthz", server.base))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "dockhand did not start: {}",
-                std::fs::read_to_string(log).unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let up = server.up_within(Duration::from_secs(30)).await;
+        assert!(
+            up,
+            "dockhand did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
         server
-    }
-
-    async fn push(&self, after: &str) -> i64 {
-        let body = push_payload("refs/heads/main", after, false);
-        let response = self
-            .client
-            .post(format!("{}/hooks/github", self.base))
-            .header("X-GitHub-Event", "push")
-            .header("X-GitHub-Delivery", delivery_id())
-            .header("X-Hub-Signature-256", sign(SECRET, &body))
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 202);
-        response.json::<Value>().await.unwrap()["deploy_id"]
-            .as_i64()
-            .unwrap()
-    }
-
-    async fn deploy(&self, id: i64) -> Value {
-        self.client
-            .get(format!("{}/api/deploys/{id}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn wait_terminal(&self, id: i64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let d = self.deploy(id).await;
-            if d["status"] != "queued" && d["status"] != "running" {
-                return d;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "deploy {id} never finished: {d:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 }
 

@@ -444,3 +444,83 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// A dockhand reached only over HTTP on a loopback port: a separate process or a container.
+pub struct Remote {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Remote {
+    pub fn on_port(port: u16) -> Remote {
+        Remote {
+            base: format!("http://127.0.0.1:{port}"),
+            client: client(),
+        }
+    }
+
+    /// Whether `/healthz` answers within `deadline`.
+    pub async fn up_within(&self, deadline: Duration) -> bool {
+        let deadline = Instant::now() + deadline;
+        while self
+            .client
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await
+            .is_err()
+        {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// A signed push of `after` to main; returns the queued deploy's id.
+    pub async fn push(&self, after: &str) -> i64 {
+        let body = push_payload("refs/heads/main", after, false);
+        let response = self
+            .client
+            .post(format!("{}/hooks/github", self.base))
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", delivery_id())
+            .header("X-Hub-Signature-256", sign(SECRET, &body))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        response.json::<Value>().await.unwrap()["deploy_id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    pub async fn deploy(&self, id: i64) -> Value {
+        self.client
+            .get(format!("{}/api/deploys/{id}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Wait (120 s) until the deploy has a terminal status.
+    pub async fn wait_terminal(&self, id: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let d = self.deploy(id).await;
+            if d["status"] != "queued" && d["status"] != "running" {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deploy {id} never finished: {d:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
