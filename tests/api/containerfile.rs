@@ -52,10 +52,8 @@ async fn the_containerised_dockhand_performs_a_full_and_a_fast_deploy() {
         restart_policy: None,
     };
     let id = engine.create(&spec).await.unwrap();
-    let _cleanup = crate::full_path::Cleanup(vec![
-        ("dockhand.test", name.clone()),
-        ("dockhand.app", name.clone()),
-    ]);
+    let _dockhand = crate::docker::Cleanup::test(name.clone());
+    let _apps = crate::docker::Cleanup::app(&name);
     engine.start(&id).await.unwrap();
 
     let remote = Remote::on_port(port);

@@ -281,7 +281,7 @@ async fn killed_between_stopping_the_old_container_and_starting_the_new_one_the_
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     let name = crate::docker::unique("kill").replace("dockhand-test-", "");
-    let _cleanup = crate::full_path::Cleanup::app(&name);
+    let _cleanup = crate::docker::Cleanup::app(&name);
     let app_port = free_port();
     let container = format!(
         "[apps.container]\nimage = \"127.0.0.1:5000/dockhand-test/app:v1\"\nmount = \"/code\"\nport = {app_port}\n\

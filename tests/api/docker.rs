@@ -59,15 +59,31 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// Removes every container labelled with `value` when dropped, pass or panic. Drop cannot
+/// Removes every container labelled `key=value` when dropped, pass or panic. Drop cannot
 /// await, so it connects afresh on its own thread and runtime.
-struct Cleanup {
-    value: String,
+pub(crate) struct Cleanup {
+    key: &'static str,
+    pub(crate) value: String,
+}
+
+impl Cleanup {
+    /// Containers a test labels `dockhand.test=<value>` itself.
+    pub(crate) fn test(value: String) -> Cleanup {
+        Cleanup { key: LABEL, value }
+    }
+
+    /// The containers dockhand starts for app `name`.
+    pub(crate) fn app(name: &str) -> Cleanup {
+        Cleanup {
+            key: "dockhand.app",
+            value: name.to_string(),
+        }
+    }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let value = self.value.clone();
+        let (key, value) = (self.key, self.value.clone());
         let cleaned = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -75,7 +91,7 @@ impl Drop for Cleanup {
                 .expect("a runtime for cleanup");
             rt.block_on(async {
                 let docker = Docker::connect().await.ok()?;
-                for c in docker.list_by_label(LABEL, &value).await.ok()? {
+                for c in docker.list_by_label(key, &value).await.ok()? {
                     let _ = docker.remove(&c.id).await;
                 }
                 Some(())
@@ -84,8 +100,8 @@ impl Drop for Cleanup {
         .join();
         if !matches!(cleaned, Ok(Some(()))) {
             eprintln!(
-                "cleanup of containers labelled {LABEL}={} failed",
-                self.value
+                "cleanup of containers labelled {}={} failed",
+                self.key, self.value
             );
         }
     }
@@ -203,9 +219,7 @@ async fn option_like_or_empty_image_references_are_refused() {
 #[tokio::test]
 async fn app_v1_is_healthy_when_its_body_must_contain_v1_and_stops() {
     let docker = docker().await;
-    let cleanup = Cleanup {
-        value: unique("healthy"),
-    };
+    let cleanup = Cleanup::test(unique("healthy"));
     let (id, port) = run(&docker, "healthy", &app_v1(), &cleanup, 0).await;
 
     let report = docker
@@ -236,9 +250,7 @@ async fn app_v1_is_healthy_when_its_body_must_contain_v1_and_stops() {
 #[tokio::test]
 async fn app_v1_is_not_healthy_when_v2_is_expected_and_the_error_says_why() {
     let docker = docker().await;
-    let cleanup = Cleanup {
-        value: unique("wrong-body"),
-    };
+    let cleanup = Cleanup::test(unique("wrong-body"));
     let (id, port) = run(&docker, "wrong-body", &app_v1(), &cleanup, 0).await;
 
     let started = Instant::now();
@@ -260,9 +272,7 @@ async fn app_v1_is_not_healthy_when_v2_is_expected_and_the_error_says_why() {
 #[tokio::test]
 async fn too_many_failed_probes_in_a_row_fail_before_the_deadline() {
     let docker = docker().await;
-    let cleanup = Cleanup {
-        value: unique("failures"),
-    };
+    let cleanup = Cleanup::test(unique("failures"));
     let (id, port) = run(&docker, "failures", &app_v1(), &cleanup, 0).await;
     let mut check = check(port, "v2", Duration::from_secs(20));
     check.failures = 2;
@@ -278,9 +288,7 @@ async fn too_many_failed_probes_in_a_row_fail_before_the_deadline() {
 #[tokio::test]
 async fn a_container_that_exits_fails_the_health_check_at_once_with_its_exit_code() {
     let docker = docker().await;
-    let cleanup = Cleanup {
-        value: unique("broken"),
-    };
+    let cleanup = Cleanup::test(unique("broken"));
     let (id, port) = run(&docker, "broken", &broken(), &cleanup, 0).await;
 
     let started = Instant::now();
@@ -303,9 +311,7 @@ async fn a_container_that_exits_fails_the_health_check_at_once_with_its_exit_cod
 #[tokio::test]
 async fn a_slow_booting_app_is_healthy_after_some_failed_probes() {
     let docker = docker().await;
-    let cleanup = Cleanup {
-        value: unique("slow-boot"),
-    };
+    let cleanup = Cleanup::test(unique("slow-boot"));
     let (id, port) = run(&docker, "slow-boot", &app_v1(), &cleanup, 2).await;
 
     let report = docker
@@ -320,9 +326,7 @@ async fn a_slow_booting_app_is_healthy_after_some_failed_probes() {
 #[tokio::test]
 async fn waiting_for_docker_health_on_an_image_without_healthcheck_fails() {
     let docker = docker().await;
-    let cleanup = Cleanup {
-        value: unique("no-healthcheck"),
-    };
+    let cleanup = Cleanup::test(unique("no-healthcheck"));
     let (id, _) = run(&docker, "no-healthcheck", &app_v1(), &cleanup, 0).await;
 
     let err = docker
@@ -339,9 +343,7 @@ async fn waiting_for_docker_health_on_an_image_without_healthcheck_fails() {
 #[tokio::test]
 async fn creating_a_container_with_a_name_in_use_is_a_conflict() {
     let docker = docker().await;
-    let cleanup = Cleanup {
-        value: unique("conflict"),
-    };
+    let cleanup = Cleanup::test(unique("conflict"));
     let name = unique("conflict");
     let spec = spec(&name, &app_v1(), &cleanup, free_port(), 0);
     docker.create(&spec).await.expect("first create");
@@ -369,12 +371,8 @@ async fn stopping_or_removing_a_missing_container_is_ok() {
 #[tokio::test]
 async fn list_by_label_finds_exactly_this_tests_containers() {
     let docker = docker().await;
-    let mine = Cleanup {
-        value: unique("list"),
-    };
-    let other = Cleanup {
-        value: unique("list-other"),
-    };
+    let mine = Cleanup::test(unique("list"));
+    let other = Cleanup::test(unique("list-other"));
     let (a, b) = (unique("list-a"), unique("list-b"));
     let a_id = docker
         .create(&spec(&a, &app_v1(), &mine, free_port(), 0))
@@ -496,9 +494,7 @@ async fn connecting_to_a_socket_that_does_not_exist_says_where_it_looked() {
 #[tokio::test]
 async fn a_crash_looping_container_under_a_restart_policy_fails_the_health_check_fast() {
     let docker = docker().await;
-    let cleanup = Cleanup {
-        value: unique("crash-loop"),
-    };
+    let cleanup = Cleanup::test(unique("crash-loop"));
     let port = free_port();
     let mut looping = spec(&unique("crash-loop"), &broken(), &cleanup, port, 0);
     looping.restart_policy = Some("always".into());
@@ -593,9 +589,7 @@ async fn engine_calls_survive_a_connection_cut_mid_call_without_duplicating_cont
     let docker = Docker::connect_to(&flaky.url())
         .await
         .expect("connect through the proxy");
-    let cleanup = Cleanup {
-        value: unique("flaky"),
-    };
+    let cleanup = Cleanup::test(unique("flaky"));
     let spec = spec(&unique("flaky"), &app_v1(), &cleanup, free_port(), 0);
 
     flaky.cut_next_request();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::docker::{docker, unique};
+use crate::docker::{docker, unique, Cleanup};
 use crate::helpers::*;
 
 const V1: &str = "127.0.0.1:5000/dockhand-test/app:v1";
@@ -33,37 +33,6 @@ async fn spawn_with(origin: &Origin, image: &str, extra: &str) -> (TestApp, Stri
     })
     .await;
     (app, name)
-}
-
-/// Removes every container carrying one of these labels on drop, whatever the test did.
-pub(crate) struct Cleanup(pub(crate) Vec<(&'static str, String)>);
-
-impl Cleanup {
-    /// The containers dockhand starts for app `name`.
-    pub(crate) fn app(name: &str) -> Cleanup {
-        Cleanup(vec![("dockhand.app", name.to_string())])
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let labels = std::mem::take(&mut self.0);
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let docker = docker().await;
-                for (key, value) in labels {
-                    for c in docker.list_by_label(key, &value).await.unwrap_or_default() {
-                        let _ = docker.remove(&c.id).await;
-                    }
-                }
-            });
-        })
-        .join();
-    }
 }
 
 /// An image repository of the test's own in the test registry, so no shared image is touched.
