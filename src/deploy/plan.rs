@@ -125,7 +125,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         );
     }
     if let Some(path) = i.requested {
-        return d(path, format!("{} path requested explicitly", word(path)));
+        return d(path, format!("{} path requested explicitly", path.as_str()));
     }
     match i.running {
         Running::Nothing => {
@@ -144,7 +144,7 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         }
     }
     let bad_trailer = match trailer(i.message) {
-        Some(Ok(path)) => return d(path, format!("commit trailer {TRAILER}: {}", word(path))),
+        Some(Ok(path)) => return d(path, format!("commit trailer {TRAILER}: {}", path.as_str())),
         Some(Err(value)) => Some(value),
         None => None,
     };
@@ -174,10 +174,13 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
     decision
 }
 
-fn word(path: DeployPath) -> &'static str {
-    match path {
-        DeployPath::Fast => "fast",
-        DeployPath::Full => "full",
+impl DeployPath {
+    /// `fast` or `full`, as the store and the API say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployPath::Fast => "fast",
+            DeployPath::Full => "full",
+        }
     }
 }
 

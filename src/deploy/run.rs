@@ -179,75 +179,37 @@ async fn execute(
         Ok(plan) => plan,
         Err(e) => return fail(ctx, deploy, &e).await,
     };
-    // Fast or full: apps without a container spec are always fast.
-    let mut docker = None;
-    let decision = match &app.container {
-        None => Decision {
-            path: DeployPath::Fast,
-            reason: plan.summary.clone(),
-        },
-        Some(container) => {
-            let connected = match Docker::connect().await {
-                Ok(d) => d,
-                Err(e) => return fail(ctx, deploy, &e).await,
-            };
-            let running = match &old_container {
-                Some(id) => match connected.inspect(id).await {
-                    Ok(Some(info)) if info.running => Running::Image(info.image_ref),
-                    Ok(_) => Running::Nothing,
-                    Err(e) => return fail(ctx, deploy, &e).await,
-                },
-                None => Running::Nothing,
-            };
-            let git_ref = deploy.git_ref.clone().unwrap_or_default();
-            let wanted = render(&container.image, &target.to_string(), &git_ref);
-            let changed: Vec<&std::path::Path> = plan.changes.iter().map(change_path).collect();
-            docker = Some(connected);
-            let decision = plan::decide(&plan::Inputs {
-                has_container: true,
-                has_volume: true,
-                full_paths: &container.full_paths,
-                changed: &changed,
-                message: &plan.message,
-                wanted_image: Some(&wanted),
-                running: &running,
-                requested: None,
-            });
-            Decision {
-                path: decision.path,
-                reason: format!("{}; {}", decision.reason, plan.summary),
-            }
-        }
-    };
-    let path_word = match decision.path {
-        DeployPath::Fast => "fast",
-        DeployPath::Full => "full",
-    };
+    let (decision, docker) =
+        match decide(app, deploy, &plan, target, old_container.as_deref()).await {
+            Ok(decided) => decided,
+            Err(e) => return fail(ctx, deploy, &e).await,
+        };
     store
-        .plan_deploy(deploy.id, &target.to_string(), path_word, &decision.reason)
+        .plan_deploy(
+            deploy.id,
+            &target.to_string(),
+            decision.path.as_str(),
+            &decision.reason,
+        )
         .await?;
 
-    let full = match (decision.path, &app.container, &docker) {
-        (DeployPath::Full, Some(container), Some(docker)) => Some((
-            full::FullDeploy {
+    // The full path pulls before the volume is touched: a bad image changes nothing.
+    let full = match (decision.path, &app.container, docker) {
+        (DeployPath::Full, Some(container), Some(docker)) => {
+            let f = full::FullDeploy {
                 app,
                 container,
                 deploy_id: deploy.id,
                 commit: target.to_string(),
                 git_ref: deploy.git_ref.clone().unwrap_or_default(),
-                old_container: old_container.clone(),
-            },
-            docker,
-        )),
+                old_container,
+            };
+            match full::pull(&docker, store, &steps, &f).await {
+                Ok(pulled) => Some((f, docker, pulled)),
+                Err(e) => return fail(ctx, deploy, &e).await,
+            }
+        }
         _ => None,
-    };
-    // The image is pulled before the volume is touched: a bad image changes nothing.
-    let pulled = match &full {
-        Some((f, docker)) => match full::pull(docker, store, &steps, f).await {
-            Ok(pulled) => Some(pulled),
-            Err(e) => return fail(ctx, deploy, &e).await,
-        },
-        None => None,
     };
 
     let synced = {
@@ -260,14 +222,14 @@ async fn execute(
             })
             .await
     };
-    let live = match (synced, full, pulled) {
-        (Err(e), _, _) => Err(e),
-        (Ok(()), Some((f, docker)), Some((image, digest))) => {
-            full::swap(docker, &steps, &f, image, digest)
+    let live = match (synced, &full) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some((f, docker, (image, digest)))) => {
+            full::swap(docker, &steps, f, image.clone(), digest.clone())
                 .await
                 .map(Some)
         }
-        (Ok(()), _, _) => {
+        (Ok(()), None) => {
             let (v, reload) = (volume.clone(), app.reload.clone());
             steps
                 .run("reload", "", async move {
@@ -289,14 +251,67 @@ async fn execute(
         .succeed_deploy(deploy.id, &app.name, &target.to_string(), live.as_ref())
         .await?;
     // Old images go only once the new deploy is recorded; failing to prune fails nothing.
-    if let (Some(live), Some(container), Some(docker)) = (&live, &app.container, &docker) {
-        if let Err(e) = full::prune_images(docker, store, &steps, app, container, &live.image).await
+    if let (Some(live), Some((f, docker, _))) = (&live, &full) {
+        if let Err(e) =
+            full::prune_images(docker, store, &steps, app, f.container, &live.image).await
         {
             warn!(error = format!("{e:#}"), "pruning old images failed");
         }
     }
     info!(deploy_id = deploy.id, commit = %target, "deploy succeeded");
     Ok(())
+}
+
+/// Fast or full, and why. Apps without a container spec are always fast and need no engine;
+/// for the others the engine client comes back too, for the full path to use.
+async fn decide(
+    app: &AppConfig,
+    deploy: &Deploy,
+    plan: &fast::Plan,
+    target: Oid,
+    old_container: Option<&str>,
+) -> anyhow::Result<(Decision, Option<Docker>)> {
+    let Some(container) = &app.container else {
+        return Ok((
+            Decision {
+                path: DeployPath::Fast,
+                reason: plan.summary.clone(),
+            },
+            None,
+        ));
+    };
+    let docker = Docker::connect().await?;
+    let running = match old_container {
+        Some(id) => match docker.inspect(id).await? {
+            Some(info) if info.running => Running::Image(info.image_ref),
+            _ => Running::Nothing,
+        },
+        None => Running::Nothing,
+    };
+    let wanted = render(
+        &container.image,
+        &target.to_string(),
+        deploy.git_ref.as_deref().unwrap_or_default(),
+    );
+    let changed: Vec<&std::path::Path> = plan.changes.iter().map(change_path).collect();
+    let decision = plan::decide(&plan::Inputs {
+        has_container: true,
+        has_volume: true,
+        full_paths: &container.full_paths,
+        changed: &changed,
+        message: &plan.message,
+        wanted_image: Some(&wanted),
+        running: &running,
+        requested: None,
+    });
+    let reason = format!("{}; {}", decision.reason, plan.summary);
+    Ok((
+        Decision {
+            path: decision.path,
+            reason,
+        },
+        Some(docker),
+    ))
 }
 
 /// After a failed sync or reload, put the volume back to what was deployed.
