@@ -64,10 +64,7 @@ impl App {
         let store = Store::open(&config.database_path()).await?;
         crate::git::set_network_timeouts(GIT_CONNECT_TIMEOUT, GIT_IO_TIMEOUT)?;
         let config = Arc::new(config);
-        let ctx = deploy::Context {
-            config: config.clone(),
-            store: store.clone(),
-        };
+        let ctx = deploy::Context::new(config.clone(), store.clone());
         let (deployer, workers) = Deployer::spawn(ctx.clone());
         deploy::recover(&ctx, &deployer)
             .await

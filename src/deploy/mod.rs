@@ -17,16 +17,35 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::config::Config;
+use crate::runtime::Docker;
 use crate::store::Store;
 
 pub use queue::{pick_latest, Candidate, Deployer, QueueError, Workers};
 pub use recover::recover;
 
-/// What every deploy needs: the configuration and the store.
+/// What every deploy needs: the configuration, the store, and the container engine.
 #[derive(Clone)]
 pub struct Context {
     pub config: Arc<Config>,
     pub store: Store,
+    /// Connected on first use and kept: connecting costs a version and a ping round trip, and
+    /// the client opens a connection per request anyway. A failed connect is tried again later.
+    docker: Arc<tokio::sync::OnceCell<Docker>>,
+}
+
+impl Context {
+    pub fn new(config: Arc<Config>, store: Store) -> Context {
+        Context {
+            config,
+            store,
+            docker: Arc::default(),
+        }
+    }
+
+    /// The container engine.
+    pub(crate) async fn docker(&self) -> anyhow::Result<Docker> {
+        self.docker.get_or_try_init(Docker::connect).await.cloned()
+    }
 }
 
 /// Run blocking work (git2, filesystem) on the blocking pool, inside the caller's tracing span.

@@ -11,7 +11,6 @@ use tracing::{info, warn};
 use super::steps::Steps;
 use super::{blocking, fast, full, Context, Deployer};
 use crate::git::Oid;
-use crate::runtime::Docker;
 use crate::store::DeployStatus;
 
 /// Resolve what a previous run left unfinished. Called once at startup, after the workers start.
@@ -134,7 +133,7 @@ async fn reconcile_containers(ctx: &Context) -> anyhow::Result<()> {
     if apps.is_empty() {
         return Ok(());
     }
-    let docker = match Docker::connect().await {
+    let docker = match ctx.docker().await {
         Ok(d) => d,
         Err(e) => {
             warn!(

@@ -180,7 +180,7 @@ async fn execute(
         Err(e) => return fail(ctx, deploy, &e).await,
     };
     let (decision, docker) =
-        match decide(app, deploy, &plan, target, old_container.as_deref()).await {
+        match decide(ctx, app, deploy, &plan, target, old_container.as_deref()).await {
             Ok(decided) => decided,
             Err(e) => return fail(ctx, deploy, &e).await,
         };
@@ -265,6 +265,7 @@ async fn execute(
 /// Fast or full, and why. Apps without a container spec are always fast and need no engine;
 /// for the others the engine client comes back too, for the full path to use.
 async fn decide(
+    ctx: &Context,
     app: &AppConfig,
     deploy: &Deploy,
     plan: &fast::Plan,
@@ -280,7 +281,7 @@ async fn decide(
             None,
         ));
     };
-    let docker = Docker::connect().await?;
+    let docker = ctx.docker().await?;
     let running = match old_container {
         Some(id) => match docker.inspect(id).await? {
             Some(info) if info.running => Running::Image(info.image_ref),
