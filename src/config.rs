@@ -69,7 +69,31 @@ pub struct AppConfig {
     pub credentials: Credentials,
     /// The app's container, for the full path; `None`: fast path only.
     pub container: Option<ContainerConfig>,
+    /// The built-in reverse proxy in front of the app, if any.
+    pub proxy: Option<ProxyConfig>,
 }
+
+/// `[apps.proxy]`: a stable address dockhand serves and forwards to whichever container is live.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where the proxy listens (the app's public address).
+    pub listen: SocketAddr,
+    /// A fixed upstream, for an app dockhand does not run in a container; `None`: the live
+    /// container's loopback port.
+    pub upstream: Option<SocketAddr>,
+    /// How long an upstream may take to send its response head; then 504.
+    pub timeout: Duration,
+    /// How long a full deploy waits for requests still open on the old container before it
+    /// stops it anyway.
+    pub drain_timeout: Duration,
+    /// Start in maintenance mode (every request answered 503 with `maintenance_body`).
+    pub maintenance: bool,
+    pub maintenance_body: String,
+}
+
+/// What the proxy answers while an app is in maintenance, unless the config says otherwise.
+pub const DEFAULT_MAINTENANCE_BODY: &str =
+    "This service is down for maintenance and will be back shortly.\n";
 
 impl fmt::Debug for ContainerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -321,6 +345,21 @@ struct RawApp {
     token_file: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
     container: Option<RawContainer>,
+    proxy: Option<RawProxy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    listen: SocketAddr,
+    upstream: Option<SocketAddr>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    drain_timeout: Option<Duration>,
+    #[serde(default)]
+    maintenance: bool,
+    maintenance_body: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -429,6 +468,19 @@ impl Config {
                 || server.state_dir.starts_with(&app.volume)
             {
                 bail!("{label}.volume: must not overlap server.state_dir (git metadata never lives in a volume)");
+            }
+            if let Some(proxy) = &app.proxy {
+                let taken = proxy.listen.port() != 0
+                    && (proxy.listen == server.listen
+                        || apps.iter().any(|a: &AppConfig| {
+                            a.proxy.as_ref().is_some_and(|p| p.listen == proxy.listen)
+                        }));
+                if taken {
+                    bail!(
+                        "{label}.proxy.listen: {} is already used by the server or another app",
+                        proxy.listen
+                    );
+                }
             }
             apps.push(app);
         }
@@ -546,8 +598,14 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         .map(|c| validate_container(c, base))
         .transpose()
         .context("container")?;
+    let proxy = raw
+        .proxy
+        .map(|p| validate_proxy(p, container.is_some()))
+        .transpose()
+        .context("proxy")?;
     Ok(AppConfig {
         container,
+        proxy,
         name: raw.name,
         repo: raw.repo,
         repository: raw.repository,
@@ -560,6 +618,32 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         adopt: raw.adopt,
         fetch_limits,
         credentials,
+    })
+}
+
+fn validate_proxy(raw: RawProxy, has_container: bool) -> anyhow::Result<ProxyConfig> {
+    match (raw.upstream, has_container) {
+        (Some(_), true) => bail!(
+            "upstream: the app has a container, whose live port is the upstream; remove upstream"
+        ),
+        (None, false) => bail!(
+            "upstream: required for an app without [apps.container] (the address its process listens on)"
+        ),
+        _ => {}
+    }
+    let timeout = raw.timeout.unwrap_or(Duration::from_secs(60));
+    if timeout.is_zero() {
+        bail!("timeout: must be greater than zero");
+    }
+    Ok(ProxyConfig {
+        listen: raw.listen,
+        upstream: raw.upstream,
+        timeout,
+        drain_timeout: raw.drain_timeout.unwrap_or(Duration::from_secs(30)),
+        maintenance: raw.maintenance,
+        maintenance_body: raw
+            .maintenance_body
+            .unwrap_or_else(|| DEFAULT_MAINTENANCE_BODY.to_string()),
     })
 }
 
@@ -896,5 +980,45 @@ mod tests {
             "https://github.com/a/b"
         );
         assert_eq!(redact_url("/srv/origin.git"), "/srv/origin.git");
+    }
+
+    #[test]
+    fn a_proxy_needs_exactly_one_upstream_source_and_its_own_listen_address() {
+        let fixed = "[apps.proxy]\nlisten = \"127.0.0.1:8080\"\nupstream = \"127.0.0.1:9000\"\n";
+        let (config, _) = parse(&format!("{APP}{fixed}")).unwrap();
+        let proxy = config.apps[0].proxy.as_ref().unwrap();
+        assert_eq!(proxy.drain_timeout, Duration::from_secs(30));
+        assert_eq!(proxy.timeout, Duration::from_secs(60));
+        assert!(!proxy.maintenance);
+        assert_eq!(proxy.maintenance_body, DEFAULT_MAINTENANCE_BODY);
+
+        let bare = "[apps.proxy]\nlisten = \"127.0.0.1:8080\"\n";
+        let err = format!("{:#}", parse(&format!("{APP}{bare}")).unwrap_err());
+        assert!(err.contains("proxy: upstream: required"), "{err}");
+
+        let container = "[apps.container]\nimage = \"app:1\"\nmount = \"/code\"\n";
+        let err = format!(
+            "{:#}",
+            parse(&format!("{APP}{container}{fixed}")).unwrap_err()
+        );
+        assert!(
+            err.contains("proxy: upstream: the app has a container"),
+            "{err}"
+        );
+        assert!(parse(&format!("{APP}{container}{bare}")).is_ok());
+
+        let second = APP.replace("\"web\"", "\"api\"");
+        let err = format!(
+            "{:#}",
+            parse(&format!("{APP}{fixed}{second}{fixed}")).unwrap_err()
+        );
+        assert!(
+            err.contains("apps[1] (api).proxy.listen: 127.0.0.1:8080 is already used"),
+            "{err}"
+        );
+        let on_server =
+            "[apps.proxy]\nlisten = \"127.0.0.1:8700\"\nupstream = \"127.0.0.1:9000\"\n";
+        let err = format!("{:#}", parse(&format!("{APP}{on_server}")).unwrap_err());
+        assert!(err.contains("already used by the server"), "{err}");
     }
 }

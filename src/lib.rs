@@ -13,6 +13,7 @@
 //! - [`git`]: the bare cache repository of each app (git2).
 //! - [`volume`]: symlink-safe, atomic, O(changed) writes into the volume (cap-std).
 //! - [`store`]: SQLite (sqlx), migrations embedded from `migrations/`.
+//! - [`proxy`]: the built-in reverse proxy in front of an app (atomic upstream switch, drain).
 //! - [`runtime`]: the container engine (Docker via bollard) and the loopback HTTP health probe.
 //! - [`startup`]: `App::build` / `port` / `run`; [`cli`] and [`telemetry`] for the binary.
 
@@ -22,6 +23,8 @@ pub mod deploy;
 pub mod git;
 pub mod github;
 pub mod http;
+mod listener;
+pub mod proxy;
 pub mod runtime;
 pub mod startup;
 pub mod store;

@@ -8,22 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::deploy::{self, Deployer, Workers};
 use crate::http::{router, AppState};
+use crate::proxy::{Proxies, Proxy};
 use crate::store::Store;
 
-/// Slow clients must send their request head within this, or the connection is closed.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (line + headers) accepted; hyper answers 431 beyond it.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// libgit2 gives up connecting to an origin after this.
 const GIT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// libgit2 gives up on an origin that sends nothing for this long.
@@ -34,6 +30,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A bound, recovered, ready-to-serve dockhand.
 pub struct App {
     listener: TcpListener,
+    /// The apps' proxy listeners, served from `run` on.
+    proxies: Vec<(Arc<Proxy>, TcpListener)>,
     state: AppState,
     workers: Workers,
     /// Held for the life of the server: one dockhand per state directory.
@@ -61,10 +59,11 @@ impl App {
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
+        let (proxies, proxy_listeners) = Proxies::bind(&config).await?;
         let store = Store::open(&config.database_path()).await?;
         crate::git::set_network_timeouts(GIT_CONNECT_TIMEOUT, GIT_IO_TIMEOUT)?;
         let config = Arc::new(config);
-        let ctx = deploy::Context::new(config.clone(), store.clone());
+        let ctx = deploy::Context::new(config.clone(), store.clone(), proxies.clone());
         let (deployer, workers) = Deployer::spawn(ctx.clone());
         deploy::recover(&ctx, &deployer)
             .await
@@ -77,9 +76,11 @@ impl App {
             config,
             store,
             deployer,
+            proxies,
         };
         Ok(App {
             listener,
+            proxies: proxy_listeners,
             state,
             workers,
             _lock: lock,
@@ -99,58 +100,34 @@ impl App {
     }
 
     /// Serve until `shutdown` resolves; then stop accepting, let open requests and the running
-    /// deploys finish (bounded), and return.
+    /// deploys finish (bounded), and return. The apps' proxies serve until the deploys are done
+    /// (a deploy may still switch one), then drain too.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let App {
             listener,
+            proxies,
             state,
             workers,
             _lock,
         } = self;
+        let stop_proxies = CancellationToken::new();
+        let mut proxy_tasks = JoinSet::new();
+        for (proxy, listener) in proxies {
+            info!(addr = %proxy.local_addr(), "proxy listening");
+            let stop = stop_proxies.clone().cancelled_owned();
+            proxy_tasks.spawn(proxy.serve(listener, stop, SHUTDOWN_GRACE));
+        }
         info!(addr = %listener.local_addr()?, apps = state.config.apps.len(), "dockhand listening");
         let service = TowerToHyperService::new(router(state));
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADER_BYTES as u32);
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(conn) => conn,
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone());
-                    let conn = graceful.watch(conn.into_owned());
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                }
-            }
-        }
-        info!("shutting down: no new connections");
-        drop(listener);
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        let finished =
+            crate::listener::serve(listener, |_| service.clone(), shutdown, SHUTDOWN_GRACE).await;
+        info!("shutting down: stopped accepting, open requests done");
+        if !finished {
             warn!("open connections did not finish in time");
         }
         workers.shutdown(SHUTDOWN_GRACE).await;
+        stop_proxies.cancel();
+        while proxy_tasks.join_next().await.is_some() {}
         info!("dockhand stopped");
         Ok(())
     }

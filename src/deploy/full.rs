@@ -9,6 +9,7 @@ use anyhow::Context as _;
 
 use super::steps::Steps;
 use crate::config::{render, AppConfig, ContainerConfig, Strategy};
+use crate::proxy::{Proxy, Retired, Target};
 use crate::runtime::Docker;
 use crate::runtime::{ContainerSpec, HealthCheck, Mount};
 use crate::store::{AppState, LiveContainer, Store};
@@ -27,6 +28,16 @@ pub(super) struct FullDeploy<'a> {
     pub git_ref: String,
     /// The container serving now, if any: stopped only once the new one is healthy.
     pub old_container: Option<String>,
+    /// The app's reverse proxy, switched to the new container once it is healthy.
+    pub proxy: Option<&'a Proxy>,
+}
+
+/// The proxy target of a container listening on a loopback port.
+pub(super) fn upstream(container: &str, port: u16) -> Target {
+    Target {
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        container: Some(container.to_string()),
+    }
 }
 
 /// Pull the deploy's image and record its digest; returns the image reference and digest.
@@ -55,7 +66,9 @@ pub(super) async fn pull(
     Ok((image, pulled.digest))
 }
 
-/// Replace the old container by a new one of `image`, by the app's strategy.
+/// Replace the old container by a new one of `image`, by the app's strategy. With a proxy,
+/// new requests switch to the new container once it is healthy, and the old one is stopped
+/// only after the requests still open on it finished (bounded by the drain timeout).
 pub(super) async fn swap(
     docker: &Docker,
     steps: &Steps,
@@ -69,7 +82,16 @@ pub(super) async fn swap(
     };
     let grace = d.container.stop_grace;
     let stop_first = d.container.strategy == Strategy::StopFirst;
+    // stop-first: the proxy stops sending to the old container (503 meanwhile) and waits for
+    // its open requests, then the old container stops to free the port.
+    let mut stopped_upstream = None;
     if let (true, Some(old)) = (stop_first, &d.old_container) {
+        if let Some(proxy) = d.proxy {
+            stopped_upstream = switch(steps, proxy, None).await?;
+            if let Some(retired) = &stopped_upstream {
+                drain(steps, proxy, retired).await?;
+            }
+        }
         steps
             .run(
                 "stop-old",
@@ -97,19 +119,39 @@ pub(super) async fn swap(
                         "and the previous container did not start again: {again:#}"
                     )));
                 }
+                if let (Some(proxy), Some(old)) = (d.proxy, &stopped_upstream) {
+                    switch(steps, proxy, Some(old.target().clone())).await?;
+                }
             }
             return Err(e);
         }
     };
+    // From here on the new container is live: nothing below fails the deploy.
+    let mut retired = None;
+    if let Some(proxy) = d.proxy {
+        retired = switch(steps, proxy, Some(upstream(&id, port)))
+            .await
+            .unwrap_or(None);
+    }
     if let Some(old) = &d.old_container {
-        steps
+        if let (Some(proxy), Some(retired)) = (d.proxy, &retired) {
+            let _ = drain(steps, proxy, retired).await;
+        }
+        let retiring = steps
             .run("retire", &format!("stop and remove {old}"), async {
                 docker.stop(old, grace).await?;
                 docker.remove(old).await?;
                 Ok(((), "removed".to_string()))
             })
-            .await
-            .context("retiring the old container (the new one is live)")?;
+            .await;
+        if let Err(e) = retiring {
+            // Startup reconciliation removes it as a stray if it is still there then.
+            tracing::warn!(
+                container = old,
+                error = format!("{e:#}"),
+                "the old container could not be retired"
+            );
+        }
     }
     Ok(LiveContainer {
         id,
@@ -117,6 +159,50 @@ pub(super) async fn swap(
         digest,
         port,
     })
+}
+
+/// Point the proxy at `to` (or at nothing), as a step.
+async fn switch(
+    steps: &Steps,
+    proxy: &Proxy,
+    to: Option<Target>,
+) -> anyhow::Result<Option<Retired>> {
+    let detail = match &to {
+        Some(t) => format!("new requests go to {}", t.addr),
+        None => "new requests are answered 503 until the new container is healthy".to_string(),
+    };
+    steps
+        .run("switch", &detail, async {
+            let retired = proxy.switch(to);
+            let out = match &retired {
+                Some(old) => format!("was {}", old.target().addr),
+                None => "nothing was live".to_string(),
+            };
+            Ok((retired, out))
+        })
+        .await
+}
+
+/// Wait for the requests still open on a retired upstream, as a step.
+async fn drain(steps: &Steps, proxy: &Proxy, retired: &Retired) -> anyhow::Result<()> {
+    steps
+        .run(
+            "drain",
+            &format!("requests still open on {}", retired.target().addr),
+            async {
+                let drained = proxy.drain(retired).await;
+                let out = if drained.abandoned == 0 {
+                    format!("all finished after {:?}", drained.waited)
+                } else {
+                    format!(
+                        "drain timeout after {:?}: {} requests still open are cut",
+                        drained.waited, drained.abandoned
+                    )
+                };
+                Ok(((), out))
+            },
+        )
+        .await
 }
 
 /// Create and start a container of `image` on `port` and wait until it is healthy; on failure
@@ -245,6 +331,7 @@ pub(super) async fn revive(
         commit: state.commit_sha.clone(),
         git_ref: String::new(),
         old_container: None,
+        proxy: None,
     };
     docker
         .pull(&image, credentials(container, &image)?.as_ref())

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::config::Config;
+use crate::proxy::Proxies;
 use crate::runtime::Docker;
 use crate::store::Store;
 
@@ -28,16 +29,19 @@ pub use recover::recover;
 pub struct Context {
     pub config: Arc<Config>,
     pub store: Store,
+    /// The apps' reverse proxies: a full deploy switches its app's upstream.
+    pub proxies: Proxies,
     /// Connected on first use and kept: connecting costs a version and a ping round trip, and
     /// the client opens a connection per request anyway. A failed connect is tried again later.
     docker: Arc<tokio::sync::OnceCell<Docker>>,
 }
 
 impl Context {
-    pub fn new(config: Arc<Config>, store: Store) -> Context {
+    pub fn new(config: Arc<Config>, store: Store, proxies: Proxies) -> Context {
         Context {
             config,
             store,
+            proxies,
             docker: Arc::default(),
         }
     }

@@ -88,6 +88,7 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
     }
 
     reconcile_containers(ctx).await?;
+    point_proxies(ctx).await?;
 
     let queued = ctx.store.deploys_with_status(DeployStatus::Queued).await?;
     if !queued.is_empty() {
@@ -188,6 +189,21 @@ async fn reconcile_containers(ctx: &Context) -> anyhow::Result<()> {
                     "could not recreate the live container"
                 ),
             },
+        }
+    }
+    Ok(())
+}
+
+/// Point each proxied app's proxy at its live container (as reconciled).
+async fn point_proxies(ctx: &Context) -> anyhow::Result<()> {
+    for app in ctx.config.apps.iter().filter(|a| a.container.is_some()) {
+        let Some(proxy) = ctx.proxies.get(&app.name) else {
+            continue;
+        };
+        let state = ctx.store.app_state(&app.name).await?;
+        let live = state.and_then(|s| Some((s.container_id?, u16::try_from(s.port?).ok()?)));
+        if let Some((id, port)) = live {
+            proxy.switch(Some(full::upstream(&id, port)));
         }
     }
     Ok(())

@@ -203,6 +203,7 @@ async fn execute(
                 commit: target.to_string(),
                 git_ref: deploy.git_ref.clone().unwrap_or_default(),
                 old_container,
+                proxy: ctx.proxies.get(&app.name).map(|p| p.as_ref()),
             };
             match full::pull(&docker, store, &steps, &f).await {
                 Ok(pulled) => Some((f, docker, pulled)),

@@ -99,9 +99,21 @@ impl From<Step> for StepView {
 async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> {
     let deployed = state.store.app_state(&app.name).await?;
     let container = deployed.as_ref().and_then(|d| {
-        d.container_id
+        d.container_id.as_ref().map(|id| {
+            json!({ "id": id, "image": d.image, "digest": d.digest, "port": d.port,
+                    "since": rfc3339(d.updated_at) })
+        })
+    });
+    // What the proxy sends requests to right now, and the image digest behind it.
+    let proxy = state.proxies.get(&app.name).map(|p| {
+        let status = p.status();
+        let digest = deployed
             .as_ref()
-            .map(|id| json!({ "id": id, "image": d.image, "digest": d.digest, "port": d.port }))
+            .filter(|d| d.container_id.is_some() && d.container_id == status.container)
+            .and_then(|d| d.digest.clone());
+        let mut view = serde_json::to_value(status).unwrap_or_default();
+        view["digest"] = json!(digest);
+        view
     });
     let last = state.store.last_deploy(&app.name).await?;
     let reload = match &app.reload {
@@ -122,6 +134,7 @@ async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> 
         })),
         "last_deploy": last.map(DeployView::from),
         "container": container,
+        "proxy": proxy,
     }))
 }
 

@@ -33,6 +33,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub deployer: Deployer,
+    pub proxies: crate::proxy::Proxies,
 }
 
 /// The whole router, with body cap, request timeout, request ids and tracing.

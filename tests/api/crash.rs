@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 
 /// A dockhand process on a loopback port.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     remote: Remote,
 }
@@ -19,7 +19,7 @@ impl std::ops::Deref for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -28,7 +28,7 @@ fn free_port() -> u16 {
 }
 
 impl Server {
-    async fn start(config: &Path, log: &Path) -> Server {
+    pub(crate) async fn start(config: &Path, log: &Path) -> Server {
         let text = std::fs::read_to_string(config).unwrap();
         let port = text
             .split("127.0.0.1:")
@@ -62,6 +62,12 @@ impl Server {
             std::fs::read_to_string(log).unwrap_or_default()
         );
         server
+    }
+}
+
+impl Server {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

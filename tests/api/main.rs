@@ -7,5 +7,6 @@ mod fast_path;
 mod full_path;
 mod helpers;
 mod limits;
+mod proxy;
 mod queue;
 mod webhook;

@@ -1,0 +1,328 @@
+//! Forwarding one request: the upstream request (hop-by-hop headers stripped, `X-Forwarded-*`
+//! set, always HTTP/1.1 to the upstream), streaming bodies both ways, `Upgrade` connections
+//! tunnelled, and the proxy's own answers (503 maintenance / nothing live, 502, 504).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use super::{Lease, Proxy};
+
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Forward `req` from `peer` to the app's live upstream, or answer it ourselves.
+pub(super) async fn handle(
+    proxy: Arc<Proxy>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    if proxy.maintenance.load(Ordering::Acquire) {
+        return Ok(maintenance(&proxy.config.maintenance_body));
+    }
+    let Some(lease) = proxy.lease() else {
+        return Ok(page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("{} has no healthy upstream right now.", proxy.app),
+        ));
+    };
+    let upgrade = upgrade_protocol(&req);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let req = upstream_request(req, lease.upstream().target.addr, peer, upgrade);
+    let timeout = proxy.config.timeout;
+    let answered = tokio::time::timeout(timeout, lease.upstream().client.request(req)).await;
+    let mut resp = match answered {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            debug!(app = proxy.app, error = %error_chain(&e), "upstream request failed");
+            return Ok(page(
+                StatusCode::BAD_GATEWAY,
+                &format!("{} did not answer.", proxy.app),
+            ));
+        }
+        Err(_) => {
+            return Ok(page(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("{} did not answer within {timeout:?}.", proxy.app),
+            ))
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Ok(page(
+                StatusCode::BAD_GATEWAY,
+                &format!("{} switched protocols unasked.", proxy.app),
+            ));
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, lease));
+        // The 101 keeps its Connection/Upgrade headers: they are the point of it.
+        let (parts, _) = resp.into_parts();
+        return Ok(Response::from_parts(parts, empty()));
+    }
+    strip_hop_by_hop(resp.headers_mut());
+    let (parts, body) = resp.into_parts();
+    // The lease lives as long as the response body: a drain waits for streams to finish.
+    let body = body
+        .map_frame(move |frame| {
+            let _held = &lease;
+            frame
+        })
+        .map_err(BoxError::from)
+        .boxed_unsync();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade`).
+/// `h2c` is dropped: the client gets HTTP/1.1 answers (it may speak h2c to us directly).
+fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 || !connection_has(req.headers(), "upgrade") {
+        return None;
+    }
+    let proto = req.headers().get(header::UPGRADE)?;
+    let is_h2c = proto
+        .to_str()
+        .is_ok_and(|p| p.trim().eq_ignore_ascii_case("h2c"));
+    (!is_h2c).then(|| proto.clone())
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The request as the upstream gets it: origin-form URI to `addr`, HTTP/1.1, hop-by-hop
+/// headers removed, `Host` kept, `X-Forwarded-For/-Proto/-Host` set by us (never trusted from
+/// the client), and the upgrade headers again when the client asked for one.
+fn upstream_request(
+    req: Request<Incoming>,
+    addr: SocketAddr,
+    peer: SocketAddr,
+    upgrade: Option<HeaderValue>,
+) -> Request<Incoming> {
+    let (mut parts, body) = req.into_parts();
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        let authority = parts.uri.authority()?;
+        HeaderValue::from_str(authority.as_str()).ok()
+    });
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority(addr.to_string())
+        .path_and_query(path)
+        .build()
+        .expect("a socket address and a parsed path make a valid URI");
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
+    parts.version = Version::HTTP_11;
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    if let Some(host) = host {
+        headers.insert(header::HOST, host.clone());
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    let peer_ip = peer.ip().to_canonical().to_string();
+    headers.insert(
+        X_FORWARDED_FOR,
+        HeaderValue::from_str(&peer_ip).expect("an IP address is a valid header value"),
+    );
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(proto) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, proto);
+    }
+    Request::from_parts(parts, body)
+}
+
+/// Remove hop-by-hop headers, including any the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let cookies: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if cookies.len() > 1 {
+        if let Ok(joined) = HeaderValue::from_str(&cookies.join("; ")) {
+            headers.insert(header::COOKIE, joined);
+        }
+    }
+}
+
+/// Copy bytes both ways between the client's and the upstream's upgraded connections; the
+/// lease is held until both sides are closed.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, _lease: Lease) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn empty() -> ProxyBody {
+    full(Bytes::new())
+}
+
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// The proxy's own answer: a small HTML page naming the status and what happened.
+fn page(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let code = status.as_u16();
+    let reason = status.canonical_reason().unwrap_or("");
+    let body = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\n\
+         <body><h1>{code} {reason}</h1><p>{message}</p><hr><p>dockhand proxy</p></body></html>\n"
+    );
+    let mut resp = Response::new(full(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
+}
+
+/// 503 with the operator's maintenance body (HTML when it looks like HTML).
+fn maintenance(body: &str) -> Response<ProxyBody> {
+    let html = body.trim_start().starts_with('<');
+    let mut resp = Response::new(full(Bytes::from(body.to_string())));
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(if html {
+            "text/html; charset=utf-8"
+        } else {
+            "text/plain; charset=utf-8"
+        }),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic eA=="),
+            ("x-end-to-end", "kept"),
+            ("content-type", "text/plain"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn split_http2_cookies_become_one_header() {
+        let mut h = headers(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
+    }
+
+    #[test]
+    fn connection_tokens_are_matched_case_insensitively_across_fields() {
+        let h = headers(&[("connection", "keep-alive"), ("connection", " Upgrade ")]);
+        assert!(connection_has(&h, "upgrade"));
+        assert!(!connection_has(&h, "close"));
+    }
+}

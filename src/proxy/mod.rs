@@ -1,0 +1,258 @@
+//! The built-in reverse proxy: one listener per app with `[apps.proxy]`, forwarding every
+//! request to the app's live upstream (its container's loopback port, or a fixed address).
+//!
+//! A full deploy switches the upstream atomically once the new container is healthy: requests
+//! that started on the old one keep it leased until their response (or upgraded connection)
+//! ends, and [`Proxy::drain`] waits for those leases before the old container is stopped. Each
+//! upstream has its own connection pool, so a retired container's idle connections go with it.
+
+mod forward;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::config::{Config, ProxyConfig};
+
+/// Upstreams that do not accept a connection within this are answered 502.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle keep-alive connections to an upstream are closed after this.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where requests go: an address, and the container behind it (if dockhand runs one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub container: Option<String>,
+}
+
+/// A live upstream: its address, its own keep-alive pool, and the requests leasing it.
+pub(crate) struct Upstream {
+    target: Target,
+    since: OffsetDateTime,
+    client: Client<HttpConnector, Incoming>,
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+impl Upstream {
+    fn new(target: Target) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Upstream {
+            target,
+            since: OffsetDateTime::now_utc(),
+            client,
+            active: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+}
+
+/// A request's hold on an upstream, released when its response body (or tunnel) is dropped.
+pub(crate) struct Lease(Arc<Upstream>);
+
+impl Lease {
+    fn upstream(&self) -> &Upstream {
+        &self.0
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The upstream a deploy switched away from; [`Proxy::drain`] waits for its open requests.
+pub struct Retired(Arc<Upstream>);
+
+impl Retired {
+    /// Where it pointed (to switch back after a failed stop-first deploy).
+    pub fn target(&self) -> &Target {
+        &self.0.target
+    }
+}
+
+/// How draining an old upstream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Requests still open when the drain timeout ran out (0: all finished).
+    pub abandoned: usize,
+    pub waited: Duration,
+}
+
+/// What `GET /api/apps/{app}` shows about an app's proxy.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProxyStatus {
+    pub listen: SocketAddr,
+    /// `host:port` requests go to; `None` while nothing is live (answered 503).
+    pub upstream: Option<String>,
+    pub container: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub since: Option<OffsetDateTime>,
+    pub in_flight: usize,
+    pub maintenance: bool,
+}
+
+/// One app's proxy: the listener's settings and the live upstream.
+pub struct Proxy {
+    app: String,
+    listen: SocketAddr,
+    config: ProxyConfig,
+    live: RwLock<Option<Arc<Upstream>>>,
+    maintenance: AtomicBool,
+}
+
+impl Proxy {
+    fn new(app: &str, listen: SocketAddr, config: ProxyConfig) -> Proxy {
+        let live = config.upstream.map(|addr| {
+            Arc::new(Upstream::new(Target {
+                addr,
+                container: None,
+            }))
+        });
+        Proxy {
+            app: app.to_string(),
+            listen,
+            maintenance: AtomicBool::new(config.maintenance),
+            config,
+            live: RwLock::new(live),
+        }
+    }
+
+    /// A proxy not yet serving, for tests and tools that drive it directly: bind `config.listen`.
+    pub async fn bind(app: &str, config: ProxyConfig) -> anyhow::Result<(Arc<Proxy>, TcpListener)> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("app {app}: binding proxy.listen {}", config.listen))?;
+        let proxy = Arc::new(Proxy::new(app, listener.local_addr()?, config));
+        Ok((proxy, listener))
+    }
+
+    /// Serve `listener` until `shutdown`, then let open requests finish (bounded by `grace`).
+    pub async fn serve(
+        self: Arc<Proxy>,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) {
+        let make = |peer: SocketAddr| {
+            let proxy = self.clone();
+            hyper::service::service_fn(move |req| forward::handle(proxy.clone(), peer, req))
+        };
+        if !crate::listener::serve(listener, make, shutdown, grace).await {
+            tracing::warn!(app = self.app, "proxied requests still open at shutdown");
+        }
+    }
+
+    /// The address the proxy listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Send new requests to `to` (`None`: answer 503 until something is live). Returns the
+    /// upstream switched away from, for [`Proxy::drain`]. Switching to the current target
+    /// keeps it (and its pool).
+    pub fn switch(&self, to: Option<Target>) -> Option<Retired> {
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        if live.as_ref().map(|u| &u.target) == to.as_ref() {
+            return None;
+        }
+        let next = to.map(|t| Arc::new(Upstream::new(t)));
+        std::mem::replace(&mut *live, next).map(Retired)
+    }
+
+    /// Wait until every request that leased `old` has finished, at most the app's
+    /// `drain_timeout`.
+    pub async fn drain(&self, old: &Retired) -> Drained {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.config.drain_timeout;
+        let old = &old.0;
+        loop {
+            let notified = old.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let open = old.active.load(Ordering::Acquire);
+            if open == 0 || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Drained {
+                    abandoned: old.active.load(Ordering::Acquire),
+                    waited: started.elapsed(),
+                };
+            }
+        }
+    }
+
+    /// Lease the live upstream for one request; `None` when nothing is live.
+    fn lease(&self) -> Option<Lease> {
+        // Taken under the read lock, so a switch (write lock) sees every lease of the old
+        // upstream in its count: a drain can never miss a request that picked the old one.
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        let upstream = live.as_ref()?.clone();
+        upstream.active.fetch_add(1, Ordering::AcqRel);
+        Some(Lease(upstream))
+    }
+
+    /// Turn maintenance mode on or off (every request answered 503 with the configured body).
+    pub fn set_maintenance(&self, on: bool) {
+        self.maintenance.store(on, Ordering::Release);
+    }
+
+    pub fn status(&self) -> ProxyStatus {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        ProxyStatus {
+            listen: self.listen,
+            upstream: live.as_ref().map(|u| u.target.addr.to_string()),
+            container: live.as_ref().and_then(|u| u.target.container.clone()),
+            since: live.as_ref().map(|u| u.since),
+            in_flight: live
+                .as_ref()
+                .map_or(0, |u| u.active.load(Ordering::Acquire)),
+            maintenance: self.maintenance.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// Every app's proxy, by app name. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Proxies(Arc<HashMap<String, Arc<Proxy>>>);
+
+impl Proxies {
+    /// Bind every configured proxy listener (a taken address fails startup, naming the app).
+    pub async fn bind(
+        config: &Config,
+    ) -> anyhow::Result<(Proxies, Vec<(Arc<Proxy>, TcpListener)>)> {
+        let mut map = HashMap::new();
+        let mut listeners = Vec::new();
+        for app in &config.apps {
+            if let Some(p) = &app.proxy {
+                let (proxy, listener) = Proxy::bind(&app.name, p.clone()).await?;
+                map.insert(app.name.clone(), proxy.clone());
+                listeners.push((proxy, listener));
+            }
+        }
+        Ok((Proxies(Arc::new(map)), listeners))
+    }
+
+    pub fn get(&self, app: &str) -> Option<&Arc<Proxy>> {
+        self.0.get(app)
+    }
+}
