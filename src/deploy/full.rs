@@ -377,16 +377,12 @@ fn spec(d: &FullDeploy<'_>, image: &str, port: u16) -> ContainerSpec {
             crate::store::now_ms() & 0xffff_ffff
         ),
         image: image.to_string(),
-        cmd: None,
+        cmd: d.container.cmd.clone(),
         env,
-        mounts: vec![Mount {
-            source: d.app.volume.clone(),
-            target: d.container.mount.clone(),
-            read_only: false,
-        }],
+        mounts,
         labels,
         network_mode: "host".to_string(),
-        restart_policy: Some("unless-stopped".to_string()),
+        restart_policy: Some(d.container.restart.clone()),
     }
 }
 

@@ -8,15 +8,15 @@ use serde_json::Value;
 use crate::docker::{docker, unique, Cleanup};
 use crate::helpers::*;
 
-const V1: &str = "127.0.0.1:5000/dockhand-test/app:v1";
-const BROKEN: &str = "127.0.0.1:5000/dockhand-test/broken:v1";
+pub(crate) const V1: &str = "127.0.0.1:5000/dockhand-test/app:v1";
+pub(crate) const BROKEN: &str = "127.0.0.1:5000/dockhand-test/broken:v1";
 
 /// A test app with its own name (containers are labelled with it) and a container spec.
 async fn spawn(origin: &Origin, image: &str) -> (TestApp, String) {
     spawn_with(origin, image, "").await
 }
 
-async fn spawn_with(origin: &Origin, image: &str, extra: &str) -> (TestApp, String) {
+pub(crate) async fn spawn_with(origin: &Origin, image: &str, extra: &str) -> (TestApp, String) {
     let name = unique("full").replace("dockhand-test-", "");
     // Health answers must contain "v1" unless the test says otherwise.
     let expect = if extra.contains("expect_body_contains") {
@@ -36,7 +36,7 @@ async fn spawn_with(origin: &Origin, image: &str, extra: &str) -> (TestApp, Stri
 }
 
 /// An image repository of the test's own in the test registry, so no shared image is touched.
-fn own_repository(test: &str) -> String {
+pub(crate) fn own_repository(test: &str) -> String {
     format!(
         "127.0.0.1:5000/dockhand-test/{}",
         unique(test).replace("dockhand-test-", "")
@@ -45,7 +45,7 @@ fn own_repository(test: &str) -> String {
 
 /// Publish `source` as `repository:<short sha of commit>` in the registry (not kept locally),
 /// the tag an image template `{short_sha}` names for that commit.
-fn publish_for_commit(source: &str, repository: &str, commit: &str) -> String {
+pub(crate) fn publish_for_commit(source: &str, repository: &str, commit: &str) -> String {
     let tag = format!("{repository}:{}", &commit[..12]);
     for args in [
         ["tag", source, tag.as_str()].as_slice(),
@@ -77,7 +77,7 @@ async fn answer(port: u64) -> String {
         .unwrap()
 }
 
-async fn live(app: &TestApp, name: &str) -> Value {
+pub(crate) async fn live(app: &TestApp, name: &str) -> Value {
     app.get(&format!("/api/apps/{name}")).await["container"].clone()
 }
 
@@ -573,4 +573,44 @@ async fn a_full_deploy_of_a_new_image_serves_the_new_version() {
             .contains("v2"),
         "the new version answers"
     );
+}
+
+#[tokio::test]
+async fn the_configured_command_extra_mounts_and_restart_policy_reach_the_container() {
+    let origin = Origin::new();
+    let extra = tempfile::tempdir().unwrap();
+    std::fs::write(extra.path().join("greeting.txt"), "hello from the host\n").unwrap();
+    let config = format!(
+        "cmd = [\"/bin/sh\", \"-c\", \"cp /extra/greeting.txt /www/ && exec httpd -f -p 127.0.0.1:$PORT -h /www\"]\n\
+         restart = \"on-failure\"\n\
+         mounts = [{{ source = \"{}\", target = \"/extra\", read_only = true }}]\n",
+        extra.path().display()
+    );
+    let (app, name) = spawn_with(&origin, V1, &config).await;
+    let _cleanup = Cleanup::app(&name);
+    app.deploy(&origin.head()).await;
+    let container = live(&app, &name).await;
+    let port = container["port"].as_u64().unwrap();
+
+    let url = format!("http://127.0.0.1:{port}/greeting.txt");
+    let greeting = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(greeting, "hello from the host\n", "cmd and the extra mount");
+    let docker_cli = |args: &[&str]| {
+        std::process::Command::new("/usr/bin/docker")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let id = container["id"].as_str().unwrap();
+    let policy = docker_cli(&["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", id]);
+    assert_eq!(String::from_utf8_lossy(&policy.stdout).trim(), "on-failure");
+    let write = docker_cli(&["exec", id, "touch", "/extra/x"]);
+    assert!(!write.status.success(), "the extra mount must be read-only");
 }
