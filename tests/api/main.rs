@@ -8,5 +8,6 @@ mod full_path;
 mod helpers;
 mod limits;
 mod proxy;
+mod proxy_deploy;
 mod queue;
 mod webhook;

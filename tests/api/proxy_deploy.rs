@@ -1,0 +1,247 @@
+//! Zero-downtime full deploys behind the proxy, on the real engine and registry, under a
+//! steady load of real requests.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::docker::Cleanup;
+use crate::full_path::{live, own_repository, publish_for_commit, spawn_with, BROKEN, V1};
+use crate::helpers::*;
+
+const V2: &str = "127.0.0.1:5000/dockhand-test/app:v2";
+
+/// The test image's version page, plus `/cgi-bin/stream` from the code volume: a response that
+/// takes about 4 s, one line every 200 ms, each naming the version that serves it.
+const STREAM_CGI: &str = r#"#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+v=$(cat /tmp/www/index.html)
+i=0
+while [ $i -lt 20 ]; do echo "$v $i"; i=$((i+1)); sleep 0.2; done
+echo "$v end"
+"#;
+
+const CONTAINER: &str = r#"cmd = ["/bin/sh", "-c", "mkdir -p /tmp/www/cgi-bin && cp /www/index.html /tmp/www/ && cp /code/stream.cgi /tmp/www/cgi-bin/stream && exec httpd -f -p 127.0.0.1:$PORT -h /tmp/www"]
+expect_body_contains = "v"
+[apps.proxy]
+listen = "127.0.0.1:0"
+"#;
+
+/// An app whose image is `repo:<short sha>`, deployed once on V1, behind a proxy.
+async fn proxied_on_v1(origin: &Origin, test: &str) -> (TestApp, String, Cleanup, String, String) {
+    origin.write("stream.cgi", STREAM_CGI);
+    origin.set_exec("stream.cgi", true);
+    let head = origin.commit("a streaming endpoint");
+    let repo = own_repository(test);
+    publish_for_commit(V1, &repo, &head);
+    let (app, name) = spawn_with(origin, &format!("{repo}:{{short_sha}}"), CONTAINER).await;
+    let cleanup = Cleanup::app(&name);
+    app.deploy(&head).await;
+    let listen = app.get(&format!("/api/apps/{name}")).await["proxy"]["listen"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (app, name, cleanup, repo, format!("http://{listen}"))
+}
+
+/// One request of the load: when it was sent and what came back.
+struct Sample {
+    sent: Instant,
+    answer: Result<String, String>,
+}
+
+/// Requests at a steady rate through the proxy until stopped.
+struct Load {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    stop: CancellationToken,
+    started: Instant,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(url: String, per_second: u32) -> Load {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let (s, st) = (samples.clone(), stop.clone());
+        let ticker = tokio::spawn(async move {
+            let client = client();
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
+            let mut requests = tokio::task::JoinSet::new();
+            while !st.is_cancelled() {
+                tick.tick().await;
+                let (client, url, samples) = (client.clone(), url.clone(), s.clone());
+                requests.spawn(async move {
+                    let sent = Instant::now();
+                    let answer = match client.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => r.text().await.map_err(|e| e.to_string()),
+                        Ok(r) => Err(format!("status {}", r.status())),
+                        Err(e) => Err(format!("{e:#}")),
+                    };
+                    samples.lock().unwrap().push(Sample { sent, answer });
+                });
+            }
+            while requests.join_next().await.is_some() {}
+        });
+        Load {
+            samples,
+            stop,
+            started: Instant::now(),
+            ticker,
+        }
+    }
+
+    /// Stop, wait for the requests in flight, and return every sample in sending order.
+    async fn finish(self) -> (Vec<Sample>, Duration) {
+        let elapsed = self.started.elapsed();
+        self.stop.cancel();
+        self.ticker.await.unwrap();
+        let mut samples = std::mem::take(&mut *self.samples.lock().unwrap());
+        samples.sort_by_key(|s| s.sent);
+        (samples, elapsed)
+    }
+}
+
+fn failures(samples: &[Sample]) -> Vec<String> {
+    samples
+        .iter()
+        .filter_map(|s| match &s.answer {
+            Ok(body) if body == "v1\n" || body == "v2\n" => None,
+            Ok(body) => Some(format!("unexpected body {body:?}")),
+            Err(e) => Some(e.clone()),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn twenty_full_deploys_under_load_fail_no_request_and_a_long_response_on_the_old_container_completes(
+) {
+    let origin = Origin::new();
+    let (app, name, _cleanup, repo, base) = proxied_on_v1(&origin, "zero").await;
+
+    // A long response starts on the V1 container before anything is deployed.
+    let stream = client()
+        .get(format!("{base}/cgi-bin/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut stream = stream.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"v1 0"), "{first:?}");
+    let long = tokio::spawn(async move {
+        let mut text = String::from_utf8(first.to_vec()).unwrap();
+        while let Some(chunk) = stream.next().await {
+            text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        }
+        text
+    });
+
+    let load = Load::start(format!("{base}/"), 250);
+    // (pushed at, live at, version): after `live at` and before the next push, only `version`
+    // may answer.
+    let mut timeline = Vec::new();
+    let mut first_deploy = Value::Null;
+    for round in 1..=20 {
+        let (image, version) = if round % 2 == 1 {
+            (V2, "v2\n")
+        } else {
+            (V1, "v1\n")
+        };
+        origin.write("app.py", &format!("ROUND = {round}\n"));
+        let head = origin.commit(&format!("round {round}"));
+        publish_for_commit(image, &repo, &head);
+        let pushed = Instant::now();
+        let deploy = app.deploy(&head).await;
+        timeline.push((pushed, Instant::now(), version));
+        assert_eq!(deploy["path"], "full", "{deploy:#}");
+        if round == 1 {
+            first_deploy = deploy;
+        }
+    }
+    let (samples, elapsed) = load.finish().await;
+
+    let failed = failures(&samples);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during 20 full deploys: {:?}",
+        failed.len(),
+        samples.len(),
+        &failed[..failed.len().min(10)]
+    );
+    let rate = samples.len() as f64 / elapsed.as_secs_f64();
+    assert!(rate >= 200.0, "the load was only {rate:.0} requests/s");
+    for (i, (_, live_at, version)) in timeline.iter().enumerate() {
+        let next_push = timeline.get(i + 1).map(|t| t.0);
+        let mixed: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.sent > *live_at && next_push.is_none_or(|p| s.sent < p))
+            .filter(|s| s.answer.as_deref() != Ok(*version))
+            .collect();
+        assert!(
+            mixed.is_empty(),
+            "after deploy {} went live, {} requests were answered by the old version",
+            i + 1,
+            mixed.len()
+        );
+    }
+
+    // The long response finished on V1: the first deploy drained before retiring it.
+    let text = long.await.unwrap();
+    assert!(text.ends_with("v1 end\n"), "{text:?}");
+    assert_eq!(text.lines().count(), 21, "{text:?}");
+    let steps = stages(&first_deploy);
+    let (switch, drain, retire) = (
+        steps.iter().position(|s| s == "switch").unwrap(),
+        steps.iter().position(|s| s == "drain").unwrap(),
+        steps.iter().position(|s| s == "retire").unwrap(),
+    );
+    assert!(switch < drain && drain < retire, "{steps:?}");
+
+    // The API names what the proxy serves now.
+    let state = app.get(&format!("/api/apps/{name}")).await;
+    let container = live(&app, &name).await;
+    let proxy = &state["proxy"];
+    assert_eq!(
+        proxy["upstream"],
+        format!("127.0.0.1:{}", container["port"]),
+        "{state:#}"
+    );
+    assert_eq!(proxy["container"], container["id"]);
+    assert_eq!(proxy["digest"], container["digest"]);
+    assert!(proxy["since"].is_string());
+}
+
+#[tokio::test]
+async fn a_new_version_that_never_gets_healthy_never_gets_a_request() {
+    let origin = Origin::new();
+    let (app, name, _cleanup, repo, base) = proxied_on_v1(&origin, "never").await;
+    let before = app.get(&format!("/api/apps/{name}")).await["proxy"].clone();
+
+    let load = Load::start(format!("{base}/"), 250);
+    origin.write("app.py", "BROKEN = True\n");
+    let head = origin.commit("a version that never starts");
+    publish_for_commit(BROKEN, &repo, &head);
+    let id = app.push(&head).await;
+    let deploy = app.wait_deploy(id).await;
+    // Keep the load going a moment after the failure too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (samples, _) = load.finish().await;
+
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert!(
+        !stages(&deploy).contains(&"switch".to_string()),
+        "{deploy:#}"
+    );
+    let failed = failures(&samples);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        samples.iter().all(|s| s.answer.as_deref() == Ok("v1\n")),
+        "every request stays on the old version"
+    );
+    let after = app.get(&format!("/api/apps/{name}")).await["proxy"].clone();
+    assert_eq!(after["upstream"], before["upstream"]);
+    assert_eq!(after["container"], before["container"]);
+}
