@@ -66,7 +66,11 @@ pub(crate) fn publish_for_commit(source: &str, repository: &str, commit: &str) -
 }
 
 async fn answer(port: u64) -> String {
-    let url = format!("http://127.0.0.1:{port}/");
+    answer_at(port, "/").await
+}
+
+async fn answer_at(port: u64, path: &str) -> String {
+    let url = format!("http://127.0.0.1:{port}{path}");
     client()
         .get(url)
         .send()
@@ -592,15 +596,7 @@ async fn the_configured_command_extra_mounts_and_restart_policy_reach_the_contai
     let container = live(&app, &name).await;
     let port = container["port"].as_u64().unwrap();
 
-    let url = format!("http://127.0.0.1:{port}/greeting.txt");
-    let greeting = client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let greeting = answer_at(port, "/greeting.txt").await;
     assert_eq!(greeting, "hello from the host\n", "cmd and the extra mount");
     let docker_cli = |args: &[&str]| {
         std::process::Command::new("/usr/bin/docker")
