@@ -245,3 +245,67 @@ async fn a_new_version_that_never_gets_healthy_never_gets_a_request() {
     assert_eq!(after["upstream"], before["upstream"]);
     assert_eq!(after["container"], before["container"]);
 }
+
+#[tokio::test]
+async fn stop_first_behind_the_proxy_switches_back_to_the_old_container_when_the_new_one_fails_and_a_restart_keeps_serving(
+) {
+    let origin = Origin::new();
+    let repo = own_repository("stopfirst");
+    let proxy_port = crate::crash::free_port();
+    let config = format!(
+        "port = {}\nexpect_body_contains = \"v\"\n[apps.proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\n",
+        crate::crash::free_port()
+    );
+    let (app, name) = spawn_with(&origin, &format!("{repo}:{{short_sha}}"), &config).await;
+    let _cleanup = Cleanup::app(&name);
+    let page = || async move {
+        let response = client()
+            .get(format!("http://127.0.0.1:{proxy_port}/"))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    publish_for_commit(V1, &repo, &origin.head());
+    app.deploy(&origin.head()).await;
+    assert_eq!(page().await, (200, "v1\n".to_string()));
+
+    origin.write("app.py", "V = 2\n");
+    let v2 = origin.commit("v2");
+    publish_for_commit(V2, &repo, &v2);
+    app.deploy(&v2).await;
+    assert_eq!(page().await, (200, "v2\n".to_string()));
+
+    origin.write("app.py", "V = 3\n");
+    let broken = origin.commit("broken");
+    publish_for_commit(BROKEN, &repo, &broken);
+    let id = app.push(&broken).await;
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    let steps = stages(&deploy);
+    let tail: Vec<&str> = steps.iter().map(String::as_str).skip(4).collect();
+    assert_eq!(
+        tail,
+        [
+            "switch",
+            "drain",
+            "stop-old",
+            "start",
+            "health",
+            "restart-old",
+            "switch",
+            "restore"
+        ],
+        "{deploy:#}"
+    );
+    assert_eq!(
+        page().await,
+        (200, "v2\n".to_string()),
+        "back on the old container"
+    );
+
+    // dockhand restarts: the proxy comes back pointing at the live container.
+    let app = app.restart().await;
+    assert_eq!(page().await, (200, "v2\n".to_string()));
+    drop(app);
+}
