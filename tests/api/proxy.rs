@@ -31,6 +31,8 @@ struct Gates {
     upload_started: Notify,
     /// The client got the first part of a download.
     download_started: Notify,
+    /// Connections the upstream accepted.
+    connections: std::sync::atomic::AtomicUsize,
 }
 
 /// A real HTTP/1.1 upstream on a loopback port:
@@ -47,6 +49,9 @@ async fn upstream(gates: Arc<Gates>) -> SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            gates
+                .connections
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let gates = gates.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| answer(gates.clone(), req));
@@ -185,6 +190,29 @@ async fn requests_reach_the_upstream_with_forwarded_headers_and_without_hop_by_h
     let status = &app.get("/api/apps/web").await["proxy"];
     assert_eq!(status["upstream"], upstream.to_string());
     assert_eq!(status["maintenance"], false);
+}
+
+#[tokio::test]
+async fn connections_to_the_upstream_are_kept_alive_across_requests() {
+    let origin = Origin::new();
+    let gates = Arc::new(Gates::default());
+    let upstream = upstream(gates.clone()).await;
+    let (_app, base) = proxied(&origin, upstream, "").await;
+    for _ in 0..20 {
+        // A new client connection each time: only the proxy's pool can reuse anything.
+        let response = reqwest::Client::new()
+            .get(format!("{base}/echo"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    assert_eq!(
+        gates.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "20 sequential requests should share one upstream connection"
+    );
 }
 
 #[tokio::test]
