@@ -62,6 +62,7 @@ pub struct AppConfig {
     pub inline_secret: bool,
     /// The host directory the container mounts; dockhand writes the tree here.
     pub volume: PathBuf,
+    pub layout: Layout,
     pub reload: Reload,
     /// Take over a non-empty volume on the first deploy instead of refusing.
     pub adopt: bool,
@@ -180,6 +181,16 @@ pub enum Reload {
     None,
 }
 
+/// How the deployed tree is kept in the volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The volume is the tree, updated in place (only changed paths are written).
+    InPlace,
+    /// `releases/<sha>/` per deployed commit plus a `current` symlink switched in one rename;
+    /// the app runs from `current`. The `keep` most recently live releases are kept.
+    Releases { keep: usize },
+}
+
 /// A webhook secret. Never printed.
 #[derive(Clone)]
 pub struct Secret(Vec<u8>);
@@ -206,6 +217,7 @@ impl fmt::Debug for AppConfig {
             .field("tags", &self.tags.as_ref().map(|t| &t.pattern))
             .field("secret", &self.secret)
             .field("volume", &self.volume)
+            .field("layout", &self.layout)
             .field("reload", &self.reload)
             .field("adopt", &self.adopt)
             .finish_non_exhaustive()
@@ -335,6 +347,8 @@ struct RawApp {
     secret_env: Option<String>,
     secret_file: Option<PathBuf>,
     volume: PathBuf,
+    layout: Option<String>,
+    keep_releases: Option<usize>,
     touch: Option<PathBuf>,
     #[serde(default)]
     adopt: bool,
@@ -564,6 +578,22 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
     if volume.exists() && !volume.is_dir() {
         bail!("volume: {} exists and is not a directory", volume.display());
     }
+    let layout = match (raw.layout.as_deref(), raw.keep_releases) {
+        (None | Some("in-place"), None) => Layout::InPlace,
+        (None | Some("in-place"), Some(_)) => {
+            bail!("keep_releases: only meaningful with layout = \"releases\"")
+        }
+        (Some("releases"), keep) => {
+            let keep = keep.unwrap_or(5);
+            if keep < 2 {
+                bail!(
+                    "keep_releases: must be at least 2 (the live release and one to roll back to)"
+                );
+            }
+            Layout::Releases { keep }
+        }
+        (Some(other), _) => bail!("layout: {other:?} is not one of in-place, releases"),
+    };
     let reload = match raw.touch {
         Some(rel) => {
             check_relative(&rel).context("touch")?;
@@ -614,6 +644,7 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         secret,
         inline_secret,
         volume,
+        layout,
         reload,
         adopt: raw.adopt,
         fetch_limits,
@@ -1020,5 +1051,26 @@ mod tests {
             "[apps.proxy]\nlisten = \"127.0.0.1:8700\"\nupstream = \"127.0.0.1:9000\"\n";
         let err = format!("{:#}", parse(&format!("{APP}{on_server}")).unwrap_err());
         assert!(err.contains("already used by the server"), "{err}");
+    }
+
+    #[test]
+    fn the_releases_layout_keeps_five_by_default_and_at_least_two() {
+        assert_eq!(parse(APP).unwrap().0.apps[0].layout, Layout::InPlace);
+        let (config, _) = parse(&format!("{APP}layout = \"releases\"\n")).unwrap();
+        assert_eq!(config.apps[0].layout, Layout::Releases { keep: 5 });
+        for (extra, field) in [
+            ("keep_releases = 3\n", "keep_releases: only meaningful"),
+            (
+                "layout = \"releases\"\nkeep_releases = 1\n",
+                "keep_releases: must be at least 2",
+            ),
+            (
+                "layout = \"symlinks\"\n",
+                "layout: \"symlinks\" is not one of",
+            ),
+        ] {
+            let err = format!("{:#}", parse(&format!("{APP}{extra}")).unwrap_err());
+            assert!(err.contains(field), "{err}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`github`]: signature verification and payload parsing.
 //! - [`deploy`]: the per-app queue (latest wins), the pure triage, the fast path, recovery.
 //! - [`git`]: the bare cache repository of each app (git2).
+//! - [`releases`]: the releases layout (`releases/<sha>/` + an atomically switched `current`).
 //! - [`volume`]: symlink-safe, atomic, O(changed) writes into the volume (cap-std).
 //! - [`store`]: SQLite (sqlx), migrations embedded from `migrations/`.
 //! - [`proxy`]: the built-in reverse proxy in front of an app (atomic upstream switch, drain).
@@ -25,6 +26,7 @@ pub mod github;
 pub mod http;
 mod listener;
 pub mod proxy;
+pub mod releases;
 pub mod runtime;
 pub mod startup;
 pub mod store;

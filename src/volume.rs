@@ -57,6 +57,17 @@ impl Volume {
         })
     }
 
+    /// A volume on a directory already opened (without following symlinks) by the caller;
+    /// `root` is its path, for messages.
+    pub fn from_dir(root: PathBuf, dir: Dir) -> Volume {
+        Volume { root, dir }
+    }
+
+    /// The directory handle.
+    pub fn into_dir(self) -> Dir {
+        self.dir
+    }
+
     /// The path this volume was opened at.
     pub fn root(&self) -> &Path {
         &self.root
@@ -419,7 +430,8 @@ fn create_temp(mut create: impl FnMut(&OsStr) -> io::Result<()>) -> io::Result<O
 }
 
 /// A random number from the standard library's per-process randomly seeded hasher.
-fn random() -> u64 {
+/// A random number for temp names.
+pub(crate) fn random() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new()
         .build_hasher()

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::config::Reload;
+use crate::config::{Layout, Reload};
 use crate::git::{Cache, Change, Oid};
+use crate::releases::{Built, Releases};
 use crate::volume::{ApplyReport, Volume};
 
 /// The changes a deploy will write, and a one-line summary of them.
@@ -25,12 +26,17 @@ pub(super) struct Plan {
 pub(super) fn plan(
     cache: &Path,
     volume: &Path,
+    layout: Layout,
     from: Option<Oid>,
     to: Oid,
     adopt: bool,
 ) -> anyhow::Result<Plan> {
     let cache = Cache::open_or_init(cache)?;
-    if from.is_none() && !adopt && !Volume::open(volume)?.is_empty()? {
+    let foreign = || match layout {
+        Layout::InPlace => Ok(!Volume::open(volume)?.is_empty()?),
+        Layout::Releases { .. } => Releases::has_foreign_entries(volume),
+    };
+    if from.is_none() && !adopt && foreign()? {
         bail!(
             "volume {} is not empty and dockhand has never deployed into it; empty it, or set adopt = true to take it over",
             volume.display()
@@ -60,38 +66,122 @@ pub(super) fn plan(
     })
 }
 
-/// Write `changes` (computed for commit `to`) into the volume.
-pub(super) fn sync(cache: &Path, volume: &Path, changes: &[Change]) -> anyhow::Result<ApplyReport> {
+/// Put commit `to` live: in place, write `changes` (from `from` to `to`) into the volume; with
+/// releases, build `to`'s release (or reuse a kept one) and switch `current` to it. Returns
+/// what was done, for the step output.
+pub(super) fn sync(
+    cache: &Path,
+    volume: &Path,
+    layout: Layout,
+    from: Option<Oid>,
+    to: Oid,
+    changes: &[Change],
+) -> anyhow::Result<String> {
     let cache = Cache::open_or_init(cache)?;
-    Volume::open(volume)?.apply(cache.repo(), changes)
+    if layout == Layout::InPlace {
+        return Ok(describe(
+            &Volume::open(volume)?.apply(cache.repo(), changes)?,
+        ));
+    }
+    let releases = Releases::open(volume)?;
+    releases.remove_leftovers()?;
+    let built = match from.filter(|f| releases.has(*f)) {
+        Some(base) => releases.build(cache.repo(), Some(base), to, changes)?,
+        // No release to start from (first deploy, or the volume was in place before).
+        None => releases.build(cache.repo(), None, to, &cache.changes(None, Some(to))?)?,
+    };
+    releases.switch(Some(to))?;
+    Ok(describe_release(to, &built))
 }
 
-/// Put the volume back from a partly or fully written `current` to `back_to` (`None`: empty),
-/// touching only the paths that differ between the two, and remove temp files a crash left there.
+/// Put the volume back from a partly or fully applied `current` to `back_to` (`None`: empty).
+/// In place, only the paths that differ between the two are touched (and temp files a crash
+/// left there removed); with releases, `current` is switched back (the release rebuilt first
+/// if it is no longer kept).
 pub(super) fn restore(
     cache: &Path,
     volume: &Path,
+    layout: Layout,
     current: Oid,
     back_to: Option<Oid>,
-) -> anyhow::Result<ApplyReport> {
+) -> anyhow::Result<String> {
     let cache = Cache::open_or_init(cache)?;
-    let changes = cache.changes(Some(current), back_to)?;
-    let volume = Volume::open(volume)?;
-    volume
-        .remove_temp_files(&changes)
-        .context("removing leftover temp files")?;
-    volume.apply(cache.repo(), &changes)
+    if layout == Layout::InPlace {
+        let changes = cache.changes(Some(current), back_to)?;
+        let volume = Volume::open(volume)?;
+        volume
+            .remove_temp_files(&changes)
+            .context("removing leftover temp files")?;
+        return Ok(describe(&volume.apply(cache.repo(), &changes)?));
+    }
+    let releases = Releases::open(volume)?;
+    releases.remove_leftovers()?;
+    let Some(back_to) = back_to else {
+        releases.switch(None)?;
+        return Ok("current removed (nothing was deployed before)".to_string());
+    };
+    let built = releases.build(
+        cache.repo(),
+        None,
+        back_to,
+        &cache.changes(None, Some(back_to))?,
+    )?;
+    releases.switch(Some(back_to))?;
+    Ok(describe_release(back_to, &built))
 }
 
-/// Tell the app its code changed; returns what was done, for the step output.
-pub(super) fn reload(volume: &Path, reload: &Reload) -> anyhow::Result<String> {
+/// Tell the app its code changed; returns what was done, for the step output. With releases,
+/// the reload file is the live release's.
+pub(super) fn reload(volume: &Path, layout: Layout, reload: &Reload) -> anyhow::Result<String> {
     match reload {
         Reload::Touch(rel) => {
-            Volume::open(volume)?.touch(rel)?;
+            let tree = match layout {
+                Layout::InPlace => Volume::open(volume)?,
+                Layout::Releases { .. } => {
+                    let releases = Releases::open(volume)?;
+                    let live = releases.live()?.context("no current release to reload")?;
+                    releases.release(live)?
+                }
+            };
+            tree.touch(rel)?;
             Ok(format!("touched {}", rel.display()))
         }
         Reload::None => Ok("no reload configured".to_string()),
     }
+}
+
+/// Remove releases beyond the app's `keep_releases`, never the live one or `previous` (the
+/// rollback target). Returns what was removed, for the step output.
+pub(super) fn prune_releases(
+    volume: &Path,
+    keep: usize,
+    live: Oid,
+    previous: Option<Oid>,
+) -> anyhow::Result<String> {
+    let protect: Vec<Oid> = std::iter::once(live).chain(previous).collect();
+    let removed = Releases::open(volume)?.prune(keep, &protect)?;
+    Ok(match removed.len() {
+        0 => "nothing to remove".to_string(),
+        n => format!(
+            "removed {n}: {}",
+            removed
+                .iter()
+                .map(|c| c.to_string()[..12].to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+fn describe_release(commit: Oid, built: &Built) -> String {
+    if built.reused {
+        return format!("release {commit} was kept: current switched to it, nothing written");
+    }
+    format!(
+        "release {commit}: {} files hard-linked, {}; current switched to it",
+        built.linked,
+        describe(&built.applied)
+    )
 }
 
 /// A one-line account of an apply.

@@ -49,10 +49,11 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
             .map(Oid::from_str)
             .transpose()
             .context("app_state holds a bad commit id")?;
-        let (cache, volume, reload) = (
+        let (cache, volume, reload, layout) = (
             ctx.config.cache_path(&app.name),
             app.volume.clone(),
             app.reload.clone(),
+            app.layout,
         );
         let detail = match good {
             Some(c) => format!("re-apply the last good commit {c}"),
@@ -61,13 +62,13 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
         let recovered = Steps::new(ctx.store.clone(), deploy.id)
             .run("recover", &detail, async move {
                 let out = blocking(move || {
-                    let report = fast::restore(&cache, &volume, touched, good)?;
+                    let restored = fast::restore(&cache, &volume, layout, touched, good)?;
                     let reloaded = if good.is_some() {
-                        fast::reload(&volume, &reload)?
+                        fast::reload(&volume, layout, &reload)?
                     } else {
                         String::new()
                     };
-                    Ok(format!("{}; {reloaded}", fast::describe(&report)))
+                    Ok(format!("{restored}; {reloaded}"))
                 })
                 .await?;
                 Ok(((), out))

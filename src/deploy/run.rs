@@ -9,7 +9,7 @@ use tracing::{info, instrument, warn};
 use super::plan::{self, Decision, DeployPath, Running};
 use super::steps::Steps;
 use super::{blocking, fast, full, pick_latest, Candidate, Context};
-use crate::config::{redact_url, render, AppConfig};
+use crate::config::{redact_url, render, AppConfig, Layout};
 use crate::git::{Cache, Change, Oid};
 use crate::runtime::Docker;
 use crate::store::{now_ms, Deploy, DeployStatus};
@@ -166,10 +166,11 @@ async fn execute(
     let steps = Steps::new(store.clone(), deploy.id);
     let volume = app.volume.clone();
     let plan = {
-        let (c, v, adopt) = (cache.clone(), volume.clone(), app.adopt);
+        let (c, v, adopt, layout) = (cache.clone(), volume.clone(), app.adopt, app.layout);
         steps
             .run("plan", "diff against the deployed commit", async move {
-                let plan = blocking(move || fast::plan(&c, &v, deployed, target, adopt)).await?;
+                let plan =
+                    blocking(move || fast::plan(&c, &v, layout, deployed, target, adopt)).await?;
                 let summary = plan.summary.clone();
                 Ok((plan, summary))
             })
@@ -214,12 +215,13 @@ async fn execute(
     };
 
     let synced = {
-        let (c, v, changes) = (cache.clone(), volume.clone(), plan.changes);
+        let (c, v, changes, layout) = (cache.clone(), volume.clone(), plan.changes, app.layout);
         let detail = format!("into {}", volume.display());
         steps
             .run("sync", &detail, async move {
-                let report = blocking(move || fast::sync(&c, &v, &changes)).await?;
-                Ok(((), fast::describe(&report)))
+                let done = blocking(move || fast::sync(&c, &v, layout, deployed, target, &changes))
+                    .await?;
+                Ok(((), done))
             })
             .await
     };
@@ -231,10 +233,10 @@ async fn execute(
                 .map(Some)
         }
         (Ok(()), None) => {
-            let (v, reload) = (volume.clone(), app.reload.clone());
+            let (v, reload, layout) = (volume.clone(), app.reload.clone(), app.layout);
             steps
                 .run("reload", "", async move {
-                    let done = blocking(move || fast::reload(&v, &reload)).await?;
+                    let done = blocking(move || fast::reload(&v, layout, &reload)).await?;
                     Ok(((), done))
                 })
                 .await
@@ -244,13 +246,31 @@ async fn execute(
     let live = match live {
         Ok(live) => live,
         Err(e) => {
-            restore(&steps, cache, volume, target, deployed).await;
+            restore(&steps, cache, volume, app.layout, target, deployed).await;
             return fail(ctx, deploy, &e).await;
         }
     };
     store
         .succeed_deploy(deploy.id, &app.name, &target.to_string(), live.as_ref())
         .await?;
+    // Old releases go only once the new one is recorded; failing to prune fails nothing.
+    if let Layout::Releases { keep } = app.layout {
+        let v = volume.clone();
+        let pruned = steps
+            .run(
+                "prune-releases",
+                &format!("keep the newest {keep}"),
+                async move {
+                    let done =
+                        blocking(move || fast::prune_releases(&v, keep, target, deployed)).await?;
+                    Ok(((), done))
+                },
+            )
+            .await;
+        if let Err(e) = pruned {
+            warn!(error = format!("{e:#}"), "pruning old releases failed");
+        }
+    }
     // Old images go only once the new deploy is recorded; failing to prune fails nothing.
     if let (Some(live), Some((f, docker, _))) = (&live, &full) {
         if let Err(e) =
@@ -321,6 +341,7 @@ async fn restore(
     steps: &Steps,
     cache: PathBuf,
     volume: PathBuf,
+    layout: Layout,
     current: Oid,
     back_to: Option<Oid>,
 ) {
@@ -330,8 +351,9 @@ async fn restore(
     };
     let restored = steps
         .run("restore", &detail, async move {
-            let report = blocking(move || fast::restore(&cache, &volume, current, back_to)).await?;
-            Ok(((), fast::describe(&report)))
+            let done =
+                blocking(move || fast::restore(&cache, &volume, layout, current, back_to)).await?;
+            Ok(((), done))
         })
         .await;
     if let Err(e) = restored {

@@ -10,4 +10,5 @@ mod limits;
 mod proxy;
 mod proxy_deploy;
 mod queue;
+mod releases;
 mod webhook;
