@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{redact_url, Config, Reload};
+use crate::config::{redact_url, Config};
 
 /// dockhand: signed GitHub pushes become fast in-place or full container deploys.
 #[derive(Debug, Parser)]
@@ -45,10 +45,7 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
         s.body_limit
     );
     for app in &config.apps {
-        let reload = match &app.reload {
-            Reload::Touch(p) => format!("touch {}", p.display()),
-            Reload::None => "none".to_string(),
-        };
+        let reload = app.reload.to_string();
         let _ = writeln!(out, "app {}", app.name);
         let _ = writeln!(
             out,

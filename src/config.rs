@@ -64,6 +64,11 @@ pub struct AppConfig {
     pub volume: PathBuf,
     pub layout: Layout,
     pub reload: Reload,
+    /// The container a signal/exec/restart reload acts on, for an app without
+    /// `[apps.container]` (one dockhand does not run itself); `None`: the live container.
+    pub reload_container: Option<String>,
+    /// Health check after a fast deploy; on failure the previous commit is put back.
+    pub check: Option<FastCheck>,
     /// Take over a non-empty volume on the first deploy instead of refusing.
     pub adopt: bool,
     pub fetch_limits: FetchLimits,
@@ -177,8 +182,52 @@ impl TagPattern {
 pub enum Reload {
     /// Touch this file (relative to the deployed tree), e.g. uWSGI's `touch-reload`.
     Touch(PathBuf),
+    /// Send this signal (`SIGHUP`, …) to the app's container, e.g. gunicorn's graceful reload.
+    Signal(String),
+    /// Run this command (argv) inside the app's container; a non-zero exit fails the reload.
+    Exec(Vec<String>),
+    /// Restart the app's container.
+    Restart,
     /// Nothing: the app watches its files itself.
     None,
+}
+
+impl fmt::Display for Reload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reload::Touch(p) => write!(f, "touch {}", p.display()),
+            Reload::Signal(s) => write!(f, "signal {s}"),
+            Reload::Exec(argv) => write!(f, "exec {argv:?}"),
+            Reload::Restart => f.write_str("restart the container"),
+            Reload::None => f.write_str("none"),
+        }
+    }
+}
+
+impl Reload {
+    /// Whether this reload acts on a container (rather than on the volume).
+    pub fn needs_container(&self) -> bool {
+        matches!(self, Reload::Signal(_) | Reload::Exec(_) | Reload::Restart)
+    }
+}
+
+/// Signals a reload may send, by their names without `SIG`.
+const SIGNALS: [&str; 9] = [
+    "HUP", "USR1", "USR2", "INT", "QUIT", "TERM", "WINCH", "TTIN", "TTOU",
+];
+
+/// `[apps.check]`: the health check after a fast deploy's reload; a failure reverts the deploy.
+#[derive(Debug, Clone)]
+pub struct FastCheck {
+    /// Loopback only: `http://127.0.0.1:PORT/path`.
+    pub url: String,
+    pub status: Option<u16>,
+    /// `{sha}`/`{short_sha}` replaced: a version endpoint proves the new code answers.
+    pub expect_body_contains: Option<String>,
+    pub grace: Duration,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub deadline: Duration,
 }
 
 /// How the deployed tree is kept in the volume.
@@ -350,6 +399,12 @@ struct RawApp {
     layout: Option<String>,
     keep_releases: Option<usize>,
     touch: Option<PathBuf>,
+    signal: Option<String>,
+    exec: Option<Vec<String>>,
+    #[serde(default)]
+    restart: bool,
+    reload_container: Option<String>,
+    check: Option<RawCheck>,
     #[serde(default)]
     adopt: bool,
     #[serde(default, with = "humantime_serde")]
@@ -360,6 +415,22 @@ struct RawApp {
     ssh_key: Option<PathBuf>,
     container: Option<RawContainer>,
     proxy: Option<RawProxy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    url: String,
+    status: Option<u16>,
+    expect_body_contains: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    grace: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    deadline: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -594,13 +665,38 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         }
         (Some(other), _) => bail!("layout: {other:?} is not one of in-place, releases"),
     };
-    let reload = match raw.touch {
-        Some(rel) => {
+    let reload = match (raw.touch, raw.signal, raw.exec, raw.restart) {
+        (Some(rel), None, None, false) => {
             check_relative(&rel).context("touch")?;
             Reload::Touch(rel)
         }
-        None => Reload::None,
+        (None, Some(signal), None, false) => {
+            let name = signal.trim_start_matches("SIG").to_ascii_uppercase();
+            if !SIGNALS.contains(&name.as_str()) {
+                bail!("signal: {signal:?} is not one of {}", SIGNALS.join(", "));
+            }
+            Reload::Signal(format!("SIG{name}"))
+        }
+        (None, None, Some(argv), false) => {
+            if argv.first().is_none_or(|a| a.is_empty()) {
+                bail!("exec: must be a non-empty command, e.g. [\"pm2\", \"reload\", \"all\"]");
+            }
+            Reload::Exec(argv)
+        }
+        (None, None, None, true) => Reload::Restart,
+        (None, None, None, false) => Reload::None,
+        _ => bail!("touch, signal, exec and restart: set at most one (how the app reloads)"),
     };
+    if reload.needs_container() && raw.container.is_none() && raw.reload_container.is_none() {
+        bail!(
+            "reload_container: a signal, exec or restart reload needs a container: add [apps.container], \
+             or name the running container with reload_container"
+        );
+    }
+    if raw.reload_container.is_some() && raw.container.is_some() {
+        bail!("reload_container: the app has [apps.container]; its live container is reloaded");
+    }
+    let check = raw.check.map(validate_check).transpose().context("check")?;
     let credentials = match (&raw.token_env, &raw.token_file, &raw.ssh_key) {
         (None, None, None) => Credentials::None,
         (_, _, Some(key)) if raw.token_env.is_none() && raw.token_file.is_none() => {
@@ -646,9 +742,27 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         volume,
         layout,
         reload,
+        reload_container: raw.reload_container,
+        check,
         adopt: raw.adopt,
         fetch_limits,
         credentials,
+    })
+}
+
+fn validate_check(raw: RawCheck) -> anyhow::Result<FastCheck> {
+    crate::runtime::ProbeTarget::parse(&raw.url).context("url")?;
+    if raw.status.is_some_and(|s| !(100..600).contains(&s)) {
+        bail!("status: must be an HTTP status (100-599)");
+    }
+    Ok(FastCheck {
+        url: raw.url,
+        status: raw.status,
+        expect_body_contains: raw.expect_body_contains,
+        grace: raw.grace.unwrap_or(Duration::ZERO),
+        interval: raw.interval.unwrap_or(Duration::from_millis(250)),
+        timeout: raw.timeout.unwrap_or(Duration::from_secs(2)),
+        deadline: raw.deadline.unwrap_or(Duration::from_secs(30)),
     })
 }
 

@@ -147,6 +147,10 @@ pub(super) fn reload(volume: &Path, layout: Layout, reload: &Reload) -> anyhow::
             Ok(format!("touched {}", rel.display()))
         }
         Reload::None => Ok("no reload configured".to_string()),
+        // The engine does these: `deploy::reload`.
+        Reload::Signal(_) | Reload::Exec(_) | Reload::Restart => {
+            bail!("{reload} is not a volume reload")
+        }
     }
 }
 

@@ -390,6 +390,7 @@ fn health_check(d: &FullDeploy<'_>, port: u16) -> HealthCheck {
     let c = d.container;
     HealthCheck {
         url: format!("http://127.0.0.1:{port}{}", c.health_path),
+        expect_status: None,
         expect_body_contains: c
             .expect_body_contains
             .as_deref()

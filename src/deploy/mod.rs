@@ -8,6 +8,7 @@ mod full;
 pub mod plan;
 mod queue;
 mod recover;
+mod reload;
 mod run;
 mod steps;
 pub mod triage;

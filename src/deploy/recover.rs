@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use tracing::{info, warn};
 
 use super::steps::Steps;
-use super::{blocking, fast, full, Context, Deployer};
+use super::{blocking, fast, full, reload, Context, Deployer};
 use crate::git::Oid;
 use crate::store::DeployStatus;
 
@@ -49,10 +49,9 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
             .map(Oid::from_str)
             .transpose()
             .context("app_state holds a bad commit id")?;
-        let (cache, volume, reload, layout) = (
+        let (cache, volume, layout) = (
             ctx.config.cache_path(&app.name),
             app.volume.clone(),
-            app.reload.clone(),
             app.layout,
         );
         let detail = match good {
@@ -61,17 +60,13 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
         };
         let recovered = Steps::new(ctx.store.clone(), deploy.id)
             .run("recover", &detail, async move {
-                let out = blocking(move || {
-                    let restored = fast::restore(&cache, &volume, layout, touched, good)?;
-                    let reloaded = if good.is_some() {
-                        fast::reload(&volume, layout, &reload)?
-                    } else {
-                        String::new()
-                    };
-                    Ok(format!("{restored}; {reloaded}"))
-                })
-                .await?;
-                Ok(((), out))
+                let restored =
+                    blocking(move || fast::restore(&cache, &volume, layout, touched, good)).await?;
+                let reloaded = match good {
+                    Some(_) => reload::reload(ctx, app).await?,
+                    None => String::new(),
+                };
+                Ok(((), format!("{restored}; {reloaded}")))
             })
             .await;
         match recovered {

@@ -8,10 +8,10 @@ use tracing::{info, instrument, warn};
 
 use super::plan::{self, Decision, DeployPath, Running};
 use super::steps::Steps;
-use super::{blocking, fast, full, pick_latest, Candidate, Context};
-use crate::config::{redact_url, render, AppConfig, Layout};
+use super::{blocking, fast, full, pick_latest, reload, Candidate, Context};
+use crate::config::{redact_url, render, AppConfig, FastCheck, Layout};
 use crate::git::{Cache, Change, Oid};
-use crate::runtime::Docker;
+use crate::runtime::{Docker, HealthCheck};
 use crate::store::{now_ms, Deploy, DeployStatus};
 
 /// Deploy the newest of `ids` (all queued for app `app_name`); the others become `superseded`.
@@ -233,14 +233,19 @@ async fn execute(
                 .map(Some)
         }
         (Ok(()), None) => {
-            let (v, reload, layout) = (volume.clone(), app.reload.clone(), app.layout);
-            steps
-                .run("reload", "", async move {
-                    let done = blocking(move || fast::reload(&v, layout, &reload)).await?;
-                    Ok(((), done))
+            let reloaded = steps
+                .run("reload", &app.reload.to_string(), async {
+                    Ok(((), reload::reload(ctx, app).await?))
                 })
-                .await
-                .map(|()| None)
+                .await;
+            if let (Ok(()), Some(check)) = (&reloaded, &app.check) {
+                let git_ref = deploy.git_ref.as_deref().unwrap_or_default();
+                if let Err(e) = run_check(&steps, "check", check, target, git_ref).await {
+                    let reverted = revert(ctx, app, &steps, target, deployed, git_ref).await;
+                    return fail_reverted(ctx, deploy, &e, reverted).await;
+                }
+            }
+            reloaded.map(|()| None)
         }
     };
     let live = match live {
@@ -334,6 +339,96 @@ async fn decide(
         },
         Some(docker),
     ))
+}
+
+/// The app's post-reload health check for `commit`, as a step named `stage`.
+async fn run_check(
+    steps: &Steps,
+    stage: &str,
+    check: &FastCheck,
+    commit: Oid,
+    git_ref: &str,
+) -> anyhow::Result<()> {
+    let check = HealthCheck {
+        url: check.url.clone(),
+        expect_status: check.status,
+        expect_body_contains: check
+            .expect_body_contains
+            .as_deref()
+            .map(|t| render(t, &commit.to_string(), git_ref)),
+        grace: check.grace,
+        interval: check.interval,
+        timeout: check.timeout,
+        failures: u32::MAX,
+        deadline: check.deadline,
+    };
+    let detail = match &check.expect_body_contains {
+        Some(text) => format!("{} answers containing {text:?}", check.url),
+        None => check.url.clone(),
+    };
+    steps
+        .run(stage, &detail, async {
+            let report =
+                crate::runtime::wait_healthy(&check, "the app", || async { Ok(()) }).await?;
+            Ok((
+                (),
+                format!(
+                    "healthy after {} probes in {:?}",
+                    report.attempts, report.elapsed
+                ),
+            ))
+        })
+        .await
+}
+
+/// After the new version failed its check: put the previous commit back, reload, and check that
+/// the previous version answers again. Returns whether it does (`Err` says why not).
+async fn revert(
+    ctx: &Context,
+    app: &AppConfig,
+    steps: &Steps,
+    target: Oid,
+    deployed: Option<Oid>,
+    git_ref: &str,
+) -> anyhow::Result<()> {
+    let cache = ctx.config.cache_path(&app.name);
+    restore(
+        steps,
+        cache,
+        app.volume.clone(),
+        app.layout,
+        target,
+        deployed,
+    )
+    .await;
+    let Some(previous) = deployed else {
+        return Ok(()); // a first deploy: nothing answered before it
+    };
+    steps
+        .run("reload", &app.reload.to_string(), async {
+            Ok(((), reload::reload(ctx, app).await?))
+        })
+        .await?;
+    match &app.check {
+        Some(check) => run_check(steps, "verify", check, previous, git_ref).await,
+        None => Ok(()),
+    }
+}
+
+async fn fail_reverted(
+    ctx: &Context,
+    deploy: &Deploy,
+    e: &anyhow::Error,
+    reverted: anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let error = match &reverted {
+        Ok(()) => format!("{e:#}; reverted: the previous version answers again"),
+        Err(again) => {
+            format!("{e:#}; reverting did not bring the previous version back: {again:#}")
+        }
+    };
+    warn!(deploy_id = deploy.id, %error, "deploy failed its health check");
+    ctx.store.fail_reverted(deploy.id, &error).await
 }
 
 /// After a failed sync or reload, put the volume back to what was deployed.

@@ -31,6 +31,8 @@ pub struct DeployView {
     pub delivery_id: Option<i64>,
     pub image: Option<String>,
     pub digest: Option<String>,
+    /// Failed after changing the app, and put back to the previous commit.
+    pub reverted: bool,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -74,6 +76,7 @@ impl From<Deploy> for DeployView {
             delivery_id: d.delivery_id,
             image: d.image,
             digest: d.digest,
+            reverted: d.reverted,
             created_at: rfc3339(d.created_at),
             started_at: d.started_at.map(rfc3339),
             finished_at: d.finished_at.map(rfc3339),
@@ -118,6 +121,9 @@ async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> 
     let last = state.store.last_deploy(&app.name).await?;
     let reload = match &app.reload {
         Reload::Touch(p) => json!({ "touch": p }),
+        Reload::Signal(signal) => json!({ "signal": signal }),
+        Reload::Exec(argv) => json!({ "exec": argv }),
+        Reload::Restart => json!({ "restart": true }),
         Reload::None => Value::Null,
     };
     Ok(json!({

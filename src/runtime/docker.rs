@@ -17,17 +17,15 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RestartContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::{ClientVersion, API_DEFAULT_VERSION};
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, instrument};
 
-use super::{
-    probe, ContainerInfo, ContainerSpec, Credentials, HealthCheck, HealthReport, ProbeOutcome,
-    ProbeTarget, Pulled,
-};
+use super::{ContainerInfo, ContainerSpec, Credentials, HealthCheck, HealthReport, Pulled};
 
 /// Where the engine is when `DOCKER_HOST` is unset.
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -249,6 +247,77 @@ impl Docker {
         }
     }
 
+    /// Send `signal` (e.g. `SIGHUP`) to the container's main process.
+    pub async fn kill(&self, id: &str, signal: &str) -> anyhow::Result<()> {
+        check_container_ref(id)?;
+        let options = KillContainerOptionsBuilder::new().signal(signal).build();
+        retrying("kill", || {
+            self.client.kill_container(id, Some(options.clone()))
+        })
+        .await
+        .with_context(|| format!("sending {signal} to container {id}"))
+    }
+
+    /// Restart the container: stop (SIGTERM, then SIGKILL after `grace`) and start it again.
+    pub async fn restart(&self, id: &str, grace: Duration) -> anyhow::Result<()> {
+        check_container_ref(id)?;
+        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = RestartContainerOptionsBuilder::new().t(secs).build();
+        retrying("restart", || {
+            self.client.restart_container(id, Some(options.clone()))
+        })
+        .await
+        .with_context(|| format!("restarting container {id}"))
+    }
+
+    /// Run `cmd` (argv, no shell) inside the running container and wait for it; returns its
+    /// exit code and its stdout and stderr interleaved (the last 16 KiB).
+    pub async fn exec(&self, id: &str, cmd: &[String]) -> anyhow::Result<(i64, String)> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        const KEEP: usize = 16 * 1024;
+        check_container_ref(id)?;
+        let options = CreateExecOptions {
+            cmd: Some(cmd.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let created = self
+            .client
+            .create_exec(id, options)
+            .await
+            .with_context(|| format!("creating exec {cmd:?} in container {id}"))?;
+        let started = self
+            .client
+            .start_exec(&created.id, None)
+            .await
+            .with_context(|| format!("starting exec {cmd:?} in container {id}"))?;
+        let mut output = Vec::new();
+        if let StartExecResults::Attached {
+            output: mut stream, ..
+        } = started
+        {
+            while let Some(item) = stream.next().await {
+                let item = item.with_context(|| format!("reading the output of {cmd:?}"))?;
+                output.extend_from_slice(&item.into_bytes());
+                if output.len() > 2 * KEEP {
+                    output.drain(..output.len() - KEEP);
+                }
+            }
+        }
+        let start = output.len().saturating_sub(KEEP);
+        let text = String::from_utf8_lossy(&output[start..]).into_owned();
+        let inspected = self
+            .client
+            .inspect_exec(&created.id)
+            .await
+            .with_context(|| format!("inspecting exec {cmd:?} in container {id}"))?;
+        let code = inspected
+            .exit_code
+            .with_context(|| format!("exec {cmd:?} has no exit code"))?;
+        Ok((code, text))
+    }
+
     /// Removes a container, killing it if it runs, with its anonymous volumes. Missing is `Ok`.
     #[instrument(skip_all, fields(id = %id))]
     pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
@@ -346,57 +415,11 @@ impl Docker {
         id: &str,
         check: &HealthCheck,
     ) -> anyhow::Result<HealthReport> {
-        let target = ProbeTarget::parse(&check.url)?;
         check_container_ref(id)?;
-        let started = Instant::now();
-        let deadline = started + check.deadline;
-        let probes_from = started + check.grace;
-        while Instant::now() < probes_from.min(deadline) {
-            self.ensure_running(id).await?;
-            let left = probes_from
-                .min(deadline)
-                .saturating_duration_since(Instant::now());
-            tokio::time::sleep(left.min(STATE_POLL)).await;
-        }
-        let mut attempts = 0u32;
-        let mut failed_in_a_row = 0u32;
-        let mut last: Option<ProbeOutcome> = None;
-        loop {
-            self.ensure_running(id).await?;
-            if Instant::now() >= deadline {
-                bail!(
-                    "container {id} was not healthy within {:?} ({attempts} probes of {}); last probe: {}",
-                    check.deadline,
-                    check.url,
-                    last.map_or_else(|| "none sent (grace outlasted the deadline)".to_string(), |o| o.to_string())
-                );
-            }
-            attempts += 1;
-            let per_probe = check
-                .timeout
-                .min(deadline.saturating_duration_since(Instant::now()));
-            let outcome = probe(&target, check.expect_body_contains.as_deref(), per_probe).await;
-            debug!(attempts, %outcome, "health probe");
-            if outcome == ProbeOutcome::Healthy {
-                return Ok(HealthReport {
-                    attempts,
-                    elapsed: started.elapsed(),
-                });
-            }
-            failed_in_a_row += 1;
-            if failed_in_a_row > check.failures {
-                // The container may have died under the probe: that is the better reason.
-                self.ensure_running(id).await?;
-                bail!(
-                    "container {id} failed {failed_in_a_row} health probes in a row (tolerating {}) at {}; last probe: {outcome}",
-                    check.failures,
-                    check.url
-                );
-            }
-            last = Some(outcome);
-            let next = Instant::now() + check.interval;
-            tokio::time::sleep_until(next.min(deadline).into()).await;
-        }
+        super::wait_healthy(check, &format!("container {id}"), || async {
+            self.ensure_running(id).await.map(|_| ())
+        })
+        .await
     }
 
     /// Waits for Docker's own HEALTHCHECK to report `healthy`. Fails at once if the container

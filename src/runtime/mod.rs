@@ -176,8 +176,10 @@ pub struct ContainerInfo {
 pub struct HealthCheck {
     /// `http://127.0.0.1:PORT/path`. Loopback hosts only (`127.0.0.0/8`, `::1`, `localhost`).
     pub url: String,
-    /// The 2xx body must contain this text, so a stale process answering on the port does not
-    /// pass for the new version.
+    /// The status a healthy answer has; `None`: any 2xx.
+    pub expect_status: Option<u16>,
+    /// The healthy answer's body must contain this text, so a stale process answering on the
+    /// port does not pass for the new version.
     pub expect_body_contains: Option<String>,
     /// No probe before this: the app is booting.
     pub grace: Duration,
@@ -258,11 +260,11 @@ impl ProbeTarget {
 /// The outcome of one probe, as a failed check reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeOutcome {
-    /// 2xx with the expected body text.
+    /// The expected status (2xx unless told) with the expected body text.
     Healthy,
-    /// Answered, but not 2xx.
+    /// Answered, but not with the expected status.
     Status(u16),
-    /// 2xx, but the body lacks the expected text.
+    /// The expected status, but the body lacks the expected text.
     BodyMismatch { status: u16, expected: String },
     /// Connect, send, read or parse failed (refused, timed out, garbage).
     Failed(String),
@@ -290,6 +292,7 @@ const MAX_PROBE_ANSWER: usize = 64 * 1024;
 /// One `GET` over a fresh connection, bounded by `timeout` as a whole.
 pub async fn probe(
     target: &ProbeTarget,
+    expect_status: Option<u16>,
     expect_body_contains: Option<&str>,
     timeout: Duration,
 ) -> ProbeOutcome {
@@ -297,7 +300,11 @@ pub async fn probe(
         Err(_) => ProbeOutcome::Failed(format!("no answer within {timeout:?}")),
         Ok(Err(e)) => ProbeOutcome::Failed(format!("{e:#}")),
         Ok(Ok((status, body))) => {
-            if !(200..300).contains(&status) {
+            let expected = match expect_status {
+                Some(want) => status == want,
+                None => (200..300).contains(&status),
+            };
+            if !expected {
                 return ProbeOutcome::Status(status);
             }
             match expect_body_contains {
@@ -310,6 +317,83 @@ pub async fn probe(
                 _ => ProbeOutcome::Healthy,
             }
         }
+    }
+}
+
+/// How often `alive` is asked during the grace period.
+const ALIVE_POLL: Duration = Duration::from_millis(200);
+
+/// Probe `check.url` until it is healthy: nothing before `grace`, then every `interval`, failing
+/// after more than `failures` failed probes in a row or at `deadline`. `alive` is asked before
+/// each probe (and during the grace) and fails the wait at once when what is probed has died;
+/// `what` names it in errors.
+pub async fn wait_healthy<A, F>(
+    check: &HealthCheck,
+    what: &str,
+    mut alive: A,
+) -> anyhow::Result<HealthReport>
+where
+    A: FnMut() -> F,
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let target = ProbeTarget::parse(&check.url)?;
+    let started = tokio::time::Instant::now();
+    let deadline = started + check.deadline;
+    let probes_from = started + check.grace;
+    while tokio::time::Instant::now() < probes_from.min(deadline) {
+        alive().await?;
+        let left = probes_from
+            .min(deadline)
+            .saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(left.min(ALIVE_POLL)).await;
+    }
+    let mut attempts = 0u32;
+    let mut failed_in_a_row = 0u32;
+    let mut last: Option<ProbeOutcome> = None;
+    loop {
+        alive().await?;
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{what} was not healthy within {:?} ({attempts} probes of {}); last probe: {}",
+                check.deadline,
+                check.url,
+                last.map_or_else(
+                    || "none sent (grace outlasted the deadline)".to_string(),
+                    |o| o.to_string()
+                )
+            );
+        }
+        attempts += 1;
+        let per_probe = check
+            .timeout
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let outcome = probe(
+            &target,
+            check.expect_status,
+            check.expect_body_contains.as_deref(),
+            per_probe,
+        )
+        .await;
+        tracing::debug!(attempts, %outcome, "health probe");
+        if outcome == ProbeOutcome::Healthy {
+            return Ok(HealthReport {
+                attempts,
+                elapsed: started.elapsed(),
+            });
+        }
+        failed_in_a_row += 1;
+        if failed_in_a_row > check.failures {
+            // What was probed may have died under the probe: that is the better reason.
+            alive().await?;
+            anyhow::bail!(
+                "{what} failed {failed_in_a_row} health probes in a row (tolerating {}) at {}; last probe: {outcome}",
+                check.failures,
+                check.url
+            );
+        }
+        last = Some(outcome);
+        let next = tokio::time::Instant::now() + check.interval;
+        tokio::time::sleep_until(next.min(deadline)).await;
     }
 }
 

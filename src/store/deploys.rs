@@ -72,6 +72,8 @@ pub struct Deploy {
     /// Full deploys: the image reference run and the digest it resolved to.
     pub image: Option<String>,
     pub digest: Option<String>,
+    /// Failed after changing the app, and put back to the previous commit.
+    pub reverted: bool,
 }
 
 /// One row of `deploy_steps`.
@@ -111,7 +113,7 @@ pub struct LiveContainer {
 
 const DEPLOY_COLUMNS: &str =
     "id, app, delivery_id, trigger, actor, git_ref, requested_sha, forced, from_commit, \
-     to_commit, path, reason, status, superseded_by, error, created_at, started_at, finished_at, image, digest";
+     to_commit, path, reason, status, superseded_by, error, created_at, started_at, finished_at, image, digest, reverted";
 
 impl Store {
     /// One deploy by id.
@@ -186,6 +188,22 @@ impl Store {
     }
 
     /// Give a deploy a terminal status other than `succeeded`.
+    /// Mark a deploy failed after its changes were reverted.
+    pub async fn fail_reverted(&self, id: i64, error: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE deploys SET status = 'failed', reverted = 1, error = ?, finished_at = ?,
+                    started_at = COALESCE(started_at, ?)
+             WHERE id = ?",
+        )
+        .bind(error)
+        .bind(now_ms())
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     pub async fn finish_deploy(
         &self,
         id: i64,

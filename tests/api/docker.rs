@@ -126,6 +126,7 @@ fn spec(name: &str, image: &str, cleanup: &Cleanup, port: u16, boot_delay: u32) 
 fn check(port: u16, expect: &str, deadline: Duration) -> HealthCheck {
     HealthCheck {
         url: format!("http://127.0.0.1:{port}/index.html"),
+        expect_status: None,
         expect_body_contains: Some(expect.to_string()),
         grace: Duration::ZERO,
         interval: Duration::from_millis(200),

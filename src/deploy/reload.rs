@@ -1,0 +1,66 @@
+//! Telling the app its code changed after a fast deploy: touch a file in the deployed tree
+//! (uWSGI `touch-reload`), or — through the engine — send its container a signal (gunicorn
+//! `HUP`, puma `USR1`/`USR2`), run a command inside it (`pm2 reload all`, exit code checked), or
+//! restart it.
+
+use anyhow::{bail, Context as _};
+
+use super::{blocking, fast, Context};
+use crate::config::{AppConfig, Reload};
+use crate::runtime::Docker;
+
+/// How long a restart waits for the container to stop when the app has no `stop_grace`.
+const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reload `app` as configured; returns what was done, for the step output.
+pub(super) async fn reload(ctx: &Context, app: &AppConfig) -> anyhow::Result<String> {
+    match &app.reload {
+        Reload::Touch(_) | Reload::None => {
+            let (volume, layout, reload) = (app.volume.clone(), app.layout, app.reload.clone());
+            blocking(move || fast::reload(&volume, layout, &reload)).await
+        }
+        Reload::Signal(signal) => {
+            let (docker, container) = target(ctx, app).await?;
+            docker.kill(&container, signal).await?;
+            Ok(format!("sent {signal} to container {}", short(&container)))
+        }
+        Reload::Exec(argv) => {
+            let (docker, container) = target(ctx, app).await?;
+            let (code, output) = docker.exec(&container, argv).await?;
+            let short = short(&container);
+            if code != 0 {
+                bail!("{argv:?} in container {short} exited with status {code}:\n{output}");
+            }
+            Ok(format!("{argv:?} in container {short} exited 0\n{output}"))
+        }
+        Reload::Restart => {
+            let (docker, container) = target(ctx, app).await?;
+            let grace = app
+                .container
+                .as_ref()
+                .map_or(RESTART_GRACE, |c| c.stop_grace);
+            docker.restart(&container, grace).await?;
+            Ok(format!("restarted container {}", short(&container)))
+        }
+    }
+}
+
+/// The engine and the container a signal/exec/restart reload acts on: `reload_container`, or
+/// the app's live container.
+async fn target(ctx: &Context, app: &AppConfig) -> anyhow::Result<(Docker, String)> {
+    let docker = ctx.docker().await?;
+    let container = match &app.reload_container {
+        Some(name) => name.clone(),
+        None => ctx
+            .store
+            .app_state(&app.name)
+            .await?
+            .and_then(|s| s.container_id)
+            .context("no live container to reload (nothing deployed by the full path yet)")?,
+    };
+    Ok((docker, container))
+}
+
+fn short(container: &str) -> &str {
+    &container[..container.len().min(12)]
+}
