@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{redact_url, Config, Reload};
+use crate::config::{redact_url, Config, Reload, TokenScope};
 
 /// dockhand: signed GitHub pushes become fast in-place or full container deploys.
 #[derive(Debug, Parser)]
@@ -69,11 +69,30 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
                 c.image, c.mount, c.health_path, c.health_deadline
             );
         }
+        if !app.lock_on_rollback {
+            let _ = writeln!(
+                out,
+                "  rollback does not lock the app (lock_on_rollback = false)"
+            );
+        }
         let _ = writeln!(
             out,
             "  webhook  POST /hooks/github/{} (or /hooks/github)",
             app.name
         );
+    }
+    if config.tokens.is_empty() {
+        let _ = writeln!(
+            out,
+            "api: no [[tokens]]: reads are open, deploy/rollback/plan/lock answer 401"
+        );
+    }
+    for t in &config.tokens {
+        let apps = match &t.scope {
+            TokenScope::All => "every app".to_string(),
+            TokenScope::Apps(apps) => apps.join(", "),
+        };
+        let _ = writeln!(out, "token {} (redacted) for {apps}", t.name);
     }
     for w in warnings {
         let _ = writeln!(out, "warning: {w}");
