@@ -7,6 +7,8 @@
 mod batch;
 mod deliveries;
 mod deploys;
+mod events;
+mod locks;
 mod prune;
 
 use std::path::Path;
@@ -19,7 +21,11 @@ use sqlx::sqlite::{
 };
 
 pub use deliveries::{Delivery, DeliveryOutcome, NewDelivery, NewPushDeploy};
-pub use deploys::{AppState, Deploy, DeployStatus, LiveContainer, Step, Trigger};
+pub use deploys::{
+    is_terminal, AppState, Deploy, DeployStatus, LiveContainer, NewApiDeploy, Step, Trigger,
+};
+pub use events::DeployEvent;
+pub use locks::AppLock;
 pub use prune::Pruned;
 
 /// Handle to the database; cheap to clone.
@@ -32,6 +38,8 @@ pub struct Store {
     writer: SqlitePool,
     /// Group-commits deliveries that queue no deploy.
     batcher: batch::Batcher,
+    /// Live deploy events, published after each commit.
+    events: events::Events,
 }
 
 impl Store {
@@ -65,6 +73,7 @@ impl Store {
             pool,
             writer,
             batcher,
+            events: events::Events::new(),
         })
     }
 
