@@ -29,13 +29,17 @@ pub(super) fn plan(
     to: Oid,
     adopt: bool,
 ) -> anyhow::Result<Plan> {
-    let cache = Cache::open_or_init(cache)?;
     if from.is_none() && !adopt && !Volume::open(volume)?.is_empty()? {
         bail!(
             "volume {} is not empty and dockhand has never deployed into it; empty it, or set adopt = true to take it over",
             volume.display()
         );
     }
+    diff(&Cache::open_or_init(cache)?, from, to)
+}
+
+/// What turns `from` into `to`, from the cache alone: reads nothing under the volume (dry runs).
+pub(super) fn diff(cache: &Cache, from: Option<Oid>, to: Oid) -> anyhow::Result<Plan> {
     let changes = cache.changes(from, Some(to))?;
     let deleted = changes
         .iter()
