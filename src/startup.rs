@@ -77,6 +77,7 @@ impl App {
             config,
             store,
             deployer,
+            ctx,
         };
         Ok(App {
             listener,

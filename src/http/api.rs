@@ -5,6 +5,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::auth::Reader;
 use super::error::ApiError;
 use super::AppState;
 use crate::config::{AppConfig, Reload};
@@ -31,6 +32,8 @@ pub struct DeployView {
     pub delivery_id: Option<i64>,
     pub image: Option<String>,
     pub digest: Option<String>,
+    pub requested_path: Option<String>,
+    pub rollback_of: Option<i64>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -74,6 +77,8 @@ impl From<Deploy> for DeployView {
             delivery_id: d.delivery_id,
             image: d.image,
             digest: d.digest,
+            requested_path: d.requested_path,
+            rollback_of: d.rollback_of,
             created_at: rfc3339(d.created_at),
             started_at: d.started_at.map(rfc3339),
             finished_at: d.finished_at.map(rfc3339),
@@ -104,6 +109,7 @@ async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> 
             .map(|id| json!({ "id": id, "image": d.image, "digest": d.digest, "port": d.port }))
     });
     let last = state.store.last_deploy(&app.name).await?;
+    let lock = state.store.lock(&app.name).await?;
     let reload = match &app.reload {
         Reload::Touch(p) => json!({ "touch": p }),
         Reload::None => Value::Null,
@@ -122,20 +128,21 @@ async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> 
         })),
         "last_deploy": last.map(DeployView::from),
         "container": container,
+        "locked": lock.map(|l| json!({
+            "reason": l.reason,
+            "locked_by": l.locked_by,
+            "locked_at": rfc3339(l.locked_at),
+        })),
     }))
 }
 
-fn find_app<'a>(state: &'a AppState, name: &str) -> Result<&'a AppConfig, ApiError> {
-    state
-        .config
-        .app(name)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown app {name:?}")))
-}
-
-/// `GET /api/apps`
-pub async fn list_apps(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /api/apps`: the apps the caller's token is scoped to.
+pub async fn list_apps(
+    State(state): State<AppState>,
+    caller: Reader,
+) -> Result<Json<Value>, ApiError> {
     let mut apps = Vec::with_capacity(state.config.apps.len());
-    for app in &state.config.apps {
+    for app in state.config.apps.iter().filter(|a| caller.may(&a.name)) {
         apps.push(app_view(&state, app).await?);
     }
     Ok(Json(json!({ "apps": apps })))
@@ -145,8 +152,9 @@ pub async fn list_apps(State(state): State<AppState>) -> Result<Json<Value>, Api
 pub async fn get_app(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    caller: Reader,
 ) -> Result<Json<Value>, ApiError> {
-    let app = find_app(&state, &name)?;
+    let app = caller.app(&state, &name)?;
     Ok(Json(app_view(&state, app).await?))
 }
 
@@ -159,9 +167,10 @@ pub struct Limit {
 pub async fn list_deploys(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    caller: Reader,
     Query(q): Query<Limit>,
 ) -> Result<Json<Value>, ApiError> {
-    let app = find_app(&state, &name)?;
+    let app = caller.app(&state, &name)?;
     let limit = match q.limit.as_deref() {
         None => 20,
         Some(s) => s
@@ -186,6 +195,7 @@ pub async fn list_deploys(
 pub async fn get_deploy(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    caller: Reader,
 ) -> Result<Json<DeployView>, ApiError> {
     let id: i64 = id
         .parse()
@@ -195,6 +205,7 @@ pub async fn get_deploy(
         .deploy(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no deploy {id}")))?;
+    caller.check(&deploy.app)?;
     let steps = state
         .store
         .steps(id)

@@ -4,7 +4,11 @@
 //! goes through the store and the deploy queue.
 
 mod api;
+mod auth;
+mod body;
 mod error;
+mod events;
+mod ops;
 mod webhook;
 
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
-use crate::deploy::Deployer;
+use crate::deploy::{self, Deployer};
 use crate::store::Store;
 
 pub use error::ApiError;
@@ -33,6 +37,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub deployer: Deployer,
+    /// For resolving API targets and dry runs (git work happens in `deploy`, not here).
+    pub ctx: deploy::Context,
 }
 
 /// The whole router, with body cap, request timeout, request ids and tracing.
@@ -57,7 +63,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/apps", get(api::list_apps))
         .route("/api/apps/{app}", get(api::get_app))
         .route("/api/apps/{app}/deploys", get(api::list_deploys))
+        .route("/api/apps/{app}/deploy", post(ops::deploy))
+        .route("/api/apps/{app}/rollback", post(ops::rollback))
+        .route("/api/apps/{app}/plan", post(ops::plan))
+        .route("/api/apps/{app}/lock", post(ops::lock).delete(ops::unlock))
         .route("/api/deploys/{id}", get(api::get_deploy))
+        .route("/api/deploys/{id}/events", get(events::deploy_events))
         .route("/healthz", get(api::health))
         // A declared Content-Length over the cap is refused before reading; a chunked body is
         // cut off (413) as soon as it passes the cap. Either way before any HMAC work.
