@@ -197,15 +197,8 @@ pub async fn get_deploy(
     Path(id): Path<String>,
     caller: Reader,
 ) -> Result<Json<DeployView>, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("deploy id {id:?} is not a number")))?;
-    let deploy = state
-        .store
-        .deploy(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no deploy {id}")))?;
-    caller.check(&deploy.app)?;
+    let deploy = readable_deploy(&state, &caller, &id).await?;
+    let id = deploy.id;
     let steps = state
         .store
         .steps(id)
@@ -216,6 +209,24 @@ pub async fn get_deploy(
     let mut view = DeployView::from(deploy);
     view.steps = Some(steps);
     Ok(Json(view))
+}
+
+/// The deploy `id` (from the path), if it exists and the caller may see its app.
+pub(super) async fn readable_deploy(
+    state: &AppState,
+    caller: &Reader,
+    id: &str,
+) -> Result<Deploy, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("deploy id {id:?} is not a number")))?;
+    let deploy = state
+        .store
+        .deploy(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no deploy {id}")))?;
+    caller.check(&deploy.app)?;
+    Ok(deploy)
 }
 
 /// `GET /healthz`: the database answers.

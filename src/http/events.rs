@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 
+use super::api::readable_deploy;
 use super::auth::Reader;
 use super::error::ApiError;
 use super::AppState;
@@ -30,16 +31,9 @@ pub async fn deploy_events(
     Path(id): Path<String>,
     caller: Reader,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("deploy id {id:?} is not a number")))?;
+    // Subscribed before the rows are read: nothing between the read and the live events is lost.
     let live = state.store.subscribe();
-    let deploy = state
-        .store
-        .deploy(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no deploy {id}")))?;
-    caller.check(&deploy.app)?;
+    let deploy = readable_deploy(&state, &caller, &id).await?;
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(follow(state.store.clone(), deploy, live, tx));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -59,6 +59,12 @@ pub async fn deploy(
             ApiError::BadRequest(format!("path: {p:?} must be \"fast\" or \"full\""))
         })?),
     };
+    if path == Some(DeployPath::Full) && app.container.is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "path: app {} has no [apps.container]; only the fast path exists",
+            app.name
+        )));
+    }
     let force = body.bool("force")?.unwrap_or(false);
     let wait = q.wait()?;
     if let Some(spec) = spec {

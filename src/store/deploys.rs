@@ -506,17 +506,8 @@ impl Store {
         before: i64,
         except: &str,
     ) -> anyhow::Result<Option<Deploy>> {
-        let sql = format!(
-            "SELECT {DEPLOY_COLUMNS} FROM deploys
-             WHERE app = ? AND id < ? AND status = 'succeeded' AND to_commit <> ?
-             ORDER BY id DESC LIMIT 1"
-        );
-        Ok(sqlx::query_as(&sql)
-            .bind(app)
-            .bind(before)
-            .bind(except)
-            .fetch_optional(&self.pool)
-            .await?)
+        self.newest_succeeded(app, before, "to_commit <> ?", except)
+            .await
     }
 
     /// The newest succeeded deploy of an app that deployed `commit`.
@@ -525,16 +516,8 @@ impl Store {
         app: &str,
         commit: &str,
     ) -> anyhow::Result<Option<Deploy>> {
-        let sql = format!(
-            "SELECT {DEPLOY_COLUMNS} FROM deploys
-             WHERE app = ? AND status = 'succeeded' AND to_commit = ?
-             ORDER BY id DESC LIMIT 1"
-        );
-        Ok(sqlx::query_as(&sql)
-            .bind(app)
-            .bind(commit)
-            .fetch_optional(&self.pool)
-            .await?)
+        self.newest_succeeded(app, i64::MAX, "to_commit = ?", commit)
+            .await
     }
 
     /// The newest succeeded deploy of an app that deployed the ref `git_ref` (e.g. a tag).
@@ -543,14 +526,29 @@ impl Store {
         app: &str,
         git_ref: &str,
     ) -> anyhow::Result<Option<Deploy>> {
+        self.newest_succeeded(app, i64::MAX, "git_ref = ?", git_ref)
+            .await
+    }
+
+    /// The newest succeeded deploy of `app` older than `before` meeting `condition` (one `?`,
+    /// bound to `value`).
+    async fn newest_succeeded(
+        &self,
+        app: &str,
+        before: i64,
+        condition: &str,
+        value: &str,
+    ) -> anyhow::Result<Option<Deploy>> {
         let sql = format!(
             "SELECT {DEPLOY_COLUMNS} FROM deploys
-             WHERE app = ? AND status = 'succeeded' AND git_ref = ? AND to_commit IS NOT NULL
+             WHERE app = ? AND id < ? AND status = 'succeeded' AND to_commit IS NOT NULL
+               AND {condition}
              ORDER BY id DESC LIMIT 1"
         );
         Ok(sqlx::query_as(&sql)
             .bind(app)
-            .bind(git_ref)
+            .bind(before)
+            .bind(value)
             .fetch_optional(&self.pool)
             .await?)
     }
