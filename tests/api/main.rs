@@ -7,5 +7,7 @@ mod fast_path;
 mod full_path;
 mod helpers;
 mod limits;
+mod ops;
+mod ops_full;
 mod queue;
 mod webhook;
