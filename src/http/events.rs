@@ -61,7 +61,12 @@ async fn follow(
         return;
     }
     loop {
-        let event = match live.recv().await {
+        let received = tokio::select! {
+            // The client went away: stop now, not at the deploy's next event.
+            () = tx.closed() => return,
+            received = live.recv() => received,
+        };
+        let event = match received {
             Ok(event) if event.deploy_id() == id => event,
             Ok(_) => continue,
             Err(RecvError::Lagged(_)) => {
