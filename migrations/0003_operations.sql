@@ -2,15 +2,21 @@
 -- recorded deploy, and app locks under which pushes are recorded as 'locked' instead of deployed.
 --
 -- deploys.status has a CHECK listing the statuses, and SQLite cannot alter a CHECK. The table is
--- rebuilt (SQLite's documented procedure: new table, copy, drop, rename), keeping every column of
--- 0001 and 0002 with the same name, type and meaning, and every id — deploy_steps, app_state and
--- superseded_by refer to deploys by id. Foreign keys stay on: `defer_foreign_keys` postpones
--- their check to the end of this migration's transaction, when the new table carries the name
--- again and every reference resolves (a dangling one fails the migration, changing nothing).
+-- rebuilt, keeping every column of 0001 and 0002 with the same name, type and meaning, and every
+-- id — deploy_steps, app_state and superseded_by refer to deploys by id. Foreign keys stay on:
+-- `defer_foreign_keys` postpones their check to the end of this migration's transaction. The
+-- rows go to a plain holding table, `deploys` is dropped (its children now count as dangling)
+-- and created again under its own name, and the rows are inserted back in id order — each
+-- insert settles the children that refer to it. Anything still dangling at the end fails the
+-- migration, which then changes nothing. (Renaming a rebuilt table into place instead would
+-- leave the dangling count of the drop behind and fail every time.)
 
 PRAGMA defer_foreign_keys = ON;
 
-CREATE TABLE deploys_new (
+CREATE TABLE deploys_0002 AS SELECT * FROM deploys;
+DROP TABLE deploys;
+
+CREATE TABLE deploys (
     id             INTEGER PRIMARY KEY,
     app            TEXT    NOT NULL,
     delivery_id    INTEGER REFERENCES deliveries(id),
@@ -40,16 +46,15 @@ CREATE TABLE deploys_new (
     rollback_of    INTEGER REFERENCES deploys(id)
 );
 
-INSERT INTO deploys_new (id, app, delivery_id, trigger, actor, git_ref, requested_sha, forced,
-                         from_commit, to_commit, path, reason, status, superseded_by, error,
-                         created_at, started_at, finished_at, image, digest)
+INSERT INTO deploys (id, app, delivery_id, trigger, actor, git_ref, requested_sha, forced,
+                     from_commit, to_commit, path, reason, status, superseded_by, error,
+                     created_at, started_at, finished_at, image, digest)
 SELECT id, app, delivery_id, trigger, actor, git_ref, requested_sha, forced,
        from_commit, to_commit, path, reason, status, superseded_by, error,
        created_at, started_at, finished_at, image, digest
-FROM deploys;
+FROM deploys_0002 ORDER BY id;
 
-DROP TABLE deploys;
-ALTER TABLE deploys_new RENAME TO deploys;
+DROP TABLE deploys_0002;
 
 CREATE INDEX deploys_by_app ON deploys (app, id DESC);
 CREATE INDEX deploys_by_status ON deploys (status) WHERE status IN ('queued', 'running');
