@@ -86,10 +86,11 @@ fn is_commit_id(spec: &str) -> bool {
 pub async fn resolve_ref(
     ctx: &Context,
     app: &AppConfig,
+    field: &'static str,
     spec: Option<&str>,
 ) -> Result<Target, TargetError> {
     if let Some(spec) = spec {
-        check_spec("ref", spec)?;
+        check_spec(field, spec)?;
     }
     let _cache = ctx.lock_cache(&app.name).await;
     let (cache, app2, spec) = (
@@ -97,7 +98,7 @@ pub async fn resolve_ref(
         app.clone(),
         spec.map(str::to_string),
     );
-    blocking(move || Ok(resolve_ref_blocking(&cache, &app2, spec.as_deref())))
+    blocking(move || Ok(resolve_ref_blocking(&cache, &app2, field, spec.as_deref())))
         .await
         .map_err(TargetError::Other)?
 }
@@ -105,6 +106,7 @@ pub async fn resolve_ref(
 fn resolve_ref_blocking(
     cache: &Path,
     app: &AppConfig,
+    field: &'static str,
     spec: Option<&str>,
 ) -> Result<Target, TargetError> {
     let cache = Cache::open_or_init(cache)?;
@@ -133,11 +135,16 @@ fn resolve_ref_blocking(
         return at_ref(r, format!("tip of branch {}", app.branch));
     };
     if is_commit_id(spec) {
-        // Commits the cache has need no fetch; others may be on the tracked branch.
-        let mut found = cache.resolve(spec)?;
+        // Commits the cache has need no fetch; others may be on the tracked branch. An
+        // ambiguous prefix, or an id of something that is not a commit, is the caller's error.
+        let bad = |e: anyhow::Error| TargetError::Bad {
+            field,
+            message: format!("{e:#}"),
+        };
+        let mut found = cache.resolve(spec).map_err(bad)?;
         if found.is_none() {
             fetch(&app.branch_ref())?;
-            found = cache.resolve(spec)?;
+            found = cache.resolve(spec).map_err(bad)?;
         }
         if let Some(sha) = found {
             return Ok(Target {
@@ -268,12 +275,12 @@ async fn resolve_commit_or_tag(
     tag: &str,
 ) -> Result<Target, TargetError> {
     if is_commit_id(spec) {
-        let t = resolve_ref(ctx, app, Some(spec)).await?;
+        let t = resolve_ref(ctx, app, "to", Some(spec)).await?;
         if t.git_ref.is_none() {
             return Ok(t);
         }
     }
-    match resolve_ref(ctx, app, Some(&format!("refs/tags/{tag}"))).await {
+    match resolve_ref(ctx, app, "to", Some(&format!("refs/tags/{tag}"))).await {
         Err(TargetError::NotFound(_)) => Err(TargetError::NotFound(format!(
             "{spec:?} is neither a commit nor a tag of app {}",
             app.name

@@ -71,7 +71,7 @@ pub async fn deploy(
         target::check_spec("ref", spec)?;
     }
     refuse_if_locked(&state, app, force).await?;
-    let target = target::resolve_ref(&state.ctx, app, spec).await?;
+    let target = target::resolve_ref(&state.ctx, app, "ref", spec).await?;
     let new = NewApiDeploy {
         app: &app.name,
         trigger: Trigger::Manual,
@@ -148,7 +148,7 @@ pub async fn plan(
 ) -> Result<Json<Value>, ApiError> {
     let app = caller.app(&state, &name)?;
     let body = JsonBody::parse(&body, &["ref"])?;
-    let target = target::resolve_ref(&state.ctx, app, body.string("ref")?).await?;
+    let target = target::resolve_ref(&state.ctx, app, "ref", body.string("ref")?).await?;
     let dry = target::dry_run(&state.ctx, app, &target).await?;
     let changes: Vec<Value> = dry
         .changes

@@ -32,13 +32,13 @@ fn publish(source: &str, tag: &str) {
 }
 
 /// An ops server whose app (its own name, for container labels) runs `image`.
-async fn spawn_full(origin: &Origin, image: &str, extra: &str) -> (Ops, String) {
+async fn spawn_full(origin: &Origin, image: &str, server: &str, extra: &str) -> (Ops, String) {
     let name = unique("ops").replace("dockhand-test-", "");
     let container = format!(
         "[apps.container]\nimage = \"{image}\"\nmount = \"/code\"\nexpect_body_contains = \"v\"\n\
          health_interval = \"100ms\"\nhealth_deadline = \"20s\"\nstop_grace = \"1s\"\n{extra}"
     );
-    let ops = spawn_ops_edited(origin, "", &container, |t| {
+    let ops = spawn_ops_edited(origin, server, &container, |t| {
         t.replace("name = \"web\"", &format!("name = \"{name}\""))
     })
     .await;
@@ -69,7 +69,7 @@ async fn a_full_path_rollback_runs_the_recorded_digest_without_pulling_after_the
     let tag = format!("{repo}:live");
     publish(V1, &tag);
     let origin = Origin::new();
-    let (ops, name) = spawn_full(&origin, &tag, "").await;
+    let (ops, name) = spawn_full(&origin, &tag, "", "").await;
     let _cleanup = Cleanup::app(&name);
 
     let first = ops.pushed(&origin.head()).await;
@@ -126,11 +126,17 @@ async fn a_full_path_rollback_runs_the_recorded_digest_without_pulling_after_the
 }
 
 #[tokio::test]
-async fn events_of_a_running_deploy_follow_it_live_until_its_terminal_status() {
+async fn events_of_a_running_deploy_follow_it_live_and_wait_outlasts_the_request_timeout() {
     let origin = Origin::new();
     // The health gate waits 2 s before its first probe: the deploy is surely running when the
-    // stream opens.
-    let (ops, name) = spawn_full(&origin, V1, "health_grace = \"2s\"\n").await;
+    // stream opens, and it takes longer than the 1 s request deadline.
+    let (ops, name) = spawn_full(
+        &origin,
+        V1,
+        "request_timeout = \"1s\"\n",
+        "health_grace = \"2s\"\n",
+    )
+    .await;
     let _cleanup = Cleanup::app(&name);
     let (status, queued) = ops
         .post(
@@ -192,4 +198,14 @@ async fn events_of_a_running_deploy_follow_it_live_until_its_terminal_status() {
             .contains("full path requested explicitly"),
         "{deploy:#}"
     );
+
+    // ?wait=true holds the answer past request_timeout until the deploy is over.
+    let (status, waited) = ops
+        .post(
+            &format!("/api/apps/{name}/deploy?wait=true"),
+            json!({ "path": "full" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{waited:#}");
+    assert_eq!(waited["status"], "succeeded", "{waited:#}");
 }
