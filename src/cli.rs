@@ -99,3 +99,28 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_lists_tokens_with_their_scope_and_never_their_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = "check-token-0123456789abcdef";
+        std::fs::write(dir.path().join("token"), token).unwrap();
+        let config = dir.path().join("dockhand.toml");
+        std::fs::write(
+            &config,
+            "[server]\nstate_dir = \"state\"\n\
+             [[apps]]\nname = \"web\"\nrepo = \"/srv/web.git\"\nsecret = \"s3cret\"\nvolume = \"volume\"\n\
+             lock_on_rollback = false\n\
+             [[tokens]]\nname = \"ci\"\ntoken_file = \"token\"\napps = [\"web\"]\n",
+        )
+        .unwrap();
+        let report = check_report(&config).unwrap();
+        assert!(report.contains("token ci (redacted) for web"), "{report}");
+        assert!(report.contains("rollback does not lock"), "{report}");
+        assert!(!report.contains(token), "{report}");
+    }
+}
