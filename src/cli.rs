@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{redact_url, Config};
+use crate::config::{redact_url, Config, TokenScope};
 
 /// dockhand: signed GitHub pushes become fast in-place or full container deploys.
 #[derive(Debug, Parser)]
@@ -66,14 +66,58 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
                 c.image, c.mount, c.health_path, c.health_deadline
             );
         }
+        if !app.lock_on_rollback {
+            let _ = writeln!(
+                out,
+                "  rollback does not lock the app (lock_on_rollback = false)"
+            );
+        }
         let _ = writeln!(
             out,
             "  webhook  POST /hooks/github/{} (or /hooks/github)",
             app.name
         );
     }
+    if config.tokens.is_empty() {
+        let _ = writeln!(
+            out,
+            "api: no [[tokens]]: reads are open, deploy/rollback/plan/lock answer 401"
+        );
+    }
+    for t in &config.tokens {
+        let apps = match &t.scope {
+            TokenScope::All => "every app".to_string(),
+            TokenScope::Apps(apps) => apps.join(", "),
+        };
+        let _ = writeln!(out, "token {} (redacted) for {apps}", t.name);
+    }
     for w in warnings {
         let _ = writeln!(out, "warning: {w}");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_lists_tokens_with_their_scope_and_never_their_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = "check-token-0123456789abcdef";
+        std::fs::write(dir.path().join("token"), token).unwrap();
+        let config = dir.path().join("dockhand.toml");
+        std::fs::write(
+            &config,
+            "[server]\nstate_dir = \"state\"\n\
+             [[apps]]\nname = \"web\"\nrepo = \"/srv/web.git\"\nsecret = \"s3cret\"\nvolume = \"volume\"\n\
+             lock_on_rollback = false\n\
+             [[tokens]]\nname = \"ci\"\ntoken_file = \"token\"\napps = [\"web\"]\n",
+        )
+        .unwrap();
+        let report = check_report(&config).unwrap();
+        assert!(report.contains("token ci (redacted) for web"), "{report}");
+        assert!(report.contains("rollback does not lock"), "{report}");
+        assert!(!report.contains(token), "{report}");
+    }
 }

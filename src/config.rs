@@ -24,6 +24,55 @@ pub const DEFAULT_BODY_LIMIT: u64 = 25 * 1024 * 1024;
 pub struct Config {
     pub server: ServerConfig,
     pub apps: Vec<AppConfig>,
+    /// API bearer tokens (`[[tokens]]`). None configured: the write API is off and reads are open.
+    pub tokens: Vec<ApiToken>,
+}
+
+/// One `[[tokens]]` entry: who may call the API for which apps. `Debug` never shows the token.
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    /// Recorded as the `actor` of every deploy the token causes.
+    pub name: String,
+    /// SHA-256 of the token: every comparison is over 32 bytes, so neither a byte nor the
+    /// token's length leaks through timing.
+    pub digest: TokenDigest,
+    pub scope: TokenScope,
+}
+
+/// The SHA-256 of an API token. `Debug` redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenDigest(pub [u8; 32]);
+
+impl TokenDigest {
+    /// The digest of a presented or configured token.
+    pub fn of(token: &[u8]) -> TokenDigest {
+        use sha2::Digest as _;
+        TokenDigest(sha2::Sha256::digest(token).into())
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenDigest(<redacted>)")
+    }
+}
+
+/// The apps a token may act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenScope {
+    /// `apps = ["*"]`.
+    All,
+    Apps(Vec<String>),
+}
+
+impl ApiToken {
+    /// Whether this token may act on app `name`.
+    pub fn may(&self, app: &str) -> bool {
+        match &self.scope {
+            TokenScope::All => true,
+            TokenScope::Apps(apps) => apps.iter().any(|a| a == app),
+        }
+    }
 }
 
 /// The `[server]` section.
@@ -41,6 +90,8 @@ pub struct ServerConfig {
     /// Finished deploys and deliveries older than this are pruned hourly (the newest
     /// [`KEEP_DEPLOYS_PER_APP`] deploys of each app and the deployed one are always kept).
     pub history_retention: Duration,
+    /// Longest an API call with `?wait=true` holds its answer before it answers 202 anyway.
+    pub wait_timeout: Duration,
 }
 
 /// Deploys of each app kept whatever their age, so recent history and rollback targets survive.
@@ -77,6 +128,8 @@ pub struct AppConfig {
     pub container: Option<ContainerConfig>,
     /// The built-in reverse proxy in front of the app, if any.
     pub proxy: Option<ProxyConfig>,
+    /// Lock the app when a rollback is asked for, so the next push does not undo it.
+    pub lock_on_rollback: bool,
 }
 
 /// `[apps.proxy]`: a stable address dockhand serves and forwards to whichever container is live.
@@ -364,6 +417,17 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     apps: Vec<RawApp>,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    apps: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -378,6 +442,8 @@ struct RawServer {
     queue_limit: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     history_retention: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    wait_timeout: Option<Duration>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -415,6 +481,7 @@ struct RawApp {
     ssh_key: Option<PathBuf>,
     container: Option<RawContainer>,
     proxy: Option<RawProxy>,
+    lock_on_rollback: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -531,6 +598,7 @@ impl Config {
                 .server
                 .history_retention
                 .unwrap_or(Duration::from_secs(90 * 24 * 3600)),
+            wait_timeout: raw.server.wait_timeout.unwrap_or(Duration::from_secs(300)),
         };
         if server.body_limit == 0 {
             bail!("server.body_limit: must be greater than zero");
@@ -569,7 +637,15 @@ impl Config {
             }
             apps.push(app);
         }
-        Ok((Config { server, apps }, warnings))
+        let tokens = validate_tokens(raw.tokens, &names, base, &mut warnings)?;
+        Ok((
+            Config {
+                server,
+                apps,
+                tokens,
+            },
+            warnings,
+        ))
     }
 
     /// The app called `name`.
@@ -592,14 +668,7 @@ impl Config {
 }
 
 fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow::Result<AppConfig> {
-    let name_ok = !raw.name.is_empty()
-        && raw.name.len() <= 64
-        && raw.name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && raw
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !name_ok {
+    if !valid_name(&raw.name) {
         bail!(
             "name: {:?} must be 1-64 of [A-Za-z0-9._-], starting with a letter or digit",
             raw.name
@@ -747,6 +816,7 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         adopt: raw.adopt,
         fetch_limits,
         credentials,
+        lock_on_rollback: raw.lock_on_rollback.unwrap_or(true),
     })
 }
 
@@ -790,6 +860,78 @@ fn validate_proxy(raw: RawProxy, has_container: bool) -> anyhow::Result<ProxyCon
             .maintenance_body
             .unwrap_or_else(|| DEFAULT_MAINTENANCE_BODY.to_string()),
     })
+}
+
+/// Tokens shorter than this get a `check` warning.
+const SHORT_TOKEN: usize = 16;
+
+fn validate_tokens(
+    raw: Vec<RawToken>,
+    app_names: &HashSet<String>,
+    base: &Path,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Vec<ApiToken>> {
+    let mut tokens: Vec<ApiToken> = Vec::with_capacity(raw.len());
+    for (i, t) in raw.into_iter().enumerate() {
+        let label = format!("tokens[{i}] ({})", t.name);
+        if !valid_name(&t.name) {
+            bail!(
+                "{label}.name: {:?} must be 1-64 of [A-Za-z0-9._-], starting with a letter or digit",
+                t.name
+            );
+        }
+        if tokens.iter().any(|other| other.name == t.name) {
+            bail!("{label}.name: duplicate token name {:?}", t.name);
+        }
+        let (secret, _) = read_secret(&None, &t.token_env, &t.token_file, base, "token")
+            .with_context(|| label.clone())?;
+        let value = secret.expose();
+        if value.iter().any(|b| !b.is_ascii_graphic()) {
+            bail!("{label}: the token must be printable ASCII without spaces (it is sent in a header)");
+        }
+        if value.len() < SHORT_TOKEN {
+            warnings.push(format!(
+                "{label}: the token is shorter than {SHORT_TOKEN} characters; use e.g. `openssl rand -hex 32`"
+            ));
+        }
+        let digest = TokenDigest::of(value);
+        if let Some(other) = tokens.iter().find(|o| o.digest == digest) {
+            bail!(
+                "{label}: the same token as {:?}; each token must be distinct so the actor is known",
+                other.name
+            );
+        }
+        let scope = if t.apps.iter().any(|a| a == "*") {
+            if t.apps.len() > 1 {
+                bail!("{label}.apps: \"*\" stands alone (it already means every app)");
+            }
+            TokenScope::All
+        } else {
+            if t.apps.is_empty() {
+                bail!("{label}.apps: empty; name apps, or [\"*\"] for every app");
+            }
+            if let Some(unknown) = t.apps.iter().find(|a| !app_names.contains(*a)) {
+                bail!("{label}.apps: unknown app {unknown:?}");
+            }
+            TokenScope::Apps(t.apps)
+        };
+        tokens.push(ApiToken {
+            name: t.name,
+            digest,
+            scope,
+        });
+    }
+    Ok(tokens)
+}
+
+/// An app or token name: usable in URLs and messages as is.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn validate_container(raw: RawContainer, base: &Path) -> anyhow::Result<ContainerConfig> {
@@ -1116,6 +1258,72 @@ mod tests {
         );
         assert_eq!(render("r/web:{ref}", sha, "refs/tags/v1.2"), "r/web:v1.2");
         assert_eq!(render("r/web:{tag}", sha, "refs/heads/main"), "r/web:");
+    }
+
+    fn with_tokens(tokens: &str) -> anyhow::Result<(Config, Vec<String>)> {
+        std::env::set_var("DOCKHAND_TEST_TOKEN_A", "token-a-0123456789abcdef");
+        std::env::set_var("DOCKHAND_TEST_TOKEN_B", "token-b-0123456789abcdef");
+        std::env::set_var("DOCKHAND_TEST_TOKEN_EMPTY", " ");
+        parse(&format!("{APP}{tokens}"))
+    }
+
+    const TOKEN_A: &str =
+        "[[tokens]]\nname = \"ci\"\ntoken_env = \"DOCKHAND_TEST_TOKEN_A\"\napps = [\"*\"]\n";
+
+    #[test]
+    fn tokens_are_read_scoped_and_never_shown_in_debug() {
+        let (config, warnings) = with_tokens(&format!(
+            "{TOKEN_A}[[tokens]]\nname = \"ops\"\ntoken_env = \"DOCKHAND_TEST_TOKEN_B\"\napps = [\"web\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(config.tokens.len(), 2);
+        assert_eq!(config.tokens[0].scope, TokenScope::All);
+        assert!(config.tokens[1].may("web") && !config.tokens[1].may("other"));
+        assert!(config.apps[0].lock_on_rollback);
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("token-a") && !debug.contains("token-b"),
+            "{debug}"
+        );
+        assert!(
+            !warnings.iter().any(|w| w.contains("tokens")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_naming_the_field() {
+        let cases = [
+            (
+                TOKEN_A.replace("[\"*\"]", "[\"nope\"]"),
+                "tokens[0] (ci).apps: unknown app \"nope\"",
+            ),
+            (
+                TOKEN_A.replace("[\"*\"]", "[]"),
+                "tokens[0] (ci).apps: empty",
+            ),
+            (
+                TOKEN_A.replace("DOCKHAND_TEST_TOKEN_A", "DOCKHAND_TEST_TOKEN_EMPTY"),
+                "token_env: the token is empty",
+            ),
+            (
+                TOKEN_A.replace("DOCKHAND_TEST_TOKEN_A", "DOCKHAND_TEST_SURELY_UNSET"),
+                "token_env: environment variable DOCKHAND_TEST_SURELY_UNSET is not set",
+            ),
+            (
+                format!("{TOKEN_A}{TOKEN_A}"),
+                "tokens[1] (ci).name: duplicate",
+            ),
+            (
+                format!("{TOKEN_A}{}", TOKEN_A.replace("\"ci\"", "\"other\"")),
+                "the same token as \"ci\"",
+            ),
+            (TOKEN_A.replace("\"ci\"", "\"-x\""), "tokens[0] (-x).name"),
+        ];
+        for (tokens, expected) in cases {
+            let err = format!("{:#}", with_tokens(&tokens).unwrap_err());
+            assert!(err.contains(expected), "{expected:?} not in {err:?}");
+        }
     }
 
     #[test]

@@ -13,6 +13,14 @@ use anyhow::{bail, Context};
 
 pub use git2::Oid;
 
+/// A fetch asked for a ref the origin does not have (callers tell "unknown" from "broken").
+#[derive(Debug, thiserror::Error)]
+#[error("origin {origin} has no ref {name}")]
+pub struct MissingRef {
+    pub origin: String,
+    pub name: String,
+}
+
 /// Bounds on one fetch, so a huge or hostile origin cannot wedge a deploy (SECURITY.md 24).
 #[derive(Debug, Clone)]
 pub struct FetchLimits {
@@ -183,7 +191,11 @@ impl Cache {
         let updated = updated.borrow();
         for r in refs {
             if !updated.contains(r) {
-                bail!("origin {shown} has no ref {r}");
+                return Err(MissingRef {
+                    origin: shown,
+                    name: r.clone(),
+                }
+                .into());
             }
         }
         Ok(())
@@ -226,7 +238,10 @@ impl Cache {
                 .and_then(|reference| reference.resolve())
                 .ok()
                 .and_then(|reference| reference.target())
-                .ok_or_else(|| anyhow::anyhow!("origin {shown} has no ref {r}"))?;
+                .ok_or_else(|| MissingRef {
+                    origin: shown.to_string(),
+                    name: r.clone(),
+                })?;
             tips.push((r, target));
         }
         let mut walk = src.revwalk()?;

@@ -6,10 +6,12 @@
 //! reloads the app in place.
 //!
 //! # Layout
-//! - [`config`]: the TOML config, validated once; secrets redacted.
-//! - [`http`]: the axum router — webhook receivers and the JSON API.
+//! - [`config`]: the TOML config, validated once; secrets and API tokens redacted.
+//! - [`http`]: the axum router — webhook receivers, the read API, the token-authenticated
+//!   operations API (deploy, rollback, plan, lock) and deploy events over SSE.
 //! - [`github`]: signature verification and payload parsing.
-//! - [`deploy`]: the per-app queue (latest wins), the pure triage, the fast path, recovery.
+//! - [`deploy`]: the per-app queue (latest wins), the pure triage and planner, the fast and full
+//!   paths, API targets resolved to full SHAs, rollback by recorded digest, recovery.
 //! - [`git`]: the bare cache repository of each app (git2).
 //! - [`releases`]: the releases layout (`releases/<sha>/` + an atomically switched `current`).
 //! - [`volume`]: symlink-safe, atomic, O(changed) writes into the volume (cap-std).

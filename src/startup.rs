@@ -76,6 +76,7 @@ impl App {
             config,
             store,
             deployer,
+            ctx,
             proxies,
         };
         Ok(App {

@@ -31,7 +31,6 @@ pub(super) fn plan(
     to: Oid,
     adopt: bool,
 ) -> anyhow::Result<Plan> {
-    let cache = Cache::open_or_init(cache)?;
     let foreign = || match layout {
         Layout::InPlace => Ok(!Volume::open(volume)?.is_empty()?),
         Layout::Releases { .. } => Releases::has_foreign_entries(volume),
@@ -42,6 +41,11 @@ pub(super) fn plan(
             volume.display()
         );
     }
+    diff(&Cache::open_or_init(cache)?, from, to)
+}
+
+/// What turns `from` into `to`, from the cache alone: reads nothing under the volume (dry runs).
+pub(super) fn diff(cache: &Cache, from: Option<Oid>, to: Oid) -> anyhow::Result<Plan> {
     let changes = cache.changes(from, Some(to))?;
     let deleted = changes
         .iter()

@@ -405,7 +405,7 @@ fn health_check(d: &FullDeploy<'_>, port: u16) -> HealthCheck {
 
 /// The configured registry credentials, else those of Docker's `config.json` for the image's
 /// registry, else none.
-fn credentials(
+pub(super) fn credentials(
     c: &ContainerConfig,
     image: &str,
 ) -> anyhow::Result<Option<crate::runtime::Credentials>> {

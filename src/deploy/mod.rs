@@ -9,10 +9,13 @@ pub mod plan;
 mod queue;
 mod recover;
 mod reload;
+mod rollback;
 mod run;
 mod steps;
+pub mod target;
 pub mod triage;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -35,16 +38,30 @@ pub struct Context {
     /// Connected on first use and kept: connecting costs a version and a ping round trip, and
     /// the client opens a connection per request anyway. A failed connect is tried again later.
     docker: Arc<tokio::sync::OnceCell<Docker>>,
+    /// One per app: held while its bare cache fetches, so a worker's fetch and an API call's
+    /// (resolving a ref, a dry run) never race for the same ref lock files.
+    caches: Arc<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Context {
     pub fn new(config: Arc<Config>, store: Store, proxies: Proxies) -> Context {
+        let caches = config
+            .apps
+            .iter()
+            .map(|a| (a.name.clone(), Arc::default()))
+            .collect();
         Context {
             config,
             store,
             proxies,
             docker: Arc::default(),
+            caches: Arc::new(caches),
         }
+    }
+
+    /// Exclusive use of an app's cache for a fetch.
+    pub(crate) async fn lock_cache(&self, app: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        Some(self.caches.get(app)?.clone().lock_owned().await)
     }
 
     /// The container engine.

@@ -182,6 +182,15 @@ impl DeployPath {
             DeployPath::Full => "full",
         }
     }
+
+    /// `fast` or `full`; anything else is `None`.
+    pub fn parse(s: &str) -> Option<DeployPath> {
+        match s {
+            "fast" => Some(DeployPath::Fast),
+            "full" => Some(DeployPath::Full),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

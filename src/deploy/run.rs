@@ -8,11 +8,11 @@ use tracing::{info, instrument, warn};
 
 use super::plan::{self, Decision, DeployPath, Running};
 use super::steps::Steps;
-use super::{blocking, fast, full, pick_latest, reload, Candidate, Context};
+use super::{blocking, fast, full, pick_latest, reload, rollback, Candidate, Context};
 use crate::config::{redact_url, render, AppConfig, FastCheck, Layout};
 use crate::git::{Cache, Change, Oid};
 use crate::runtime::{Docker, HealthCheck};
-use crate::store::{now_ms, Deploy, DeployStatus};
+use crate::store::{now_ms, Deploy, DeployStatus, Trigger};
 
 /// Deploy the newest of `ids` (all queued for app `app_name`); the others become `superseded`.
 #[instrument(skip_all, fields(app = %app_name, deploy_id = tracing::field::Empty))]
@@ -29,22 +29,38 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
             _ => {}
         }
     }
+    // Pushes queued before a lock was taken are held like those that arrive after it.
+    if let Some(lock) = ctx.store.lock(&app.name).await? {
+        let reason = format!("app locked by {}: {}", lock.locked_by, lock.reason);
+        for d in batch.iter().filter(|d| !d.asked_for()) {
+            ctx.store
+                .finish_deploy(d.id, DeployStatus::Locked, Some(&reason), None)
+                .await?;
+        }
+        batch.retain(Deploy::asked_for);
+    }
     if batch.is_empty() {
         return Ok(());
     }
     let state = ctx.store.app_state(&app.name).await?;
-    let old_container = state.as_ref().and_then(|s| s.container_id.clone());
+    let live = Live {
+        container: state.as_ref().and_then(|s| s.container_id.clone()),
+        digest: state.as_ref().and_then(|s| s.digest.clone()),
+    };
     let deployed = state.map(|s| s.commit_sha);
 
-    // One fetch for the whole batch, then the pick, which needs the fetched history.
+    // One fetch for the whole batch, then the pick, which needs the fetched history. A rollback
+    // names a commit already in the cache and fetches nothing: its tag may have moved or gone.
     let refs: Vec<String> = batch
         .iter()
+        .filter(|d| d.trigger != Trigger::Rollback.as_str())
         .filter_map(|d| d.git_ref.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     let started = now_ms();
     let fetched = {
+        let _cache_lock = ctx.lock_cache(&app.name).await;
         let cache = ctx.config.cache_path(&app.name);
         let app = app.clone();
         let refs = refs.clone();
@@ -77,6 +93,7 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
         .await?;
     let detail = format!("{} from {}", refs.join(" "), redact_url(&app.repo));
     match &fetched {
+        Ok(_) if refs.is_empty() => {}
         Ok(_) => {
             ctx.store
                 .record_step(deploy.id, "fetch", &detail, ran, true, "")
@@ -105,7 +122,16 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
         .map(Oid::from_str)
         .transpose()
         .context("app_state holds a bad commit id")?;
-    execute(ctx, &app, &deploy, deployed, target, old_container).await
+    execute(ctx, &app, &deploy, deployed, target, live).await
+}
+
+/// What an app runs now, besides its deployed commit.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Live {
+    /// The live container of an app with a container spec.
+    pub container: Option<String>,
+    /// The digest of the image it runs, as recorded.
+    pub digest: Option<String>,
 }
 
 /// Fetch `refs`, resolve each candidate's commit, and pick the one to deploy.
@@ -116,7 +142,9 @@ fn fetch_and_pick(
     wanted: &[(Option<String>, bool)],
 ) -> anyhow::Result<(usize, Option<Oid>)> {
     let cache = Cache::open_or_init(cache)?;
-    cache.fetch(&app.repo, refs, &app.credentials, &app.fetch_limits)?;
+    if !refs.is_empty() {
+        cache.fetch(&app.repo, refs, &app.credentials, &app.fetch_limits)?;
+    }
     let candidates: Vec<Candidate> = wanted
         .iter()
         .map(|(spec, forced)| Candidate {
@@ -137,11 +165,12 @@ async fn execute(
     deploy: &Deploy,
     deployed: Option<Oid>,
     target: Oid,
-    old_container: Option<String>,
+    live: Live,
 ) -> anyhow::Result<()> {
     let store = &ctx.store;
     let cache = ctx.config.cache_path(&app.name);
-    if deployed == Some(target) {
+    // Asked for by name (manual, rollback): a redeploy of the same commit runs (and reloads).
+    if deployed == Some(target) && !deploy.asked_for() {
         let reason = format!("commit {target} is already deployed");
         store
             .finish_deploy(deploy.id, DeployStatus::Ignored, Some(&reason), None)
@@ -180,11 +209,21 @@ async fn execute(
         Ok(plan) => plan,
         Err(e) => return fail(ctx, deploy, &e).await,
     };
-    let (decision, docker) =
-        match decide(ctx, app, deploy, &plan, target, old_container.as_deref()).await {
-            Ok(decided) => decided,
-            Err(e) => return fail(ctx, deploy, &e).await,
-        };
+    // A rollback on an app with a container runs the image recorded for the deploy it repeats.
+    let recorded = match (deploy.rollback_of, &app.container) {
+        (Some(of), Some(_)) => store.image_as_of(&app.name, of).await?,
+        _ => None,
+    };
+    let ask = Ask {
+        git_ref: deploy.git_ref.as_deref().unwrap_or_default(),
+        requested: deploy.requested_path.as_deref().and_then(DeployPath::parse),
+        recorded_digest: recorded.as_ref().map(|(_, digest)| digest.as_str()),
+    };
+    let (decision, docker) = match decide(ctx, app, &ask, &plan, target, &live).await {
+        Ok(decided) => decided,
+        Err(e) => return fail(ctx, deploy, &e).await,
+    };
+    let old_container = live.container;
     store
         .plan_deploy(
             deploy.id,
@@ -206,7 +245,13 @@ async fn execute(
                 old_container,
                 proxy: ctx.proxies.get(&app.name).map(|p| p.as_ref()),
             };
-            match full::pull(&docker, store, &steps, &f).await {
+            let pulled = match &recorded {
+                Some((image, digest)) => {
+                    rollback::reuse_image(&docker, store, &steps, &f, image, digest).await
+                }
+                None => full::pull(&docker, store, &steps, &f).await,
+            };
+            match pulled {
                 Ok(pulled) => Some((f, docker, pulled)),
                 Err(e) => return fail(ctx, deploy, &e).await,
             }
@@ -288,15 +333,25 @@ async fn execute(
     Ok(())
 }
 
+/// What a deploy asks of the planner besides its diff.
+pub(super) struct Ask<'a> {
+    /// The ref deployed, for the image template.
+    pub git_ref: &'a str,
+    /// A path asked for over the API.
+    pub requested: Option<DeployPath>,
+    /// A rollback's recorded image digest (`repo@sha256:…`), wanted instead of the template's.
+    pub recorded_digest: Option<&'a str>,
+}
+
 /// Fast or full, and why. Apps without a container spec are always fast and need no engine;
 /// for the others the engine client comes back too, for the full path to use.
-async fn decide(
+pub(super) async fn decide(
     ctx: &Context,
     app: &AppConfig,
-    deploy: &Deploy,
+    ask: &Ask<'_>,
     plan: &fast::Plan,
     target: Oid,
-    old_container: Option<&str>,
+    live: &Live,
 ) -> anyhow::Result<(Decision, Option<Docker>)> {
     let Some(container) = &app.container else {
         return Ok((
@@ -308,18 +363,23 @@ async fn decide(
         ));
     };
     let docker = ctx.docker().await?;
-    let running = match old_container {
+    let running = match &live.container {
         Some(id) => match docker.inspect(id).await? {
             Some(info) if info.running => Running::Image(info.image_ref),
             _ => Running::Nothing,
         },
         None => Running::Nothing,
     };
-    let wanted = render(
-        &container.image,
-        &target.to_string(),
-        deploy.git_ref.as_deref().unwrap_or_default(),
-    );
+    let wanted = match ask.recorded_digest {
+        // The live container already runs the recorded digest, whatever reference it was
+        // started by: the same image.
+        Some(digest) if live.digest.as_deref() == Some(digest) => match &running {
+            Running::Image(image) => image.clone(),
+            Running::Nothing => digest.to_string(),
+        },
+        Some(digest) => digest.to_string(),
+        None => render(&container.image, &target.to_string(), ask.git_ref),
+    };
     let changed: Vec<&std::path::Path> = plan.changes.iter().map(change_path).collect();
     let decision = plan::decide(&plan::Inputs {
         has_container: true,
@@ -329,9 +389,15 @@ async fn decide(
         message: &plan.message,
         wanted_image: Some(&wanted),
         running: &running,
-        requested: None,
+        requested: ask.requested,
     });
-    let reason = format!("{}; {}", decision.reason, plan.summary);
+    let reason = match ask.recorded_digest {
+        Some(digest) => format!(
+            "rollback runs the recorded image {digest}: {}; {}",
+            decision.reason, plan.summary
+        ),
+        None => format!("{}; {}", decision.reason, plan.summary),
+    };
     Ok((
         Decision {
             path: decision.path,

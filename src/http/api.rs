@@ -5,6 +5,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::auth::Reader;
 use super::error::ApiError;
 use super::AppState;
 use crate::config::{AppConfig, Reload};
@@ -33,6 +34,8 @@ pub struct DeployView {
     pub digest: Option<String>,
     /// Failed after changing the app, and put back to the previous commit.
     pub reverted: bool,
+    pub requested_path: Option<String>,
+    pub rollback_of: Option<i64>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -77,6 +80,8 @@ impl From<Deploy> for DeployView {
             image: d.image,
             digest: d.digest,
             reverted: d.reverted,
+            requested_path: d.requested_path,
+            rollback_of: d.rollback_of,
             created_at: rfc3339(d.created_at),
             started_at: d.started_at.map(rfc3339),
             finished_at: d.finished_at.map(rfc3339),
@@ -119,6 +124,7 @@ async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> 
         view
     });
     let last = state.store.last_deploy(&app.name).await?;
+    let lock = state.store.lock(&app.name).await?;
     let reload = match &app.reload {
         Reload::Touch(p) => json!({ "touch": p }),
         Reload::Signal(signal) => json!({ "signal": signal }),
@@ -141,20 +147,21 @@ async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> 
         "last_deploy": last.map(DeployView::from),
         "container": container,
         "proxy": proxy,
+        "locked": lock.map(|l| json!({
+            "reason": l.reason,
+            "locked_by": l.locked_by,
+            "locked_at": rfc3339(l.locked_at),
+        })),
     }))
 }
 
-fn find_app<'a>(state: &'a AppState, name: &str) -> Result<&'a AppConfig, ApiError> {
-    state
-        .config
-        .app(name)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown app {name:?}")))
-}
-
-/// `GET /api/apps`
-pub async fn list_apps(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /api/apps`: the apps the caller's token is scoped to.
+pub async fn list_apps(
+    State(state): State<AppState>,
+    caller: Reader,
+) -> Result<Json<Value>, ApiError> {
     let mut apps = Vec::with_capacity(state.config.apps.len());
-    for app in &state.config.apps {
+    for app in state.config.apps.iter().filter(|a| caller.may(&a.name)) {
         apps.push(app_view(&state, app).await?);
     }
     Ok(Json(json!({ "apps": apps })))
@@ -164,8 +171,9 @@ pub async fn list_apps(State(state): State<AppState>) -> Result<Json<Value>, Api
 pub async fn get_app(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    caller: Reader,
 ) -> Result<Json<Value>, ApiError> {
-    let app = find_app(&state, &name)?;
+    let app = caller.app(&state, &name)?;
     Ok(Json(app_view(&state, app).await?))
 }
 
@@ -178,9 +186,10 @@ pub struct Limit {
 pub async fn list_deploys(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    caller: Reader,
     Query(q): Query<Limit>,
 ) -> Result<Json<Value>, ApiError> {
-    let app = find_app(&state, &name)?;
+    let app = caller.app(&state, &name)?;
     let limit = match q.limit.as_deref() {
         None => 20,
         Some(s) => s
@@ -205,15 +214,10 @@ pub async fn list_deploys(
 pub async fn get_deploy(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    caller: Reader,
 ) -> Result<Json<DeployView>, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("deploy id {id:?} is not a number")))?;
-    let deploy = state
-        .store
-        .deploy(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no deploy {id}")))?;
+    let deploy = readable_deploy(&state, &caller, &id).await?;
+    let id = deploy.id;
     let steps = state
         .store
         .steps(id)
@@ -224,6 +228,24 @@ pub async fn get_deploy(
     let mut view = DeployView::from(deploy);
     view.steps = Some(steps);
     Ok(Json(view))
+}
+
+/// The deploy `id` (from the path), if it exists and the caller may see its app.
+pub(super) async fn readable_deploy(
+    state: &AppState,
+    caller: &Reader,
+    id: &str,
+) -> Result<Deploy, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("deploy id {id:?} is not a number")))?;
+    let deploy = state
+        .store
+        .deploy(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no deploy {id}")))?;
+    caller.check(&deploy.app)?;
+    Ok(deploy)
 }
 
 /// `GET /healthz`: the database answers.

@@ -1,20 +1,32 @@
 //! The one error type of the HTTP layer: each variant knows its status; 5xx bodies are generic
 //! and the cause is logged instead.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::deploy::target::TargetError;
 use crate::deploy::QueueError;
 use crate::github::events::PayloadError;
 use crate::github::signature::SignatureError;
+use crate::store::{rfc3339, AppLock};
 
 /// An HTTP error answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// A bad webhook signature.
     #[error("{0}")]
     Unauthorized(String),
+    /// A missing, wrong or misplaced API token: 401 with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid token not scoped to the app.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The app is locked: 409 naming who locked it, when and why.
+    #[error("app {} is locked by {} since {}: {}", .0.app, .0.locked_by, rfc3339(.0.locked_at), .0.reason)]
+    Locked(AppLock),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -30,7 +42,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Locked(_) => StatusCode::CONFLICT,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -45,11 +59,32 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(e) = &self {
             tracing::error!(error = format!("{e:#}"), "internal error");
         }
-        (
-            self.status_code(),
-            Json(json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        let mut body = json!({ "error": self.to_string() });
+        if let ApiError::Locked(lock) = &self {
+            body["lock"] = json!({
+                "reason": lock.reason,
+                "locked_by": lock.locked_by,
+                "locked_at": rfc3339(lock.locked_at),
+            });
+        }
+        let mut response = (self.status_code(), Json(body)).into_response();
+        if let ApiError::Unauthenticated(_) = &self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"dockhand\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<TargetError> for ApiError {
+    fn from(e: TargetError) -> Self {
+        match e {
+            TargetError::Bad { .. } => ApiError::BadRequest(e.to_string()),
+            TargetError::NotFound(m) => ApiError::NotFound(m),
+            TargetError::Other(e) => ApiError::Internal(e),
+        }
     }
 }
 

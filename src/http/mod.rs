@@ -4,13 +4,20 @@
 //! goes through the store and the deploy queue.
 
 mod api;
+mod auth;
+mod body;
 mod error;
+mod events;
+mod ops;
 mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tower::ServiceBuilder;
@@ -18,11 +25,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
-use crate::deploy::Deployer;
+use crate::deploy::{self, Deployer};
 use crate::store::Store;
 
 pub use error::ApiError;
@@ -33,13 +39,18 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub deployer: Deployer,
+    /// For resolving API targets and dry runs (git work happens in `deploy`, not here).
+    pub ctx: deploy::Context,
     pub proxies: crate::proxy::Proxies,
 }
 
 /// The whole router, with body cap, request timeout, request ids and tracing.
 pub fn router(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.server.body_limit).unwrap_or(usize::MAX);
-    let timeout = state.config.server.request_timeout;
+    let deadlines = Deadlines {
+        request: state.config.server.request_timeout,
+        wait: state.config.server.wait_timeout,
+    };
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request| {
         let path = req
             .extensions()
@@ -58,7 +69,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/apps", get(api::list_apps))
         .route("/api/apps/{app}", get(api::get_app))
         .route("/api/apps/{app}/deploys", get(api::list_deploys))
+        .route("/api/apps/{app}/deploy", post(ops::deploy))
+        .route("/api/apps/{app}/rollback", post(ops::rollback))
+        .route("/api/apps/{app}/plan", post(ops::plan))
+        .route("/api/apps/{app}/lock", post(ops::lock).delete(ops::unlock))
         .route("/api/deploys/{id}", get(api::get_deploy))
+        .route("/api/deploys/{id}/events", get(events::deploy_events))
         .route("/healthz", get(api::health))
         // A declared Content-Length over the cap is refused before reading; a chunked body is
         // cut off (413) as soon as it passes the cap. Either way before any HMAC work.
@@ -70,13 +86,31 @@ pub fn router(state: AppState) -> Router {
                     SequentialRequestId::default(),
                 ))
                 .layer(trace)
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    timeout,
-                ))
+                .layer(middleware::from_fn_with_state(deadlines, deadline))
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
         .with_state(state)
+}
+
+/// How long a request may take: `request` (headers, body and answer: slow clients get 408),
+/// plus `wait` for an API call with `?wait=true`, which holds its answer until the deploy ends.
+#[derive(Clone, Copy)]
+struct Deadlines {
+    request: Duration,
+    wait: Duration,
+}
+
+async fn deadline(State(d): State<Deadlines>, request: Request, next: Next) -> Response {
+    let waits = request.uri().path().starts_with("/api/")
+        && request.uri().query().is_some_and(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k == "wait" && v != "false" && v != "0")
+        });
+    let limit = if waits { d.request + d.wait } else { d.request };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
 }
 
 /// Request ids `<process start, hex>-<counter>`: unique per process run and cheap (a UUID v4

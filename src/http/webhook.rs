@@ -164,10 +164,17 @@ async fn handle(
         return redelivered(state, delivery_id, hook_id).await;
     };
     for (permit, (_, deploy_id)) in permits.into_iter().zip(&recorded.deploys) {
-        permit.send(*deploy_id);
+        if !recorded.locked.contains(deploy_id) {
+            permit.send(*deploy_id);
+        }
     }
-    info!(delivery = delivery_id, git_ref = push.git_ref, deploys = ?recorded.deploys, "push queued");
-    Ok(answer(StatusCode::ACCEPTED, "queued", &recorded))
+    info!(delivery = delivery_id, git_ref = push.git_ref, deploys = ?recorded.deploys, locked = ?recorded.locked, "push recorded");
+    let word = if recorded.locked.len() == recorded.deploys.len() {
+        "locked"
+    } else {
+        "queued"
+    };
+    Ok(answer(StatusCode::ACCEPTED, word, &recorded))
 }
 
 /// Which apps deploy this push, and why each other one does not.
@@ -213,9 +220,14 @@ fn answer(status: StatusCode, word: &str, d: &Delivery) -> Response {
     let deploys: Vec<Value> = d
         .deploys
         .iter()
-        .map(
-            |(app, id)| json!({ "app": app, "deploy_id": id, "url": format!("/api/deploys/{id}") }),
-        )
+        .map(|(app, id)| {
+            let mut deploy =
+                json!({ "app": app, "deploy_id": id, "url": format!("/api/deploys/{id}") });
+            if d.locked.contains(id) {
+                deploy["status"] = json!("locked");
+            }
+            deploy
+        })
         .collect();
     let mut body = json!({ "status": word, "delivery": d.delivery, "deploys": deploys });
     if let Some(reason) = &d.reason {

@@ -56,6 +56,8 @@ pub struct Delivery {
     pub reason: Option<String>,
     /// `(app, deploy id)` for each deploy this delivery queued.
     pub deploys: Vec<(String, i64)>,
+    /// Those of `deploys` recorded as `locked` (their app was locked): never to be run.
+    pub locked: Vec<i64>,
 }
 
 impl Store {
@@ -86,6 +88,7 @@ impl Store {
                 outcome: new.outcome.as_str().to_string(),
                 reason: new.reason.map(str::to_string),
                 deploys: Vec::new(),
+                locked: Vec::new(),
             }));
         }
         let mut tx = self.writer.begin().await?;
@@ -94,11 +97,21 @@ impl Store {
             return Ok(None);
         };
         let mut queued = Vec::with_capacity(deploys.len());
+        let mut locked = Vec::new();
         for d in deploys {
-            let deploy_id: i64 = sqlx::query_scalar(
-                "INSERT INTO deploys (app, delivery_id, trigger, actor, git_ref, requested_sha, forced, status, created_at)
-                 VALUES (?, ?, 'push', ?, ?, ?, ?, 'queued', ?)
-                 RETURNING id",
+            // The lock is read in the same transaction: a push is either queued before a lock
+            // commits (and the worker then finds the lock) or recorded as locked.
+            let (deploy_id, status): (i64, String) = sqlx::query_as(
+                "INSERT INTO deploys (app, delivery_id, trigger, actor, git_ref, requested_sha, forced,
+                                      status, reason, finished_at, created_at)
+                 SELECT ?1, ?2, 'push', ?3, ?4, ?5, ?6,
+                        CASE WHEN l.app IS NULL THEN 'queued' ELSE 'locked' END,
+                        CASE WHEN l.app IS NULL THEN NULL
+                             ELSE 'app locked by ' || l.locked_by || ': ' || l.reason END,
+                        CASE WHEN l.app IS NULL THEN NULL ELSE ?7 END,
+                        ?7
+                 FROM (SELECT 1) LEFT JOIN app_locks l ON l.app = ?1
+                 RETURNING id, status",
             )
             .bind(d.app)
             .bind(id)
@@ -109,6 +122,9 @@ impl Store {
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
+            if status == "locked" {
+                locked.push(deploy_id);
+            }
             queued.push((d.app.to_string(), deploy_id));
         }
         tx.commit().await?;
@@ -118,6 +134,7 @@ impl Store {
             outcome: new.outcome.as_str().to_string(),
             reason: new.reason.map(str::to_string),
             deploys: queued,
+            locked,
         }))
     }
 
@@ -138,18 +155,25 @@ impl Store {
             return Ok(None);
         };
         let id: i64 = row.try_get("id")?;
-        let deploys = sqlx::query_as::<_, (String, i64)>(
-            "SELECT app, id FROM deploys WHERE delivery_id = ? ORDER BY id",
+        let rows = sqlx::query_as::<_, (String, i64, String)>(
+            "SELECT app, id, status FROM deploys WHERE delivery_id = ? ORDER BY id",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
+        let locked = rows
+            .iter()
+            .filter(|(_, _, status)| status == "locked")
+            .map(|(_, id, _)| *id)
+            .collect();
+        let deploys = rows.into_iter().map(|(app, id, _)| (app, id)).collect();
         Ok(Some(Delivery {
             id,
             delivery: delivery.to_string(),
             outcome: row.try_get("outcome")?,
             reason: row.try_get("reason")?,
             deploys,
+            locked,
         }))
     }
 }

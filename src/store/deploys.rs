@@ -2,6 +2,7 @@
 
 use sqlx::FromRow;
 
+use super::events::DeployEvent;
 use super::{now_ms, Store};
 
 /// Longest step output kept; the tail beyond it is cut with a marker.
@@ -18,6 +19,8 @@ pub enum DeployStatus {
     Stale,
     Ignored,
     Interrupted,
+    /// A push that arrived while the app was locked: recorded, never run.
+    Locked,
 }
 
 impl DeployStatus {
@@ -31,6 +34,7 @@ impl DeployStatus {
             DeployStatus::Stale => "stale",
             DeployStatus::Ignored => "ignored",
             DeployStatus::Interrupted => "interrupted",
+            DeployStatus::Locked => "locked",
         }
     }
 
@@ -38,6 +42,11 @@ impl DeployStatus {
     pub fn is_terminal(self) -> bool {
         !matches!(self, DeployStatus::Queued | DeployStatus::Running)
     }
+}
+
+/// Whether a status (as stored) is terminal: anything but `queued` and `running`.
+pub fn is_terminal(status: &str) -> bool {
+    !matches!(status, "queued" | "running")
 }
 
 /// What started a deploy.
@@ -48,6 +57,33 @@ pub enum Trigger {
     Rollback,
 }
 
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Push => "push",
+            Trigger::Manual => "manual",
+            Trigger::Rollback => "rollback",
+        }
+    }
+}
+
+/// A deploy asked for over the API (manual or rollback); its target is already a full SHA.
+#[derive(Debug, Clone)]
+pub struct NewApiDeploy<'a> {
+    pub app: &'a str,
+    pub trigger: Trigger,
+    /// The token's name.
+    pub actor: &'a str,
+    pub git_ref: Option<&'a str>,
+    /// The resolved full commit id.
+    pub sha: &'a str,
+    /// `fast` / `full` asked for, winning over the planner.
+    pub path: Option<&'a str>,
+    /// For a rollback: the deploy whose commit (and recorded image) it runs again.
+    pub rollback_of: Option<i64>,
+    /// Why, for the record (e.g. "rollback to deploy 7 (tag v1)").
+    pub reason: Option<&'a str>,
+}
 /// One row of `deploys`.
 #[derive(Debug, Clone, FromRow)]
 pub struct Deploy {
@@ -74,6 +110,18 @@ pub struct Deploy {
     pub digest: Option<String>,
     /// Failed after changing the app, and put back to the previous commit.
     pub reverted: bool,
+    /// `fast` / `full` asked for over the API.
+    pub requested_path: Option<String>,
+    /// For a rollback: the deploy it runs again.
+    pub rollback_of: Option<i64>,
+}
+
+impl Deploy {
+    /// Whether someone asked for exactly this commit (a forced push, a manual deploy, a
+    /// rollback): then neither ancestry nor "already deployed" stops it.
+    pub fn asked_for(&self) -> bool {
+        self.trigger != Trigger::Push.as_str()
+    }
 }
 
 /// One row of `deploy_steps`.
@@ -113,7 +161,8 @@ pub struct LiveContainer {
 
 const DEPLOY_COLUMNS: &str =
     "id, app, delivery_id, trigger, actor, git_ref, requested_sha, forced, from_commit, \
-     to_commit, path, reason, status, superseded_by, error, created_at, started_at, finished_at, image, digest, reverted";
+     to_commit, path, reason, status, superseded_by, error, created_at, started_at, finished_at, image, digest, \
+     requested_path, rollback_of, reverted";
 
 impl Store {
     /// One deploy by id.
@@ -165,6 +214,7 @@ impl Store {
         .bind(id)
         .execute(&self.writer)
         .await?;
+        self.publish_status(id, DeployStatus::Running.as_str(), None, None);
         Ok(())
     }
 
@@ -225,6 +275,7 @@ impl Store {
         .bind(id)
         .execute(&self.writer)
         .await?;
+        self.publish_status(id, status.as_str(), reason, error);
         Ok(())
     }
 
@@ -281,6 +332,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.publish_status(id, DeployStatus::Succeeded.as_str(), None, None);
         Ok(())
     }
 
@@ -288,19 +340,23 @@ impl Store {
     pub async fn supersede(&self, ids: &[i64], by: i64) -> anyhow::Result<()> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
+        let reason = format!("covered by deploy {by}, which deploys a newer push");
         for id in ids {
             sqlx::query(
                 "UPDATE deploys SET status = 'superseded', superseded_by = ?, reason = ?, finished_at = ?
                  WHERE id = ? AND status = 'queued'",
             )
             .bind(by)
-            .bind(format!("covered by deploy {by}, which deploys a newer push"))
+            .bind(&reason)
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
+        for id in ids {
+            self.publish_status(*id, DeployStatus::Superseded.as_str(), Some(&reason), None);
+        }
         Ok(())
     }
 
@@ -311,15 +367,24 @@ impl Store {
         stage: &str,
         detail: &str,
     ) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar(
+        let at = now_ms();
+        let step = sqlx::query_scalar(
             "INSERT INTO deploy_steps (deploy_id, stage, detail, started_at) VALUES (?, ?, ?, ?) RETURNING id",
         )
         .bind(deploy_id)
         .bind(stage)
         .bind(detail)
-        .bind(now_ms())
+        .bind(at)
         .fetch_one(&self.writer)
-        .await?)
+        .await?;
+        self.publish(DeployEvent::StepStarted {
+            deploy_id,
+            step,
+            stage: stage.to_string(),
+            detail: Some(detail.to_string()),
+            at,
+        });
+        Ok(step)
     }
 
     /// Record a step that already ran (work done before the deploy it belongs to was known).
@@ -332,32 +397,60 @@ impl Store {
         ok: bool,
         output: &str,
     ) -> anyhow::Result<()> {
-        sqlx::query(
+        let output = truncate_output(output);
+        let step = sqlx::query_scalar(
             "INSERT INTO deploy_steps (deploy_id, stage, detail, output, ok, started_at, finished_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(deploy_id)
         .bind(stage)
         .bind(detail)
-        .bind(truncate_output(output).as_ref())
+        .bind(output.as_ref())
         .bind(ok)
         .bind(ran.0)
         .bind(ran.1)
-        .execute(&self.writer)
+        .fetch_one(&self.writer)
         .await?;
+        self.publish(DeployEvent::StepStarted {
+            deploy_id,
+            step,
+            stage: stage.to_string(),
+            detail: Some(detail.to_string()),
+            at: ran.0,
+        });
+        self.publish(DeployEvent::StepEnded {
+            deploy_id,
+            step,
+            stage: stage.to_string(),
+            ok,
+            output: output.into_owned(),
+            at: ran.1,
+        });
         Ok(())
     }
 
     /// Close a step with its outcome and output (cut at 64 KiB).
     pub async fn end_step(&self, step_id: i64, ok: bool, output: &str) -> anyhow::Result<()> {
         let output = truncate_output(output);
-        sqlx::query("UPDATE deploy_steps SET ok = ?, output = ?, finished_at = ? WHERE id = ?")
-            .bind(ok)
-            .bind(output.as_ref())
-            .bind(now_ms())
-            .bind(step_id)
-            .execute(&self.writer)
-            .await?;
+        let at = now_ms();
+        let (deploy_id, stage): (i64, String) = sqlx::query_as(
+            "UPDATE deploy_steps SET ok = ?, output = ?, finished_at = ? WHERE id = ?
+             RETURNING deploy_id, stage",
+        )
+        .bind(ok)
+        .bind(output.as_ref())
+        .bind(at)
+        .bind(step_id)
+        .fetch_one(&self.writer)
+        .await?;
+        self.publish(DeployEvent::StepEnded {
+            deploy_id,
+            step: step_id,
+            stage,
+            ok,
+            output: output.into_owned(),
+            at,
+        });
         Ok(())
     }
 
@@ -399,6 +492,102 @@ impl Store {
     /// The newest deploy of an app.
     pub async fn last_deploy(&self, app: &str) -> anyhow::Result<Option<Deploy>> {
         Ok(self.deploys_for_app(app, 1).await?.into_iter().next())
+    }
+
+    /// Persist a deploy asked for over the API as `queued`; returns its id. It is `forced`:
+    /// the caller named the commit, so ancestry does not stop it.
+    pub async fn queue_api_deploy(&self, d: &NewApiDeploy<'_>) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO deploys (app, trigger, actor, git_ref, requested_sha, forced, requested_path,
+                                  rollback_of, reason, status, created_at)
+             VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, 'queued', ?)
+             RETURNING id",
+        )
+        .bind(d.app)
+        .bind(d.trigger.as_str())
+        .bind(d.actor)
+        .bind(d.git_ref)
+        .bind(d.sha)
+        .bind(d.path)
+        .bind(d.rollback_of)
+        .bind(d.reason)
+        .bind(now_ms())
+        .fetch_one(&self.writer)
+        .await?)
+    }
+
+    /// The newest succeeded deploy of an app older than deploy `before` whose commit is not
+    /// `except` (the default rollback target).
+    pub async fn succeeded_before(
+        &self,
+        app: &str,
+        before: i64,
+        except: &str,
+    ) -> anyhow::Result<Option<Deploy>> {
+        self.newest_succeeded(app, before, "to_commit <> ?", except)
+            .await
+    }
+
+    /// The newest succeeded deploy of an app that deployed `commit`.
+    pub async fn succeeded_with_commit(
+        &self,
+        app: &str,
+        commit: &str,
+    ) -> anyhow::Result<Option<Deploy>> {
+        self.newest_succeeded(app, i64::MAX, "to_commit = ?", commit)
+            .await
+    }
+
+    /// The newest succeeded deploy of an app that deployed the ref `git_ref` (e.g. a tag).
+    pub async fn succeeded_with_ref(
+        &self,
+        app: &str,
+        git_ref: &str,
+    ) -> anyhow::Result<Option<Deploy>> {
+        self.newest_succeeded(app, i64::MAX, "git_ref = ?", git_ref)
+            .await
+    }
+
+    /// The newest succeeded deploy of `app` older than `before` meeting `condition` (one `?`,
+    /// bound to `value`).
+    async fn newest_succeeded(
+        &self,
+        app: &str,
+        before: i64,
+        condition: &str,
+        value: &str,
+    ) -> anyhow::Result<Option<Deploy>> {
+        let sql = format!(
+            "SELECT {DEPLOY_COLUMNS} FROM deploys
+             WHERE app = ? AND id < ? AND status = 'succeeded' AND to_commit IS NOT NULL
+               AND {condition}
+             ORDER BY id DESC LIMIT 1"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(app)
+            .bind(before)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The image (reference and digest) that was live when deploy `id` of `app` succeeded:
+    /// that of the newest succeeded full deploy up to it.
+    pub async fn image_as_of(
+        &self,
+        app: &str,
+        id: i64,
+    ) -> anyhow::Result<Option<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT image, digest FROM deploys
+             WHERE app = ? AND id <= ? AND status = 'succeeded' AND path = 'full'
+               AND image IS NOT NULL AND digest IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(app)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 }
 

@@ -7,6 +7,8 @@
 mod batch;
 mod deliveries;
 mod deploys;
+mod events;
+mod locks;
 mod prune;
 
 use std::path::Path;
@@ -19,7 +21,11 @@ use sqlx::sqlite::{
 };
 
 pub use deliveries::{Delivery, DeliveryOutcome, NewDelivery, NewPushDeploy};
-pub use deploys::{AppState, Deploy, DeployStatus, LiveContainer, Step, Trigger};
+pub use deploys::{
+    is_terminal, AppState, Deploy, DeployStatus, LiveContainer, NewApiDeploy, Step, Trigger,
+};
+pub use events::DeployEvent;
+pub use locks::AppLock;
 pub use prune::Pruned;
 
 /// Handle to the database; cheap to clone.
@@ -32,6 +38,8 @@ pub struct Store {
     writer: SqlitePool,
     /// Group-commits deliveries that queue no deploy.
     batcher: batch::Batcher,
+    /// Live deploy events, published after each commit.
+    events: events::Events,
 }
 
 impl Store {
@@ -65,6 +73,7 @@ impl Store {
             pool,
             writer,
             batcher,
+            events: events::Events::new(),
         })
     }
 
@@ -92,4 +101,103 @@ pub fn rfc3339(ms: i64) -> String {
                 .ok()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database as 0001 and 0002 left it, with history whose rows refer to each other.
+    async fn database_before_0003(path: &Path) {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        for name in ["0001_core.sql", "0002_containers.sql"] {
+            std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .unwrap()
+            .filename(path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(dir.path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for sql in [
+            "INSERT INTO deliveries (id, delivery, event, outcome, received_at) VALUES (1, 'd1', 'push', 'deploy', 1)",
+            // As latest-wins leaves them: a deploy superseded by a newer one (a higher id).
+            "INSERT INTO deploys (id, app, trigger, status, created_at) VALUES (1, 'web', 'push', 'queued', 1)",
+            "INSERT INTO deploys (id, app, delivery_id, trigger, actor, status, created_at, to_commit, path, image, digest)
+             VALUES (2, 'web', 1, 'push', 'octocat', 'succeeded', 2, 'aaaa', 'full', 'r/web:v1', 'r/web@sha256:aa')",
+            "UPDATE deploys SET status = 'superseded', superseded_by = 2 WHERE id = 1",
+            "INSERT INTO deploy_steps (deploy_id, stage, output, ok, started_at) VALUES (2, 'fetch', 'out', 1, 1)",
+            "INSERT INTO app_state (app, commit_sha, deploy_id, updated_at, digest) VALUES ('web', 'aaaa', 2, 1, 'r/web@sha256:aa')",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn migration_0003_rebuilds_deploys_keeping_every_row_column_and_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dockhand.db");
+        database_before_0003(&path).await;
+
+        let store = Store::open(&path).await.unwrap();
+        let good = store.deploy(2).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                good.actor.as_deref(),
+                good.digest.as_deref(),
+                good.delivery_id
+            ),
+            (Some("octocat"), Some("r/web@sha256:aa"), Some(1))
+        );
+        assert_eq!(
+            store.deploy(1).await.unwrap().unwrap().superseded_by,
+            Some(2)
+        );
+        assert_eq!(store.steps(2).await.unwrap().len(), 1);
+        assert_eq!(store.app_state("web").await.unwrap().unwrap().deploy_id, 2);
+        let violations: Vec<(String, i64)> =
+            sqlx::query_as("SELECT \"table\", rowid FROM pragma_foreign_key_check")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert!(violations.is_empty(), "{violations:?}");
+
+        // The new status and columns are usable, and foreign keys are enforced again.
+        store.lock_app("web", "testing", "admin").await.unwrap();
+        let new = NewDelivery {
+            delivery: "d2",
+            hook_id: "",
+            event: "push",
+            repository: None,
+            git_ref: Some("refs/heads/main"),
+            after_sha: Some("bbbb"),
+            outcome: DeliveryOutcome::Deploy,
+            reason: None,
+        };
+        let push = NewPushDeploy {
+            app: "web",
+            git_ref: "refs/heads/main",
+            requested_sha: "bbbb",
+            forced: false,
+            actor: None,
+        };
+        let recorded = store.record_delivery(&new, &[push]).await.unwrap().unwrap();
+        assert_eq!(recorded.locked.len(), 1);
+        let held = store.deploy(recorded.locked[0]).await.unwrap().unwrap();
+        assert_eq!(held.status, "locked");
+        assert!(sqlx::query(
+            "INSERT INTO deploy_steps (deploy_id, stage, started_at) VALUES (999, 'x', 1)"
+        )
+        .execute(&store.writer)
+        .await
+        .is_err());
+    }
 }

@@ -29,13 +29,15 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         // Rows that will stay must not point at rows that go.
-        sqlx::query(&format!(
-            "UPDATE deploys SET superseded_by = NULL WHERE superseded_by IN ({old_deploys})"
-        ))
-        .bind(cutoff)
-        .bind(keep_per_app)
-        .execute(&mut *tx)
-        .await?;
+        for column in ["superseded_by", "rollback_of"] {
+            sqlx::query(&format!(
+                "UPDATE deploys SET {column} = NULL WHERE {column} IN ({old_deploys})"
+            ))
+            .bind(cutoff)
+            .bind(keep_per_app)
+            .execute(&mut *tx)
+            .await?;
+        }
         let deploys = sqlx::query(&format!("DELETE FROM deploys WHERE id IN ({old_deploys})"))
             .bind(cutoff)
             .bind(keep_per_app)

@@ -236,6 +236,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub dir: TempDir,
     pub volume: PathBuf,
+    /// The API token `get` (and so `wait_deploy`, `deploy`) sends, once tokens are configured.
+    pub bearer: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -292,6 +294,7 @@ async fn start(dir: TempDir, config_path: PathBuf) -> TestApp {
         client: crate::helpers::client(),
         dir,
         volume,
+        bearer: None,
         shutdown: Some(tx),
         server: Some(server),
     }
@@ -364,7 +367,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = &self.bearer {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.unwrap()
     }

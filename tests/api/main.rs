@@ -7,6 +7,8 @@ mod fast_path;
 mod full_path;
 mod helpers;
 mod limits;
+mod ops;
+mod ops_full;
 mod proxy;
 mod proxy_deploy;
 mod queue;

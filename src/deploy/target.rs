@@ -1,0 +1,343 @@
+//! What an API call deploys, resolved to a full commit id before anything is queued, and the
+//! dry run (`plan`), which changes nothing: no row, no volume write (it may fetch into the cache).
+//!
+//! git work runs here, on the blocking pool, with the app's cache held against concurrent
+//! fetches; http only sees [`Target`] and [`TargetError`].
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::plan::DeployPath;
+use super::run::{decide, Ask, Live};
+use super::{blocking, fast, Context};
+use crate::config::AppConfig;
+use crate::git::{Cache, Change, MissingRef, Oid};
+
+/// Most changed paths a dry run lists (the count is always complete).
+pub const MAX_LISTED_CHANGES: usize = 200;
+
+/// A resolved deploy target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Full commit id.
+    pub sha: String,
+    /// The full ref it came from, if it came from one.
+    pub git_ref: Option<String>,
+    /// For a rollback: the succeeded deploy of this commit it repeats (its recorded image).
+    pub rollback_of: Option<i64>,
+    /// How it was found, for the record and the answer.
+    pub how: String,
+}
+
+/// Why a target could not be resolved. `field` names the request field.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Malformed or option-like: 400.
+    #[error("{field}: {message}")]
+    Bad {
+        field: &'static str,
+        message: String,
+    },
+    /// Names nothing: 404.
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// What a rollback goes back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackTo {
+    /// The newest succeeded deploy before the current one with another commit.
+    Previous,
+    /// A deploy id.
+    Deploy(i64),
+    /// A commit id (7 to 40 hex digits) or a tag name.
+    Spec(String),
+}
+
+/// Check a branch / tag / commit spec from a request: no option-like or malformed names.
+pub fn check_spec(field: &'static str, spec: &str) -> Result<(), TargetError> {
+    let bad = |message: String| Err(TargetError::Bad { field, message });
+    if spec.is_empty() {
+        return bad("must not be empty".into());
+    }
+    if spec.starts_with('-') {
+        return bad(format!("{spec:?} starts with '-'"));
+    }
+    let full = if spec.starts_with("refs/") {
+        spec.to_string()
+    } else {
+        format!("refs/heads/{spec}")
+    };
+    if spec.len() > 255 || !git2::Reference::is_valid_name(&full) {
+        return bad(format!("{spec:?} is not a branch, tag or commit id"));
+    }
+    Ok(())
+}
+
+fn is_commit_id(spec: &str) -> bool {
+    (7..=40).contains(&spec.len()) && spec.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Resolve what `POST /deploy` or `/plan` asks for: the tracked branch's tip (`None`), a commit
+/// id, a full ref, or a branch or tag name (branch first). Fetches first.
+pub async fn resolve_ref(
+    ctx: &Context,
+    app: &AppConfig,
+    field: &'static str,
+    spec: Option<&str>,
+) -> Result<Target, TargetError> {
+    if let Some(spec) = spec {
+        check_spec(field, spec)?;
+    }
+    let _cache = ctx.lock_cache(&app.name).await;
+    let (cache, app2, spec) = (
+        ctx.config.cache_path(&app.name),
+        app.clone(),
+        spec.map(str::to_string),
+    );
+    blocking(move || Ok(resolve_ref_blocking(&cache, &app2, field, spec.as_deref())))
+        .await
+        .map_err(TargetError::Other)?
+}
+
+fn resolve_ref_blocking(
+    cache: &Path,
+    app: &AppConfig,
+    field: &'static str,
+    spec: Option<&str>,
+) -> Result<Target, TargetError> {
+    let cache = Cache::open_or_init(cache)?;
+    let fetch = |r: &str| {
+        cache.fetch(
+            &app.repo,
+            &[r.to_string()],
+            &app.credentials,
+            &app.fetch_limits,
+        )
+    };
+    let at_ref = |r: String, how: String| -> Result<Target, TargetError> {
+        let sha = cache
+            .resolve(&r)?
+            .ok_or_else(|| TargetError::NotFound(format!("{r} names no commit")))?;
+        Ok(Target {
+            sha: sha.to_string(),
+            git_ref: Some(r),
+            rollback_of: None,
+            how,
+        })
+    };
+    let Some(spec) = spec else {
+        let r = app.branch_ref();
+        fetch(&r)?;
+        return at_ref(r, format!("tip of branch {}", app.branch));
+    };
+    if is_commit_id(spec) {
+        // Commits the cache has need no fetch; others may be on the tracked branch. An
+        // ambiguous prefix, or an id of something that is not a commit, is the caller's error.
+        let bad = |e: anyhow::Error| TargetError::Bad {
+            field,
+            message: format!("{e:#}"),
+        };
+        let mut found = cache.resolve(spec).map_err(bad)?;
+        if found.is_none() {
+            fetch(&app.branch_ref())?;
+            found = cache.resolve(spec).map_err(bad)?;
+        }
+        if let Some(sha) = found {
+            return Ok(Target {
+                sha: sha.to_string(),
+                git_ref: None,
+                rollback_of: None,
+                how: format!("commit {spec}"),
+            });
+        }
+    }
+    let candidates = if spec.starts_with("refs/") {
+        vec![spec.to_string()]
+    } else {
+        vec![format!("refs/heads/{spec}"), format!("refs/tags/{spec}")]
+    };
+    for r in candidates {
+        match fetch(&r) {
+            Ok(()) => return at_ref(r.clone(), r),
+            Err(e) if e.downcast_ref::<MissingRef>().is_some() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(TargetError::NotFound(format!(
+        "{spec:?} is not a branch, tag or commit of app {}",
+        app.name
+    )))
+}
+
+/// Resolve what `POST /rollback` asks for. A tag that a succeeded deploy ran resolves to the
+/// commit that deploy recorded, even if the tag has moved since (SECURITY.md 38).
+pub async fn resolve_rollback(
+    ctx: &Context,
+    app: &AppConfig,
+    to: &RollbackTo,
+) -> Result<Target, TargetError> {
+    let store = &ctx.store;
+    let from_deploy = |d: crate::store::Deploy, how: String| -> Result<Target, TargetError> {
+        let sha = d
+            .to_commit
+            .ok_or_else(|| TargetError::NotFound(format!("deploy {} recorded no commit", d.id)))?;
+        Ok(Target {
+            sha,
+            git_ref: d.git_ref,
+            rollback_of: Some(d.id),
+            how,
+        })
+    };
+    let target = match to {
+        RollbackTo::Previous => {
+            let state = store.app_state(&app.name).await?.ok_or_else(|| {
+                TargetError::NotFound(format!("app {} was never deployed", app.name))
+            })?;
+            let d = store
+                .succeeded_before(&app.name, state.deploy_id, &state.commit_sha)
+                .await?
+                .ok_or_else(|| {
+                    TargetError::NotFound(format!(
+                        "app {} has no succeeded deploy of another commit before deploy {}",
+                        app.name, state.deploy_id
+                    ))
+                })?;
+            let how = format!("the previous succeeded deploy, {}", d.id);
+            from_deploy(d, how)?
+        }
+        RollbackTo::Deploy(id) => {
+            let d = store
+                .deploy(*id)
+                .await?
+                .filter(|d| d.app == app.name)
+                .ok_or_else(|| {
+                    TargetError::NotFound(format!("app {} has no deploy {id}", app.name))
+                })?;
+            if d.status != "succeeded" {
+                return Err(TargetError::Bad {
+                    field: "to",
+                    message: format!(
+                        "deploy {id} is {}; roll back to a deploy that succeeded",
+                        d.status
+                    ),
+                });
+            }
+            from_deploy(d, format!("deploy {id}"))?
+        }
+        RollbackTo::Spec(spec) => {
+            check_spec("to", spec)?;
+            let tag = spec.strip_prefix("refs/tags/").unwrap_or(spec);
+            let recorded = if is_commit_id(spec) {
+                None
+            } else {
+                store
+                    .succeeded_with_ref(&app.name, &format!("refs/tags/{tag}"))
+                    .await?
+            };
+            match recorded {
+                Some(d) => {
+                    let how = format!("tag {tag} as deploy {} ran it", d.id);
+                    from_deploy(d, how)?
+                }
+                None => {
+                    let mut t = resolve_commit_or_tag(ctx, app, spec, tag).await?;
+                    t.rollback_of = store
+                        .succeeded_with_commit(&app.name, &t.sha)
+                        .await?
+                        .map(|d| d.id);
+                    t
+                }
+            }
+        }
+    };
+    // The commit must be in the cache: the rollback itself fetches nothing.
+    let (cache, sha) = (ctx.config.cache_path(&app.name), target.sha.clone());
+    let present =
+        blocking(move || Ok(Cache::open_or_init(&cache)?.resolve(&sha)?.is_some())).await?;
+    if !present {
+        return Err(TargetError::NotFound(format!(
+            "commit {} is not in the cache of app {}",
+            target.sha, app.name
+        )));
+    }
+    Ok(target)
+}
+
+/// A commit id (cache first, then the tracked branch) or a tag at the origin.
+async fn resolve_commit_or_tag(
+    ctx: &Context,
+    app: &AppConfig,
+    spec: &str,
+    tag: &str,
+) -> Result<Target, TargetError> {
+    if is_commit_id(spec) {
+        let t = resolve_ref(ctx, app, "to", Some(spec)).await?;
+        if t.git_ref.is_none() {
+            return Ok(t);
+        }
+    }
+    match resolve_ref(ctx, app, "to", Some(&format!("refs/tags/{tag}"))).await {
+        Err(TargetError::NotFound(_)) => Err(TargetError::NotFound(format!(
+            "{spec:?} is neither a commit nor a tag of app {}",
+            app.name
+        ))),
+        other => other,
+    }
+}
+
+/// The answer of a dry run.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    pub deployed: Option<String>,
+    pub path: DeployPath,
+    pub reason: String,
+    /// Changed paths, at most [`MAX_LISTED_CHANGES`].
+    pub changes: Vec<(&'static str, String)>,
+    pub changed: usize,
+}
+
+/// What deploying `target` would do now: the diff against the deployed commit and the
+/// planner's decision. Reads the store, the cache and (for apps with a container) inspects the
+/// live container; writes nothing.
+pub async fn dry_run(ctx: &Context, app: &AppConfig, target: &Target) -> anyhow::Result<DryRun> {
+    let state = ctx.store.app_state(&app.name).await?;
+    let live = Live {
+        container: state.as_ref().and_then(|s| s.container_id.clone()),
+        digest: state.as_ref().and_then(|s| s.digest.clone()),
+    };
+    let deployed = state.map(|s| s.commit_sha);
+    let from = deployed
+        .as_deref()
+        .map(Oid::from_str)
+        .transpose()
+        .context("app_state holds a bad commit id")?;
+    let to = Oid::from_str(&target.sha)?;
+    let cache = ctx.config.cache_path(&app.name);
+    let plan = blocking(move || fast::diff(&Cache::open_or_init(&cache)?, from, to)).await?;
+    let ask = Ask {
+        git_ref: target.git_ref.as_deref().unwrap_or_default(),
+        requested: None,
+        recorded_digest: None,
+    };
+    let (decision, _) = decide(ctx, app, &ask, &plan, to, &live).await?;
+    let changes = plan
+        .changes
+        .iter()
+        .take(MAX_LISTED_CHANGES)
+        .map(|c| match c {
+            Change::Write { path, .. } => ("write", path.display().to_string()),
+            Change::Delete { path } => ("delete", path.display().to_string()),
+        })
+        .collect();
+    Ok(DryRun {
+        deployed,
+        path: decision.path,
+        reason: decision.reason,
+        changes,
+        changed: plan.changes.len(),
+    })
+}

@@ -1,0 +1,314 @@
+//! The write API: manual deploy, rollback, dry run, lock and unlock. Every call needs a token
+//! scoped to the app (`auth`); targets are resolved to a full SHA (`deploy::target`) before
+//! anything is recorded or queued; deploys go through the app's one queue like pushes.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::info;
+
+use super::api::DeployView;
+use super::auth::Writer;
+use super::body::JsonBody;
+use super::error::ApiError;
+use super::AppState;
+use crate::config::AppConfig;
+use crate::deploy::plan::DeployPath;
+use crate::deploy::target::{self, RollbackTo, Target};
+use crate::store::{is_terminal, rfc3339, DeployEvent, NewApiDeploy, Store, Trigger};
+
+/// `?wait=true`: hold the answer until the deploy is over (at most `server.wait_timeout`).
+#[derive(Deserialize)]
+pub struct WaitQuery {
+    wait: Option<String>,
+}
+
+impl WaitQuery {
+    fn wait(&self) -> Result<bool, ApiError> {
+        match self.wait.as_deref() {
+            None | Some("false" | "0") => Ok(false),
+            Some("true" | "1" | "") => Ok(true),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "wait: {other:?} must be true or false"
+            ))),
+        }
+    }
+}
+
+/// `POST /api/apps/{app}/deploy` `{ref?, path?, force?}`
+pub async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: Writer,
+    Query(q): Query<WaitQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let app = caller.app(&state, &name)?;
+    let body = JsonBody::parse(&body, &["ref", "path", "force"])?;
+    let spec = body.string("ref")?;
+    let path = match body.string("path")? {
+        None => None,
+        Some(p) => Some(DeployPath::parse(p).ok_or_else(|| {
+            ApiError::BadRequest(format!("path: {p:?} must be \"fast\" or \"full\""))
+        })?),
+    };
+    if path == Some(DeployPath::Full) && app.container.is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "path: app {} has no [apps.container]; only the fast path exists",
+            app.name
+        )));
+    }
+    let force = body.bool("force")?.unwrap_or(false);
+    let wait = q.wait()?;
+    if let Some(spec) = spec {
+        target::check_spec("ref", spec)?;
+    }
+    refuse_if_locked(&state, app, force).await?;
+    let target = target::resolve_ref(&state.ctx, app, "ref", spec).await?;
+    let new = NewApiDeploy {
+        app: &app.name,
+        trigger: Trigger::Manual,
+        actor: caller.name(),
+        git_ref: target.git_ref.as_deref(),
+        sha: &target.sha,
+        path: path.map(DeployPath::as_str),
+        rollback_of: None,
+        reason: Some(&format!("asked for: {}", target.how)),
+    };
+    queue(&state, app, &new, &target, wait, None).await
+}
+
+/// `POST /api/apps/{app}/rollback` `{to?, force?}`: `to` is a commit id or tag (string) or a
+/// deploy id (number); default: the last succeeded deploy before the current one.
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: Writer,
+    Query(q): Query<WaitQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let app = caller.app(&state, &name)?;
+    let body = JsonBody::parse(&body, &["to", "force"])?;
+    let to = match body.get("to") {
+        None => RollbackTo::Previous,
+        Some(Value::String(s)) => {
+            target::check_spec("to", s)?;
+            RollbackTo::Spec(s.clone())
+        }
+        Some(Value::Number(n)) => {
+            RollbackTo::Deploy(n.as_i64().filter(|n| *n > 0).ok_or_else(|| {
+                ApiError::BadRequest(format!("to: deploy id {n} must be a positive integer"))
+            })?)
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "to: must be a commit id or tag (string) or a deploy id (number)".into(),
+            ))
+        }
+    };
+    let force = body.bool("force")?.unwrap_or(false);
+    let wait = q.wait()?;
+    refuse_if_locked(&state, app, force).await?;
+    let target = target::resolve_rollback(&state.ctx, app, &to).await?;
+    let reason = format!("rollback to {}", target.how);
+    let new = NewApiDeploy {
+        app: &app.name,
+        trigger: Trigger::Rollback,
+        actor: caller.name(),
+        git_ref: target.git_ref.as_deref(),
+        sha: &target.sha,
+        path: None,
+        rollback_of: target.rollback_of,
+        reason: Some(&reason),
+    };
+    let lock = app.lock_on_rollback.then(|| {
+        format!(
+            "rolled back to {} ({}); unlock to let pushes deploy again",
+            short(&target.sha),
+            target.how
+        )
+    });
+    queue(&state, app, &new, &target, wait, lock.as_deref()).await
+}
+
+/// `POST /api/apps/{app}/plan` `{ref?}`: what a deploy would do now. Records nothing and
+/// writes nothing to the volume; it fetches into the app's git cache.
+pub async fn plan(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: Writer,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = caller.app(&state, &name)?;
+    let body = JsonBody::parse(&body, &["ref"])?;
+    let target = target::resolve_ref(&state.ctx, app, "ref", body.string("ref")?).await?;
+    let dry = target::dry_run(&state.ctx, app, &target).await?;
+    let changes: Vec<Value> = dry
+        .changes
+        .iter()
+        .map(|(op, path)| json!({ "op": op, "path": path }))
+        .collect();
+    Ok(Json(json!({
+        "app": app.name,
+        "commit": target.sha,
+        "ref": target.git_ref,
+        "resolved": target.how,
+        "deployed": dry.deployed,
+        "path": dry.path.as_str(),
+        "reason": dry.reason,
+        "changed": dry.changed,
+        "changes": changes,
+        "changes_truncated": dry.changed > dry.changes.len(),
+        "hooks": [],
+        "locked": state.store.lock(&app.name).await?.map(lock_view),
+    })))
+}
+
+/// `POST /api/apps/{app}/lock` `{reason}`
+pub async fn lock(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: Writer,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let app = caller.app(&state, &name)?;
+    let body = JsonBody::parse(&body, &["reason"])?;
+    let reason = body
+        .string("reason")?
+        .map(str::trim)
+        .filter(|r| !r.is_empty() && r.len() <= 500)
+        .ok_or_else(|| ApiError::BadRequest("reason: required, 1-500 characters".into()))?;
+    let lock = state
+        .store
+        .lock_app(&app.name, reason, caller.name())
+        .await?;
+    if lock.locked_by != caller.name() || lock.reason != reason {
+        return Err(ApiError::Locked(lock));
+    }
+    info!(app = app.name, by = caller.name(), reason, "app locked");
+    Ok(Json(json!({ "app": app.name, "locked": lock_view(lock) })))
+}
+
+/// `DELETE /api/apps/{app}/lock`: pushes deploy again from the next one; pushes recorded as
+/// `locked` stay recorded and are not deployed (deploy the tip with `POST …/deploy`).
+pub async fn unlock(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: Writer,
+) -> Result<Json<Value>, ApiError> {
+    let app = caller.app(&state, &name)?;
+    let removed = state.store.unlock_app(&app.name).await?;
+    if removed.is_some() {
+        info!(app = app.name, by = caller.name(), "app unlocked");
+    }
+    Ok(Json(
+        json!({ "app": app.name, "unlocked": removed.map(lock_view) }),
+    ))
+}
+
+fn lock_view(lock: crate::store::AppLock) -> Value {
+    json!({
+        "reason": lock.reason,
+        "locked_by": lock.locked_by,
+        "locked_at": rfc3339(lock.locked_at),
+    })
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+/// 409 while the app is locked, unless the caller forces.
+async fn refuse_if_locked(state: &AppState, app: &AppConfig, force: bool) -> Result<(), ApiError> {
+    match state.store.lock(&app.name).await? {
+        Some(lock) if !force => Err(ApiError::Locked(lock)),
+        _ => Ok(()),
+    }
+}
+
+/// Reserve room in the app's queue, take the rollback lock if any, record the deploy, queue it,
+/// and answer 202 — or, with `wait`, the deploy once it is over.
+async fn queue(
+    state: &AppState,
+    app: &AppConfig,
+    new: &NewApiDeploy<'_>,
+    target: &Target,
+    wait: bool,
+    lock: Option<&str>,
+) -> Result<Response, ApiError> {
+    let permit = state.deployer.reserve(&app.name)?;
+    if let Some(reason) = lock {
+        // Before the deploy is queued: a push arriving meanwhile is held, not run after it.
+        state.store.lock_app(&app.name, reason, new.actor).await?;
+    }
+    let id = state.store.queue_api_deploy(new).await?;
+    let events = wait.then(|| state.store.subscribe());
+    permit.send(id);
+    info!(
+        app = app.name,
+        deploy_id = id,
+        trigger = new.trigger.as_str(),
+        actor = new.actor,
+        commit = target.sha,
+        "api deploy queued"
+    );
+    if let Some(events) = events {
+        wait_terminal(&state.store, events, id, state.config.server.wait_timeout).await?;
+    }
+    let deploy = state
+        .store
+        .deploy(id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("deploy {id} vanished"))?;
+    let status = if wait && is_terminal(&deploy.status) {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut body = serde_json::to_value(DeployView::from(deploy)).map_err(anyhow::Error::from)?;
+    body["deploy_id"] = json!(id);
+    body["resolved"] = json!(target.how);
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(location) = format!("/api/deploys/{id}").parse() {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Wait until deploy `id` reaches a terminal status or `timeout` passes, by its events
+/// (subscribed before it was queued, so none is missed; after a lag, the row is read again).
+async fn wait_terminal(
+    store: &Store,
+    mut events: tokio::sync::broadcast::Receiver<DeployEvent>,
+    id: i64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let over = async {
+        loop {
+            match events.recv().await {
+                Ok(DeployEvent::Status {
+                    deploy_id, status, ..
+                }) if deploy_id == id && is_terminal(&status) => return Ok(()),
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    if store
+                        .deploy(id)
+                        .await?
+                        .is_none_or(|d| is_terminal(&d.status))
+                    {
+                        return Ok(());
+                    }
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, over).await.unwrap_or(Ok(()))
+}
