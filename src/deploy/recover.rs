@@ -190,12 +190,19 @@ async fn reconcile_containers(ctx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Point each proxied app's proxy at its live container (as reconciled).
+/// Point each proxied app's proxy at its live container (as reconciled), and restore the
+/// maintenance switch as last set over the API.
 async fn point_proxies(ctx: &Context) -> anyhow::Result<()> {
-    for app in ctx.config.apps.iter().filter(|a| a.container.is_some()) {
+    for app in &ctx.config.apps {
         let Some(proxy) = ctx.proxies.get(&app.name) else {
             continue;
         };
+        if let Some(m) = ctx.store.maintenance(&app.name).await? {
+            proxy.set_maintenance(m.enabled);
+        }
+        if app.container.is_none() {
+            continue;
+        }
         let state = ctx.store.app_state(&app.name).await?;
         let live = state.and_then(|s| Some((s.container_id?, u16::try_from(s.port?).ok()?)));
         if let Some((id, port)) = live {

@@ -73,6 +73,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/apps/{app}/rollback", post(ops::rollback))
         .route("/api/apps/{app}/plan", post(ops::plan))
         .route("/api/apps/{app}/lock", post(ops::lock).delete(ops::unlock))
+        .route(
+            "/api/apps/{app}/maintenance",
+            post(ops::maintenance_on).delete(ops::maintenance_off),
+        )
         .route("/api/deploys/{id}", get(api::get_deploy))
         .route("/api/deploys/{id}/events", get(events::deploy_events))
         .route("/healthz", get(api::health))

@@ -226,6 +226,57 @@ fn short(sha: &str) -> &str {
 }
 
 /// 409 while the app is locked, unless the caller forces.
+/// `POST /api/apps/{app}/maintenance`: the app's proxy answers every request with 503 and
+/// its `maintenance_body` until `DELETE`. Kept across restarts.
+pub async fn maintenance_on(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: Writer,
+) -> Result<Json<Value>, ApiError> {
+    set_maintenance(&state, &name, &caller, true).await
+}
+
+/// `DELETE /api/apps/{app}/maintenance`: the app's proxy forwards requests again.
+pub async fn maintenance_off(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    caller: Writer,
+) -> Result<Json<Value>, ApiError> {
+    set_maintenance(&state, &name, &caller, false).await
+}
+
+async fn set_maintenance(
+    state: &AppState,
+    name: &str,
+    caller: &Writer,
+    enabled: bool,
+) -> Result<Json<Value>, ApiError> {
+    let app = caller.app(state, name)?;
+    let proxy = state.proxies.get(&app.name).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "app {}: no [apps.proxy], so no maintenance switch",
+            app.name
+        ))
+    })?;
+    let stored = state
+        .store
+        .set_maintenance(&app.name, enabled, caller.name())
+        .await?;
+    proxy.set_maintenance(enabled);
+    info!(
+        app = app.name,
+        by = caller.name(),
+        enabled,
+        "maintenance switched"
+    );
+    Ok(Json(json!({
+        "app": app.name,
+        "maintenance": enabled,
+        "changed_by": stored.changed_by,
+        "changed_at": rfc3339(stored.changed_at),
+    })))
+}
+
 async fn refuse_if_locked(state: &AppState, app: &AppConfig, force: bool) -> Result<(), ApiError> {
     match state.store.lock(&app.name).await? {
         Some(lock) if !force => Err(ApiError::Locked(lock)),

@@ -9,6 +9,7 @@ mod deliveries;
 mod deploys;
 mod events;
 mod locks;
+mod maintenance;
 mod prune;
 
 use std::path::Path;
@@ -26,6 +27,7 @@ pub use deploys::{
 };
 pub use events::DeployEvent;
 pub use locks::AppLock;
+pub use maintenance::Maintenance;
 pub use prune::Pruned;
 
 /// Handle to the database; cheap to clone.

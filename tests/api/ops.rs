@@ -55,6 +55,16 @@ pub async fn spawn_ops(origin: &Origin, app_extra: &str) -> Ops {
 }
 
 impl Ops {
+    /// Stop and start dockhand again on the same config, state and volume.
+    pub async fn restart(self) -> Ops {
+        let mut app = self.app.restart().await;
+        app.bearer = Some(ADMIN.to_string());
+        Ops {
+            app,
+            _tokens: self._tokens,
+        }
+    }
+
     /// A request with `token` (if any) as the bearer token; JSON `body` unless `Value::Null`.
     pub async fn call(
         &self,
@@ -150,6 +160,8 @@ async fn every_operations_endpoint_refuses_missing_wrong_and_query_string_tokens
         (Method::POST, "/api/apps/web/plan"),
         (Method::POST, "/api/apps/web/lock"),
         (Method::DELETE, "/api/apps/web/lock"),
+        (Method::POST, "/api/apps/web/maintenance"),
+        (Method::DELETE, "/api/apps/web/maintenance"),
         (Method::GET, "/api/apps/web"),
         (Method::GET, "/api/apps/web/deploys"),
         (Method::GET, deploy.as_str()),

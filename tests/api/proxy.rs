@@ -349,6 +349,62 @@ async fn maintenance_mode_answers_503_with_the_configured_body_and_never_reaches
     assert_eq!(app.get("/api/apps/web").await["proxy"]["maintenance"], true);
 }
 
+async fn switch(
+    ops: &crate::ops::Ops,
+    method: reqwest::Method,
+    token: Option<&str>,
+    app: &str,
+) -> reqwest::Response {
+    let path = format!("/api/apps/{app}/maintenance");
+    ops.call(method, &path, token, Value::Null).await
+}
+
+#[tokio::test]
+async fn the_maintenance_switch_is_set_over_the_api_with_a_token_and_survives_a_restart() {
+    use reqwest::Method;
+    let origin = Origin::new();
+    let upstream = upstream(Arc::default()).await;
+    let proxy_port = free_port();
+    let ops = crate::ops::spawn_ops(
+        &origin,
+        &format!(
+            "[apps.proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nupstream = \"{upstream}\"\n\
+             maintenance_body = \"Back soon\"\n"
+        ),
+    )
+    .await;
+    let page = || async move {
+        let response = client()
+            .get(format!("http://127.0.0.1:{proxy_port}/echo"))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    assert_eq!(page().await.0, 200);
+
+    let refused = switch(&ops, Method::POST, None, "web").await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(page().await.0, 200, "nothing changed without a token");
+    let no_proxy = switch(&ops, Method::POST, Some(crate::ops::ADMIN), "other").await;
+    assert_eq!(no_proxy.status(), 400);
+    assert!(no_proxy.text().await.unwrap().contains("no [apps.proxy]"));
+
+    let on = switch(&ops, Method::POST, Some(crate::ops::ADMIN), "web").await;
+    assert_eq!(on.status(), 200);
+    let on: Value = on.json().await.unwrap();
+    assert_eq!(on["maintenance"], true);
+    assert_eq!(on["changed_by"], "admin");
+    assert_eq!(page().await, (503, "Back soon".to_string()));
+
+    // A restart keeps the switch as set.
+    let ops = ops.restart().await;
+    assert_eq!(page().await, (503, "Back soon".to_string()));
+    let off = switch(&ops, Method::DELETE, Some(crate::ops::ADMIN), "web").await;
+    assert_eq!(off.status(), 200);
+    assert_eq!(page().await.0, 200);
+}
+
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_502_page_and_a_slow_one_a_504_after_the_timeout() {
     let origin = Origin::new();
