@@ -1395,4 +1395,59 @@ mod tests {
             assert!(err.contains(field), "{err}");
         }
     }
+
+    #[test]
+    fn reload_adapters_are_one_of_touch_signal_exec_restart_and_the_container_ones_need_a_container(
+    ) {
+        let container = "[apps.container]\nimage = \"app:1\"\nmount = \"/code\"\n";
+        let reload = |extra: &str| {
+            parse(&format!("{APP}{extra}{container}")).map(|(c, _)| c.apps[0].reload.clone())
+        };
+        assert_eq!(
+            reload("signal = \"hup\"\n").unwrap(),
+            Reload::Signal("SIGHUP".into())
+        );
+        assert_eq!(
+            reload("signal = \"SIGUSR2\"\n").unwrap(),
+            Reload::Signal("SIGUSR2".into())
+        );
+        assert_eq!(
+            reload("exec = [\"pm2\", \"reload\", \"all\"]\n").unwrap(),
+            Reload::Exec(vec!["pm2".into(), "reload".into(), "all".into()])
+        );
+        assert_eq!(reload("restart = true\n").unwrap(), Reload::Restart);
+        for (extra, field) in [
+            ("signal = \"KILL\"\n", "signal: \"KILL\" is not one of"),
+            ("exec = []\n", "exec: must be a non-empty command"),
+            ("touch = \"a\"\nsignal = \"HUP\"\n", "set at most one"),
+        ] {
+            let err = format!("{:#}", reload(extra).unwrap_err());
+            assert!(err.contains(field), "{err}");
+        }
+        // Without [apps.container], a container reload needs reload_container.
+        let err = format!(
+            "{:#}",
+            parse(&format!("{APP}signal = \"HUP\"\n")).unwrap_err()
+        );
+        assert!(
+            err.contains("reload_container: a signal, exec or restart reload needs a container"),
+            "{err}"
+        );
+        let (config, _) = parse(&format!(
+            "{APP}signal = \"HUP\"\nreload_container = \"web-1\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.apps[0].reload_container.as_deref(), Some("web-1"));
+    }
+
+    #[test]
+    fn the_fast_path_check_probes_loopback_only() {
+        let ok = "[apps.check]\nurl = \"http://127.0.0.1:8080/version\"\nexpect_body_contains = \"{sha}\"\n";
+        let (config, _) = parse(&format!("{APP}{ok}")).unwrap();
+        let check = config.apps[0].check.as_ref().unwrap();
+        assert_eq!(check.deadline, Duration::from_secs(30));
+        let far = "[apps.check]\nurl = \"http://example.com/version\"\n";
+        let err = format!("{:#}", parse(&format!("{APP}{far}")).unwrap_err());
+        assert!(err.contains("check: url"), "{err}");
+    }
 }

@@ -448,7 +448,8 @@ async fn run_check(
 }
 
 /// After the new version failed its check: put the previous commit back, reload, and check that
-/// the previous version answers again. Returns whether it does (`Err` says why not).
+/// the previous version answers again. Returns what state the app is in (`Err` says why the
+/// previous version does not answer).
 async fn revert(
     ctx: &Context,
     app: &AppConfig,
@@ -456,7 +457,7 @@ async fn revert(
     target: Oid,
     deployed: Option<Oid>,
     git_ref: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<&'static str> {
     let cache = ctx.config.cache_path(&app.name);
     restore(
         steps,
@@ -468,7 +469,7 @@ async fn revert(
     )
     .await;
     let Some(previous) = deployed else {
-        return Ok(()); // a first deploy: nothing answered before it
+        return Ok("the volume is empty again (this was the first deploy)");
     };
     steps
         .run("reload", &app.reload.to_string(), async {
@@ -476,8 +477,10 @@ async fn revert(
         })
         .await?;
     match &app.check {
-        Some(check) => run_check(steps, "verify", check, previous, git_ref).await,
-        None => Ok(()),
+        Some(check) => run_check(steps, "verify", check, previous, git_ref)
+            .await
+            .map(|()| "the previous version answers again"),
+        None => Ok("the previous commit is back"),
     }
 }
 
@@ -485,10 +488,10 @@ async fn fail_reverted(
     ctx: &Context,
     deploy: &Deploy,
     e: &anyhow::Error,
-    reverted: anyhow::Result<()>,
+    reverted: anyhow::Result<&str>,
 ) -> anyhow::Result<()> {
     let error = match &reverted {
-        Ok(()) => format!("{e:#}; reverted: the previous version answers again"),
+        Ok(state) => format!("{e:#}; reverted: {state}"),
         Err(again) => {
             format!("{e:#}; reverting did not bring the previous version back: {again:#}")
         }

@@ -240,18 +240,8 @@ impl Store {
     /// Give a deploy a terminal status other than `succeeded`.
     /// Mark a deploy failed after its changes were reverted.
     pub async fn fail_reverted(&self, id: i64, error: &str) -> anyhow::Result<()> {
-        sqlx::query(
-            "UPDATE deploys SET status = 'failed', reverted = 1, error = ?, finished_at = ?,
-                    started_at = COALESCE(started_at, ?)
-             WHERE id = ?",
-        )
-        .bind(error)
-        .bind(now_ms())
-        .bind(now_ms())
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        self.finish(id, DeployStatus::Failed, None, Some(error), true)
+            .await
     }
 
     pub async fn finish_deploy(
@@ -261,10 +251,21 @@ impl Store {
         reason: Option<&str>,
         error: Option<&str>,
     ) -> anyhow::Result<()> {
+        self.finish(id, status, reason, error, false).await
+    }
+
+    async fn finish(
+        &self,
+        id: i64,
+        status: DeployStatus,
+        reason: Option<&str>,
+        error: Option<&str>,
+        reverted: bool,
+    ) -> anyhow::Result<()> {
         debug_assert!(status.is_terminal() && status != DeployStatus::Succeeded);
         sqlx::query(
             "UPDATE deploys SET status = ?, reason = COALESCE(?, reason), error = ?, finished_at = ?,
-                    started_at = COALESCE(started_at, ?)
+                    started_at = COALESCE(started_at, ?), reverted = ?
              WHERE id = ?",
         )
         .bind(status.as_str())
@@ -272,6 +273,7 @@ impl Store {
         .bind(error)
         .bind(now_ms())
         .bind(now_ms())
+        .bind(reverted)
         .bind(id)
         .execute(&self.writer)
         .await?;

@@ -13,4 +13,5 @@ mod proxy;
 mod proxy_deploy;
 mod queue;
 mod releases;
+mod reload;
 mod webhook;
