@@ -10,6 +10,7 @@
 //! - [`http`]: the axum router — webhook receivers and the JSON API.
 //! - [`github`]: signature verification and payload parsing.
 //! - [`deploy`]: the per-app queue (latest wins), the pure triage, the fast path, recovery.
+//! - [`hooks`]: the operator's deploy hooks (argv-only, clean env, process group, timeout).
 //! - [`git`]: the bare cache repository of each app (git2).
 //! - [`releases`]: the releases layout (`releases/<sha>/` + an atomically switched `current`).
 //! - [`volume`]: symlink-safe, atomic, O(changed) writes into the volume (cap-std).
@@ -23,6 +24,7 @@ pub mod config;
 pub mod deploy;
 pub mod git;
 pub mod github;
+pub mod hooks;
 pub mod http;
 mod listener;
 pub mod proxy;

@@ -9,7 +9,7 @@ pub mod plan;
 mod queue;
 mod recover;
 mod run;
-mod steps;
+pub(crate) mod steps;
 pub mod triage;
 
 use std::sync::Arc;
