@@ -11,6 +11,7 @@ use super::steps::Steps;
 use super::{blocking, fast, full, pick_latest, Candidate, Context};
 use crate::config::{redact_url, render, AppConfig, Layout};
 use crate::git::{Cache, Change, Oid};
+use crate::hooks::{self, Stage};
 use crate::runtime::Docker;
 use crate::store::{now_ms, Deploy, DeployStatus};
 
@@ -193,6 +194,10 @@ async fn execute(
             &decision.reason,
         )
         .await?;
+    // Operator hooks (hooks.rs): FROM/TO/PATH are recorded; nothing has changed yet.
+    if let Err(e) = hooks::run_stage(ctx, deploy.id, Stage::PreDeploy).await {
+        return fail(ctx, deploy, &e).await;
+    }
 
     // The full path pulls before the volume is touched: a bad image changes nothing.
     let full = match (decision.path, &app.container, docker) {
@@ -250,6 +255,9 @@ async fn execute(
             return fail(ctx, deploy, &e).await;
         }
     };
+    if let Err(e) = post_deploy_hooks(ctx, app, deploy, target, live.as_ref()).await {
+        return fail(ctx, deploy, &e).await;
+    }
     store
         .succeed_deploy(deploy.id, &app.name, &target.to_string(), live.as_ref())
         .await?;
@@ -364,9 +372,34 @@ async fn restore(
     }
 }
 
+/// The post-deploy (or post-rollback) hooks of a deploy whose new version is live. `app_state`
+/// names the new commit before they run (it is what runs, and a hook may ask the API); the
+/// deploy stays `running` until they finish. A failure fails the deploy and leaves the new
+/// version live; this is where reverting on a failed hook would go.
+async fn post_deploy_hooks(
+    ctx: &Context,
+    app: &AppConfig,
+    deploy: &Deploy,
+    target: Oid,
+    live: Option<&crate::store::LiveContainer>,
+) -> anyhow::Result<()> {
+    let stage = Stage::after_deploy(&deploy.trigger);
+    if !hooks::has_hooks(&ctx.config, &app.name, stage) {
+        return Ok(());
+    }
+    let commit = target.to_string();
+    ctx.store
+        .go_live(deploy.id, &app.name, &commit, live)
+        .await?;
+    hooks::run_stage(ctx, deploy.id, stage)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}; the new version stays live (commit {commit})"))
+}
+
 async fn fail(ctx: &Context, deploy: &Deploy, e: &anyhow::Error) -> anyhow::Result<()> {
     let error = format!("{e:#}");
     warn!(deploy_id = deploy.id, %error, "deploy failed");
+    hooks::on_failure(ctx, deploy.id, &error).await;
     ctx.store
         .finish_deploy(deploy.id, DeployStatus::Failed, None, Some(&error))
         .await
