@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -315,7 +316,7 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test]
 async fn a_failing_post_deploy_hook_fails_the_deploy_but_the_new_version_stays_live() {
-    let (origin, hooks, app, first) = deployed_once().await;
+    let (origin, hooks, app, _) = deployed_once().await;
     let post = hooks.install("web/post-deploy", "echo 'cache warm-up failed'\nexit 1");
     hooks.install("web/on-failure", &save_env("fail.env"));
 
@@ -505,4 +506,101 @@ async fn a_hooks_dir_inside_a_volume_is_refused() {
         dockhand::config::Config::parse(&text, Path::new("/")).unwrap_err()
     );
     assert!(err.contains("must not overlap server.hooks_dir"), "{err}");
+}
+
+/// A loopback HTTP server that records every request (`METHOD path`, body) and answers 200.
+async fn recorder() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let log = seen.clone();
+    let router = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let log = log.clone();
+        async move {
+            let line = format!("{} {}", req.method(), req.uri());
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            log.lock()
+                .unwrap()
+                .push((line, String::from_utf8_lossy(&body).into_owned()));
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (addr, seen)
+}
+
+/// Install a shipped example (`hooks/examples/<name>`) at `rel` in the hooks directory.
+fn install_example(hooks: &Hooks, name: &str, rel: &str) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("hooks/examples")
+        .join(name);
+    let path = hooks.dir.path().join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::copy(source, &path).unwrap();
+}
+
+#[tokio::test]
+async fn the_shipped_notify_slack_and_warm_cache_examples_work_as_hooks() {
+    let origin = Origin::new();
+    let hooks = Hooks::new();
+    let (upstream, seen) = recorder().await;
+    let proxy = format!("[apps.proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"");
+    let app = spawn_app_with(&origin, &hooks.server_extra(), &proxy).await;
+    let root = hooks.dir.path();
+    install_example(&hooks, "warm-cache", "post-deploy");
+    std::fs::write(root.join("dockhand-api"), format!("{}\n", app.url(""))).unwrap();
+    std::fs::write(
+        root.join("warm-cache.paths"),
+        "# warm these\n/\n/about?x=1\n",
+    )
+    .unwrap();
+    install_example(&hooks, "notify-slack", "web/post-deploy");
+    install_example(&hooks, "notify-slack", "web/on-failure");
+    let slack = format!("http://{upstream}/slack/T000/B000\n");
+    std::fs::write(root.join("web/slack-webhook-url"), slack).unwrap();
+
+    origin.write("app.py", "VERSION = 2\n");
+    let commit = origin.commit("Ship it <!channel> & \"quotes\" $(id)\n\nbody");
+    let deploy = app.deploy(&commit).await;
+
+    let output = step(&deploy, "hook:post-deploy")["output"]
+        .as_str()
+        .unwrap();
+    assert!(output.contains("warm-cache: /about?x=1 -> 200"), "{output}");
+    let requests = seen.lock().unwrap().clone();
+    let lines: Vec<&str> = requests.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(lines, ["GET /", "GET /about?x=1", "POST /slack/T000/B000"]);
+    let posted: Value = serde_json::from_str(&requests[2].1).unwrap();
+    let text = posted["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(&format!(
+            ":white_check_mark: *web* deploy {} succeeded (push, fast path)",
+            deploy["id"]
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "→ {} on `refs/heads/main`: Ship it &lt;!channel&gt; &amp; \"quotes\" $(id)",
+            &commit[..12]
+        )),
+        "{text}"
+    );
+
+    // A failure notifies with the error.
+    seen.lock().unwrap().clear();
+    hooks.install("web/pre-deploy", "exit 4");
+    origin.write("app.py", "VERSION = 3\n");
+    let failed = deploy_to_end(&app, &origin.commit("third")).await;
+    assert_eq!(failed["status"], "failed");
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let text = serde_json::from_str::<Value>(&requests[0].1).unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.starts_with(":x: *web* deploy"), "{text}");
+    assert!(text.ends_with("exited with status 4"), "{text}");
 }
