@@ -34,6 +34,15 @@ pub enum Command {
 pub fn check_report(path: &Path) -> anyhow::Result<String> {
     use std::fmt::Write;
     let (config, warnings) = Config::load(path)?;
+    let problems = crate::hooks::problems(&config);
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "invalid hooks in {}: {}",
+            path.display(),
+            problems.join("; ")
+        );
+    }
+    let hooks = crate::hooks::inventory(&config);
     let mut out = String::new();
     let s = &config.server;
     let _ = writeln!(out, "config ok: {}", path.display());
@@ -44,6 +53,14 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
         s.state_dir.display(),
         s.body_limit
     );
+    if let Some(dir) = &s.hooks_dir {
+        let _ = writeln!(
+            out,
+            "hooks: from {} (each at most {:?} unless the app says)",
+            dir.display(),
+            s.hook_timeout
+        );
+    }
     for app in &config.apps {
         let reload = app.reload.to_string();
         let _ = writeln!(out, "app {}", app.name);
@@ -59,6 +76,14 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
             "  deploys  into {} (fast path), reload: {reload}",
             app.volume.display()
         );
+        let app_hooks: Vec<String> = hooks
+            .iter()
+            .filter(|(name, ..)| *name == app.name)
+            .map(|(_, stage, path, _)| format!("{stage} {}", path.display()))
+            .collect();
+        if !app_hooks.is_empty() {
+            let _ = writeln!(out, "  hooks    {}", app_hooks.join(", "));
+        }
         if let Some(c) = &app.container {
             let _ = writeln!(
                 out,

@@ -92,7 +92,15 @@ pub struct ServerConfig {
     pub history_retention: Duration,
     /// Longest an API call with `?wait=true` holds its answer before it answers 202 anyway.
     pub wait_timeout: Duration,
+    /// The operator's deploy hooks (`<stage>` and `<app>/<stage>`), if any; never inside a
+    /// volume, so nothing a repository contains can become a hook.
+    pub hooks_dir: Option<PathBuf>,
+    /// How long one hook may run before its process group is killed, unless the app says.
+    pub hook_timeout: Duration,
 }
+
+/// A hook's time limit when neither the server nor the app sets one.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Deploys of each app kept whatever their age, so recent history and rollback targets survive.
 pub const KEEP_DEPLOYS_PER_APP: u32 = 100;
@@ -120,6 +128,8 @@ pub struct AppConfig {
     pub reload_container: Option<String>,
     /// Health check after a fast deploy; on failure the previous commit is put back.
     pub check: Option<FastCheck>,
+    /// A fast deploy whose post-deploy hook fails is reverted like a failed check.
+    pub revert_on_hook_failure: bool,
     /// Take over a non-empty volume on the first deploy instead of refusing.
     pub adopt: bool,
     pub fetch_limits: FetchLimits,
@@ -130,6 +140,8 @@ pub struct AppConfig {
     pub proxy: Option<ProxyConfig>,
     /// Lock the app when a rollback is asked for, so the next push does not undo it.
     pub lock_on_rollback: bool,
+    /// This app's hook time limit; `None`: `server.hook_timeout`.
+    pub hook_timeout: Option<Duration>,
 }
 
 /// `[apps.proxy]`: a stable address dockhand serves and forwards to whichever container is live.
@@ -444,6 +456,9 @@ struct RawServer {
     history_retention: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     wait_timeout: Option<Duration>,
+    hooks_dir: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    hook_timeout: Option<Duration>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -472,6 +487,8 @@ struct RawApp {
     reload_container: Option<String>,
     check: Option<RawCheck>,
     #[serde(default)]
+    revert_on_hook_failure: bool,
+    #[serde(default)]
     adopt: bool,
     #[serde(default, with = "humantime_serde")]
     fetch_timeout: Option<Duration>,
@@ -482,6 +499,8 @@ struct RawApp {
     container: Option<RawContainer>,
     proxy: Option<RawProxy>,
     lock_on_rollback: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    hook_timeout: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -599,12 +618,25 @@ impl Config {
                 .history_retention
                 .unwrap_or(Duration::from_secs(90 * 24 * 3600)),
             wait_timeout: raw.server.wait_timeout.unwrap_or(Duration::from_secs(300)),
+            hooks_dir: raw.server.hooks_dir.map(|d| absolute(base, &d)),
+            hook_timeout: raw.server.hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT),
         };
         if server.body_limit == 0 {
             bail!("server.body_limit: must be greater than zero");
         }
         if server.queue_limit == 0 {
             bail!("server.queue_limit: must be greater than zero");
+        }
+        if server.hook_timeout.is_zero() {
+            bail!("server.hook_timeout: must be greater than zero");
+        }
+        if let Some(dir) = &server.hooks_dir {
+            if !dir.is_dir() {
+                bail!(
+                    "server.hooks_dir: {} does not exist or is not a directory",
+                    dir.display()
+                );
+            }
         }
         if raw.apps.is_empty() {
             warnings.push("no [[apps]] configured: every webhook will be refused".to_string());
@@ -621,6 +653,11 @@ impl Config {
                 || server.state_dir.starts_with(&app.volume)
             {
                 bail!("{label}.volume: must not overlap server.state_dir (git metadata never lives in a volume)");
+            }
+            if let Some(dir) = &server.hooks_dir {
+                if app.volume.starts_with(dir) || dir.starts_with(&app.volume) {
+                    bail!("{label}.volume: must not overlap server.hooks_dir (a repository's files are never hooks)");
+                }
             }
             if let Some(proxy) = &app.proxy {
                 let taken = proxy.listen.port() != 0
@@ -798,9 +835,13 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         .map(|p| validate_proxy(p, container.is_some()))
         .transpose()
         .context("proxy")?;
+    if raw.hook_timeout.is_some_and(|t| t.is_zero()) {
+        bail!("hook_timeout: must be greater than zero");
+    }
     Ok(AppConfig {
         container,
         proxy,
+        hook_timeout: raw.hook_timeout,
         name: raw.name,
         repo: raw.repo,
         repository: raw.repository,
@@ -813,6 +854,7 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         reload,
         reload_container: raw.reload_container,
         check,
+        revert_on_hook_failure: raw.revert_on_hook_failure,
         adopt: raw.adopt,
         fetch_limits,
         credentials,
@@ -1373,6 +1415,40 @@ mod tests {
             "[apps.proxy]\nlisten = \"127.0.0.1:8700\"\nupstream = \"127.0.0.1:9000\"\n";
         let err = format!("{:#}", parse(&format!("{APP}{on_server}")).unwrap_err());
         assert!(err.contains("already used by the server"), "{err}");
+    }
+
+    #[test]
+    fn hooks_dir_must_exist_and_hook_timeouts_default_to_sixty_seconds() {
+        let (config, _) = parse(APP).unwrap();
+        assert_eq!(config.server.hooks_dir, None);
+        assert_eq!(config.server.hook_timeout, DEFAULT_HOOK_TIMEOUT);
+        assert_eq!(config.apps[0].hook_timeout, None);
+
+        let hooks = tempfile::tempdir().unwrap();
+        let server = format!(
+            "[server]\nstate_dir = \"/var/lib/dockhand-test\"\nhooks_dir = \"{}\"\nhook_timeout = \"2m\"\n",
+            hooks.path().display()
+        );
+        let text = format!("{server}{APP}hook_timeout = \"5s\"\n");
+        let (config, _) = Config::parse(&text, Path::new("/")).unwrap();
+        assert_eq!(config.server.hooks_dir.as_deref(), Some(hooks.path()));
+        assert_eq!(config.server.hook_timeout, Duration::from_secs(120));
+        assert_eq!(config.apps[0].hook_timeout, Some(Duration::from_secs(5)));
+
+        let missing = server.replace(hooks.path().to_str().unwrap(), "/nonexistent/hooks");
+        let err = format!("{:#}", Config::parse(&missing, Path::new("/")).unwrap_err());
+        assert!(
+            err.contains("server.hooks_dir: /nonexistent/hooks does not exist"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            parse(&format!("{APP}hook_timeout = \"0s\"\n")).unwrap_err()
+        );
+        assert!(
+            err.contains("hook_timeout: must be greater than zero"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`github`]: signature verification and payload parsing.
 //! - [`deploy`]: the per-app queue (latest wins), the pure triage and planner, the fast and full
 //!   paths, API targets resolved to full SHAs, rollback by recorded digest, recovery.
+//! - [`hooks`]: the operator's deploy hooks (argv-only, clean env, process group, timeout).
 //! - [`git`]: the bare cache repository of each app (git2).
 //! - [`releases`]: the releases layout (`releases/<sha>/` + an atomically switched `current`).
 //! - [`volume`]: symlink-safe, atomic, O(changed) writes into the volume (cap-std).
@@ -25,6 +26,7 @@ pub mod config;
 pub mod deploy;
 pub mod git;
 pub mod github;
+pub mod hooks;
 pub mod http;
 mod listener;
 pub mod proxy;

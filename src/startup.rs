@@ -12,7 +12,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::deploy::{self, Deployer, Workers};
@@ -61,6 +61,10 @@ impl App {
             .with_context(|| format!("binding {}", config.server.listen))?;
         let (proxies, proxy_listeners) = Proxies::bind(&config).await?;
         let store = Store::open(&config.database_path()).await?;
+        // Not fatal: a deploy that reaches a broken hook fails at that stage (never skips it).
+        for problem in crate::hooks::problems(&config) {
+            error!("{problem}; deploys that reach it will fail");
+        }
         crate::git::set_network_timeouts(GIT_CONNECT_TIMEOUT, GIT_IO_TIMEOUT)?;
         let config = Arc::new(config);
         let ctx = deploy::Context::new(config.clone(), store.clone(), proxies.clone());

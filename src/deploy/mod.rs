@@ -11,7 +11,7 @@ mod recover;
 mod reload;
 mod rollback;
 mod run;
-mod steps;
+pub(crate) mod steps;
 pub mod target;
 pub mod triage;
 

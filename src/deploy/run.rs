@@ -11,6 +11,7 @@ use super::steps::Steps;
 use super::{blocking, fast, full, pick_latest, reload, rollback, Candidate, Context};
 use crate::config::{redact_url, render, AppConfig, FastCheck, Layout};
 use crate::git::{Cache, Change, Oid};
+use crate::hooks::{self, Stage};
 use crate::runtime::{Docker, HealthCheck};
 use crate::store::{now_ms, Deploy, DeployStatus, Trigger};
 
@@ -232,6 +233,10 @@ async fn execute(
             &decision.reason,
         )
         .await?;
+    // Operator hooks (hooks.rs): FROM/TO/PATH are recorded; nothing has changed yet.
+    if let Err(e) = hooks::run_stage(ctx, deploy.id, Stage::PreDeploy).await {
+        return fail(ctx, deploy, &e).await;
+    }
 
     // The full path pulls before the volume is touched: a bad image changes nothing.
     let full = match (decision.path, &app.container, docker) {
@@ -300,6 +305,22 @@ async fn execute(
             return fail(ctx, deploy, &e).await;
         }
     };
+    // A fast deploy can be put back if its post-deploy hook fails (when the app says so).
+    let revertible = app.revert_on_hook_failure && full.is_none();
+    let before = match revertible {
+        true => store.app_state(&app.name).await?,
+        false => None,
+    };
+    if let Err(e) = post_deploy_hooks(ctx, app, deploy, target, live.as_ref()).await {
+        if revertible {
+            let git_ref = deploy.git_ref.as_deref().unwrap_or_default();
+            let reverted = revert(ctx, app, &steps, target, deployed, git_ref).await;
+            store.put_back_app_state(&app.name, before.as_ref()).await?;
+            return fail_reverted(ctx, deploy, &e, reverted).await;
+        }
+        let e = anyhow::anyhow!("{e:#}; the new version stays live (commit {target})");
+        return fail(ctx, deploy, &e).await;
+    }
     store
         .succeed_deploy(deploy.id, &app.name, &target.to_string(), live.as_ref())
         .await?;
@@ -496,7 +517,8 @@ async fn fail_reverted(
             format!("{e:#}; reverting did not bring the previous version back: {again:#}")
         }
     };
-    warn!(deploy_id = deploy.id, %error, "deploy failed its health check");
+    warn!(deploy_id = deploy.id, %error, "deploy failed and was reverted");
+    hooks::on_failure(ctx, deploy.id, &error).await;
     ctx.store.fail_reverted(deploy.id, &error).await
 }
 
@@ -528,9 +550,31 @@ async fn restore(
     }
 }
 
+/// The post-deploy (or post-rollback) hooks of a deploy whose new version is live. `app_state`
+/// names the new commit before they run (it is what runs, and a hook may ask the API); the
+/// deploy stays `running` until they finish. A failure fails the deploy; the caller reverts a
+/// fast deploy when the app asks for it, else the new version stays live.
+async fn post_deploy_hooks(
+    ctx: &Context,
+    app: &AppConfig,
+    deploy: &Deploy,
+    target: Oid,
+    live: Option<&crate::store::LiveContainer>,
+) -> anyhow::Result<()> {
+    let stage = Stage::after_deploy(&deploy.trigger);
+    if !hooks::has_hooks(&ctx.config, &app.name, stage) {
+        return Ok(());
+    }
+    ctx.store
+        .go_live(deploy.id, &app.name, &target.to_string(), live)
+        .await?;
+    hooks::run_stage(ctx, deploy.id, stage).await
+}
+
 async fn fail(ctx: &Context, deploy: &Deploy, e: &anyhow::Error) -> anyhow::Result<()> {
     let error = format!("{e:#}");
     warn!(deploy_id = deploy.id, %error, "deploy failed");
+    hooks::on_failure(ctx, deploy.id, &error).await;
     ctx.store
         .finish_deploy(deploy.id, DeployStatus::Failed, None, Some(&error))
         .await

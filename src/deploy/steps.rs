@@ -5,19 +5,19 @@ use std::future::Future;
 use crate::store::Store;
 
 /// The step log of one deploy.
-pub(super) struct Steps {
+pub(crate) struct Steps {
     store: Store,
     deploy_id: i64,
 }
 
 impl Steps {
-    pub(super) fn new(store: Store, deploy_id: i64) -> Steps {
+    pub(crate) fn new(store: Store, deploy_id: i64) -> Steps {
         Steps { store, deploy_id }
     }
 
     /// Run one stage: a row opens before `work` starts and closes with its output, or with the
     /// error chain when it fails. The work's error is returned unchanged.
-    pub(super) async fn run<T>(
+    pub(crate) async fn run<T>(
         &self,
         stage: &str,
         detail: &str,

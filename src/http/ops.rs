@@ -155,6 +155,12 @@ pub async fn plan(
         .iter()
         .map(|(op, path)| json!({ "op": op, "path": path }))
         .collect();
+    let hooks: Vec<Value> = crate::hooks::would_run(&state.config, &app.name, "manual")
+        .into_iter()
+        .map(|(stage, path, problem)| {
+            json!({ "stage": stage.as_str(), "path": path, "problem": problem })
+        })
+        .collect();
     Ok(Json(json!({
         "app": app.name,
         "commit": target.sha,
@@ -166,7 +172,7 @@ pub async fn plan(
         "changed": dry.changed,
         "changes": changes,
         "changes_truncated": dry.changed > dry.changes.len(),
-        "hooks": [],
+        "hooks": hooks,
         "locked": state.store.lock(&app.name).await?.map(lock_view),
     })))
 }

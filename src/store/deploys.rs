@@ -313,29 +313,46 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO app_state (app, commit_sha, deploy_id, updated_at, container_id, image, digest, port)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (app) DO UPDATE SET commit_sha = excluded.commit_sha, deploy_id = excluded.deploy_id,
-                 updated_at = excluded.updated_at,
-                 container_id = COALESCE(excluded.container_id, app_state.container_id),
-                 image = COALESCE(excluded.image, app_state.image),
-                 digest = CASE WHEN excluded.container_id IS NULL THEN app_state.digest ELSE excluded.digest END,
-                 port = COALESCE(excluded.port, app_state.port)",
-        )
-        .bind(app)
-        .bind(commit)
-        .bind(id)
-        .bind(now)
-        .bind(container.map(|c| c.id.as_str()))
-        .bind(container.map(|c| c.image.as_str()))
-        .bind(container.and_then(|c| c.digest.as_deref()))
-        .bind(container.map(|c| i64::from(c.port)))
-        .execute(&mut *tx)
-        .await?;
+        set_app_state(&mut tx, id, app, commit, container, now).await?;
         tx.commit().await?;
         self.publish_status(id, DeployStatus::Succeeded.as_str(), None, None);
         Ok(())
+    }
+
+    /// Make a still-running deploy's commit (and container) the app's deployed state: it is
+    /// live, and its post-deploy hooks run next. The deploy's own status waits for them
+    /// ([`Store::succeed_deploy`] or [`Store::finish_deploy`]), so it is set once.
+    pub async fn go_live(
+        &self,
+        id: i64,
+        app: &str,
+        commit: &str,
+        container: Option<&LiveContainer>,
+    ) -> anyhow::Result<()> {
+        let mut conn = self.writer.acquire().await?;
+        set_app_state(&mut conn, id, app, commit, container, now_ms()).await
+    }
+
+    /// Put `app_state` back to `before` (`None`: nothing deployed) after a deploy that went live
+    /// was reverted.
+    pub async fn put_back_app_state(
+        &self,
+        app: &str,
+        before: Option<&AppState>,
+    ) -> anyhow::Result<()> {
+        match before {
+            Some(state) => {
+                self.go_live(state.deploy_id, app, &state.commit_sha, None)
+                    .await
+            }
+            None => {
+                sqlx::query("DELETE FROM app_state WHERE app = ?")
+                    .bind(app)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+        }
     }
 
     /// Mark queued deploys as covered by deploy `by` (latest wins).
@@ -591,6 +608,38 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?)
     }
+}
+
+/// Point `app_state` at `commit`, put there by deploy `id`.
+async fn set_app_state(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+    app: &str,
+    commit: &str,
+    container: Option<&LiveContainer>,
+    now: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO app_state (app, commit_sha, deploy_id, updated_at, container_id, image, digest, port)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (app) DO UPDATE SET commit_sha = excluded.commit_sha, deploy_id = excluded.deploy_id,
+             updated_at = excluded.updated_at,
+             container_id = COALESCE(excluded.container_id, app_state.container_id),
+             image = COALESCE(excluded.image, app_state.image),
+             digest = CASE WHEN excluded.container_id IS NULL THEN app_state.digest ELSE excluded.digest END,
+             port = COALESCE(excluded.port, app_state.port)",
+    )
+    .bind(app)
+    .bind(commit)
+    .bind(id)
+    .bind(now)
+    .bind(container.map(|c| c.id.as_str()))
+    .bind(container.map(|c| c.image.as_str()))
+    .bind(container.and_then(|c| c.digest.as_deref()))
+    .bind(container.map(|c| i64::from(c.port)))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 fn truncate_output(output: &str) -> std::borrow::Cow<'_, str> {

@@ -6,6 +6,7 @@ mod docker;
 mod fast_path;
 mod full_path;
 mod helpers;
+mod hooks;
 mod limits;
 mod ops;
 mod ops_full;
