@@ -673,6 +673,9 @@ mod tests {
             finished_at: None,
             image: None,
             digest: None,
+            requested_path: None,
+            rollback_of: None,
+            reverted: false,
         };
         let vars = Vars::for_deploy(&config.apps[0], &deploy, String::new());
         assert_eq!(vars.tree, Path::new("/tmp/dh-web/current"));
