@@ -208,3 +208,34 @@ async fn an_app_deployed_in_place_before_gets_a_full_release_on_its_next_deploy(
         "the whole tree, not just the change"
     );
 }
+
+#[tokio::test]
+async fn a_rollback_over_the_api_to_a_kept_release_only_switches_current() {
+    let origin = Origin::new();
+    let ops = crate::ops::spawn_ops(&origin, RELEASES).await;
+    let first = origin.head();
+    ops.pushed(&first).await;
+    origin.write("app.py", "VERSION = 2\n");
+    let second = origin.commit("v2");
+    ops.pushed(&second).await;
+    let before = inode(&ops.app.volume.join("releases").join(&first).join("app.py"));
+
+    let rollback = ops
+        .asked("/api/apps/web/rollback", serde_json::json!({}))
+        .await;
+    assert_eq!(rollback["status"], "succeeded", "{rollback:#}");
+    assert_eq!(rollback["trigger"], "rollback");
+    assert_eq!(current(&ops.app.volume), format!("releases/{first}"));
+    let sync = rollback["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "sync")
+        .unwrap();
+    assert!(
+        sync["output"].as_str().unwrap().contains("nothing written"),
+        "{sync}"
+    );
+    let after = inode(&ops.app.volume.join("releases").join(&first).join("app.py"));
+    assert_eq!(before, after, "the kept release was reused as it was");
+}
