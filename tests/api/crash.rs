@@ -129,6 +129,26 @@ async fn killed_mid_deploy_the_deploy_is_interrupted_undone_and_the_queued_push_
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // The step row opens before the first write: wait until the sync has renamed a file into
+    // place (read while it writes, so anything may vanish under the walk).
+    fn has_written_file(dir: &Path) -> bool {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let name = e.file_name();
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => has_written_file(&e.path()),
+                    Ok(t) => t.is_file() && !name.to_string_lossy().starts_with(".dockhand-tmp-"),
+                    Err(_) => false,
+                }
+            })
+    }
+    while !has_written_file(&volume.join("bulk")) {
+        assert!(Instant::now() < deadline, "the sync wrote nothing");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     server.child.kill().unwrap(); // SIGKILL
     server.child.wait().unwrap();
     drop(server);
