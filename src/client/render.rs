@@ -102,6 +102,15 @@ fn table(header: &[&str]) -> Table {
     table
 }
 
+/// The table's text without the padding after the last column.
+fn lines_of(table: &Table) -> String {
+    table
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `status`, with `(reverted)` when a failed deploy put the previous commit back.
 fn deploy_status(d: &Value) -> String {
     let status = text(&d["status"]);
@@ -157,7 +166,7 @@ pub fn history(v: &Value) -> String {
             duration_of(&d["duration_ms"]),
         ]);
     }
-    t.to_string()
+    lines_of(&t)
 }
 
 /// `status`: one row per app.
@@ -204,7 +213,7 @@ pub fn status(v: &Value) -> String {
             proxy,
         ]);
     }
-    t.to_string()
+    lines_of(&t)
 }
 
 /// `plan`: what a deploy would do now.
