@@ -362,3 +362,38 @@ async fn missing_or_wrong_tokens_and_an_unreachable_server_give_clear_errors() {
     let run = dockhand_at(&url, Some(ADMIN), &["deploy", "web", "--full", "--fast"]).await;
     assert_eq!(run.code, 2, "usage errors exit 2:\n{run}");
 }
+
+#[tokio::test]
+async fn maintenance_on_and_off_switch_the_proxy_and_status_shows_it() {
+    let origin = Origin::new();
+    let upstream = format!("127.0.0.1:{}", free_port());
+    let proxy = format!("[apps.proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n");
+    let ops = spawn_ops(&origin, &proxy).await;
+
+    let on = dockhand(&ops, &["maintenance", "web", "on"]).await;
+    assert_eq!(on.code, 0, "{on}");
+    assert!(on.stdout.starts_with("web maintenance on"), "{on}");
+    assert_eq!(ops.get("/api/apps/web").await["proxy"]["maintenance"], true);
+    let status = dockhand(&ops, &["status"]).await;
+    let web = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap();
+    assert!(web.ends_with(" maintenance"), "{status}");
+
+    let off = dockhand(&ops, &["maintenance", "web", "off"]).await;
+    assert_eq!(off.code, 0, "{off}");
+    assert!(off.stdout.starts_with("web maintenance off"), "{off}");
+    let status = dockhand(&ops, &["status"]).await;
+    let web = status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap();
+    assert!(web.ends_with(&format!("→ {upstream}")), "{status}");
+
+    let none = dockhand(&ops, &["maintenance", "other", "on"]).await;
+    assert_eq!(none.code, 2, "{none}");
+    assert!(none.stderr.contains("no [apps.proxy]"), "{none}");
+}
