@@ -68,6 +68,18 @@ fn queued_id(run: &Run) -> i64 {
         .unwrap_or_else(|| panic!("no deploy id in:\n{run}"))
 }
 
+/// `app`'s row of `dockhand status` (which must exit 0).
+async fn status_row(ops: &Ops, app: &str) -> String {
+    let status = dockhand(ops, &["status"]).await;
+    assert_eq!(status.code, 0, "{status}");
+    status
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{app} ")))
+        .unwrap_or_else(|| panic!("no row for {app}:\n{status}"))
+        .to_string()
+}
+
 #[tokio::test]
 async fn deploy_follow_prints_each_step_as_a_plain_line_and_exits_0_when_it_succeeds() {
     let origin = Origin::new();
@@ -250,13 +262,7 @@ async fn lock_refuses_deploys_with_the_apis_message_until_unlock() {
         "{refused}"
     );
 
-    let status = dockhand(&ops, &["status"]).await;
-    assert_eq!(status.code, 0, "{status}");
-    let web = status
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("web "))
-        .unwrap_or_else(|| panic!("{status}"));
+    let web = status_row(&ops, "web").await;
     assert!(web.contains("by admin since"), "{web}");
     assert!(web.contains("migrating db"), "{web}");
 
@@ -374,24 +380,14 @@ async fn maintenance_on_and_off_switch_the_proxy_and_status_shows_it() {
     assert_eq!(on.code, 0, "{on}");
     assert!(on.stdout.starts_with("web maintenance on"), "{on}");
     assert_eq!(ops.get("/api/apps/web").await["proxy"]["maintenance"], true);
-    let status = dockhand(&ops, &["status"]).await;
-    let web = status
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("web "))
-        .unwrap();
-    assert!(web.ends_with(" maintenance"), "{status}");
+    let web = status_row(&ops, "web").await;
+    assert!(web.ends_with(" maintenance"), "{web}");
 
     let off = dockhand(&ops, &["maintenance", "web", "off"]).await;
     assert_eq!(off.code, 0, "{off}");
     assert!(off.stdout.starts_with("web maintenance off"), "{off}");
-    let status = dockhand(&ops, &["status"]).await;
-    let web = status
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("web "))
-        .unwrap();
-    assert!(web.ends_with(&format!("→ {upstream}")), "{status}");
+    let web = status_row(&ops, "web").await;
+    assert!(web.ends_with(&format!("→ {upstream}")), "{web}");
 
     let none = dockhand(&ops, &["maintenance", "other", "on"]).await;
     assert_eq!(none.code, 2, "{none}");
