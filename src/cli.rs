@@ -1,8 +1,10 @@
-//! The command line: `dockhand serve` and `dockhand check`.
+//! The command line: `dockhand serve` and `dockhand check` run here; the client commands
+//! (`deploy`, `rollback`, `plan`, `history`, `logs`, `lock`, `unlock`, `status`, `maintenance`)
+//! talk to a running server (`crate::client`).
 
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{redact_url, Config, TokenScope};
 
@@ -28,6 +30,155 @@ pub enum Command {
         #[arg(long, short, env = "DOCKHAND_CONFIG", default_value = "dockhand.toml")]
         config: PathBuf,
     },
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// Where the server is and how to prove who we are. The token travels only in the
+/// `Authorization` header, never in the URL, and is never printed (`--help` hides its value).
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The dockhand server.
+    #[arg(long, env = "DOCKHAND_URL", default_value = "http://127.0.0.1:8700")]
+    pub url: String,
+    /// API token (a `[[tokens]]` entry of the server's config).
+    #[arg(long, env = "DOCKHAND_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the API token (used when no token is given).
+    #[arg(long, env = "DOCKHAND_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// The commands that talk to a running server. Exit codes: 0 done (a followed deploy
+/// succeeded), 1 a followed deploy ended in any other status, 2 usage errors and errors
+/// (the server refused, could not be reached, or the event stream broke).
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Deploy the tip of the tracked branch, or a branch, tag or commit.
+    Deploy {
+        /// The app (its `name` in the server's config).
+        app: String,
+        /// Branch, tag or (short) commit id; default: the tip of the tracked branch.
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
+        /// Force the full path (pull, new container, health gate).
+        #[arg(long, conflicts_with = "fast")]
+        full: bool,
+        /// Force the fast path (changed files into the volume, reload).
+        #[arg(long)]
+        fast: bool,
+        #[command(flatten)]
+        queue: QueueArgs,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Roll back: default the last succeeded deploy before the current one.
+    Rollback {
+        /// The app (its `name` in the server's config).
+        app: String,
+        /// A deploy id (a number below 1000000), a commit id or a tag.
+        #[arg(long, value_name = "X")]
+        to: Option<String>,
+        #[command(flatten)]
+        queue: QueueArgs,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Dry run: which commit, which path and why, which files change. Changes nothing.
+    Plan {
+        /// The app (its `name` in the server's config).
+        app: String,
+        /// Branch, tag or (short) commit id; default: the tip of the tracked branch.
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
+        /// Print the API's JSON unchanged.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// An app's deploys, newest first.
+    History {
+        /// The app (its `name` in the server's config).
+        app: String,
+        /// How many (1-1000).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print the API's JSON unchanged.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// One deploy's steps with their output.
+    Logs {
+        /// The deploy's id (as `history` and `deploy` print it).
+        deploy_id: u64,
+        /// Follow a running deploy live; exit 0 only if it succeeds.
+        #[arg(long)]
+        follow: bool,
+        /// Print the API's JSON unchanged (with --follow: one JSON event per line).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Lock an app: pushes are recorded, not deployed; manual deploys need --force.
+    Lock {
+        /// The app (its `name` in the server's config).
+        app: String,
+        /// Why (shown to whoever tries to deploy).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Unlock an app: the next push deploys again.
+    Unlock {
+        /// The app (its `name` in the server's config).
+        app: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Every app: deployed commit, since when, last deploy, lock, proxy.
+    Status {
+        /// Print the API's JSON unchanged.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Switch an app's proxy to its maintenance page (on) or back (off).
+    Maintenance {
+        /// The app (its `name` in the server's config).
+        app: String,
+        /// on: every request gets 503 and the maintenance page; off: forward again.
+        #[arg(value_enum)]
+        state: Switch,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+/// What `deploy` and `rollback` share: how the call is made and how its answer is shown.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// Go ahead even though the app is locked.
+    #[arg(long)]
+    pub force: bool,
+    /// Show each step live; exit 0 only if the deploy succeeds.
+    #[arg(long)]
+    pub follow: bool,
+    /// Print the API's JSON answer (with --follow: then one JSON event per line).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// `dockhand check`: the report for a valid config (errors are returned for `main` to print).

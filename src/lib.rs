@@ -20,8 +20,11 @@
 //! - [`proxy`]: the built-in reverse proxy in front of an app (atomic upstream switch, drain).
 //! - [`runtime`]: the container engine (Docker via bollard) and the loopback HTTP health probe.
 //! - [`startup`]: `App::build` / `port` / `run`; [`cli`] and [`telemetry`] for the binary.
+//! - [`client`]: the CLI client commands (`deploy`, `history`, `logs --follow`, …) against a
+//!   running server's API.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod deploy;
 pub mod git;

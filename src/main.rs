@@ -1,4 +1,5 @@
-//! The `dockhand` binary: parse the command line, set up logging, run.
+//! The `dockhand` binary: parse the command line, set up logging, run the server, `check`, or
+//! one client command (`dockhand::client`).
 
 use std::process::ExitCode;
 
@@ -11,6 +12,7 @@ use dockhand::startup::App;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Client(command) => dockhand::client::main(command).await,
         Command::Check { config } => match check_report(&config) {
             Ok(report) => {
                 print!("{report}");

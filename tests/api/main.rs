@@ -1,5 +1,6 @@
 //! dockhand's integration tests: one binary, real git repositories, a real SQLite file per test.
 
+mod cli;
 mod containerfile;
 mod crash;
 mod docker;

@@ -1,0 +1,412 @@
+//! The CLI client: `dockhand deploy|rollback|plan|history|logs|lock|unlock|status|maintenance`
+//! against a running server's JSON API (`render` turns answers into text).
+//!
+//! The token goes only into the `Authorization` header (marked sensitive) and is never
+//! printed; `--json` prints the API's body exactly as received. Exit codes: 0 done, 1 a
+//! followed deploy did not succeed, 2 usage errors and every error (shown as `error: …`).
+
+mod render;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{json, Value};
+
+use crate::cli::{ClientCommand, Connection, QueueArgs, Switch};
+use crate::config::redact_url;
+use render::{Follower, Plain, Spinners};
+
+/// How long one non-streaming call may take (a `plan` fetches, so not short).
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Run one client command; prints errors as `error: …`.
+pub async fn main(command: ClientCommand) -> ExitCode {
+    match run(command).await {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::DeployNotSucceeded) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// How a command ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// A followed deploy reached a terminal status other than `succeeded`.
+    DeployNotSucceeded,
+}
+
+/// The API refused a call: its `error` message, with a hint for 401.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
+    match command {
+        ClientCommand::Deploy {
+            app,
+            git_ref,
+            full,
+            fast,
+            queue,
+            conn,
+        } => {
+            let client = Client::new(&conn)?;
+            let mut body = json!({});
+            if let Some(r) = git_ref {
+                body["ref"] = json!(r);
+            }
+            if full {
+                body["path"] = json!("full");
+            } else if fast {
+                body["path"] = json!("fast");
+            }
+            let path = format!("/api/apps/{}/deploy", segment(&app));
+            queued(&client, &path, body, &queue).await
+        }
+        ClientCommand::Rollback {
+            app,
+            to,
+            queue,
+            conn,
+        } => {
+            let client = Client::new(&conn)?;
+            let mut body = json!({});
+            if let Some(to) = to {
+                body["to"] = rollback_target(&to);
+            }
+            let path = format!("/api/apps/{}/rollback", segment(&app));
+            queued(&client, &path, body, &queue).await
+        }
+        ClientCommand::Plan {
+            app,
+            git_ref,
+            json,
+            conn,
+        } => {
+            let client = Client::new(&conn)?;
+            let body = match git_ref {
+                Some(r) => json!({ "ref": r }),
+                None => json!({}),
+            };
+            let path = format!("/api/apps/{}/plan", segment(&app));
+            let (text, value) = client.call(Method::POST, &path, Some(body)).await?;
+            print_or(json, &text, || render::plan(&value))
+        }
+        ClientCommand::History {
+            app,
+            limit,
+            json,
+            conn,
+        } => {
+            let client = Client::new(&conn)?;
+            let path = format!("/api/apps/{}/deploys?limit={limit}", segment(&app));
+            let (text, value) = client.call(Method::GET, &path, None).await?;
+            print_or(json, &text, || render::history(&value))
+        }
+        ClientCommand::Logs {
+            deploy_id,
+            follow,
+            json,
+            conn,
+        } => {
+            let client = Client::new(&conn)?;
+            if follow {
+                return client.follow(deploy_id, json).await;
+            }
+            let (text, value) = client
+                .call(Method::GET, &format!("/api/deploys/{deploy_id}"), None)
+                .await?;
+            print_or(json, &text, || render::logs(&value))
+        }
+        ClientCommand::Lock { app, reason, conn } => {
+            let client = Client::new(&conn)?;
+            let path = format!("/api/apps/{}/lock", segment(&app));
+            let (_, value) = client
+                .call(Method::POST, &path, Some(json!({ "reason": reason })))
+                .await?;
+            print_or(false, "", || render::locked(&value))
+        }
+        ClientCommand::Unlock { app, conn } => {
+            let client = Client::new(&conn)?;
+            let path = format!("/api/apps/{}/lock", segment(&app));
+            let (_, value) = client.call(Method::DELETE, &path, None).await?;
+            print_or(false, "", || render::unlocked(&value))
+        }
+        ClientCommand::Status { json, conn } => {
+            let client = Client::new(&conn)?;
+            let (text, value) = client.call(Method::GET, "/api/apps", None).await?;
+            print_or(json, &text, || render::status(&value))
+        }
+        ClientCommand::Maintenance { app, state, conn } => {
+            let client = Client::new(&conn)?;
+            let path = format!("/api/apps/{}/maintenance", segment(&app));
+            let method = match state {
+                Switch::On => Method::POST,
+                Switch::Off => Method::DELETE,
+            };
+            let (_, value) = client.call(method, &path, None).await?;
+            print_or(false, "", || render::maintenance(&value))
+        }
+    }
+}
+
+/// POST a deploy or rollback (`force` added to `body`); print its id and URL (or the JSON),
+/// then follow it if asked.
+async fn queued(
+    client: &Client,
+    path: &str,
+    mut body: Value,
+    args: &QueueArgs,
+) -> anyhow::Result<Outcome> {
+    if args.force {
+        body["force"] = json!(true);
+    }
+    let QueueArgs { follow, json, .. } = *args;
+    let (text, value) = client.call(Method::POST, path, Some(body)).await?;
+    let id = value["deploy_id"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("the server's answer names no deploy_id: {text}"))?;
+    if json {
+        println!("{}", text.trim_end());
+    } else {
+        println!(
+            "{}",
+            render::queued(&value, &client.url(&format!("/api/deploys/{id}")))
+        );
+    }
+    if follow {
+        client.follow(id, json).await
+    } else {
+        Ok(Outcome::Done)
+    }
+}
+
+/// `--json`: the body as received; otherwise the rendering.
+fn print_or(json: bool, text: &str, render: impl FnOnce() -> String) -> anyhow::Result<Outcome> {
+    let out = if json {
+        text.trim_end().to_string()
+    } else {
+        render()
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", out.trim_end()).context("writing to stdout")?;
+    Ok(Outcome::Done)
+}
+
+/// `--to 41` is a deploy id (a JSON number: commit ids have at least 7 digits); anything else
+/// is a commit id or tag.
+fn rollback_target(to: &str) -> Value {
+    match to.parse::<u64>() {
+        Ok(id) if to.len() < 7 => json!(id),
+        _ => json!(to),
+    }
+}
+
+/// An app name as one URL path segment (names are validated by the server; this only keeps
+/// a `/` or `?` from changing which endpoint is called).
+fn segment(name: &str) -> String {
+    form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// An HTTP client for one server and token.
+struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(conn: &Connection) -> anyhow::Result<Client> {
+        let base = Url::parse(conn.url.trim_end_matches('/'))
+            .with_context(|| format!("--url / DOCKHAND_URL {:?}", redact_url(&conn.url)))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            bail!(
+                "--url / DOCKHAND_URL must be http:// or https://, not {}",
+                base.scheme()
+            );
+        }
+        if !base.username().is_empty() || base.password().is_some() || base.query().is_some() {
+            bail!(
+                "--url / DOCKHAND_URL must not carry credentials or a query: set DOCKHAND_TOKEN \
+                 (it goes in the Authorization header)"
+            );
+        }
+        let token = match (&conn.token, &conn.token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading DOCKHAND_TOKEN_FILE {}", file.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        }
+        .filter(|t| !t.is_empty());
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("dockhand-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Client { http, base, token })
+    }
+
+    /// The absolute URL of an API path.
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.as_str().trim_end_matches('/'))
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match &self.token {
+            // bearer_auth marks the header sensitive, so it never shows in debug output.
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// One call; the body text as received and parsed. A non-2xx answer is an error carrying
+    /// the API's `error` message.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(String, Value)> {
+        let mut request = self.request(method, path).timeout(CALL_TIMEOUT);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| self.unreachable(e))?;
+        if !status.is_success() {
+            return Err(self.refused(status, &text).into());
+        }
+        let value = serde_json::from_str(&text)
+            .with_context(|| format!("the server answered {status} with non-JSON: {text}"))?;
+        Ok((text, value))
+    }
+
+    /// The API's refusal, as a message a person can act on.
+    fn refused(&self, status: StatusCode, text: &str) -> Refused {
+        let said = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| {
+                let text = text.trim();
+                if text.is_empty() {
+                    status.to_string()
+                } else {
+                    format!("{status}: {text}")
+                }
+            });
+        let message = match status {
+            StatusCode::UNAUTHORIZED if self.token.is_none() => format!(
+                "{said}: no API token given; set DOCKHAND_TOKEN (or DOCKHAND_TOKEN_FILE, or --token)"
+            ),
+            StatusCode::UNAUTHORIZED => format!(
+                "{said}: the server did not accept the token; set DOCKHAND_TOKEN to a token from its [[tokens]]"
+            ),
+            _ => said,
+        };
+        Refused { status, message }
+    }
+
+    /// A transport error, naming the server (without credentials) and the root cause.
+    fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
+        let url = redact_url(self.base.as_str());
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        if e.is_connect() {
+            anyhow!("cannot reach dockhand at {url}: {cause} (is `dockhand serve` running there? set --url or DOCKHAND_URL)")
+        } else if e.is_timeout() {
+            anyhow!("dockhand at {url} did not answer in time")
+        } else {
+            anyhow!("talking to dockhand at {url}: {cause}")
+        }
+    }
+
+    /// Follow deploy `id`'s events until its terminal status: spinners on a terminal, plain
+    /// lines otherwise, one JSON event per line with `json`.
+    async fn follow(&self, id: u64, json: bool) -> anyhow::Result<Outcome> {
+        let path = format!("/api/deploys/{id}/events");
+        let response = self
+            .request(Method::GET, &path)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(self.refused(status, &text).into());
+        }
+        let mut follower: Box<dyn Follower> = if json {
+            Box::new(render::JsonLines)
+        } else if std::io::stdout().is_terminal() {
+            Box::new(Spinners::new(id))
+        } else {
+            Box::new(Plain::new(id, std::io::stdout()))
+        };
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| {
+                anyhow!(
+                    "the event stream of deploy {id} broke ({e}); it may still be running: \
+                     dockhand logs {id} --follow"
+                )
+            })?;
+            let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
+                continue;
+            };
+            if let Some(status) = follower.event(&event.event, &data)? {
+                follower.finish();
+                return Ok(if status == "succeeded" {
+                    Outcome::Done
+                } else {
+                    Outcome::DeployNotSucceeded
+                });
+            }
+        }
+        follower.finish();
+        bail!(
+            "the event stream of deploy {id} ended before its terminal status; it may still be \
+             running: dockhand logs {id} --follow"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_number_is_a_deploy_id_and_anything_else_a_commit_or_tag() {
+        assert_eq!(rollback_target("41"), json!(41));
+        assert_eq!(rollback_target("1234567"), json!("1234567"));
+        assert_eq!(rollback_target("v1.2"), json!("v1.2"));
+        assert_eq!(rollback_target("abc1234"), json!("abc1234"));
+    }
+
+    #[test]
+    fn an_app_name_cannot_change_the_endpoint() {
+        assert_eq!(segment("web"), "web");
+        assert_eq!(segment("a/b?c d"), "a%2Fb%3Fc%20d");
+    }
+}
