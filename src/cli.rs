@@ -222,11 +222,24 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
             redact_url(&app.repo),
             app.tracking_label()
         );
+        let layout = match app.layout {
+            crate::config::Layout::InPlace => "in place".to_string(),
+            crate::config::Layout::Releases { keep } => {
+                format!("releases/<sha> + current, keeping {keep}")
+            }
+        };
         let _ = writeln!(
             out,
-            "  deploys  into {} (fast path), reload: {reload}",
+            "  deploys  into {} ({layout}; fast path), reload: {reload}",
             app.volume.display()
         );
+        if let Some(check) = &app.check {
+            let _ = writeln!(
+                out,
+                "  check    {} within {:?} after each fast deploy; reverts on failure",
+                check.url, check.deadline
+            );
+        }
         let app_hooks: Vec<String> = hooks
             .iter()
             .filter(|(name, ..)| *name == app.name)
@@ -240,6 +253,22 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
                 out,
                 "  full     image {}, mounted at {}, health http://127.0.0.1:$PORT{} within {:?}",
                 c.image, c.mount, c.health_path, c.health_deadline
+            );
+        }
+        if let Some(p) = &app.proxy {
+            let upstream = p
+                .upstream
+                .map_or("the live container".to_string(), |u| u.to_string());
+            let _ = writeln!(
+                out,
+                "  proxy    {} -> {upstream}, drain {:?}{}",
+                p.listen,
+                p.drain_timeout,
+                if p.maintenance {
+                    ", in maintenance"
+                } else {
+                    ""
+                }
             );
         }
         if !app.lock_on_rollback {
@@ -295,5 +324,33 @@ mod tests {
         assert!(report.contains("token ci (redacted) for web"), "{report}");
         assert!(report.contains("rollback does not lock"), "{report}");
         assert!(!report.contains(token), "{report}");
+    }
+
+    #[test]
+    fn check_shows_the_layout_the_check_and_the_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("dockhand.toml");
+        std::fs::write(
+            &config,
+            "[server]\nstate_dir = \"state\"\n\
+             [[apps]]\nname = \"web\"\nrepo = \"/srv/web.git\"\nsecret = \"s3cret\"\nvolume = \"volume\"\n\
+             layout = \"releases\"\nkeep_releases = 3\n\
+             [apps.proxy]\nlisten = \"127.0.0.1:8080\"\nupstream = \"127.0.0.1:9000\"\nmaintenance = true\n\
+             [apps.check]\nurl = \"http://127.0.0.1:9000/version\"\n",
+        )
+        .unwrap();
+        let report = check_report(&config).unwrap();
+        assert!(
+            report.contains("releases/<sha> + current, keeping 3"),
+            "{report}"
+        );
+        assert!(
+            report.contains("check    http://127.0.0.1:9000/version within 30s"),
+            "{report}"
+        );
+        assert!(
+            report.contains("proxy    127.0.0.1:8080 -> 127.0.0.1:9000, drain 30s, in maintenance"),
+            "{report}"
+        );
     }
 }
