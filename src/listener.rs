@@ -19,7 +19,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (line + headers) accepted; hyper answers 431 beyond it.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Accept connections on `listener` until `shutdown` resolves, serving each with the service
 /// `make(peer)` returns; then stop accepting and wait (at most `grace`) for open connections.

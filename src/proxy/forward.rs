@@ -12,6 +12,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
@@ -19,7 +20,8 @@ use tracing::debug;
 
 use super::{Lease, Proxy};
 
-pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::listener::BoxError;
+
 pub(super) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -39,14 +41,21 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Forward `req` from `peer` to the app's live upstream, or answer it ourselves.
+/// The `X-Forwarded-For` value for a client connection from `peer`.
+pub(super) fn forwarded_for(peer: SocketAddr) -> HeaderValue {
+    let ip = peer.ip().to_canonical().to_string();
+    HeaderValue::from_str(&ip).expect("an IP address is a valid header value")
+}
+
+/// Forward `req` from the client `forwarded_for` names to the app's live upstream, or answer it
+/// ourselves.
 pub(super) async fn handle(
     proxy: Arc<Proxy>,
-    peer: SocketAddr,
+    forwarded_for: HeaderValue,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     if proxy.maintenance.load(Ordering::Acquire) {
-        return Ok(maintenance(&proxy.config.maintenance_body));
+        return Ok(maintenance(&proxy.maintenance_page));
     }
     let Some(lease) = proxy.lease() else {
         return Ok(page(
@@ -56,7 +65,7 @@ pub(super) async fn handle(
     };
     let upgrade = upgrade_protocol(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let req = upstream_request(req, lease.upstream().target.addr, peer, upgrade);
+    let req = upstream_request(req, &lease.upstream().authority, forwarded_for, upgrade);
     let timeout = proxy.config.timeout;
     let answered = tokio::time::timeout(timeout, lease.upstream().client.request(req)).await;
     let mut resp = match answered {
@@ -115,12 +124,17 @@ fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+/// The tokens of every `Connection` header field.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .map(str::trim)
 }
 
 /// The request as the upstream gets it: origin-form URI to `addr`, HTTP/1.1, hop-by-hop
@@ -128,8 +142,8 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// the client), and the upgrade headers again when the client asked for one.
 fn upstream_request(
     req: Request<Incoming>,
-    addr: SocketAddr,
-    peer: SocketAddr,
+    authority: &Authority,
+    forwarded_for: HeaderValue,
     upgrade: Option<HeaderValue>,
 ) -> Request<Incoming> {
     let (mut parts, body) = req.into_parts();
@@ -140,14 +154,14 @@ fn upstream_request(
     let path = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
+        .scheme(Scheme::HTTP)
+        .authority(authority.clone())
         .path_and_query(path)
         .build()
-        .expect("a socket address and a parsed path make a valid URI");
+        .expect("an authority and a parsed path make a valid URI");
     if parts.version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
@@ -158,11 +172,7 @@ fn upstream_request(
         headers.insert(header::HOST, host.clone());
         headers.insert(X_FORWARDED_HOST, host);
     }
-    let peer_ip = peer.ip().to_canonical().to_string();
-    headers.insert(
-        X_FORWARDED_FOR,
-        HeaderValue::from_str(&peer_ip).expect("an IP address is a valid header value"),
-    );
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(proto) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -173,12 +183,8 @@ fn upstream_request(
 
 /// Remove hop-by-hop headers, including any the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in HOP_BY_HOP.iter().chain(&named) {
         headers.remove(name);
@@ -258,20 +264,23 @@ fn page(status: StatusCode, message: &str) -> Response<ProxyBody> {
     resp
 }
 
-/// 503 with the operator's maintenance body (HTML when it looks like HTML).
-fn maintenance(body: &str) -> Response<ProxyBody> {
+/// The maintenance answer's body and content type (HTML when it looks like HTML), made once.
+pub(super) fn maintenance_page(body: &str) -> (Bytes, HeaderValue) {
     let html = body.trim_start().starts_with('<');
-    let mut resp = Response::new(full(Bytes::from(body.to_string())));
+    let content_type = HeaderValue::from_static(if html {
+        "text/html; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    });
+    (Bytes::from(body.to_string()), content_type)
+}
+
+/// 503 with the operator's maintenance page.
+fn maintenance((body, content_type): &(Bytes, HeaderValue)) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(body.clone()));
     *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(if html {
-            "text/html; charset=utf-8"
-        } else {
-            "text/plain; charset=utf-8"
-        }),
-    );
+    headers.insert(header::CONTENT_TYPE, content_type.clone());
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
     resp

@@ -40,6 +40,8 @@ pub struct Target {
 /// A live upstream: its address, its own keep-alive pool, and the requests leasing it.
 pub(crate) struct Upstream {
     target: Target,
+    /// `target.addr` as a URI authority, made once: every forwarded request's URI uses it.
+    authority: hyper::http::uri::Authority,
     since: OffsetDateTime,
     client: Client<HttpConnector, Incoming>,
     active: AtomicUsize,
@@ -55,8 +57,14 @@ impl Upstream {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .build(connector);
+        let authority = target
+            .addr
+            .to_string()
+            .parse()
+            .expect("a socket address is a valid URI authority");
         Upstream {
             target,
+            authority,
             since: OffsetDateTime::now_utc(),
             client,
             active: AtomicUsize::new(0),
@@ -118,6 +126,8 @@ pub struct Proxy {
     app: String,
     listen: SocketAddr,
     config: ProxyConfig,
+    /// The maintenance answer's body and content type, made once from the config.
+    maintenance_page: (bytes::Bytes, hyper::header::HeaderValue),
     live: RwLock<Option<Arc<Upstream>>>,
     maintenance: AtomicBool,
 }
@@ -134,6 +144,7 @@ impl Proxy {
             app: app.to_string(),
             listen,
             maintenance: AtomicBool::new(config.maintenance),
+            maintenance_page: forward::maintenance_page(&config.maintenance_body),
             config,
             live: RwLock::new(live),
         }
@@ -157,7 +168,11 @@ impl Proxy {
     ) {
         let make = |peer: SocketAddr| {
             let proxy = self.clone();
-            hyper::service::service_fn(move |req| forward::handle(proxy.clone(), peer, req))
+            // Per connection, not per request: the client's address as `X-Forwarded-For`.
+            let forwarded_for = forward::forwarded_for(peer);
+            hyper::service::service_fn(move |req| {
+                forward::handle(proxy.clone(), forwarded_for.clone(), req)
+            })
         };
         if !crate::listener::serve(listener, make, shutdown, grace).await {
             tracing::warn!(app = self.app, "proxied requests still open at shutdown");
