@@ -46,6 +46,16 @@ pub struct Built {
     pub reused: bool,
 }
 
+impl Built {
+    /// A release that was kept: nothing built.
+    pub fn reused() -> Built {
+        Built {
+            reused: true,
+            ..Built::default()
+        }
+    }
+}
+
 impl Releases {
     /// Open the volume at `root` (created if missing) and its `releases` directory.
     pub fn open(root: &Path) -> anyhow::Result<Releases> {
@@ -129,10 +139,7 @@ impl Releases {
     ) -> anyhow::Result<Built> {
         let name = target.to_string();
         if self.has(target) {
-            return Ok(Built {
-                reused: true,
-                ..Built::default()
-            });
+            return Ok(Built::reused());
         }
         let building = OsString::from(format!("{BUILDING}{name}-{:016x}", random()));
         let mut builder = DirBuilder::new();

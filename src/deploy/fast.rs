@@ -89,13 +89,34 @@ pub(super) fn sync(
     }
     let releases = Releases::open(volume)?;
     releases.remove_leftovers()?;
-    let built = match from.filter(|f| releases.has(*f)) {
-        Some(base) => releases.build(cache.repo(), Some(base), to, changes)?,
-        // No release to start from (first deploy, or the volume was in place before).
-        None => releases.build(cache.repo(), None, to, &cache.changes(None, Some(to))?)?,
+    // `changes` lead from `from`'s release; without one (the volume was in place before) they
+    // are of no use, and the release is built from the whole tree.
+    let changes = match from {
+        Some(f) if !releases.has(f) => None,
+        _ => Some(changes),
     };
+    let built = release(&releases, &cache, from, to, changes)?;
     releases.switch(Some(to))?;
     Ok(describe_release(to, &built))
+}
+
+/// `to`'s release: a kept one as it is; else built on `base`'s release (kept, or `None`) with
+/// `changes` from it, or — `changes` being `None` — from the whole tree. The whole-tree diff is
+/// only computed when a release is really built.
+fn release(
+    releases: &Releases,
+    cache: &Cache,
+    base: Option<Oid>,
+    to: Oid,
+    changes: Option<&[Change]>,
+) -> anyhow::Result<Built> {
+    if releases.has(to) {
+        return Ok(Built::reused());
+    }
+    match changes {
+        Some(changes) => releases.build(cache.repo(), base, to, changes),
+        None => releases.build(cache.repo(), None, to, &cache.changes(None, Some(to))?),
+    }
 }
 
 /// Put the volume back from a partly or fully applied `current` to `back_to` (`None`: empty).
@@ -124,12 +145,7 @@ pub(super) fn restore(
         releases.switch(None)?;
         return Ok("current removed (nothing was deployed before)".to_string());
     };
-    let built = releases.build(
-        cache.repo(),
-        None,
-        back_to,
-        &cache.changes(None, Some(back_to))?,
-    )?;
+    let built = release(&releases, &cache, None, back_to, None)?;
     releases.switch(Some(back_to))?;
     Ok(describe_release(back_to, &built))
 }
