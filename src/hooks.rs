@@ -283,14 +283,19 @@ pub fn problems(config: &Config) -> Vec<String> {
 /// (non-zero exit, timeout, cannot start, not executable) stops the stage and is returned,
 /// naming the hook; the caller decides what it means for the deploy. The hook's output is in
 /// its step, not in the error.
-pub async fn run_stage(ctx: &Context, deploy_id: i64, stage: Stage) -> anyhow::Result<()> {
-    run_hooks(ctx, deploy_id, stage, None).await
+pub async fn run_stage(
+    ctx: &Context,
+    app: &str,
+    deploy_id: i64,
+    stage: Stage,
+) -> anyhow::Result<()> {
+    run_hooks(ctx, app, deploy_id, stage, None).await
 }
 
 /// Run the on-failure hooks of a failed deploy, every one even if an earlier one failed.
 /// Their failures are steps and log lines; they change nothing else.
-pub async fn on_failure(ctx: &Context, deploy_id: i64, error: &str) {
-    if let Err(e) = run_hooks(ctx, deploy_id, Stage::OnFailure, Some(error)).await {
+pub async fn on_failure(ctx: &Context, app: &str, deploy_id: i64, error: &str) {
+    if let Err(e) = run_hooks(ctx, app, deploy_id, Stage::OnFailure, Some(error)).await {
         warn!(
             deploy_id,
             error = format!("{e:#}"),
@@ -301,21 +306,15 @@ pub async fn on_failure(ctx: &Context, deploy_id: i64, error: &str) {
 
 async fn run_hooks(
     ctx: &Context,
+    app: &str,
     deploy_id: i64,
     stage: Stage,
     error: Option<&str>,
 ) -> anyhow::Result<()> {
-    let Some(dir) = ctx.config.server.hooks_dir.clone() else {
+    let (Some(dir), Some(app)) = (ctx.config.server.hooks_dir.clone(), ctx.config.app(app)) else {
         return Ok(());
     };
-    let deploy = ctx
-        .store
-        .deploy(deploy_id)
-        .await?
-        .context("the deploy is not recorded")?;
-    let Some(app) = ctx.config.app(&deploy.app) else {
-        return Ok(());
-    };
+    // Most stages of most deploys have no hook: look before reading anything else.
     let hooks = {
         let name = app.name.clone();
         blocking(move || Ok(present(&dir, &name, stage))).await?
@@ -323,6 +322,11 @@ async fn run_hooks(
     if hooks.is_empty() {
         return Ok(());
     }
+    let deploy = ctx
+        .store
+        .deploy(deploy_id)
+        .await?
+        .context("the deploy is not recorded")?;
     let message = match deploy.to_commit.as_deref() {
         Some(to) => {
             let (cache, to) = (ctx.config.cache_path(&app.name), Oid::from_str(to)?);

@@ -234,7 +234,7 @@ async fn execute(
         )
         .await?;
     // Operator hooks (hooks.rs): FROM/TO/PATH are recorded; nothing has changed yet.
-    if let Err(e) = hooks::run_stage(ctx, deploy.id, Stage::PreDeploy).await {
+    if let Err(e) = hooks::run_stage(ctx, &app.name, deploy.id, Stage::PreDeploy).await {
         return fail(ctx, deploy, &e).await;
     }
 
@@ -518,7 +518,7 @@ async fn fail_reverted(
         }
     };
     warn!(deploy_id = deploy.id, %error, "deploy failed and was reverted");
-    hooks::on_failure(ctx, deploy.id, &error).await;
+    hooks::on_failure(ctx, &deploy.app, deploy.id, &error).await;
     ctx.store.fail_reverted(deploy.id, &error).await
 }
 
@@ -568,13 +568,13 @@ async fn post_deploy_hooks(
     ctx.store
         .go_live(deploy.id, &app.name, &target.to_string(), live)
         .await?;
-    hooks::run_stage(ctx, deploy.id, stage).await
+    hooks::run_stage(ctx, &app.name, deploy.id, stage).await
 }
 
 async fn fail(ctx: &Context, deploy: &Deploy, e: &anyhow::Error) -> anyhow::Result<()> {
     let error = format!("{e:#}");
     warn!(deploy_id = deploy.id, %error, "deploy failed");
-    hooks::on_failure(ctx, deploy.id, &error).await;
+    hooks::on_failure(ctx, &deploy.app, deploy.id, &error).await;
     ctx.store
         .finish_deploy(deploy.id, DeployStatus::Failed, None, Some(&error))
         .await
