@@ -43,12 +43,7 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
             continue; // stopped before planning: the volume was never written
         };
         let touched = Oid::from_str(touched).context("deploy row holds a bad commit id")?;
-        let good = ctx.store.app_state(&app.name).await?.map(|s| s.commit_sha);
-        let good = good
-            .as_deref()
-            .map(Oid::from_str)
-            .transpose()
-            .context("app_state holds a bad commit id")?;
+        let (live, good) = super::run::Live::of(ctx.store.app_state(&app.name).await?)?;
         let (cache, volume, layout) = (
             ctx.config.cache_path(&app.name),
             app.volume.clone(),
@@ -63,7 +58,7 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
                 let restored =
                     blocking(move || fast::restore(&cache, &volume, layout, touched, good)).await?;
                 let reloaded = match good {
-                    Some(_) => reload::reload(ctx, app).await?,
+                    Some(_) => reload::reload(ctx, app, live.container.as_deref()).await?,
                     None => String::new(),
                 };
                 Ok(((), format!("{restored}; {reloaded}")))

@@ -3,7 +3,7 @@
 //! `HUP`, puma `USR1`/`USR2`), run a command inside it (`pm2 reload all`, exit code checked), or
 //! restart it.
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 
 use super::{blocking, fast, Context};
 use crate::config::{AppConfig, Reload};
@@ -12,20 +12,25 @@ use crate::runtime::Docker;
 /// How long a restart waits for the container to stop when the app has no `stop_grace`.
 const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Reload `app` as configured; returns what was done, for the step output.
-pub(super) async fn reload(ctx: &Context, app: &AppConfig) -> anyhow::Result<String> {
+/// Reload `app` as configured; `live` is its live container (from `app_state`), if any.
+/// Returns what was done, for the step output.
+pub(super) async fn reload(
+    ctx: &Context,
+    app: &AppConfig,
+    live: Option<&str>,
+) -> anyhow::Result<String> {
     match &app.reload {
         Reload::Touch(_) | Reload::None => {
             let (volume, layout, reload) = (app.volume.clone(), app.layout, app.reload.clone());
             blocking(move || fast::reload(&volume, layout, &reload)).await
         }
         Reload::Signal(signal) => {
-            let (docker, container) = target(ctx, app).await?;
+            let (docker, container) = target(ctx, app, live).await?;
             docker.kill(&container, signal).await?;
             Ok(format!("sent {signal} to container {}", short(&container)))
         }
         Reload::Exec(argv) => {
-            let (docker, container) = target(ctx, app).await?;
+            let (docker, container) = target(ctx, app, live).await?;
             let (code, output) = docker.exec(&container, argv).await?;
             let short = short(&container);
             if code != 0 {
@@ -34,7 +39,7 @@ pub(super) async fn reload(ctx: &Context, app: &AppConfig) -> anyhow::Result<Str
             Ok(format!("{argv:?} in container {short} exited 0\n{output}"))
         }
         Reload::Restart => {
-            let (docker, container) = target(ctx, app).await?;
+            let (docker, container) = target(ctx, app, live).await?;
             let grace = app
                 .container
                 .as_ref()
@@ -47,18 +52,19 @@ pub(super) async fn reload(ctx: &Context, app: &AppConfig) -> anyhow::Result<Str
 
 /// The engine and the container a signal/exec/restart reload acts on: `reload_container`, or
 /// the app's live container.
-async fn target(ctx: &Context, app: &AppConfig) -> anyhow::Result<(Docker, String)> {
-    let docker = ctx.docker().await?;
-    let container = match &app.reload_container {
-        Some(name) => name.clone(),
-        None => ctx
-            .store
-            .app_state(&app.name)
-            .await?
-            .and_then(|s| s.container_id)
-            .context("no live container to reload (nothing deployed by the full path yet)")?,
+async fn target(
+    ctx: &Context,
+    app: &AppConfig,
+    live: Option<&str>,
+) -> anyhow::Result<(Docker, String)> {
+    let container = match (&app.reload_container, live) {
+        (Some(name), _) => name.clone(),
+        (None, Some(live)) => live.to_string(),
+        (None, None) => {
+            bail!("no live container to reload (nothing deployed by the full path yet)")
+        }
     };
-    Ok((docker, container))
+    Ok((ctx.docker().await?, container))
 }
 
 fn short(container: &str) -> &str {

@@ -1,7 +1,6 @@
 //! Running one batch of queued deploys of an app: fetch once, pick the newest, deploy it.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use anyhow::Context as _;
 use tracing::{info, instrument, warn};
@@ -13,7 +12,7 @@ use crate::config::{redact_url, render, AppConfig, FastCheck, Layout};
 use crate::git::{Cache, Change, Oid};
 use crate::hooks::{self, Stage};
 use crate::runtime::{Docker, HealthCheck};
-use crate::store::{now_ms, Deploy, DeployStatus, Trigger};
+use crate::store::{now_ms, AppState, Deploy, DeployStatus, Trigger};
 
 /// Deploy the newest of `ids` (all queued for app `app_name`); the others become `superseded`.
 #[instrument(skip_all, fields(app = %app_name, deploy_id = tracing::field::Empty))]
@@ -43,12 +42,7 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
     if batch.is_empty() {
         return Ok(());
     }
-    let state = ctx.store.app_state(&app.name).await?;
-    let live = Live {
-        container: state.as_ref().and_then(|s| s.container_id.clone()),
-        digest: state.as_ref().and_then(|s| s.digest.clone()),
-    };
-    let deployed = state.map(|s| s.commit_sha);
+    let (live, deployed) = Live::of(ctx.store.app_state(&app.name).await?)?;
 
     // One fetch for the whole batch, then the pick, which needs the fetched history. A rollback
     // names a commit already in the cache and fetches nothing: its tag may have moved or gone.
@@ -90,7 +84,7 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
         info!(deploy_id = deploy.id, superseded = ?others, "latest wins");
     }
     ctx.store
-        .start_deploy(deploy.id, deployed.as_deref())
+        .start_deploy(deploy.id, deployed.map(|d| d.to_string()).as_deref())
         .await?;
     let detail = format!("{} from {}", refs.join(" "), redact_url(&app.repo));
     match &fetched {
@@ -118,11 +112,6 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
         );
         return fail(ctx, &deploy, &e).await;
     };
-    let deployed = deployed
-        .as_deref()
-        .map(Oid::from_str)
-        .transpose()
-        .context("app_state holds a bad commit id")?;
     execute(ctx, &app, &deploy, deployed, target, live).await
 }
 
@@ -133,6 +122,25 @@ pub(super) struct Live {
     pub container: Option<String>,
     /// The digest of the image it runs, as recorded.
     pub digest: Option<String>,
+    /// The deploy that put the deployed commit there.
+    pub deploy_id: Option<i64>,
+}
+
+impl Live {
+    /// What `app_state` says runs: the live parts and the deployed commit.
+    pub(super) fn of(state: Option<AppState>) -> anyhow::Result<(Live, Option<Oid>)> {
+        let Some(state) = state else {
+            return Ok((Live::default(), None));
+        };
+        let deployed =
+            Oid::from_str(&state.commit_sha).context("app_state holds a bad commit id")?;
+        let live = Live {
+            container: state.container_id,
+            digest: state.digest,
+            deploy_id: Some(state.deploy_id),
+        };
+        Ok((live, Some(deployed)))
+    }
 }
 
 /// Fetch `refs`, resolve each candidate's commit, and pick the one to deploy.
@@ -224,7 +232,9 @@ async fn execute(
         Ok(decided) => decided,
         Err(e) => return fail(ctx, deploy, &e).await,
     };
+    let deployed_by = live.deploy_id;
     let old_container = live.container;
+    let live_container = old_container.clone();
     store
         .plan_deploy(
             deploy.id,
@@ -283,15 +293,13 @@ async fn execute(
                 .map(Some)
         }
         (Ok(()), None) => {
-            let reloaded = steps
-                .run("reload", &app.reload.to_string(), async {
-                    Ok(((), reload::reload(ctx, app).await?))
-                })
-                .await;
+            let container = live_container.as_deref();
+            let reloaded = reload_step(ctx, app, &steps, container).await;
             if let (Ok(()), Some(check)) = (&reloaded, &app.check) {
                 let git_ref = deploy.git_ref.as_deref().unwrap_or_default();
                 if let Err(e) = run_check(&steps, "check", check, target, git_ref).await {
-                    let reverted = revert(ctx, app, &steps, target, deployed, git_ref).await;
+                    let reverted =
+                        revert(ctx, app, &steps, container, target, deployed, git_ref).await;
                     return fail_reverted(ctx, deploy, &e, reverted).await;
                 }
             }
@@ -301,21 +309,19 @@ async fn execute(
     let live = match live {
         Ok(live) => live,
         Err(e) => {
-            restore(&steps, cache, volume, app.layout, target, deployed).await;
+            restore(ctx, app, &steps, target, deployed).await;
             return fail(ctx, deploy, &e).await;
         }
     };
-    // A fast deploy can be put back if its post-deploy hook fails (when the app says so).
-    let revertible = app.revert_on_hook_failure && full.is_none();
-    let before = match revertible {
-        true => store.app_state(&app.name).await?,
-        false => None,
-    };
     if let Err(e) = post_deploy_hooks(ctx, app, deploy, target, live.as_ref()).await {
-        if revertible {
+        // A fast deploy is put back if its post-deploy hook fails, when the app says so.
+        if app.revert_on_hook_failure && full.is_none() {
             let git_ref = deploy.git_ref.as_deref().unwrap_or_default();
-            let reverted = revert(ctx, app, &steps, target, deployed, git_ref).await;
-            store.put_back_app_state(&app.name, before.as_ref()).await?;
+            let container = live_container.as_deref();
+            let reverted = revert(ctx, app, &steps, container, target, deployed, git_ref).await;
+            let previous = deployed.map(|c| c.to_string());
+            let before = deployed_by.zip(previous.as_deref());
+            store.put_back_app_state(&app.name, before).await?;
             return fail_reverted(ctx, deploy, &e, reverted).await;
         }
         let e = anyhow::anyhow!("{e:#}; the new version stays live (commit {target})");
@@ -475,28 +481,16 @@ async fn revert(
     ctx: &Context,
     app: &AppConfig,
     steps: &Steps,
+    container: Option<&str>,
     target: Oid,
     deployed: Option<Oid>,
     git_ref: &str,
 ) -> anyhow::Result<&'static str> {
-    let cache = ctx.config.cache_path(&app.name);
-    restore(
-        steps,
-        cache,
-        app.volume.clone(),
-        app.layout,
-        target,
-        deployed,
-    )
-    .await;
+    restore(ctx, app, steps, target, deployed).await;
     let Some(previous) = deployed else {
         return Ok("the volume is empty again (this was the first deploy)");
     };
-    steps
-        .run("reload", &app.reload.to_string(), async {
-            Ok(((), reload::reload(ctx, app).await?))
-        })
-        .await?;
+    reload_step(ctx, app, steps, container).await?;
     match &app.check {
         Some(check) => run_check(steps, "verify", check, previous, git_ref)
             .await
@@ -517,20 +511,36 @@ async fn fail_reverted(
             format!("{e:#}; reverting did not bring the previous version back: {again:#}")
         }
     };
-    warn!(deploy_id = deploy.id, %error, "deploy failed and was reverted");
-    hooks::on_failure(ctx, &deploy.app, deploy.id, &error).await;
-    ctx.store.fail_reverted(deploy.id, &error).await
+    record_failure(ctx, deploy, &error, true).await
+}
+
+/// The app's reload as a step; `container` is its live container, if any.
+async fn reload_step(
+    ctx: &Context,
+    app: &AppConfig,
+    steps: &Steps,
+    container: Option<&str>,
+) -> anyhow::Result<()> {
+    steps
+        .run("reload", &app.reload.to_string(), async {
+            Ok(((), reload::reload(ctx, app, container).await?))
+        })
+        .await
 }
 
 /// After a failed sync or reload, put the volume back to what was deployed.
 async fn restore(
+    ctx: &Context,
+    app: &AppConfig,
     steps: &Steps,
-    cache: PathBuf,
-    volume: PathBuf,
-    layout: Layout,
     current: Oid,
     back_to: Option<Oid>,
 ) {
+    let (cache, volume, layout) = (
+        ctx.config.cache_path(&app.name),
+        app.volume.clone(),
+        app.layout,
+    );
     let detail = match back_to {
         Some(c) => format!("back to {c}"),
         None => "back to an empty volume".to_string(),
@@ -572,12 +582,27 @@ async fn post_deploy_hooks(
 }
 
 async fn fail(ctx: &Context, deploy: &Deploy, e: &anyhow::Error) -> anyhow::Result<()> {
-    let error = format!("{e:#}");
-    warn!(deploy_id = deploy.id, %error, "deploy failed");
-    hooks::on_failure(ctx, &deploy.app, deploy.id, &error).await;
-    ctx.store
-        .finish_deploy(deploy.id, DeployStatus::Failed, None, Some(&error))
-        .await
+    record_failure(ctx, deploy, &format!("{e:#}"), false).await
+}
+
+/// A failed deploy: logged, the on-failure hooks run, then the row says `failed` (and whether
+/// its changes were reverted).
+async fn record_failure(
+    ctx: &Context,
+    deploy: &Deploy,
+    error: &str,
+    reverted: bool,
+) -> anyhow::Result<()> {
+    warn!(deploy_id = deploy.id, %error, reverted, "deploy failed");
+    hooks::on_failure(ctx, &deploy.app, deploy.id, error).await;
+    match reverted {
+        true => ctx.store.fail_reverted(deploy.id, error).await,
+        false => {
+            ctx.store
+                .finish_deploy(deploy.id, DeployStatus::Failed, None, Some(error))
+                .await
+        }
+    }
 }
 
 fn change_path(change: &Change) -> &std::path::Path {

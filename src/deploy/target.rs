@@ -6,8 +6,6 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
-
 use super::plan::DeployPath;
 use super::run::{decide, Ask, Live};
 use super::{blocking, fast, Context};
@@ -304,17 +302,7 @@ pub struct DryRun {
 /// planner's decision. Reads the store, the cache and (for apps with a container) inspects the
 /// live container; writes nothing.
 pub async fn dry_run(ctx: &Context, app: &AppConfig, target: &Target) -> anyhow::Result<DryRun> {
-    let state = ctx.store.app_state(&app.name).await?;
-    let live = Live {
-        container: state.as_ref().and_then(|s| s.container_id.clone()),
-        digest: state.as_ref().and_then(|s| s.digest.clone()),
-    };
-    let deployed = state.map(|s| s.commit_sha);
-    let from = deployed
-        .as_deref()
-        .map(Oid::from_str)
-        .transpose()
-        .context("app_state holds a bad commit id")?;
+    let (live, from) = Live::of(ctx.store.app_state(&app.name).await?)?;
     let to = Oid::from_str(&target.sha)?;
     let cache = ctx.config.cache_path(&app.name);
     let plan = blocking(move || fast::diff(&Cache::open_or_init(&cache)?, from, to)).await?;
@@ -334,7 +322,7 @@ pub async fn dry_run(ctx: &Context, app: &AppConfig, target: &Target) -> anyhow:
         })
         .collect();
     Ok(DryRun {
-        deployed,
+        deployed: from.map(|c| c.to_string()),
         path: decision.path,
         reason: decision.reason,
         changes,

@@ -335,16 +335,14 @@ impl Store {
 
     /// Put `app_state` back to `before` (`None`: nothing deployed) after a deploy that went live
     /// was reverted.
+    /// `before` is the deploy that had put the previous commit there, and that commit.
     pub async fn put_back_app_state(
         &self,
         app: &str,
-        before: Option<&AppState>,
+        before: Option<(i64, &str)>,
     ) -> anyhow::Result<()> {
         match before {
-            Some(state) => {
-                self.go_live(state.deploy_id, app, &state.commit_sha, None)
-                    .await
-            }
+            Some((deploy_id, commit)) => self.go_live(deploy_id, app, commit, None).await,
             None => {
                 sqlx::query("DELETE FROM app_state WHERE app = ?")
                     .bind(app)
