@@ -411,16 +411,18 @@ fn normalize_repo_url(url: &str) -> String {
     s.strip_suffix(".git").unwrap_or(s).to_string()
 }
 
-/// `https://user:token@host/x` → `https://host/x`, for anything that is shown or logged.
+/// `https://user:token@host/x` → `https://host/x`, for anything that is shown or logged. The
+/// authority ends at the first `/`, `?` or `#`; scp-like and plain paths are left as they are.
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority = rest.split('/').next().unwrap_or_default();
-        if let Some((_, host)) = authority.rsplit_once('@') {
-            let path = &rest[authority.len()..];
-            return format!("{scheme}://{host}{path}");
-        }
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]),
+        None => url.to_owned(),
     }
-    url.to_string()
 }
 
 #[derive(Deserialize)]

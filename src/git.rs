@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::config::redact_url;
+
 pub use git2::Oid;
 
 /// A fetch asked for a ref the origin does not have (callers tell "unknown" from "broken").
@@ -506,19 +508,6 @@ fn credentials(
         _ => Err(git2::Error::from_str(
             "the origin asks for a kind of credential that is not configured",
         )),
-    }
-}
-
-/// `url` without any userinfo (`https://user:token@host/x` → `https://host/x`).
-fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]),
-        None => url.to_owned(),
     }
 }
 

@@ -44,14 +44,6 @@ pub enum Outcome {
     DeployNotSucceeded,
 }
 
-/// The API refused a call: its `error` message, with a hint for 401.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Refused {
-    pub status: StatusCode,
-    pub message: String,
-}
-
 async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
     match command {
         ClientCommand::Deploy {
@@ -294,15 +286,15 @@ impl Client {
         let status = response.status();
         let text = response.text().await.map_err(|e| self.unreachable(e))?;
         if !status.is_success() {
-            return Err(self.refused(status, &text).into());
+            return Err(self.refused(status, &text));
         }
         let value = serde_json::from_str(&text)
             .with_context(|| format!("the server answered {status} with non-JSON: {text}"))?;
         Ok((text, value))
     }
 
-    /// The API's refusal, as a message a person can act on.
-    fn refused(&self, status: StatusCode, text: &str) -> Refused {
+    /// The API's refusal: its `error` message, as a person can act on it (a hint for 401).
+    fn refused(&self, status: StatusCode, text: &str) -> anyhow::Error {
         let said = serde_json::from_str::<Value>(text)
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_string))
@@ -323,7 +315,7 @@ impl Client {
             ),
             _ => said,
         };
-        Refused { status, message }
+        anyhow::anyhow!(message)
     }
 
     /// A transport error, naming the server (without credentials) and the root cause.
@@ -355,7 +347,7 @@ impl Client {
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            return Err(self.refused(status, &text).into());
+            return Err(self.refused(status, &text));
         }
         let mut follower: Box<dyn Follower> = if json {
             Box::new(render::JsonLines)

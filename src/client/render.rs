@@ -394,7 +394,7 @@ pub trait Follower {
 /// The terminal status in a `status` event, if it is one.
 fn terminal(event: &str, data: &Value) -> Option<String> {
     let status = data["status"].as_str()?;
-    (event == "status" && !matches!(status, "queued" | "running")).then(|| status.to_string())
+    (event == "status" && crate::store::is_terminal(status)).then(|| status.to_string())
 }
 
 /// `--json --follow`: one `{"event", "data"}` object per line, data as the API sent it.

@@ -76,10 +76,7 @@ pub(super) async fn swap(
     image: String,
     digest: Option<String>,
 ) -> anyhow::Result<LiveContainer> {
-    let port = match d.container.port {
-        Some(port) => port,
-        None => free_loopback_port()?,
-    };
+    let port = container_port(d.container)?;
     let grace = d.container.stop_grace;
     let stop_first = d.container.strategy == Strategy::StopFirst;
     // stop-first: the proxy stops sending to the old container (503 meanwhile) and waits for
@@ -336,10 +333,7 @@ pub(super) async fn revive(
     docker
         .pull(&image, credentials(container, &image)?.as_ref())
         .await?;
-    let port = match container.port {
-        Some(port) => port,
-        None => free_loopback_port()?,
-    };
+    let port = container_port(container)?;
     let id = docker.create(&spec(&d, &image, port)).await?;
     docker.start(&id).await?;
     if let Err(e) = docker.wait_healthy(&id, &health_check(&d, port)).await {
@@ -412,6 +406,14 @@ pub(super) fn credentials(
     match &c.registry_auth {
         Some(auth) => Ok(Some(auth.clone())),
         None => crate::runtime::Credentials::from_docker_config(&c.docker_config, image),
+    }
+}
+
+/// The port a new container listens on: the app's fixed `port`, else a fresh loopback one.
+fn container_port(container: &ContainerConfig) -> anyhow::Result<u16> {
+    match container.port {
+        Some(port) => Ok(port),
+        None => free_loopback_port(),
     }
 }
 

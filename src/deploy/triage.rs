@@ -3,7 +3,7 @@
 use crate::config::AppConfig;
 use crate::github::events::Push;
 
-const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+use crate::github::events::ZERO_SHA;
 
 /// What a push means for one app.
 #[derive(Debug, Clone, PartialEq, Eq)]

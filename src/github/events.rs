@@ -1,5 +1,7 @@
 //! Typed views of the webhook payloads dockhand acts on.
 
+use std::borrow::Cow;
+
 /// `before` or `after` of all zeros: the ref did not exist on that side of the push.
 pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
@@ -92,7 +94,10 @@ impl PayloadError {
 /// The media type is compared case-insensitively and parameters after `;` are ignored. A missing
 /// content type is refused like an unknown one: GitHub always sends one. A form body with more
 /// than one `payload` field is refused, so there is never a question of which one counts.
-pub fn json_body(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, PayloadError> {
+pub fn json_body<'a>(
+    content_type: Option<&str>,
+    body: &'a [u8],
+) -> Result<Cow<'a, [u8]>, PayloadError> {
     let Some(content_type) = content_type else {
         return Err(PayloadError::UnsupportedContentType(String::new()));
     };
@@ -101,7 +106,7 @@ pub fn json_body(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, Pay
         .map_or(content_type, |(media_type, _parameters)| media_type)
         .trim();
     if media_type.eq_ignore_ascii_case("application/json") {
-        Ok(body.to_vec())
+        Ok(Cow::Borrowed(body))
     } else if media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         let mut payloads = form_urlencoded::parse(body).filter(|(key, _)| key == "payload");
         let (_, payload) = payloads.next().ok_or(PayloadError::MissingFormPayload)?;
@@ -111,7 +116,7 @@ pub fn json_body(content_type: Option<&str>, body: &[u8]) -> Result<Vec<u8>, Pay
                 "form body has more than one payload= field",
             ));
         }
-        Ok(payload.into_owned().into_bytes())
+        Ok(Cow::Owned(payload.into_owned().into_bytes()))
     } else {
         Err(PayloadError::UnsupportedContentType(
             content_type.to_owned(),
@@ -495,8 +500,8 @@ mod tests {
     fn form_content_type_accepts_parameters_and_any_case() {
         let content_type = "Application/X-WWW-Form-Urlencoded; charset=utf-8";
         assert_eq!(
-            json_body(Some(content_type), b"payload=%7B%7D"),
-            Ok(b"{}".to_vec())
+            json_body(Some(content_type), b"payload=%7B%7D").as_deref(),
+            Ok(&b"{}"[..])
         );
     }
 

@@ -147,11 +147,7 @@ async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> 
         "last_deploy": last.map(DeployView::from),
         "container": container,
         "proxy": proxy,
-        "locked": lock.map(|l| json!({
-            "reason": l.reason,
-            "locked_by": l.locked_by,
-            "locked_at": rfc3339(l.locked_at),
-        })),
+        "locked": lock.as_ref().map(super::lock_view),
     }))
 }
 

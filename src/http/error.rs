@@ -61,11 +61,7 @@ impl IntoResponse for ApiError {
         }
         let mut body = json!({ "error": self.to_string() });
         if let ApiError::Locked(lock) = &self {
-            body["lock"] = json!({
-                "reason": lock.reason,
-                "locked_by": lock.locked_by,
-                "locked_at": rfc3339(lock.locked_at),
-            });
+            body["lock"] = super::lock_view(lock);
         }
         let mut response = (self.status_code(), Json(body)).into_response();
         if let ApiError::Unauthenticated(_) = &self {

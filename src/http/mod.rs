@@ -44,6 +44,15 @@ pub struct AppState {
     pub proxies: crate::proxy::Proxies,
 }
 
+/// An app lock as every answer shows it: who, when (RFC 3339) and why.
+fn lock_view(lock: &crate::store::AppLock) -> serde_json::Value {
+    serde_json::json!({
+        "reason": lock.reason,
+        "locked_by": lock.locked_by,
+        "locked_at": crate::store::rfc3339(lock.locked_at),
+    })
+}
+
 /// The whole router, with body cap, request timeout, request ids and tracing.
 pub fn router(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.server.body_limit).unwrap_or(usize::MAX);

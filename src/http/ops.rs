@@ -173,7 +173,7 @@ pub async fn plan(
         "changes": changes,
         "changes_truncated": dry.changed > dry.changes.len(),
         "hooks": hooks,
-        "locked": state.store.lock(&app.name).await?.map(lock_view),
+        "locked": state.store.lock(&app.name).await?.as_ref().map(super::lock_view),
     })))
 }
 
@@ -199,7 +199,9 @@ pub async fn lock(
         return Err(ApiError::Locked(lock));
     }
     info!(app = app.name, by = caller.name(), reason, "app locked");
-    Ok(Json(json!({ "app": app.name, "locked": lock_view(lock) })))
+    Ok(Json(
+        json!({ "app": app.name, "locked": super::lock_view(&lock) }),
+    ))
 }
 
 /// `DELETE /api/apps/{app}/lock`: pushes deploy again from the next one; pushes recorded as
@@ -215,23 +217,14 @@ pub async fn unlock(
         info!(app = app.name, by = caller.name(), "app unlocked");
     }
     Ok(Json(
-        json!({ "app": app.name, "unlocked": removed.map(lock_view) }),
+        json!({ "app": app.name, "unlocked": removed.as_ref().map(super::lock_view) }),
     ))
-}
-
-fn lock_view(lock: crate::store::AppLock) -> Value {
-    json!({
-        "reason": lock.reason,
-        "locked_by": lock.locked_by,
-        "locked_at": rfc3339(lock.locked_at),
-    })
 }
 
 fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 
-/// 409 while the app is locked, unless the caller forces.
 /// `POST /api/apps/{app}/maintenance`: the app's proxy answers every request with 503 and
 /// its `maintenance_body` until `DELETE`. Kept across restarts.
 pub async fn maintenance_on(
@@ -283,6 +276,7 @@ async fn set_maintenance(
     })))
 }
 
+/// 409 while the app is locked, unless the caller forces.
 async fn refuse_if_locked(state: &AppState, app: &AppConfig, force: bool) -> Result<(), ApiError> {
     match state.store.lock(&app.name).await? {
         Some(lock) if !force => Err(ApiError::Locked(lock)),

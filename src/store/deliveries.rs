@@ -1,6 +1,5 @@
 //! Webhook deliveries, and the deploys a delivery queues, written in one transaction.
 
-use serde::Serialize;
 use sqlx::Row;
 
 use super::batch::DeliveryRow;
@@ -48,7 +47,7 @@ pub struct NewPushDeploy<'a> {
 }
 
 /// A recorded delivery and the deploys it queued.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     pub id: i64,
     pub delivery: String,

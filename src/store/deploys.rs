@@ -40,7 +40,7 @@ impl DeployStatus {
 
     /// Whether nothing will change this deploy any more.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, DeployStatus::Queued | DeployStatus::Running)
+        is_terminal(self.as_str())
     }
 }
 
@@ -237,13 +237,13 @@ impl Store {
         Ok(())
     }
 
-    /// Give a deploy a terminal status other than `succeeded`.
     /// Mark a deploy failed after its changes were reverted.
     pub async fn fail_reverted(&self, id: i64, error: &str) -> anyhow::Result<()> {
         self.finish(id, DeployStatus::Failed, None, Some(error), true)
             .await
     }
 
+    /// Give a deploy a terminal status other than `succeeded`.
     pub async fn finish_deploy(
         &self,
         id: i64,

@@ -1,12 +1,11 @@
 //! App locks: while an app is locked, pushes are recorded as `locked` deploys and not run.
 
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{now_ms, Store};
 
 /// Who locked an app, when and why.
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow)]
 pub struct AppLock {
     pub app: String,
     pub reason: String,

@@ -1,12 +1,11 @@
 //! The proxy's maintenance switch as last set over the API, so a restart keeps it.
 
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::{now_ms, Store};
 
 /// The maintenance switch of an app, and who set it when.
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow)]
 pub struct Maintenance {
     pub app: String,
     pub enabled: bool,
