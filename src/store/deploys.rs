@@ -263,6 +263,9 @@ impl Store {
         reverted: bool,
     ) -> anyhow::Result<()> {
         debug_assert!(status.is_terminal() && status != DeployStatus::Succeeded);
+        // One clock reading: a deploy that never started gets started_at = finished_at, never
+        // a start a millisecond after its end (a -1 ms duration).
+        let now = now_ms();
         sqlx::query(
             "UPDATE deploys SET status = ?, reason = COALESCE(?, reason), error = ?, finished_at = ?,
                     started_at = COALESCE(started_at, ?), reverted = ?
@@ -271,8 +274,8 @@ impl Store {
         .bind(status.as_str())
         .bind(reason)
         .bind(error)
-        .bind(now_ms())
-        .bind(now_ms())
+        .bind(now)
+        .bind(now)
         .bind(reverted)
         .bind(id)
         .execute(&self.writer)
