@@ -37,7 +37,8 @@ const MIN_API: ClientVersion = ClientVersion {
 };
 /// bollard's per-request timeout, in seconds. Bounds every call, including a pull's stream.
 const REQUEST_TIMEOUT_SECS: u64 = 600;
-/// How often `wait_docker_health` and the grace period look at the container.
+/// How often `wait_docker_health` looks at the container (the HTTP check's grace period
+/// has its own pace, `runtime::wait_healthy`).
 const STATE_POLL: Duration = Duration::from_millis(250);
 
 /// A connected, pinged Docker engine. Cheap to clone.
@@ -234,7 +235,7 @@ impl Docker {
     #[instrument(skip_all, fields(id = %id))]
     pub async fn stop(&self, id: &str, grace: Duration) -> anyhow::Result<()> {
         check_container_ref(id)?;
-        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let secs = grace_secs(grace);
         let options = StopContainerOptionsBuilder::new().t(secs).build();
         match retrying("stop", || {
             self.client.stop_container(id, Some(options.clone()))
@@ -261,7 +262,7 @@ impl Docker {
     /// Restart the container: stop (SIGTERM, then SIGKILL after `grace`) and start it again.
     pub async fn restart(&self, id: &str, grace: Duration) -> anyhow::Result<()> {
         check_container_ref(id)?;
-        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let secs = grace_secs(grace);
         let options = RestartContainerOptionsBuilder::new().t(secs).build();
         retrying("restart", || {
             self.client.restart_container(id, Some(options.clone()))
@@ -398,11 +399,12 @@ impl Docker {
             .try_collect()
             .await
             .with_context(|| format!("reading the logs of container {id}"))?;
-        let mut text = String::new();
-        for chunk in chunks {
-            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-        }
-        Ok(text)
+        // Decoded once: a character split across two frames stays whole.
+        let bytes: Vec<u8> = chunks
+            .into_iter()
+            .flat_map(|chunk| chunk.into_bytes())
+            .collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Waits until `check` passes against the container `id` (see [`HealthCheck`]). Fails at
@@ -473,7 +475,6 @@ impl Docker {
     }
 }
 
-/// The HTTP status of an engine error answer, if it was one.
 /// Waits before retrying a call whose connection was lost (SECURITY.md 37): the engine may be
 /// restarting, or the socket closed mid-call.
 const RETRY_DELAYS: [Duration; 3] = [
@@ -514,11 +515,17 @@ where
     }
 }
 
+/// The HTTP status of an engine error answer, if it was one.
 fn status(e: &BollardError) -> Option<u16> {
     match e {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
     }
+}
+
+/// A stop grace in the engine's whole seconds.
+fn grace_secs(grace: Duration) -> i32 {
+    i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)
 }
 
 fn parse_api_version(text: &str) -> Option<ClientVersion> {
