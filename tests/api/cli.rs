@@ -7,7 +7,6 @@ use std::process::Stdio;
 
 use serde_json::{json, Value};
 
-use crate::crash::free_port;
 use crate::helpers::*;
 use crate::ops::{spawn_ops, spawn_ops_edited, Ops, ADMIN};
 

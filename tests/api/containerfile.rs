@@ -13,11 +13,7 @@ async fn the_containerised_dockhand_performs_a_full_and_a_fast_deploy() {
     let origin = Origin::new();
     let dir = tempfile::tempdir().unwrap();
     let name = unique("self").replace("dockhand-test-", "");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     let container = "[apps.container]\nimage = \"127.0.0.1:5000/dockhand-test/app:v1\"\nmount = \"/code\"\n\
                      expect_body_contains = \"v1\"\nhealth_interval = \"100ms\"\nhealth_deadline = \"20s\"\nstop_grace = \"1s\"\n";

@@ -19,14 +19,6 @@ impl std::ops::Deref for Server {
     }
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Server {
     pub(crate) async fn start(config: &Path, log: &Path) -> Server {
         let text = std::fs::read_to_string(config).unwrap();
@@ -161,13 +153,7 @@ async fn killed_mid_deploy_the_deploy_is_interrupted_undone_and_the_queued_push_
     let server = Server::start(&config, &log).await;
     let deploy_b = server.deploy(id_b).await;
     assert_eq!(deploy_b["status"], "interrupted", "{deploy_b:#}");
-    let recover = deploy_b["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "recover")
-        .cloned();
-    let recover = recover.unwrap_or_else(|| panic!("no recover step: {deploy_b:#}"));
+    let recover = step(&deploy_b, "recover");
     assert_eq!(recover["ok"], true, "{recover:#}");
     assert!(
         recover["detail"].as_str().unwrap().contains(&a),

@@ -5,11 +5,12 @@
 //! the label `dockhand.test=<unique value>`; a [`Cleanup`] guard removes them all on drop.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dockhand::runtime::{ContainerSpec, Docker, HealthCheck};
+
+use crate::helpers::free_port;
 
 const LABEL: &str = "dockhand.test";
 
@@ -50,13 +51,6 @@ pub(crate) fn unique(test: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// Removes every container labelled `key=value` when dropped, pass or panic. Drop cannot

@@ -147,8 +147,7 @@ async fn a_directory_the_container_swapped_for_a_symlink_fails_the_deploy_and_no
     std::os::unix::fs::symlink(outside.path(), app.volume.join("static")).unwrap();
 
     origin.write("static/style.css", "body { color: red }\n");
-    let id = app.push(&origin.commit("restyle")).await;
-    let deploy = app.wait_deploy(id).await;
+    let deploy = app.deploy_to_end(&origin.commit("restyle")).await;
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     assert!(
         deploy["error"].as_str().unwrap().contains("symlink"),
@@ -205,8 +204,7 @@ async fn a_tree_entry_named_dot_dot_fails_the_deploy_and_writes_nothing_outside(
     );
     git(&origin.bare, &["update-ref", "refs/heads/main", &commit]);
 
-    let id = app.push(&commit).await;
-    let deploy = app.wait_deploy(id).await;
+    let deploy = app.deploy_to_end(&commit).await;
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     assert!(
         deploy["error"].as_str().unwrap().contains(".."),
@@ -232,8 +230,9 @@ async fn a_reload_file_that_is_a_symlink_is_refused_and_the_previous_commit_rest
     tokio::time::sleep(Duration::from_millis(20)).await;
     origin.write("app.py", "VERSION = 4\n");
     origin.symlink("uwsgi.ini", target.to_str().unwrap());
-    let id = app.push(&origin.commit("symlinked reload file")).await;
-    let deploy = app.wait_deploy(id).await;
+    let deploy = app
+        .deploy_to_end(&origin.commit("symlinked reload file"))
+        .await;
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     assert_eq!(
         stages(&deploy),
@@ -257,8 +256,7 @@ async fn first_deploy_into_a_non_empty_volume_is_refused_unless_adopted() {
     let app = spawn_app(&origin).await;
     std::fs::create_dir_all(&app.volume).unwrap();
     std::fs::write(app.volume.join("hand-made.txt"), "mine\n").unwrap();
-    let id = app.push(&origin.head()).await;
-    let deploy = app.wait_deploy(id).await;
+    let deploy = app.deploy_to_end(&origin.head()).await;
     assert_eq!(deploy["status"], "failed");
     assert!(
         deploy["error"].as_str().unwrap().contains("adopt"),
@@ -331,8 +329,7 @@ async fn pushing_the_deployed_commit_again_does_nothing() {
     let app = spawn_app(&origin).await;
     app.deploy(&origin.head()).await;
     let touched = mtime(&app.volume.join("uwsgi.ini"));
-    let id = app.push(&origin.head()).await;
-    let deploy = app.wait_deploy(id).await;
+    let deploy = app.deploy_to_end(&origin.head()).await;
     assert_eq!(deploy["status"], "ignored", "{deploy:#}");
     assert!(deploy["reason"]
         .as_str()
@@ -407,8 +404,7 @@ async fn an_origin_over_the_fetch_size_cap_fails_the_deploy_and_the_volume_keeps
         .map(|i| format!("{:08x}", i.wrapping_mul(2654435761)))
         .collect();
     origin.write("big.bin", &noise);
-    let id = app.push(&origin.commit("huge")).await;
-    let deploy = app.wait_deploy(id).await;
+    let deploy = app.deploy_to_end(&origin.commit("huge")).await;
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     assert!(
         deploy["error"].as_str().unwrap().contains("size cap"),

@@ -70,15 +70,7 @@ async fn answer(port: u64) -> String {
 }
 
 async fn answer_at(port: u64, path: &str) -> String {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get_page(&format!("http://127.0.0.1:{port}{path}")).await.1
 }
 
 pub(crate) async fn live(app: &TestApp, name: &str) -> Value {
@@ -246,8 +238,7 @@ async fn an_image_that_does_not_exist_fails_the_pull_and_touches_nothing() {
         .repointed("127.0.0.1:5000/dockhand-test/app:nope")
         .await;
     origin.write("app.py", "VERSION = 4\n");
-    let id = app.push(&origin.commit("v4")).await;
-    let deploy = app.wait_deploy(id).await;
+    let deploy = app.deploy_to_end(&origin.commit("v4")).await;
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     assert_eq!(stages(&deploy), ["fetch", "plan", "pull"]);
     assert!(
@@ -311,11 +302,7 @@ async fn after_a_crash_lost_the_live_container_and_left_a_stray_one_a_restart_se
 async fn stop_first_on_a_fixed_port_swaps_in_place_and_starts_the_old_container_again_when_the_new_one_fails(
 ) {
     let origin = Origin::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let (app, name) = spawn_with(&origin, V1, &format!("port = {port}\n")).await;
     let _cleanup = Cleanup::app(&name);
     app.deploy(&origin.head()).await;
@@ -423,11 +410,7 @@ async fn images_of_older_full_deploys_beyond_keep_images_are_removed() {
 
 #[tokio::test]
 async fn a_registry_that_is_down_fails_the_pull_and_the_old_container_keeps_serving() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port();
     let origin = Origin::new();
     let down = format!("127.0.0.1:{closed}/dockhand-test/app:v1");
     let Served {
@@ -497,13 +480,7 @@ async fn an_image_with_a_docker_healthcheck_is_judged_by_it_not_by_the_http_prob
     let (app, name) = spawn_with(&origin, &image, "health_path = \"/no-such-page\"\n").await;
     let _cleanup = Cleanup::app(&name);
     let deploy = app.deploy(&origin.head()).await;
-    let health = deploy["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "health")
-        .cloned()
-        .unwrap();
+    let health = step(&deploy, "health");
     assert!(
         health["detail"].as_str().unwrap().contains("HEALTHCHECK"),
         "{health:#}"

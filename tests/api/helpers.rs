@@ -395,10 +395,15 @@ impl TestApp {
 
     /// Push `after`, wait, and assert the deploy succeeded; returns it.
     pub async fn deploy(&self, after: &str) -> Value {
-        let id = self.push(after).await;
-        let deploy = self.wait_deploy(id).await;
+        let deploy = self.deploy_to_end(after).await;
         assert_eq!(deploy["status"], "succeeded", "{deploy:#}");
         deploy
+    }
+
+    /// Push `after` and wait until its deploy is over, whatever its status; returns it.
+    pub async fn deploy_to_end(&self, after: &str) -> Value {
+        let id = self.push(after).await;
+        self.wait_deploy(id).await
     }
 
     pub fn volume_snapshot(&self) -> BTreeMap<String, Entry> {
@@ -406,11 +411,18 @@ impl TestApp {
     }
 
     /// Stop the server and start a new one on the same config, state and volume.
+    /// The new server keeps this one's bearer token.
     pub async fn restart(mut self) -> TestApp {
         self.halt().await;
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        let config_path = dir.path().join("dockhand.toml");
-        start(dir, config_path).await
+        let config_path = self.dir.path().join("dockhand.toml");
+        let mut app = start(self.dir, config_path).await;
+        app.bearer = self.bearer;
+        app
+    }
+
+    /// Stop the server and wait for it.
+    pub async fn stop(mut self) {
+        self.halt().await;
     }
 
     async fn halt(&mut self) {
@@ -421,16 +433,30 @@ impl TestApp {
             server.await.unwrap().unwrap();
         }
     }
+}
 
-    /// Stop the server and wait for it.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.unwrap().unwrap();
-        }
-    }
+/// `GET url`: its status and body text.
+pub async fn get_page(url: &str) -> (u16, String) {
+    let response = client().get(url).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The first step of a deploy with this stage name.
+pub fn step<'a>(deploy: &'a Value, stage: &str) -> &'a Value {
+    deploy["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == stage)
+        .unwrap_or_else(|| panic!("no {stage} step in {deploy:#}"))
 }
 
 /// The stage names of a deploy's steps, in order.

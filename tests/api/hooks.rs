@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{spawn_app_with, stages, Origin, TestApp};
+use crate::helpers::{spawn_app_with, stages, step, Origin, TestApp};
 
 /// The operator's hooks directory, and a scratch directory the hooks write what they saw into.
 struct Hooks {
@@ -83,21 +83,7 @@ fn save_env(name: &str) -> String {
 }
 
 /// Push `after`, wait until the deploy is over; returns it with its steps.
-async fn deploy_to_end(app: &TestApp, after: &str) -> Value {
-    let id = app.push(after).await;
-    app.wait_deploy(id).await
-}
-
 /// The step of `stage` (the first one).
-fn step<'a>(deploy: &'a Value, stage: &str) -> &'a Value {
-    deploy["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == stage)
-        .unwrap_or_else(|| panic!("no {stage} step in {deploy:#}"))
-}
-
 /// A commit's message exactly as git stores it (what hooks get as DOCKHAND_MESSAGE).
 fn raw_message(origin: &Origin, commit: &str) -> Vec<u8> {
     let object = std::process::Command::new("git")
@@ -227,7 +213,7 @@ async fn a_failing_pre_deploy_hook_aborts_before_anything_changes_and_on_failure
     origin.write("app.py", "VERSION = 2\n");
     origin.write("new.txt", "new\n");
     let second = origin.commit("second");
-    let deploy = deploy_to_end(&app, &second).await;
+    let deploy = app.deploy_to_end(&second).await;
 
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     let error = deploy["error"].as_str().unwrap();
@@ -275,7 +261,7 @@ async fn a_hook_past_its_timeout_is_killed_with_its_whole_process_group() {
         "sleep 300 &\necho $! > OUT/grandchild.pid\necho started\nsleep 300",
     );
     let started = Instant::now();
-    let deploy = deploy_to_end(&app, &origin.head()).await;
+    let deploy = app.deploy_to_end(&origin.head()).await;
 
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -322,7 +308,7 @@ async fn a_failing_post_deploy_hook_fails_the_deploy_but_the_new_version_stays_l
 
     origin.write("app.py", "VERSION = 2\n");
     let second = origin.commit("second");
-    let deploy = deploy_to_end(&app, &second).await;
+    let deploy = app.deploy_to_end(&second).await;
 
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     let error = deploy["error"].as_str().unwrap();
@@ -374,7 +360,7 @@ async fn with_revert_on_hook_failure_a_failing_post_deploy_hook_puts_the_previou
 
     origin.write("app.py", "VERSION = 2\n");
     let second = origin.commit("second");
-    let deploy = deploy_to_end(&app, &second).await;
+    let deploy = app.deploy_to_end(&second).await;
 
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     assert_eq!(deploy["reverted"], true, "{deploy:#}");
@@ -503,7 +489,7 @@ async fn a_hook_file_that_is_not_executable_fails_check_and_the_deploys_that_rea
         err.contains(&format!("hook {} is not executable", hook.display())),
         "{err}"
     );
-    let deploy = deploy_to_end(&app, &origin.head()).await;
+    let deploy = app.deploy_to_end(&origin.head()).await;
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     assert_eq!(
         deploy["error"],
@@ -631,7 +617,7 @@ async fn the_shipped_notify_slack_and_warm_cache_examples_work_as_hooks() {
     seen.lock().unwrap().clear();
     hooks.install("web/pre-deploy", "exit 4");
     origin.write("app.py", "VERSION = 3\n");
-    let failed = deploy_to_end(&app, &origin.commit("third")).await;
+    let failed = app.deploy_to_end(&origin.commit("third")).await;
     assert_eq!(failed["status"], "failed");
     let requests = seen.lock().unwrap().clone();
     assert_eq!(requests.len(), 1, "{requests:?}");

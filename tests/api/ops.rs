@@ -57,10 +57,8 @@ pub async fn spawn_ops(origin: &Origin, app_extra: &str) -> Ops {
 impl Ops {
     /// Stop and start dockhand again on the same config, state and volume.
     pub async fn restart(self) -> Ops {
-        let mut app = self.app.restart().await;
-        app.bearer = Some(ADMIN.to_string());
         Ops {
-            app,
+            app: self.app.restart().await,
             _tokens: self._tokens,
         }
     }

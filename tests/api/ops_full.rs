@@ -48,14 +48,7 @@ async fn spawn_full(origin: &Origin, image: &str, server: &str, extra: &str) -> 
 async fn served(ops: &Ops, name: &str) -> (Value, String) {
     let container = ops.get(&format!("/api/apps/{name}")).await["container"].clone();
     let port = container["port"].as_u64().unwrap();
-    let body = client()
-        .get(format!("http://127.0.0.1:{port}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, body) = get_page(&format!("http://127.0.0.1:{port}/")).await;
     (container, body)
 }
 
@@ -102,12 +95,7 @@ async fn a_full_path_rollback_runs_the_recorded_digest_without_pulling_after_the
     assert_eq!(back["path"], "full", "{back:#}");
     assert_eq!(back["digest"], digest_a.as_str());
     assert_eq!(back["to_commit"], first["to_commit"]);
-    let pull = back["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "pull")
-        .unwrap_or_else(|| panic!("no pull step: {back:#}"));
+    let pull = step(&back, "pull");
     assert!(
         pull["output"]
             .as_str()

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::crash::{free_port, Server};
+use crate::crash::Server;
 use crate::helpers::*;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -373,14 +373,8 @@ async fn the_maintenance_switch_is_set_over_the_api_with_a_token_and_survives_a_
         ),
     )
     .await;
-    let page = || async move {
-        let response = client()
-            .get(format!("http://127.0.0.1:{proxy_port}/echo"))
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    };
+    let url = format!("http://127.0.0.1:{proxy_port}/echo");
+    let page = || get_page(&url);
     assert_eq!(page().await.0, 200);
 
     let refused = switch(&ops, Method::POST, None, "web").await;

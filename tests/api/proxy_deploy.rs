@@ -224,8 +224,7 @@ async fn a_new_version_that_never_gets_healthy_never_gets_a_request() {
     origin.write("app.py", "BROKEN = True\n");
     let head = origin.commit("a version that never starts");
     publish_for_commit(BROKEN, &repo, &head);
-    let id = app.push(&head).await;
-    let deploy = app.wait_deploy(id).await;
+    let deploy = app.deploy_to_end(&head).await;
     // Keep the load going a moment after the failure too.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (samples, _) = load.finish().await;
@@ -251,21 +250,15 @@ async fn stop_first_behind_the_proxy_switches_back_to_the_old_container_when_the
 ) {
     let origin = Origin::new();
     let repo = own_repository("stopfirst");
-    let proxy_port = crate::crash::free_port();
+    let proxy_port = free_port();
     let config = format!(
         "port = {}\nexpect_body_contains = \"v\"\n[apps.proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\n",
-        crate::crash::free_port()
+        free_port()
     );
     let (app, name) = spawn_with(&origin, &format!("{repo}:{{short_sha}}"), &config).await;
     let _cleanup = Cleanup::app(&name);
-    let page = || async move {
-        let response = client()
-            .get(format!("http://127.0.0.1:{proxy_port}/"))
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    };
+    let url = format!("http://127.0.0.1:{proxy_port}/");
+    let page = || get_page(&url);
     publish_for_commit(V1, &repo, &origin.head());
     app.deploy(&origin.head()).await;
     assert_eq!(page().await, (200, "v1\n".to_string()));
@@ -279,8 +272,7 @@ async fn stop_first_behind_the_proxy_switches_back_to_the_old_container_when_the
     origin.write("app.py", "V = 3\n");
     let broken = origin.commit("broken");
     publish_for_commit(BROKEN, &repo, &broken);
-    let id = app.push(&broken).await;
-    let deploy = app.wait_deploy(id).await;
+    let deploy = app.deploy_to_end(&broken).await;
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     let steps = stages(&deploy);
     let tail: Vec<&str> = steps.iter().map(String::as_str).skip(4).collect();

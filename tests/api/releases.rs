@@ -96,12 +96,7 @@ async fn going_back_to_a_kept_release_writes_nothing_and_pruning_keeps_the_newes
     let deploy = app.wait_deploy(id).await;
     assert_eq!(deploy["status"], "succeeded", "{deploy:#}");
     assert_eq!(current(&app.volume), format!("releases/{v3}"));
-    let sync = deploy["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "sync")
-        .unwrap();
+    let sync = step(&deploy, "sync");
     assert!(
         sync["output"].as_str().unwrap().contains("nothing written"),
         "{sync}"
@@ -226,12 +221,7 @@ async fn a_rollback_over_the_api_to_a_kept_release_only_switches_current() {
     assert_eq!(rollback["status"], "succeeded", "{rollback:#}");
     assert_eq!(rollback["trigger"], "rollback");
     assert_eq!(current(&ops.app.volume), format!("releases/{first}"));
-    let sync = rollback["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "sync")
-        .unwrap();
+    let sync = step(&rollback, "sync");
     assert!(
         sync["output"].as_str().unwrap().contains("nothing written"),
         "{sync}"

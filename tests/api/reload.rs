@@ -4,7 +4,6 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::crash::free_port;
 use crate::docker::Cleanup;
 use crate::full_path::{live, spawn_with, V1};
 use crate::helpers::*;
@@ -65,13 +64,7 @@ async fn the_new_code_answers_after_a_fast_deploy_with(reload: &str) {
     origin.write("version.txt", "code 2\n");
     let deploy = app.deploy(&origin.commit("new code")).await;
     assert_eq!(deploy["path"], "fast", "{deploy:#}");
-    let reload_step = deploy["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stage"] == "reload")
-        .unwrap()
-        .clone();
+    let reload_step = step(&deploy, "reload").clone();
     // The app reloads asynchronously (a signal handler, a file watcher): give it a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -202,8 +195,7 @@ async fn a_broken_commit_is_reverted(layout: &str) {
     assert!(stages(&first).contains(&"check".to_string()), "{first:#}");
 
     origin.write("version.txt", "crashed\n");
-    let id = app.push(&origin.commit("breaks the app")).await;
-    let deploy = app.wait_deploy(id).await;
+    let deploy = app.deploy_to_end(&origin.commit("breaks the app")).await;
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     assert_eq!(deploy["reverted"], true, "{deploy:#}");
     let steps = stages(&deploy);
