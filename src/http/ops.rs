@@ -65,24 +65,19 @@ pub async fn deploy(
             app.name
         )));
     }
-    let force = body.bool("force")?.unwrap_or(false);
-    let wait = q.wait()?;
     if let Some(spec) = spec {
         target::check_spec("ref", spec)?;
     }
-    refuse_if_locked(&state, app, force).await?;
+    let wait = forced_past_lock(&state, app, &body, &q).await?;
     let target = target::resolve_ref(&state.ctx, app, "ref", spec).await?;
-    let new = NewApiDeploy {
-        app: &app.name,
+    let reason = format!("asked for: {}", target.how);
+    let asked = Asked {
         trigger: Trigger::Manual,
-        actor: caller.name(),
-        git_ref: target.git_ref.as_deref(),
-        sha: &target.sha,
-        path: path.map(DeployPath::as_str),
-        rollback_of: None,
-        reason: Some(&format!("asked for: {}", target.how)),
+        path,
+        reason: &reason,
+        lock: None,
     };
-    queue(&state, app, &new, &target, wait, None).await
+    queue(&state, app, &caller, &target, asked, wait).await
 }
 
 /// `POST /api/apps/{app}/rollback` `{to?, force?}`: `to` is a commit id or tag (string) or a
@@ -113,21 +108,9 @@ pub async fn rollback(
             ))
         }
     };
-    let force = body.bool("force")?.unwrap_or(false);
-    let wait = q.wait()?;
-    refuse_if_locked(&state, app, force).await?;
+    let wait = forced_past_lock(&state, app, &body, &q).await?;
     let target = target::resolve_rollback(&state.ctx, app, &to).await?;
     let reason = format!("rollback to {}", target.how);
-    let new = NewApiDeploy {
-        app: &app.name,
-        trigger: Trigger::Rollback,
-        actor: caller.name(),
-        git_ref: target.git_ref.as_deref(),
-        sha: &target.sha,
-        path: None,
-        rollback_of: target.rollback_of,
-        reason: Some(&reason),
-    };
     let lock = app.lock_on_rollback.then(|| {
         format!(
             "rolled back to {} ({}); unlock to let pushes deploy again",
@@ -135,7 +118,13 @@ pub async fn rollback(
             target.how
         )
     });
-    queue(&state, app, &new, &target, wait, lock.as_deref()).await
+    let asked = Asked {
+        trigger: Trigger::Rollback,
+        path: None,
+        reason: &reason,
+        lock: lock.as_deref(),
+    };
+    queue(&state, app, &caller, &target, asked, wait).await
 }
 
 /// `POST /api/apps/{app}/plan` `{ref?}`: what a deploy would do now. Records nothing and
@@ -276,6 +265,20 @@ async fn set_maintenance(
     })))
 }
 
+/// What deploy and rollback share before resolving: `force` and `?wait` read, and a 409 while
+/// the app is locked unless forced. Returns whether to wait.
+async fn forced_past_lock(
+    state: &AppState,
+    app: &AppConfig,
+    body: &JsonBody,
+    q: &WaitQuery,
+) -> Result<bool, ApiError> {
+    let force = body.bool("force")?.unwrap_or(false);
+    let wait = q.wait()?;
+    refuse_if_locked(state, app, force).await?;
+    Ok(wait)
+}
+
 /// 409 while the app is locked, unless the caller forces.
 async fn refuse_if_locked(state: &AppState, app: &AppConfig, force: bool) -> Result<(), ApiError> {
     match state.store.lock(&app.name).await? {
@@ -284,22 +287,41 @@ async fn refuse_if_locked(state: &AppState, app: &AppConfig, force: bool) -> Res
     }
 }
 
+/// What an API call asks for, besides its resolved target.
+struct Asked<'a> {
+    trigger: Trigger,
+    path: Option<DeployPath>,
+    reason: &'a str,
+    /// A lock to take before the deploy is queued (a rollback's), and its reason.
+    lock: Option<&'a str>,
+}
+
 /// Reserve room in the app's queue, take the rollback lock if any, record the deploy, queue it,
 /// and answer 202 — or, with `wait`, the deploy once it is over.
 async fn queue(
     state: &AppState,
     app: &AppConfig,
-    new: &NewApiDeploy<'_>,
+    caller: &Writer,
     target: &Target,
+    asked: Asked<'_>,
     wait: bool,
-    lock: Option<&str>,
 ) -> Result<Response, ApiError> {
+    let new = NewApiDeploy {
+        app: &app.name,
+        trigger: asked.trigger,
+        actor: caller.name(),
+        git_ref: target.git_ref.as_deref(),
+        sha: &target.sha,
+        path: asked.path.map(DeployPath::as_str),
+        rollback_of: target.rollback_of,
+        reason: Some(asked.reason),
+    };
     let permit = state.deployer.reserve(&app.name)?;
-    if let Some(reason) = lock {
+    if let Some(reason) = asked.lock {
         // Before the deploy is queued: a push arriving meanwhile is held, not run after it.
         state.store.lock_app(&app.name, reason, new.actor).await?;
     }
-    let id = state.store.queue_api_deploy(new).await?;
+    let id = state.store.queue_api_deploy(&new).await?;
     let events = wait.then(|| state.store.subscribe());
     permit.send(id);
     info!(
