@@ -11,95 +11,45 @@ use super::AppState;
 use crate::config::{AppConfig, Reload};
 use crate::store::{rfc3339, AppState as Deployed, Deploy, Step};
 
-/// A deploy as the API shows it.
+/// A deploy as the API shows it: its row (times as RFC 3339), its duration and URL, and its
+/// steps when one deploy is asked for.
 #[derive(Serialize)]
 pub struct DeployView {
-    pub id: i64,
-    pub app: String,
-    pub status: String,
-    pub trigger: String,
-    pub actor: Option<String>,
-    #[serde(rename = "ref")]
-    pub git_ref: Option<String>,
-    pub requested_sha: Option<String>,
-    pub forced: bool,
-    pub from_commit: Option<String>,
-    pub to_commit: Option<String>,
-    pub path: Option<String>,
-    pub reason: Option<String>,
-    pub error: Option<String>,
-    pub superseded_by: Option<i64>,
-    pub delivery_id: Option<i64>,
-    pub image: Option<String>,
-    pub digest: Option<String>,
-    /// Failed after changing the app, and put back to the previous commit.
-    pub reverted: bool,
-    pub requested_path: Option<String>,
-    pub rollback_of: Option<i64>,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
+    #[serde(flatten)]
+    pub deploy: Deploy,
     pub duration_ms: Option<i64>,
     pub url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
 }
 
-/// One step of a deploy.
+/// One step of a deploy, with its duration.
 #[derive(Serialize)]
 pub struct StepView {
-    pub stage: String,
-    pub detail: Option<String>,
-    pub ok: Option<bool>,
-    pub output: Option<String>,
-    pub started_at: String,
-    pub finished_at: Option<String>,
+    #[serde(flatten)]
+    pub step: Step,
     pub duration_ms: Option<i64>,
 }
 
 impl From<Deploy> for DeployView {
-    fn from(d: Deploy) -> Self {
+    fn from(deploy: Deploy) -> Self {
         DeployView {
-            url: format!("/api/deploys/{}", d.id),
-            duration_ms: d.started_at.zip(d.finished_at).map(|(s, f)| f - s),
-            id: d.id,
-            app: d.app,
-            status: d.status,
-            trigger: d.trigger,
-            actor: d.actor,
-            git_ref: d.git_ref,
-            requested_sha: d.requested_sha,
-            forced: d.forced,
-            from_commit: d.from_commit,
-            to_commit: d.to_commit,
-            path: d.path,
-            reason: d.reason,
-            error: d.error,
-            superseded_by: d.superseded_by,
-            delivery_id: d.delivery_id,
-            image: d.image,
-            digest: d.digest,
-            reverted: d.reverted,
-            requested_path: d.requested_path,
-            rollback_of: d.rollback_of,
-            created_at: rfc3339(d.created_at),
-            started_at: d.started_at.map(rfc3339),
-            finished_at: d.finished_at.map(rfc3339),
+            url: format!("/api/deploys/{}", deploy.id),
+            duration_ms: deploy
+                .started_at
+                .zip(deploy.finished_at)
+                .map(|(s, f)| f - s),
+            deploy,
             steps: None,
         }
     }
 }
 
 impl From<Step> for StepView {
-    fn from(s: Step) -> Self {
+    fn from(step: Step) -> Self {
         StepView {
-            duration_ms: s.finished_at.map(|f| f - s.started_at),
-            stage: s.stage,
-            detail: s.detail,
-            ok: s.ok,
-            output: s.output,
-            started_at: rfc3339(s.started_at),
-            finished_at: s.finished_at.map(rfc3339),
+            duration_ms: step.finished_at.map(|f| f - step.started_at),
+            step,
         }
     }
 }

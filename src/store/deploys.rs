@@ -1,9 +1,10 @@
 //! Deploys, their steps, and the per-app deployed commit.
 
+use serde::Serialize;
 use sqlx::FromRow;
 
 use super::events::DeployEvent;
-use super::{now_ms, Store};
+use super::{now_ms, ser_opt_rfc3339, ser_rfc3339, Store};
 
 /// Longest step output kept; the tail beyond it is cut with a marker.
 const MAX_STEP_OUTPUT: usize = 64 * 1024;
@@ -85,13 +86,14 @@ pub struct NewApiDeploy<'a> {
     pub reason: Option<&'a str>,
 }
 /// One row of `deploys`.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, Serialize)]
 pub struct Deploy {
     pub id: i64,
     pub app: String,
     pub delivery_id: Option<i64>,
     pub trigger: String,
     pub actor: Option<String>,
+    #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub requested_sha: Option<String>,
     pub forced: bool,
@@ -102,8 +104,11 @@ pub struct Deploy {
     pub status: String,
     pub superseded_by: Option<i64>,
     pub error: Option<String>,
+    #[serde(serialize_with = "ser_rfc3339")]
     pub created_at: i64,
+    #[serde(serialize_with = "ser_opt_rfc3339")]
     pub started_at: Option<i64>,
+    #[serde(serialize_with = "ser_opt_rfc3339")]
     pub finished_at: Option<i64>,
     /// Full deploys: the image reference run and the digest it resolved to.
     pub image: Option<String>,
@@ -125,14 +130,17 @@ impl Deploy {
 }
 
 /// One row of `deploy_steps`.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, Serialize)]
 pub struct Step {
+    #[serde(skip)]
     pub id: i64,
     pub stage: String,
     pub detail: Option<String>,
     pub output: Option<String>,
     pub ok: Option<bool>,
+    #[serde(serialize_with = "ser_rfc3339")]
     pub started_at: i64,
+    #[serde(serialize_with = "ser_opt_rfc3339")]
     pub finished_at: Option<i64>,
 }
 
