@@ -136,15 +136,20 @@ async fn handle(
         return record_ignored(state, &new).await;
     }
 
-    // A redelivery must answer 200 even when the queue is full, so look before reserving.
-    // (Ignored deliveries skip this: the unique key alone catches their redeliveries.)
-    if let Some(first) = state.store.find_delivery(delivery_id, hook_id).await? {
-        return Ok(duplicate(&first));
-    }
     // Reserve queue room before persisting, so an acknowledged delivery always reaches a worker.
+    // A redelivery is caught by the unique key when it is recorded; only when the queue is full
+    // must it be looked up first, to answer 200 rather than 503.
     let mut permits = Vec::with_capacity(deploying.len());
     for app in &deploying {
-        permits.push(state.deployer.reserve(&app.name)?);
+        match state.deployer.reserve(&app.name) {
+            Ok(permit) => permits.push(permit),
+            Err(e) => {
+                return match state.store.find_delivery(delivery_id, hook_id).await? {
+                    Some(first) => Ok(duplicate(&first)),
+                    None => Err(e.into()),
+                }
+            }
+        }
     }
     let actor = push.pusher.as_deref();
     let queued: Vec<NewPushDeploy> = deploying

@@ -121,6 +121,45 @@ async fn a_full_queue_answers_503_and_records_nothing_for_the_refused_push() {
 }
 
 #[tokio::test]
+async fn a_redelivery_while_the_queue_is_full_answers_200_pointing_at_the_original() {
+    let origin = Origin::new();
+    add_bulk(&origin, 3000);
+    let first = origin.commit("bulk");
+    let app = spawn_app_with(&origin, "queue_limit = 1", "").await;
+    let body = push_payload("refs/heads/main", &first, false);
+    let signature = sign(SECRET, &body);
+    let send = |delivery: String| {
+        let (body, signature) = (body.clone(), signature.clone());
+        let app = &app;
+        async move {
+            app.deliver("/hooks/github", "push", &delivery, body, &signature)
+                .await
+        }
+    };
+    let original = delivery_id();
+    let accepted = send(original.clone()).await;
+    assert_eq!(accepted.status(), 202);
+    let original_deploy = accepted.json::<Value>().await.unwrap()["deploy_id"].clone();
+    // Fill the queue until a new delivery is refused, then redeliver the accepted one.
+    let mut refused = false;
+    for _ in 0..6 {
+        if send(delivery_id()).await.status() == 503 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a queue of one must refuse some quick pushes");
+    let again = send(original).await;
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["status"], "duplicate", "{again}");
+    assert!(
+        again.to_string().contains(&original_deploy.to_string()),
+        "{again}"
+    );
+}
+
+#[tokio::test]
 async fn pruning_removes_old_history_but_keeps_the_deployed_deploy_and_its_delivery() {
     let origin = Origin::new();
     let app = spawn_app(&origin).await;
