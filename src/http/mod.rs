@@ -117,7 +117,7 @@ async fn deadline(State(d): State<Deadlines>, request: Request, next: Next) -> R
     let waits = request.uri().path().starts_with("/api/")
         && request.uri().query().is_some_and(|q| {
             form_urlencoded::parse(q.as_bytes())
-                .any(|(k, v)| k == "wait" && v != "false" && v != "0")
+                .any(|(k, v)| k == "wait" && ops::wait_flag(&v) == Some(true))
         });
     let limit = if waits { d.request + d.wait } else { d.request };
     match tokio::time::timeout(limit, next.run(request)).await {

@@ -33,12 +33,19 @@ pub struct WaitQuery {
 impl WaitQuery {
     fn wait(&self) -> Result<bool, ApiError> {
         match self.wait.as_deref() {
-            None | Some("false" | "0") => Ok(false),
-            Some("true" | "1" | "") => Ok(true),
-            Some(other) => Err(ApiError::BadRequest(format!(
-                "wait: {other:?} must be true or false"
-            ))),
+            None => Ok(false),
+            Some(v) => wait_flag(v)
+                .ok_or_else(|| ApiError::BadRequest(format!("wait: {v:?} must be true or false"))),
         }
+    }
+}
+
+/// The value of `?wait=`: `true`/`1`/empty or `false`/`0`; `None` for anything else.
+pub(super) fn wait_flag(value: &str) -> Option<bool> {
+    match value {
+        "true" | "1" | "" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
     }
 }
 
