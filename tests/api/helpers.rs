@@ -406,6 +406,14 @@ impl TestApp {
         self.wait_deploy(id).await
     }
 
+    /// Every deploy of app `web`, newest first.
+    pub async fn deploys(&self) -> Vec<Value> {
+        self.get("/api/apps/web/deploys?limit=1000").await["deploys"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     pub fn volume_snapshot(&self) -> BTreeMap<String, Entry> {
         snapshot(&self.volume)
     }

@@ -11,13 +11,6 @@ fn add_bulk(origin: &Origin, n: usize) {
     }
 }
 
-async fn all_deploys(app: &TestApp) -> Vec<Value> {
-    app.get("/api/apps/web/deploys?limit=1000").await["deploys"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 #[tokio::test]
 async fn burst_of_pushes_while_deploying_ends_on_the_newest_with_at_most_two_deploys_run() {
     let origin = Origin::new();
@@ -38,7 +31,7 @@ async fn burst_of_pushes_while_deploying_ends_on_the_newest_with_at_most_two_dep
     }
     let newest = commits.last().unwrap();
     assert_eq!(app.volume_snapshot(), origin.snapshot(newest));
-    let deploys = all_deploys(&app).await;
+    let deploys = app.deploys().await;
     let ran: Vec<&Value> = deploys
         .iter()
         .filter(|d| d["status"] != "superseded")
@@ -114,7 +107,7 @@ async fn a_full_queue_answers_503_and_records_nothing_for_the_refused_push() {
         app.wait_deploy(*id).await;
     }
     assert_eq!(
-        all_deploys(&app).await.len(),
+        app.deploys().await.len(),
         accepted.len(),
         "a refused push left a deploy behind"
     );

@@ -10,13 +10,6 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
 }
 
-async fn deploys_of_web(app: &TestApp) -> Vec<Value> {
-    app.get("/api/apps/web/deploys?limit=1000").await["deploys"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 #[tokio::test]
 async fn missing_signature_is_401_even_with_a_valid_legacy_sha1_header() {
     let origin = Origin::new();
@@ -37,7 +30,7 @@ async fn missing_signature_is_401_even_with_a_valid_legacy_sha1_header() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
-    assert!(deploys_of_web(&app).await.is_empty());
+    assert!(app.deploys().await.is_empty());
 }
 
 #[tokio::test]
@@ -68,7 +61,7 @@ async fn malformed_signature_headers_are_401() {
             .await;
         assert_eq!(response.status(), 401, "header {header:?}");
     }
-    assert!(deploys_of_web(&app).await.is_empty());
+    assert!(app.deploys().await.is_empty());
 }
 
 #[tokio::test]
@@ -89,7 +82,7 @@ async fn wrong_signature_is_401_and_never_reveals_the_expected_mac() {
             "{text}"
         );
     }
-    assert!(deploys_of_web(&app).await.is_empty());
+    assert!(app.deploys().await.is_empty());
 }
 
 #[tokio::test]
@@ -131,7 +124,7 @@ async fn ping_fixture_answers_200_and_deploys_nothing() {
         .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["status"], "pong");
-    assert!(deploys_of_web(&app).await.is_empty());
+    assert!(app.deploys().await.is_empty());
 }
 
 #[tokio::test]
@@ -242,7 +235,7 @@ async fn missing_event_or_delivery_header_is_400_and_get_is_405() {
             .status(),
         405
     );
-    assert!(deploys_of_web(&app).await.is_empty());
+    assert!(app.deploys().await.is_empty());
 }
 
 #[tokio::test]
@@ -289,7 +282,7 @@ async fn malformed_payloads_are_400_naming_the_field_and_change_nothing() {
         let text = response.text().await.unwrap();
         assert!(text.contains(field), "{text} should name {field}");
     }
-    assert!(deploys_of_web(&app).await.is_empty());
+    assert!(app.deploys().await.is_empty());
 }
 
 #[tokio::test]
@@ -300,7 +293,7 @@ async fn option_like_ref_names_are_rejected() {
         .push_ref("refs/heads/-upload-pack=touch", &origin.head(), false)
         .await;
     assert_eq!(response.status(), 400);
-    assert!(deploys_of_web(&app).await.is_empty());
+    assert!(app.deploys().await.is_empty());
 }
 
 #[tokio::test]
@@ -335,7 +328,7 @@ async fn redelivery_answers_200_with_the_original_deploy_and_triggers_nothing() 
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["status"], "duplicate");
     assert_eq!(again["deploy_id"], first["deploy_id"]);
-    assert_eq!(deploys_of_web(&app).await.len(), 1);
+    assert_eq!(app.deploys().await.len(), 1);
 }
 
 #[tokio::test]
@@ -364,7 +357,7 @@ async fn untracked_ref_and_other_repository_are_ignored_with_the_reason() {
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["status"], "ignored");
     assert!(answer["reason"].as_str().unwrap().contains("acme/other"));
-    assert!(deploys_of_web(&app).await.is_empty());
+    assert!(app.deploys().await.is_empty());
 }
 
 #[tokio::test]
@@ -381,7 +374,7 @@ async fn branch_deletion_is_recorded_as_ignored_and_leaves_the_volume_alone() {
     let response = app.send_signed("/hooks/github", "push", body.clone()).await;
     assert_eq!(response.status(), 202);
     assert_eq!(response.json::<Value>().await.unwrap()["status"], "ignored");
-    assert_eq!(deploys_of_web(&app).await.len(), 1);
+    assert_eq!(app.deploys().await.len(), 1);
     assert_eq!(app.volume_snapshot(), before);
 }
 
