@@ -179,14 +179,17 @@ impl Volume {
             }
             Err(e) => return Err(e).with_context(|| format!("opening {}", rel.display())),
         };
-        let now = SystemTime::now();
-        file.into_std()
-            .set_times(
-                std::fs::FileTimes::new()
-                    .set_accessed(now)
-                    .set_modified(now),
-            )
-            .with_context(|| format!("setting the mtime of {}", rel.display()))
+        let file = file.into_std();
+        let now = touch_time(
+            SystemTime::now(),
+            file.metadata().and_then(|m| m.modified()).ok(),
+        );
+        file.set_times(
+            std::fs::FileTimes::new()
+                .set_accessed(now)
+                .set_modified(now),
+        )
+        .with_context(|| format!("setting the mtime of {}", rel.display()))
     }
 
     /// Remove the file or symlink at `path`; then its parent directories while they are empty.
@@ -443,6 +446,22 @@ fn is_symlink(dir: &Dir, name: &OsStr) -> bool {
     dir.symlink_metadata(name).is_ok_and(|m| m.is_symlink())
 }
 
+/// The mtime a touch sets: now, unless that is in the same whole second as the file's mtime
+/// already (two deploys within a second). Watchers that compare whole seconds (uWSGI's
+/// `touch-reload` keeps `st_mtime`) would miss it; one second past the old mtime they see.
+fn touch_time(now: SystemTime, old: Option<SystemTime>) -> SystemTime {
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    match old {
+        Some(old) if secs(now) <= secs(old) => {
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs(old) + 1)
+        }
+        _ => now,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -456,6 +475,38 @@ mod tests {
     use super::*;
     use crate::git::tests::{fetched, Origin, EXEC, FILE, LINK};
     use crate::git::Cache;
+
+    #[test]
+    fn two_touches_within_a_second_differ_in_whole_seconds() {
+        // uWSGI's touch-reload compares st_mtime in seconds: a second touch within the same
+        // second as the file's write must still move it.
+        let dir = TempDir::new().unwrap();
+        fs::write(dir.path().join("uwsgi.ini"), "[uwsgi]\n").unwrap();
+        let volume = Volume::open(dir.path()).unwrap();
+        let secs = || {
+            fs::metadata(dir.path().join("uwsgi.ini"))
+                .unwrap()
+                .modified()
+                .unwrap()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        let mut seen = vec![secs()];
+        for _ in 0..3 {
+            volume.touch(Path::new("uwsgi.ini")).unwrap();
+            seen.push(secs());
+        }
+        assert!(seen.windows(2).all(|w| w[1] > w[0]), "{seen:?}");
+        // An mtime already in a later second is never moved back.
+        let later = SystemTime::UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+        assert_eq!(
+            touch_time(SystemTime::now(), Some(later)),
+            later + Duration::from_secs(1)
+        );
+        let now = SystemTime::now();
+        assert_eq!(touch_time(now, Some(now - Duration::from_secs(5))), now);
+    }
 
     /// What one path holds, as these tests compare a directory with a commit.
     #[derive(Debug, PartialEq, Eq)]
