@@ -123,6 +123,9 @@ pub struct AppConfig {
     pub volume: PathBuf,
     pub layout: Layout,
     pub reload: Reload,
+    /// Where in each deployed tree dockhand writes `REVISION` (the commit, ref and deploy id),
+    /// relative to the tree; `None` (`revision_file = ""`): nowhere.
+    pub revision_file: Option<PathBuf>,
     /// The container a signal/exec/restart reload acts on, for an app without
     /// `[apps.container]` (one dockhand does not run itself); `None`: the live container.
     pub reload_container: Option<String>,
@@ -160,7 +163,20 @@ pub struct ProxyConfig {
     /// Start in maintenance mode (every request answered 503 with `maintenance_body`).
     pub maintenance: bool,
     pub maintenance_body: String,
+    /// During a fast deploy's reload, new requests wait (at most this long each) until the app
+    /// passes its check again, instead of meeting a reloading app server. Zero: never hold.
+    pub hold_timeout: Duration,
+    /// At most this many requests wait at once during a hold; more are answered 503.
+    pub hold_max: usize,
 }
+
+/// The file in each deployed tree that says what it is, unless the config says otherwise.
+pub const DEFAULT_REVISION_FILE: &str = "REVISION";
+
+/// How long a request may be held during a reload, unless the config says otherwise.
+pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many requests may be held at once, unless the config says otherwise.
+pub const DEFAULT_HOLD_MAX: usize = 10_000;
 
 /// What the proxy answers while an app is in maintenance, unless the config says otherwise.
 pub const DEFAULT_MAINTENANCE_BODY: &str =
@@ -293,7 +309,15 @@ pub struct FastCheck {
     pub interval: Duration,
     pub timeout: Duration,
     pub deadline: Duration,
+    /// Wrong-status answers tolerated in a row before the check fails (and the deploy is
+    /// reverted) without waiting for the deadline. Refused connections, timeouts and the old
+    /// version still answering (body without the new `{sha}`) only count against `deadline`.
+    pub failures: u32,
 }
+
+/// Wrong answers in a row a fast check tolerates, unless the config says otherwise: at the
+/// default 250 ms interval a broken push is reverted about 0.75 s after its first 5xx.
+pub const DEFAULT_CHECK_FAILURES: u32 = 2;
 
 /// How the deployed tree is kept in the volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -482,6 +506,7 @@ struct RawApp {
     layout: Option<String>,
     keep_releases: Option<usize>,
     touch: Option<PathBuf>,
+    revision_file: Option<PathBuf>,
     signal: Option<String>,
     exec: Option<Vec<String>>,
     #[serde(default)]
@@ -519,6 +544,7 @@ struct RawCheck {
     timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     deadline: Option<Duration>,
+    failures: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -533,6 +559,9 @@ struct RawProxy {
     #[serde(default)]
     maintenance: bool,
     maintenance_body: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    hold_timeout: Option<Duration>,
+    hold_max: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -773,6 +802,14 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         }
         (Some(other), _) => bail!("layout: {other:?} is not one of in-place, releases"),
     };
+    let revision_file = match raw.revision_file {
+        None => Some(PathBuf::from(DEFAULT_REVISION_FILE)),
+        Some(p) if p.as_os_str().is_empty() => None,
+        Some(p) => {
+            check_relative(&p).context("revision_file")?;
+            Some(p)
+        }
+    };
     let reload = match (raw.touch, raw.signal, raw.exec, raw.restart) {
         (Some(rel), None, None, false) => {
             check_relative(&rel).context("touch")?;
@@ -854,6 +891,7 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         volume,
         layout,
         reload,
+        revision_file,
         reload_container: raw.reload_container,
         check,
         revert_on_hook_failure: raw.revert_on_hook_failure,
@@ -877,6 +915,7 @@ fn validate_check(raw: RawCheck) -> anyhow::Result<FastCheck> {
         interval: raw.interval.unwrap_or(Duration::from_millis(250)),
         timeout: raw.timeout.unwrap_or(Duration::from_secs(2)),
         deadline: raw.deadline.unwrap_or(Duration::from_secs(30)),
+        failures: raw.failures.unwrap_or(DEFAULT_CHECK_FAILURES),
     })
 }
 
@@ -903,6 +942,14 @@ fn validate_proxy(raw: RawProxy, has_container: bool) -> anyhow::Result<ProxyCon
         maintenance_body: raw
             .maintenance_body
             .unwrap_or_else(|| DEFAULT_MAINTENANCE_BODY.to_string()),
+        hold_timeout: raw.hold_timeout.unwrap_or(DEFAULT_HOLD_TIMEOUT),
+        hold_max: match raw.hold_max {
+            Some(0) => {
+                bail!("hold_max: must be at least 1 (hold_timeout = \"0s\" turns holding off)")
+            }
+            Some(n) => n,
+            None => DEFAULT_HOLD_MAX,
+        },
     })
 }
 

@@ -9,9 +9,60 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use crate::config::{Layout, Reload};
-use crate::git::{Cache, Change, Oid};
+use crate::git::{Cache, Change, EntryMode, Oid};
 use crate::releases::{Built, Releases};
 use crate::volume::{ApplyReport, Volume};
+
+/// What a deployed tree says it is, written to the app's `revision_file` (`REVISION`): the
+/// commit on the first line (as Capistrano's), then `ref …` and `deploy …` lines.
+#[derive(Debug, Clone)]
+pub(crate) struct Revision {
+    pub file: std::path::PathBuf,
+    pub git_ref: String,
+    pub deploy_id: i64,
+}
+
+impl Revision {
+    /// The write that puts `commit`'s revision file in the tree, as one more change; `None`
+    /// when the commit tracks a file at that path itself (the repository's file wins).
+    fn change(&self, cache: &Cache, commit: Oid) -> anyhow::Result<Option<Change>> {
+        let tree = cache.repo().find_commit(commit)?.tree()?;
+        if tree.get_path(&self.file).is_ok() {
+            return Ok(None);
+        }
+        let text = format!(
+            "{commit}\nref {}\ndeploy {}\n",
+            self.git_ref, self.deploy_id
+        );
+        let oid = cache
+            .repo()
+            .blob(text.as_bytes())
+            .context("storing the revision file")?;
+        Ok(Some(Change::Write {
+            path: self.file.clone(),
+            oid,
+            mode: EntryMode::File,
+        }))
+    }
+}
+
+/// `changes` plus the revision file's write for `commit`, if any.
+fn with_revision(
+    cache: &Cache,
+    changes: &[Change],
+    revision: Option<&Revision>,
+    commit: Oid,
+) -> anyhow::Result<Vec<Change>> {
+    let mut all = changes.to_vec();
+    if let Some(change) = revision
+        .map(|r| r.change(cache, commit))
+        .transpose()?
+        .flatten()
+    {
+        all.push(change);
+    }
+    Ok(all)
+}
 
 /// The changes a deploy will write, and a one-line summary of them.
 pub(super) struct Plan {
@@ -80,11 +131,13 @@ pub(super) fn sync(
     from: Option<Oid>,
     to: Oid,
     changes: &[Change],
+    revision: Option<&Revision>,
 ) -> anyhow::Result<String> {
     let cache = Cache::open_or_init(cache)?;
     if layout == Layout::InPlace {
+        let changes = with_revision(&cache, changes, revision, to)?;
         return Ok(describe(
-            &Volume::open(volume)?.apply(cache.repo(), changes)?,
+            &Volume::open(volume)?.apply(cache.repo(), &changes)?,
         ));
     }
     let releases = Releases::open(volume)?;
@@ -95,27 +148,34 @@ pub(super) fn sync(
         Some(f) if !releases.has(f) => None,
         _ => Some(changes),
     };
-    let built = release(&releases, &cache, from, to, changes)?;
+    let built = release(&releases, &cache, from, to, changes, revision)?;
     releases.switch(Some(to))?;
     Ok(describe_release(to, &built))
 }
 
 /// `to`'s release: a kept one as it is; else built on `base`'s release (kept, or `None`) with
-/// `changes` from it, or — `changes` being `None` — from the whole tree. The whole-tree diff is
-/// only computed when a release is really built.
+/// `changes` from it, or — `changes` being `None` — from the whole tree, the revision file
+/// written with them. The whole-tree diff is only computed when a release is really built.
 fn release(
     releases: &Releases,
     cache: &Cache,
     base: Option<Oid>,
     to: Oid,
     changes: Option<&[Change]>,
+    revision: Option<&Revision>,
 ) -> anyhow::Result<Built> {
     if releases.has(to) {
         return Ok(Built::reused());
     }
     match changes {
-        Some(changes) => releases.build(cache.repo(), base, to, changes),
-        None => releases.build(cache.repo(), None, to, &cache.changes(None, Some(to))?),
+        Some(changes) => {
+            let changes = with_revision(cache, changes, revision, to)?;
+            releases.build(cache.repo(), base, to, &changes)
+        }
+        None => {
+            let changes = with_revision(cache, &cache.changes(None, Some(to))?, revision, to)?;
+            releases.build(cache.repo(), None, to, &changes)
+        }
     }
 }
 
@@ -129,10 +189,18 @@ pub(super) fn restore(
     layout: Layout,
     current: Oid,
     back_to: Option<Oid>,
+    revision: Option<&Revision>,
 ) -> anyhow::Result<String> {
     let cache = Cache::open_or_init(cache)?;
     if layout == Layout::InPlace {
-        let changes = cache.changes(Some(current), back_to)?;
+        let mut changes = cache.changes(Some(current), back_to)?;
+        match back_to {
+            Some(back_to) => changes = with_revision(&cache, &changes, revision, back_to)?,
+            // Back to empty: the revision file goes too (a tracked one is among the changes).
+            None => changes.extend(revision.map(|r| Change::Delete {
+                path: r.file.clone(),
+            })),
+        }
         let volume = Volume::open(volume)?;
         volume
             .remove_temp_files(&changes)
@@ -145,7 +213,7 @@ pub(super) fn restore(
         releases.switch(None)?;
         return Ok("current removed (nothing was deployed before)".to_string());
     };
-    let built = release(&releases, &cache, None, back_to, None)?;
+    let built = release(&releases, &cache, None, back_to, None, revision)?;
     releases.switch(Some(back_to))?;
     Ok(describe_release(back_to, &built))
 }
@@ -174,15 +242,24 @@ pub(super) fn reload(volume: &Path, layout: Layout, reload: &Reload) -> anyhow::
     }
 }
 
-/// Remove releases beyond the app's `keep_releases`, never the live one or `previous` (the
-/// rollback target). Returns what was removed, for the step output.
+/// Remove releases beyond the app's `keep_releases`, never the live one, `previous` (the
+/// rollback target) or one in `in_use` (the release an app container was started on: its
+/// processes may still run from it, e.g. a uWSGI master whose `chdir` resolved `current`
+/// once). Returns what was removed, for the step output.
 pub(super) fn prune_releases(
     volume: &Path,
     keep: usize,
     live: Oid,
     previous: Option<Oid>,
+    in_use: &[Oid],
 ) -> anyhow::Result<String> {
-    let protect: Vec<Oid> = std::iter::once(live).chain(previous).collect();
+    let mut protect: Vec<Oid> = std::iter::once(live)
+        .chain(previous)
+        .chain(in_use.iter().copied())
+        .collect();
+    // `prune` keeps `keep` releases counting the protected ones: each once.
+    protect.sort_unstable();
+    protect.dedup();
     let removed = Releases::open(volume)?.prune(keep, &protect)?;
     Ok(match removed.len() {
         0 => "nothing to remove".to_string(),

@@ -16,7 +16,7 @@ use crate::store::{AppState, LiveContainer, Store};
 
 /// Labels dockhand puts on every container it starts.
 pub const LABEL_APP: &str = "dockhand.app";
-const LABEL_COMMIT: &str = "dockhand.commit";
+pub(crate) const LABEL_COMMIT: &str = "dockhand.commit";
 const LABEL_DEPLOY: &str = "dockhand.deploy";
 
 /// What a full deploy needs to know about itself.
@@ -351,6 +351,10 @@ pub(super) async fn revive(
 fn spec(d: &FullDeploy<'_>, image: &str, port: u16) -> ContainerSpec {
     let mut env = d.container.env.clone();
     env.push(("PORT".to_string(), port.to_string()));
+    // What the container was started for (a fast deploy later changes the code, not these:
+    // the tree's revision file says what runs now).
+    env.push(("DOCKHAND_COMMIT".to_string(), d.commit.clone()));
+    env.push(("DOCKHAND_DEPLOY_ID".to_string(), d.deploy_id.to_string()));
     let mut mounts = vec![Mount {
         source: d.app.volume.clone(),
         target: d.container.mount.clone(),
@@ -393,6 +397,7 @@ fn health_check(d: &FullDeploy<'_>, port: u16) -> HealthCheck {
         interval: c.health_interval,
         timeout: c.health_timeout,
         failures: c.health_failures,
+        answer_failures: None,
         deadline: c.health_deadline,
     }
 }

@@ -53,10 +53,13 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
             Some(c) => format!("re-apply the last good commit {c}"),
             None => "remove the partial first deploy".to_string(),
         };
+        let revision = super::run::live_revision(ctx, app).await;
         let recovered = Steps::new(ctx.store.clone(), deploy.id)
             .run("recover", &detail, async move {
-                let restored =
-                    blocking(move || fast::restore(&cache, &volume, layout, touched, good)).await?;
+                let restored = blocking(move || {
+                    fast::restore(&cache, &volume, layout, touched, good, revision.as_ref())
+                })
+                .await?;
                 let reloaded = match good {
                     Some(_) => reload::reload(ctx, app, live.container.as_deref()).await?,
                     None => String::new(),

@@ -276,11 +276,26 @@ async fn execute(
 
     let synced = {
         let (c, v, changes, layout) = (cache.clone(), volume.clone(), plan.changes, app.layout);
+        let revision = app.revision_file.clone().map(|file| fast::Revision {
+            file,
+            git_ref: deploy.git_ref.clone().unwrap_or_default(),
+            deploy_id: deploy.id,
+        });
         let detail = format!("into {}", volume.display());
         steps
             .run("sync", &detail, async move {
-                let done = blocking(move || fast::sync(&c, &v, layout, deployed, target, &changes))
-                    .await?;
+                let done = blocking(move || {
+                    fast::sync(
+                        &c,
+                        &v,
+                        layout,
+                        deployed,
+                        target,
+                        &changes,
+                        revision.as_ref(),
+                    )
+                })
+                .await?;
                 Ok(((), done))
             })
             .await
@@ -294,15 +309,20 @@ async fn execute(
         }
         (Ok(()), None) => {
             let container = live_container.as_deref();
+            // New requests wait in the proxy while the app server reloads, until the check
+            // (or the revert's verify) says a version answers again: latency, not errors.
+            let held = Held::start(ctx, app, &steps).await;
             let reloaded = reload_step(ctx, app, &steps, container).await;
             if let (Ok(()), Some(check)) = (&reloaded, &app.check) {
                 let git_ref = deploy.git_ref.as_deref().unwrap_or_default();
                 if let Err(e) = run_check(&steps, "check", check, target, git_ref).await {
                     let reverted =
                         revert(ctx, app, &steps, container, target, deployed, git_ref).await;
+                    held.release(&steps).await;
                     return fail_reverted(ctx, deploy, &e, reverted).await;
                 }
             }
+            held.release(&steps).await;
             reloaded.map(|()| None)
         }
     };
@@ -336,10 +356,12 @@ async fn execute(
         let pruned = steps
             .run(
                 "prune-releases",
-                &format!("keep the newest {keep}"),
+                &format!("keep the newest {keep} and those containers run on"),
                 async move {
+                    let in_use = releases_in_use(ctx, app).await?;
                     let done =
-                        blocking(move || fast::prune_releases(&v, keep, target, deployed)).await?;
+                        blocking(move || fast::prune_releases(&v, keep, target, deployed, &in_use))
+                            .await?;
                     Ok(((), done))
                 },
             )
@@ -358,6 +380,60 @@ async fn execute(
     }
     info!(deploy_id = deploy.id, commit = %target, "deploy succeeded");
     Ok(())
+}
+
+/// A hold on the app's proxied requests during a fast deploy's reload (none without a proxy or
+/// with `hold_timeout = "0s"`), recorded as a `hold` step when released.
+struct Held<'a> {
+    guard: Option<crate::proxy::HoldGuard<'a>>,
+    step: Option<i64>,
+}
+
+impl<'a> Held<'a> {
+    async fn start(ctx: &'a Context, app: &AppConfig, steps: &Steps) -> Held<'a> {
+        let guard = ctx.proxies.get(&app.name).and_then(|p| p.hold());
+        let mut step = None;
+        if guard.is_some() {
+            let detail = match &app.check {
+                Some(_) => "new requests wait in the proxy until the check passes",
+                None => "new requests wait in the proxy until the reload returns",
+            };
+            step = steps.begin("hold", detail).await.ok();
+        }
+        Held { guard, step }
+    }
+
+    async fn release(self, steps: &Steps) {
+        let Some(guard) = self.guard else { return };
+        let report = guard.release();
+        let out = format!(
+            "{} requests waited, released after {:?}",
+            report.held, report.lasted
+        );
+        if let Some(step) = self.step {
+            if let Err(e) = steps.end(step, &out).await {
+                warn!(error = format!("{e:#}"), "recording the hold step failed");
+            }
+        }
+    }
+}
+
+/// The commits the app's containers were started on: their releases stay (a process may run
+/// from one whatever `current` says). An engine that does not answer prunes nothing.
+async fn releases_in_use(ctx: &Context, app: &AppConfig) -> anyhow::Result<Vec<Oid>> {
+    if app.container.is_none() {
+        return Ok(Vec::new());
+    }
+    let docker = ctx.docker().await?;
+    let containers = docker
+        .list_by_label(full::LABEL_APP, &app.name)
+        .await
+        .context("listing the app's containers (nothing pruned)")?;
+    Ok(containers
+        .iter()
+        .filter_map(|c| c.labels.get(full::LABEL_COMMIT))
+        .filter_map(|sha| Oid::from_str(sha).ok())
+        .collect())
 }
 
 /// What a deploy asks of the planner besides its diff.
@@ -453,6 +529,7 @@ async fn run_check(
         interval: check.interval,
         timeout: check.timeout,
         failures: u32::MAX,
+        answer_failures: Some(check.failures),
         deadline: check.deadline,
     };
     let detail = match &check.expect_body_contains {
@@ -545,10 +622,13 @@ async fn restore(
         Some(c) => format!("back to {c}"),
         None => "back to an empty volume".to_string(),
     };
+    let revision = live_revision(ctx, app).await;
     let restored = steps
         .run("restore", &detail, async move {
-            let done =
-                blocking(move || fast::restore(&cache, &volume, layout, current, back_to)).await?;
+            let done = blocking(move || {
+                fast::restore(&cache, &volume, layout, current, back_to, revision.as_ref())
+            })
+            .await?;
             Ok(((), done))
         })
         .await;
@@ -558,6 +638,26 @@ async fn restore(
             "could not restore the previous commit"
         );
     }
+}
+
+/// The revision file of what `app_state` names live (the commit a restore puts back), as the
+/// deploy that put it there recorded it (nothing live: only its path, for a restore to an
+/// empty volume to remove it); `None` when the app writes none.
+pub(super) async fn live_revision(ctx: &Context, app: &AppConfig) -> Option<fast::Revision> {
+    let file = app.revision_file.clone()?;
+    let deploy_id = match ctx.store.app_state(&app.name).await {
+        Ok(Some(state)) => state.deploy_id,
+        _ => 0,
+    };
+    let git_ref = match ctx.store.deploy(deploy_id).await {
+        Ok(Some(d)) => d.git_ref.unwrap_or_default(),
+        _ => String::new(),
+    };
+    Some(fast::Revision {
+        file,
+        git_ref,
+        deploy_id,
+    })
 }
 
 /// The post-deploy (or post-rollback) hooks of a deploy whose new version is live. `app_state`

@@ -35,4 +35,14 @@ impl Steps {
             }
         }
     }
+
+    /// Open a stage's row now, to close with [`Steps::end`] when what it spans is over (a stage
+    /// that is not one future, like a hold that spans the reload and the check).
+    pub(crate) async fn begin(&self, stage: &str, detail: &str) -> anyhow::Result<i64> {
+        self.store.begin_step(self.deploy_id, stage, detail).await
+    }
+
+    pub(crate) async fn end(&self, step: i64, output: &str) -> anyhow::Result<()> {
+        self.store.end_step(step, true, output).await
+    }
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Empty, Full};
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::upgrade::OnUpgrade;
@@ -18,7 +18,7 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
-use super::{Lease, Proxy};
+use super::{Lease, Pass, Proxy};
 
 use crate::listener::BoxError;
 
@@ -47,6 +47,16 @@ pub(super) fn forwarded_for(peer: SocketAddr) -> HeaderValue {
     HeaderValue::from_str(&ip).expect("an IP address is a valid header value")
 }
 
+/// What the upstream gets as a request body: the client's, streamed, or nothing (a request
+/// without a body, which can be sent again).
+pub(super) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// Times a body-less idempotent request is sent again after its connection failed before a
+/// response head (a kept-alive connection the app had closed, or an app server reloading).
+const RETRIES: u32 = 3;
+/// The pause before sending again after a refused connection (the app's socket is not back).
+const RETRY_CONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Forward `req` from the client `forwarded_for` names to the app's live upstream, or answer it
 /// ourselves.
 pub(super) async fn handle(
@@ -57,31 +67,80 @@ pub(super) async fn handle(
     if proxy.maintenance.load(Ordering::Acquire) {
         return Ok(maintenance(&proxy.maintenance_page));
     }
-    let Some(lease) = proxy.lease() else {
-        return Ok(page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("{} has no healthy upstream right now.", proxy.app),
-        ));
-    };
+    let mut pass = proxy.wait_while_held().await;
+    if pass == Pass::Full {
+        return Ok(hold_full(&proxy));
+    }
     let upgrade = upgrade_protocol(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let req = upstream_request(req, &lease.upstream().authority, forwarded_for, upgrade);
     let timeout = proxy.config.timeout;
-    let answered = tokio::time::timeout(timeout, lease.upstream().client.request(req)).await;
-    let mut resp = match answered {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            debug!(app = proxy.app, error = %error_chain(&e), "upstream request failed");
+    // A request without a body whose method may be repeated (RFC 9110 9.2.2) can be sent again
+    // when its connection fails before any answer (RFC 9112 9.3.1), as nginx's
+    // `proxy_next_upstream error` does; others get one try.
+    let replayable =
+        upgrade.is_none() && req.method().is_idempotent() && req.body().is_end_stream();
+    let (replay, mut first) = if replayable {
+        let (parts, _) = req.into_parts();
+        let first = Request::from_parts(parts.clone(), Either::Right(Empty::new()));
+        (Some(parts), Some(first))
+    } else {
+        (None, Some(req.map(Either::Left)))
+    };
+    let mut tries = 0;
+    let (mut resp, lease) = loop {
+        tries += 1;
+        let Some(lease) = proxy.lease() else {
             return Ok(page(
-                StatusCode::BAD_GATEWAY,
-                &format!("{} did not answer.", proxy.app),
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{} has no healthy upstream right now.", proxy.app),
             ));
-        }
-        Err(_) => {
-            return Ok(page(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("{} did not answer within {timeout:?}.", proxy.app),
-            ))
+        };
+        let this = match (first.take(), &replay) {
+            (Some(r), _) => r,
+            (None, Some(parts)) => Request::from_parts(parts.clone(), Either::Right(Empty::new())),
+            (None, None) => unreachable!("only a replayable request is sent twice"),
+        };
+        let this = upstream_request(
+            this,
+            &lease.upstream().authority,
+            forwarded_for.clone(),
+            upgrade.clone(),
+        );
+        // A held request waits for its turn, until its answer's head.
+        let turn = match pass {
+            Pass::Held => Some(proxy.released_turn().await),
+            Pass::Open | Pass::Full => None,
+        };
+        let answered = tokio::time::timeout(timeout, lease.upstream().client.request(this)).await;
+        drop(turn);
+        match answered {
+            Ok(Ok(resp)) => break (resp, lease),
+            Ok(Err(e)) if replay.is_some() && tries <= RETRIES => {
+                debug!(app = proxy.app, tries, error = %error_chain(&e), "upstream failed before answering; sending again");
+                drop(lease);
+                if e.is_connect() {
+                    tokio::time::sleep(RETRY_CONNECT_PAUSE).await;
+                }
+                // A hold that began meanwhile (a reload) is waited out before the next try.
+                pass = match proxy.wait_while_held().await {
+                    Pass::Full => return Ok(hold_full(&proxy)),
+                    Pass::Open => pass,
+                    Pass::Held => Pass::Held,
+                };
+            }
+            Ok(Err(e)) => {
+                debug!(app = proxy.app, error = %error_chain(&e), "upstream request failed");
+                return Ok(page(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("{} did not answer.", proxy.app),
+                ));
+            }
+            Err(_) => {
+                return Ok(page(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("{} did not answer within {timeout:?}.", proxy.app),
+                ))
+            }
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -108,6 +167,17 @@ pub(super) async fn handle(
         .map_err(BoxError::from)
         .boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// 503: a hold is on and `hold_max` requests wait already.
+fn hold_full(proxy: &Proxy) -> Response<ProxyBody> {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "{} is reloading and too many requests are waiting.",
+            proxy.app
+        ),
+    )
 }
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade`).
@@ -140,12 +210,12 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// The request as the upstream gets it: origin-form URI to `addr`, HTTP/1.1, hop-by-hop
 /// headers removed, `Host` kept, `X-Forwarded-For/-Proto/-Host` set by us (never trusted from
 /// the client), and the upgrade headers again when the client asked for one.
-fn upstream_request(
-    req: Request<Incoming>,
+fn upstream_request<B>(
+    req: Request<B>,
     authority: &Authority,
     forwarded_for: HeaderValue,
     upgrade: Option<HeaderValue>,
-) -> Request<Incoming> {
+) -> Request<B> {
     let (mut parts, body) = req.into_parts();
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         let authority = parts.uri.authority()?;

@@ -10,18 +10,17 @@ mod forward;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, ProxyConfig};
 
@@ -43,7 +42,7 @@ pub(crate) struct Upstream {
     /// `target.addr` as a URI authority, made once: every forwarded request's URI uses it.
     authority: hyper::http::uri::Authority,
     since: OffsetDateTime,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, forward::UpstreamBody>,
     active: AtomicUsize,
     idle: Notify,
 }
@@ -56,6 +55,8 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
+            // A pooled connection found closed before the request was written: another one.
+            .retry_canceled_requests(true)
             .build(connector);
         let authority = target
             .addr
@@ -119,6 +120,8 @@ pub struct ProxyStatus {
     pub since: Option<OffsetDateTime>,
     pub in_flight: usize,
     pub maintenance: bool,
+    /// Requests waiting now in a reload's hold.
+    pub held: usize,
 }
 
 /// One app's proxy: the listener's settings and the live upstream.
@@ -130,6 +133,58 @@ pub struct Proxy {
     maintenance_page: (bytes::Bytes, hyper::header::HeaderValue),
     live: RwLock<Option<Arc<Upstream>>>,
     maintenance: AtomicBool,
+    /// `true` while a reload holds new requests ([`Proxy::hold`]).
+    hold: watch::Sender<bool>,
+    /// Requests waiting in a hold now, and ever (the hold step reports the difference).
+    held_now: AtomicUsize,
+    held_total: AtomicU64,
+    /// Turns for released requests ([`Proxy::released_turn`]).
+    released: tokio::sync::Semaphore,
+}
+
+/// Held requests that may wait for the upstream's answer at once after a hold ends.
+const RELEASED_IN_FLIGHT: usize = 16;
+
+/// How a request got past a hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// No hold was on.
+    Open,
+    /// It waited in a hold: it goes on in its turn.
+    Held,
+    /// The hold was full (`hold_max`): answered 503.
+    Full,
+}
+
+/// A hold on an app's new requests, released when dropped (or by [`HoldGuard::release`]).
+pub struct HoldGuard<'a> {
+    proxy: &'a Proxy,
+    started: tokio::time::Instant,
+    held_before: u64,
+}
+
+/// What a hold did, for the deploy's step output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldReport {
+    /// Requests that waited during the hold.
+    pub held: u64,
+    pub lasted: Duration,
+}
+
+impl HoldGuard<'_> {
+    /// Let the held requests go on to the upstream.
+    pub fn release(self) -> HoldReport {
+        HoldReport {
+            held: self.proxy.held_total.load(Ordering::Acquire) - self.held_before,
+            lasted: self.started.elapsed(),
+        }
+    }
+}
+
+impl Drop for HoldGuard<'_> {
+    fn drop(&mut self) {
+        self.proxy.hold.send_replace(false);
+    }
 }
 
 impl Proxy {
@@ -147,7 +202,54 @@ impl Proxy {
             maintenance_page: forward::maintenance_page(&config.maintenance_body),
             config,
             live: RwLock::new(live),
+            hold: watch::Sender::new(false),
+            held_now: AtomicUsize::new(0),
+            held_total: AtomicU64::new(0),
+            released: tokio::sync::Semaphore::new(RELEASED_IN_FLIGHT),
         }
+    }
+
+    /// Hold new requests (each at most `hold_timeout`, at most `hold_max` at once) until the
+    /// guard is released: a reload in progress costs them latency instead of errors. `None`
+    /// when the app's `hold_timeout` is zero (holding off).
+    pub fn hold(&self) -> Option<HoldGuard<'_>> {
+        if self.config.hold_timeout.is_zero() {
+            return None;
+        }
+        self.hold.send_replace(true);
+        Some(HoldGuard {
+            proxy: self,
+            started: tokio::time::Instant::now(),
+            held_before: self.held_total.load(Ordering::Acquire),
+        })
+    }
+
+    /// Wait while a hold is on (bounded by `hold_timeout`).
+    async fn wait_while_held(&self) -> Pass {
+        if !*self.hold.borrow() {
+            return Pass::Open;
+        }
+        if self.held_now.fetch_add(1, Ordering::AcqRel) >= self.config.hold_max {
+            self.held_now.fetch_sub(1, Ordering::AcqRel);
+            return Pass::Full;
+        }
+        self.held_total.fetch_add(1, Ordering::AcqRel);
+        let mut released = self.hold.subscribe();
+        // Past the timeout the request goes on anyway: the app may well answer it.
+        let _ = tokio::time::timeout(self.config.hold_timeout, released.wait_for(|on| !*on)).await;
+        self.held_now.fetch_sub(1, Ordering::AcqRel);
+        Pass::Held
+    }
+
+    /// A turn to send a request that was held: at most [`RELEASED_IN_FLIGHT`] of them wait for
+    /// an answer at once, first held first, so a released hold queues here and not in the app
+    /// server's listen backlog (uWSGI's is 100; a connection past it waits for TCP to retry
+    /// its handshake, seconds later).
+    async fn released_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.released
+            .acquire()
+            .await
+            .expect("the release semaphore is never closed")
     }
 
     /// A proxy not yet serving, for tests and tools that drive it directly: bind `config.listen`.
@@ -242,6 +344,7 @@ impl Proxy {
                 .as_ref()
                 .map_or(0, |u| u.active.load(Ordering::Acquire)),
             maintenance: self.maintenance.load(Ordering::Acquire),
+            held: self.held_now.load(Ordering::Acquire),
         }
     }
 }

@@ -189,6 +189,11 @@ pub struct HealthCheck {
     pub timeout: Duration,
     /// Consecutive failed probes tolerated after `grace`; one more fails the check.
     pub failures: u32,
+    /// Consecutive wrong-status answers tolerated (`None`: only `failures` counts); one more
+    /// fails the check at once. Unlike `failures` it ignores probes that got no answer or the
+    /// right status with another body: a reloading app server or the old version still
+    /// answering is not yet a failure, an answer of 500 is.
+    pub answer_failures: Option<u32>,
     /// From the call, not from the end of `grace`.
     pub deadline: Duration,
 }
@@ -349,6 +354,7 @@ where
     }
     let mut attempts = 0u32;
     let mut failed_in_a_row = 0u32;
+    let mut wrong_in_a_row = 0u32;
     let mut last: Option<ProbeOutcome> = None;
     loop {
         alive().await?;
@@ -382,6 +388,17 @@ where
             });
         }
         failed_in_a_row += 1;
+        if matches!(outcome, ProbeOutcome::Status(_)) {
+            wrong_in_a_row += 1;
+        } else {
+            wrong_in_a_row = 0;
+        }
+        if let Some(tolerated) = check.answer_failures.filter(|t| wrong_in_a_row > *t) {
+            anyhow::bail!(
+                "{what} answered {wrong_in_a_row} health probes in a row with the wrong status (tolerating {tolerated}) at {}; last probe: {outcome}",
+                check.url
+            );
+        }
         if failed_in_a_row > check.failures {
             // What was probed may have died under the probe: that is the better reason.
             alive().await?;
