@@ -126,6 +126,7 @@ fn check(port: u16, expect: &str, deadline: Duration) -> HealthCheck {
         interval: Duration::from_millis(200),
         timeout: Duration::from_secs(1),
         failures: 1000,
+        answer_failures: None,
         deadline,
     }
 }

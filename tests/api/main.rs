@@ -16,4 +16,5 @@ mod proxy_deploy;
 mod queue;
 mod releases;
 mod reload;
+mod uwsgi;
 mod webhook;

@@ -48,13 +48,13 @@ async fn proxied_on_v1(origin: &Origin, test: &str) -> (TestApp, String, Cleanup
 }
 
 /// One request of the load: when it was sent and what came back.
-struct Sample {
-    sent: Instant,
-    answer: Result<String, String>,
+pub(crate) struct Sample {
+    pub(crate) sent: Instant,
+    pub(crate) answer: Result<String, String>,
 }
 
 /// Requests at a steady rate through the proxy until stopped.
-struct Load {
+pub(crate) struct Load {
     samples: Arc<Mutex<Vec<Sample>>>,
     stop: CancellationToken,
     started: Instant,
@@ -62,7 +62,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(url: String, per_second: u32) -> Load {
+    pub(crate) fn start(url: String, per_second: u32) -> Load {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let (s, st) = (samples.clone(), stop.clone());
@@ -75,10 +75,16 @@ impl Load {
                 let (client, url, samples) = (client.clone(), url.clone(), s.clone());
                 requests.spawn(async move {
                     let sent = Instant::now();
-                    let answer = match client.get(&url).send().await {
+                    // A user's patience: a held request may wait seconds, not forever.
+                    let answer = match client
+                        .get(&url)
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await
+                    {
                         Ok(r) if r.status() == 200 => r.text().await.map_err(|e| e.to_string()),
                         Ok(r) => Err(format!("status {}", r.status())),
-                        Err(e) => Err(format!("{e:#}")),
+                        Err(e) => Err(format!("{e:#}: {:?}", std::error::Error::source(&e))),
                     };
                     samples.lock().unwrap().push(Sample { sent, answer });
                 });
@@ -94,7 +100,7 @@ impl Load {
     }
 
     /// Stop, wait for the requests in flight, and return every sample in sending order.
-    async fn finish(self) -> (Vec<Sample>, Duration) {
+    pub(crate) async fn finish(self) -> (Vec<Sample>, Duration) {
         let elapsed = self.started.elapsed();
         self.stop.cancel();
         self.ticker.await.unwrap();

@@ -1,0 +1,252 @@
+//! A real app server: uWSGI 2.0 + Flask (the image `scripts/test-env` builds with debootstrap),
+//! its code on the host volume, behind dockhand's proxy under a steady load. What a user of the
+//! app sees across code pushes: failed requests, and which version answers.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::docker::{unique, Cleanup};
+use crate::helpers::*;
+use crate::proxy_deploy::{Load, Sample};
+
+const APP_PY: &str = include_str!("../fixtures/uwsgi-app/app.py");
+const UWSGI_INI: &str = include_str!("../fixtures/uwsgi-app/uwsgi.ini");
+const UWSGI_CHAIN_INI: &str = include_str!("../fixtures/uwsgi-app/uwsgi-chain.ini");
+/// Requests per second through the proxy while deploying.
+const RATE: u32 = 100;
+
+fn image() -> String {
+    std::env::var("DOCKHAND_TEST_IMAGE_UWSGI1").expect(
+        "DOCKHAND_TEST_IMAGE_UWSGI1 is not set: run scripts/test-env and source its env file",
+    )
+}
+
+/// The fixture app with `ini` as its uwsgi.ini, 200 filler files and VERSION `v0`.
+fn origin_with(ini: &str) -> Origin {
+    let origin = Origin::new();
+    origin.write("app.py", APP_PY);
+    origin.write("uwsgi.ini", ini);
+    origin.write("VERSION", "v0\n");
+    for i in 0..200 {
+        origin.write(&format!("static/f{i:03}.txt"), &format!("filler {i}\n"));
+    }
+    origin
+}
+
+/// A uWSGI app behind the proxy on a fixed container port, with the fast path's check on
+/// `/version` expecting the deployed commit; first deployed (full path), the proxy's URL.
+async fn serving(origin: &Origin, extra: &str) -> (TestApp, Cleanup, String, Value) {
+    let port = free_port();
+    let head = origin.commit("v0");
+    let container = format!(
+        "port = {port}\nhealth_path = \"/version\"\nexpect_body_contains = \"{{sha}}\"\n\
+         health_timeout = \"2s\"\n\
+         [apps.proxy]\nlisten = \"127.0.0.1:0\"\n\
+         [apps.check]\nurl = \"http://127.0.0.1:{port}/version\"\nexpect_body_contains = \"{{sha}}\"\n\
+         {extra}"
+    );
+    let name = unique("uwsgi").replace("dockhand-test-", "");
+    let container = format!(
+        "[apps.container]\nimage = \"{}\"\nmount = \"/app\"\nhealth_interval = \"100ms\"\n\
+         health_deadline = \"30s\"\nstop_grace = \"5s\"\n{container}",
+        image()
+    );
+    let app = spawn_app_edited(origin, "", &container, |t| {
+        t.replace("name = \"web\"", &format!("name = \"{name}\""))
+    })
+    .await;
+    let cleanup = Cleanup::app(&name);
+    let first = app.deploy(&head).await;
+    assert_eq!(first["path"], "full", "{first:#}");
+    let listen = app.get(&format!("/api/apps/{name}")).await["proxy"]["listen"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (app, cleanup, format!("http://{listen}/"), first)
+}
+
+/// Every request of the load that did not get a 200 with some version, with when it was sent.
+fn failed(samples: &[Sample]) -> Vec<String> {
+    let start = samples.first().map(|s| s.sent);
+    samples
+        .iter()
+        .filter_map(|s| {
+            let at = s.sent - start.unwrap();
+            match &s.answer {
+                Ok(body) if body.starts_with('v') => None,
+                Ok(body) => Some(format!("at {at:?}: body {body:?}")),
+                Err(e) => Some(format!("at {at:?}: {e}")),
+            }
+        })
+        .collect()
+}
+
+/// Push `pushes` code changes (VERSION v1.. and a filler file) one after the other under load;
+/// returns the load's samples and the deploys. `mixes`: old and new workers answer side by side
+/// for a while after the deploy (a chain reload).
+async fn push_under_load(
+    app: &TestApp,
+    origin: &Origin,
+    url: &str,
+    pushes: usize,
+    mixes: bool,
+) -> (Vec<Sample>, Vec<Value>) {
+    let load = Load::start(url.to_string(), RATE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut deploys = Vec::new();
+    for i in 1..=pushes {
+        origin.write("VERSION", &format!("v{i}\n"));
+        origin.write(
+            &format!("static/f{i:03}.txt"),
+            &format!("changed in v{i}\n"),
+        );
+        let head = origin.commit(&format!("v{i}"));
+        let deploy = app.deploy_to_end(&head).await;
+        let want = format!("v{i}\n");
+        if mixes {
+            // A chain reload replaces workers one at a time: the new version answers every
+            // request only once the last old worker is gone.
+            // (Pushing again before that, uWSGI takes the touch while its chain still runs
+            // and the workers not yet replaced keep the old code.)
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let mut in_a_row = 0;
+            while in_a_row < 10 {
+                in_a_row = if get_page(url).await.1 == want {
+                    in_a_row + 1
+                } else {
+                    0
+                };
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{want:?} never answers alone"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            // What users get right after the deploy said it is done.
+            let answer = get_page(url).await;
+            assert_eq!(answer, (200, want), "{deploy:#}");
+        }
+        deploys.push(deploy);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (samples, _) = load.finish().await;
+    (samples, deploys)
+}
+
+fn assert_all_fast_and_succeeded(deploys: &[Value]) {
+    for d in deploys {
+        assert_eq!(d["status"], "succeeded", "{d:#}");
+        assert_eq!(d["path"], "fast", "{d:#}");
+    }
+}
+
+#[tokio::test]
+async fn ten_touch_reloads_of_uwsgi_behind_the_proxy_fail_no_request() {
+    let origin = origin_with(UWSGI_INI);
+    let (app, _cleanup, url, _) = serving(&origin, "").await;
+    let (samples, deploys) = push_under_load(&app, &origin, &url, 10, false).await;
+    assert_all_fast_and_succeeded(&deploys);
+    // The reload really stalled the app server and the proxy held requests through it.
+    let held: u64 = deploys
+        .iter()
+        .map(|d| {
+            let out = step(d, "hold")["output"].as_str().unwrap().to_string();
+            out.split(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert!(held > 0, "no request was ever held: {:#}", deploys[0]);
+    let failed = failed(&samples);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:#?}",
+        failed.len(),
+        samples.len()
+    );
+}
+
+#[tokio::test]
+async fn ten_chain_reloads_of_uwsgi_behind_the_proxy_fail_no_request() {
+    let origin = origin_with(UWSGI_CHAIN_INI);
+    let (app, _cleanup, url, _) = serving(&origin, "").await;
+    let (samples, deploys) = push_under_load(&app, &origin, &url, 10, true).await;
+    assert_all_fast_and_succeeded(&deploys);
+    let failed = failed(&samples);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:#?}",
+        failed.len(),
+        samples.len()
+    );
+}
+
+#[tokio::test]
+async fn a_broken_push_fails_its_check_fast_is_reverted_and_users_never_see_it() {
+    let origin = origin_with(UWSGI_INI);
+    // A long deadline: only the wrong-status limit can end the check early.
+    let (app, _cleanup, url, _) = serving(&origin, "deadline = \"60s\"\n").await;
+    let load = Load::start(url.clone(), RATE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin.write("app.py", &format!("{APP_PY}\ndef broken(:\n"));
+    origin.write("VERSION", "v1\n");
+    let broken = origin.commit("a syntax error");
+    let deploy = app.deploy_to_end(&broken).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (samples, _) = load.finish().await;
+
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert_eq!(deploy["reverted"], true, "{deploy:#}");
+    let check = step(&deploy, "check");
+    let out = check["output"].as_str().unwrap();
+    assert!(
+        out.contains("wrong status"),
+        "the check did not fail fast: {out}"
+    );
+    assert_eq!(step(&deploy, "verify")["ok"], true, "{deploy:#}");
+    // The previous version answers, and no user request met the broken one or the reloads.
+    assert_eq!(get_page(&url).await, (200, "v0\n".to_string()));
+    let failed = failed(&samples);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:#?}\n{:#}",
+        failed.len(),
+        samples.len(),
+        deploy["steps"]
+    );
+    assert!(samples.iter().all(|s| s.answer.as_deref() != Ok("v1\n")));
+}
+
+#[tokio::test]
+async fn each_deployed_tree_and_container_knows_what_it_runs() {
+    let origin = origin_with(UWSGI_INI);
+    let (app, _cleanup, url, first) = serving(&origin, "").await;
+    let first_sha = first["to_commit"].as_str().unwrap().to_string();
+    let revision = std::fs::read_to_string(app.volume.join("REVISION")).unwrap();
+    assert_eq!(
+        revision,
+        format!("{first_sha}\nref refs/heads/main\ndeploy {}\n", first["id"])
+    );
+    let version = get_page(&format!("{url}version")).await.1;
+    assert!(
+        version.contains(&format!("revision={first_sha} ")),
+        "{version}"
+    );
+    // The container was started for the first deploy and says so in its environment.
+    assert!(
+        version.contains(&format!("commit={first_sha}")),
+        "{version}"
+    );
+
+    origin.write("VERSION", "v1\n");
+    let next = origin.commit("v1");
+    let deploy = app.deploy(&next).await;
+    let revision = std::fs::read_to_string(app.volume.join("REVISION")).unwrap();
+    assert!(revision.starts_with(&format!("{next}\n")), "{revision}");
+    assert!(
+        revision.ends_with(&format!("deploy {}\n", deploy["id"])),
+        "{revision}"
+    );
+    let version = get_page(&format!("{url}version")).await.1;
+    assert!(version.contains(&format!("revision={next} ")), "{version}");
+}
