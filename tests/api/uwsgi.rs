@@ -36,23 +36,37 @@ fn origin_with(ini: &str) -> Origin {
 
 /// A uWSGI app behind the proxy on a fixed container port, with the fast path's check on
 /// `/version` expecting the deployed commit; first deployed (full path), the proxy's URL.
-async fn serving(origin: &Origin, extra: &str) -> (TestApp, Cleanup, String, Value) {
+async fn serving(origin: &Origin, check_extra: &str) -> (TestApp, Cleanup, String, Value) {
+    serving_with(origin, "", "", check_extra).await
+}
+
+/// As [`serving`], with lines for the app, its `[apps.container]` and its `[apps.check]`
+/// (`"#"` as `check_extra`: no check at all).
+async fn serving_with(
+    origin: &Origin,
+    app_extra: &str,
+    container_extra: &str,
+    check_extra: &str,
+) -> (TestApp, Cleanup, String, Value) {
     let port = free_port();
     let head = origin.commit("v0");
-    let container = format!(
-        "port = {port}\nhealth_path = \"/version\"\nexpect_body_contains = \"{{sha}}\"\n\
-         health_timeout = \"2s\"\n\
-         [apps.proxy]\nlisten = \"127.0.0.1:0\"\n\
-         [apps.check]\nurl = \"http://127.0.0.1:{port}/version\"\nexpect_body_contains = \"{{sha}}\"\n\
-         {extra}"
-    );
+    let check = match check_extra {
+        "#" => String::new(),
+        extra => format!(
+            "[apps.check]\nurl = \"http://127.0.0.1:{port}/version\"\n\
+             expect_body_contains = \"{{sha}}\"\n{extra}"
+        ),
+    };
     let name = unique("uwsgi").replace("dockhand-test-", "");
-    let container = format!(
-        "[apps.container]\nimage = \"{}\"\nmount = \"/app\"\nhealth_interval = \"100ms\"\n\
-         health_deadline = \"30s\"\nstop_grace = \"5s\"\n{container}",
+    let config = format!(
+        "{app_extra}[apps.container]\nimage = \"{}\"\nmount = \"/app\"\nport = {port}\n\
+         health_path = \"/version\"\nexpect_body_contains = \"{{sha}}\"\n\
+         health_interval = \"100ms\"\nhealth_timeout = \"2s\"\nhealth_deadline = \"30s\"\n\
+         stop_grace = \"5s\"\n{container_extra}\
+         [apps.proxy]\nlisten = \"127.0.0.1:0\"\n{check}",
         image()
     );
-    let app = spawn_app_edited(origin, "", &container, |t| {
+    let app = spawn_app_edited(origin, "", &config, |t| {
         t.replace("name = \"web\"", &format!("name = \"{name}\""))
     })
     .await;
@@ -249,4 +263,95 @@ async fn each_deployed_tree_and_container_knows_what_it_runs() {
     );
     let version = get_page(&format!("{url}version")).await.1;
     assert!(version.contains(&format!("revision={next} ")), "{version}");
+}
+
+/// A chain-reloading uWSGI in the releases layout as the README used to suggest it: `chdir`
+/// into `current`. The master resolves it once, so every worker it forks later runs from the
+/// release that was live when the container started, whatever `current` says.
+const RELEASES_CHDIR_CURRENT_INI: &str = "[uwsgi]
+plugin = python3
+http-socket = 127.0.0.1:$(PORT)
+chdir = /app/current
+module = app:app
+master = true
+processes = 2
+die-on-term = true
+lazy-apps = true
+touch-chain-reload = /app/current/uwsgi.ini
+";
+
+/// The releases layout as README now says to run uWSGI: the master stays in the volume's
+/// root and workers import from the path `/app/current`, resolved at each (re)load.
+const RELEASES_INI: &str = "[uwsgi]
+plugin = python3
+http-socket = 127.0.0.1:$(PORT)
+chdir = /app
+pythonpath = /app/current
+module = app:app
+master = true
+processes = 2
+die-on-term = true
+lazy-apps = true
+touch-chain-reload = /app/current/uwsgi.ini
+";
+
+/// The releases layout with `keep_releases = 2`, uWSGI started on `current/uwsgi.ini`.
+async fn serving_releases(origin: &Origin, check: bool) -> (TestApp, Cleanup, String, Value) {
+    serving_with(
+        origin,
+        "layout = \"releases\"\nkeep_releases = 2\n",
+        "env = { UWSGI_INI = \"/app/current/uwsgi.ini\" }\n",
+        if check { "" } else { "#" },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_uwsgi_master_chdir_into_current_keeps_serving_after_its_release_would_be_pruned() {
+    let origin = origin_with(RELEASES_CHDIR_CURRENT_INI);
+    // No check: with this config the new code never loads (the workers import from the
+    // master's cwd), which is what README now warns about.
+    let (app, _cleanup, url, first) = serving_releases(&origin, false).await;
+    let started_on = first["to_commit"].as_str().unwrap().to_string();
+    let load = Load::start(url.clone(), RATE);
+    for i in 1..=6 {
+        origin.write("VERSION", &format!("v{i}\n"));
+        let head = origin.commit(&format!("v{i}"));
+        let deploy = app.deploy(&head).await;
+        assert_eq!(deploy["path"], "fast", "{deploy:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (samples, _) = load.finish().await;
+    assert!(
+        app.volume.join("releases").join(&started_on).is_dir(),
+        "the release the container started on was pruned"
+    );
+    let kept = std::fs::read_dir(app.volume.join("releases"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 3, "keep_releases = 2 plus the container's own");
+    let failed = failed(&samples);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:#?}",
+        failed.len(),
+        samples.len(),
+        &failed[..failed.len().min(20)]
+    );
+}
+
+#[tokio::test]
+async fn ten_chain_reloads_in_the_releases_layout_load_each_new_release_and_fail_no_request() {
+    let origin = origin_with(RELEASES_INI);
+    let (app, _cleanup, url, _) = serving_releases(&origin, true).await;
+    let (samples, deploys) = push_under_load(&app, &origin, &url, 10, true).await;
+    assert_all_fast_and_succeeded(&deploys);
+    let failed = failed(&samples);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:#?}",
+        failed.len(),
+        samples.len()
+    );
 }
