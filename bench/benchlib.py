@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 
 ZERO = "0" * 40
 
@@ -73,6 +74,19 @@ def push_payload(full_name, clone_url, ref, before, after, message):
         "head_commit": {"message": message},
         "commits": [],
     }, separators=(",", ":")).encode()
+
+
+def deliver(port, path, secret, body, event="push", timeout=30):
+    """POST a signed GitHub delivery (headers as GitHub sends them); returns (status, body)."""
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-GitHub-Hook-ID": "424242",
+        "X-Hub-Signature-256": sign(secret, body),
+        "User-Agent": "GitHub-Hookshot/bench",
+    }
+    return http_request(port, "POST", path, body, headers, timeout=timeout)
 
 
 def http_request(port, method, path, body=None, headers=None, timeout=30):
