@@ -269,6 +269,10 @@ pub enum Reload {
     Exec(Vec<String>),
     /// Restart the app's container.
     Restart,
+    /// Start a second container from the image the live one runs (no pull) on the new
+    /// release, health-gate it, switch the proxy, drain and stop the old one. Each container
+    /// mounts its own `releases/<sha>`: its tree never changes under it.
+    Swap,
     /// Nothing: the app watches its files itself.
     None,
 }
@@ -280,6 +284,7 @@ impl fmt::Display for Reload {
             Reload::Signal(s) => write!(f, "signal {s}"),
             Reload::Exec(argv) => write!(f, "exec {argv:?}"),
             Reload::Restart => f.write_str("restart the container"),
+            Reload::Swap => f.write_str("swap in a new container on the same image"),
             Reload::None => f.write_str("none"),
         }
     }
@@ -511,6 +516,8 @@ struct RawApp {
     exec: Option<Vec<String>>,
     #[serde(default)]
     restart: bool,
+    #[serde(default)]
+    swap: bool,
     reload_container: Option<String>,
     check: Option<RawCheck>,
     #[serde(default)]
@@ -810,7 +817,36 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
             Some(p)
         }
     };
+    if raw.swap {
+        if raw.touch.is_some() || raw.signal.is_some() || raw.exec.is_some() || raw.restart {
+            bail!("touch, signal, exec, restart and swap: set at most one (how the app reloads)");
+        }
+        let Some(container) = &raw.container else {
+            bail!("swap: needs [apps.container] (the container it replaces)");
+        };
+        if !matches!(layout, Layout::Releases { .. }) {
+            bail!(
+                "swap: needs layout = \"releases\" (each container mounts its own releases/<sha>)"
+            );
+        }
+        if container.port.is_some() {
+            bail!("swap: the new container starts beside the old one on a fresh port; remove container.port");
+        }
+        if raw.proxy.is_none() {
+            bail!(
+                "swap: needs [apps.proxy] (clients must not follow the container's changing port)"
+            );
+        }
+        if let Some(check) = &raw.check {
+            bail!(
+                "check: with swap the new container is gated by [apps.container] health_path and expect_body_contains \
+                 before it gets a request; remove [apps.check] (url {})",
+                check.url
+            );
+        }
+    }
     let reload = match (raw.touch, raw.signal, raw.exec, raw.restart) {
+        _ if raw.swap => Reload::Swap,
         (Some(rel), None, None, false) => {
             check_relative(&rel).context("touch")?;
             Reload::Touch(rel)
@@ -1158,6 +1194,10 @@ fn validate_container(raw: RawContainer, base: &Path) -> anyhow::Result<Containe
     })
 }
 
+/// `{short_sha}`'s length: git's default abbreviation, and what CI tags images with
+/// (`git rev-parse --short`, docker/metadata-action's `type=sha`).
+pub const SHORT_SHA: usize = 7;
+
 /// Replace `{sha}`, `{short_sha}`, `{ref}` (short ref name), `{branch}` and `{tag}` (the ref's
 /// name when it is a branch or a tag, else empty) in a template.
 pub fn render(template: &str, sha: &str, git_ref: &str) -> String {
@@ -1170,7 +1210,7 @@ pub fn render(template: &str, sha: &str, git_ref: &str) -> String {
     };
     template
         .replace("{sha}", sha)
-        .replace("{short_sha}", sha.get(..12).unwrap_or(sha))
+        .replace("{short_sha}", sha.get(..SHORT_SHA).unwrap_or(sha))
         .replace("{ref}", short_ref)
         .replace("{branch}", branch)
         .replace("{tag}", tag)
@@ -1340,7 +1380,7 @@ mod tests {
         let sha = "0123456789abcdef0123456789abcdef01234567";
         assert_eq!(
             render("r/web:{short_sha}", sha, "refs/heads/main"),
-            "r/web:0123456789ab"
+            "r/web:0123456"
         );
         assert_eq!(render("r/web:{tag}", sha, "refs/tags/v1.2"), "r/web:v1.2");
         assert_eq!(
@@ -1563,6 +1603,68 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(config.apps[0].reload_container.as_deref(), Some("web-1"));
+    }
+
+    #[test]
+    fn swap_needs_a_container_releases_a_proxy_and_no_fixed_port_or_check() {
+        let container = "[apps.container]\nimage = \"web:1\"\nmount = \"/app\"\n";
+        let proxy = "[apps.proxy]\nlisten = \"127.0.0.1:8080\"\n";
+        let releases = "layout = \"releases\"\nswap = true\n";
+        let (config, _) = parse(&format!("{APP}{releases}{container}{proxy}")).unwrap();
+        assert_eq!(config.apps[0].reload, Reload::Swap);
+        for (text, want) in [
+            (format!("{APP}swap = true\n{container}{proxy}"), "needs layout = \"releases\""),
+            (format!("{APP}{releases}{proxy}"), "swap: needs [apps.container]"),
+            (format!("{APP}{releases}{container}"), "swap: needs [apps.proxy]"),
+            (
+                format!("{APP}{releases}touch = \"uwsgi.ini\"\n{container}{proxy}"),
+                "set at most one",
+            ),
+            (
+                format!("{APP}{releases}{container}port = 8000\n{proxy}"),
+                "remove container.port",
+            ),
+            (
+                format!("{APP}{releases}{container}{proxy}[apps.check]\nurl = \"http://127.0.0.1:8000/\"\n"),
+                "remove [apps.check]",
+            ),
+        ] {
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains(want), "{text}\n→ {err}");
+        }
+    }
+
+    #[test]
+    fn hold_and_fail_fast_defaults_and_limits() {
+        let proxy = "[apps.container]\nimage = \"web:1\"\nmount = \"/app\"\n[apps.proxy]\nlisten = \"127.0.0.1:8080\"\n";
+        let (config, _) = parse(&format!("{APP}{proxy}")).unwrap();
+        let p = config.apps[0].proxy.as_ref().unwrap();
+        assert_eq!(
+            (p.hold_timeout, p.hold_max),
+            (DEFAULT_HOLD_TIMEOUT, DEFAULT_HOLD_MAX)
+        );
+        assert_eq!(
+            config.apps[0].revision_file.as_deref(),
+            Some(Path::new("REVISION"))
+        );
+        let err = format!(
+            "{:#}",
+            parse(&format!("{APP}{proxy}hold_max = 0\n")).unwrap_err()
+        );
+        assert!(err.contains("hold_max: must be at least 1"), "{err}");
+        let check = "[apps.check]\nurl = \"http://127.0.0.1:8080/version\"\n";
+        let (config, _) = parse(&format!("{APP}{check}")).unwrap();
+        assert_eq!(
+            config.apps[0].check.as_ref().unwrap().failures,
+            DEFAULT_CHECK_FAILURES
+        );
+        let (config, _) = parse(&format!("{APP}revision_file = \"\"\n")).unwrap();
+        assert_eq!(config.apps[0].revision_file, None);
+        let err = format!(
+            "{:#}",
+            parse(&format!("{APP}revision_file = \"../x\"\n")).unwrap_err()
+        );
+        assert!(err.contains("revision_file"), "{err}");
     }
 
     #[test]

@@ -236,7 +236,7 @@ pub(super) fn reload(volume: &Path, layout: Layout, reload: &Reload) -> anyhow::
         }
         Reload::None => Ok("no reload configured".to_string()),
         // The engine does these: `deploy::reload`.
-        Reload::Signal(_) | Reload::Exec(_) | Reload::Restart => {
+        Reload::Signal(_) | Reload::Exec(_) | Reload::Restart | Reload::Swap => {
             bail!("{reload} is not a volume reload")
         }
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 
 use super::steps::Steps;
-use crate::config::{render, AppConfig, ContainerConfig, Strategy};
+use crate::config::{render, AppConfig, ContainerConfig, Layout, Reload, Strategy};
 use crate::proxy::{Proxy, Retired, Target};
 use crate::runtime::Docker;
 use crate::runtime::{ContainerSpec, HealthCheck, Mount};
@@ -355,8 +355,13 @@ fn spec(d: &FullDeploy<'_>, image: &str, port: u16) -> ContainerSpec {
     // the tree's revision file says what runs now).
     env.push(("DOCKHAND_COMMIT".to_string(), d.commit.clone()));
     env.push(("DOCKHAND_DEPLOY_ID".to_string(), d.deploy_id.to_string()));
+    // A swapping app's container mounts its own release: its tree never changes under it.
+    let source = match (&d.app.reload, d.app.layout) {
+        (Reload::Swap, Layout::Releases { .. }) => d.app.volume.join("releases").join(&d.commit),
+        _ => d.app.volume.clone(),
+    };
     let mut mounts = vec![Mount {
-        source: d.app.volume.clone(),
+        source,
         target: d.container.mount.clone(),
         read_only: false,
     }];

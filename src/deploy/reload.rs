@@ -38,6 +38,11 @@ pub(super) async fn reload(
             }
             Ok(format!("{argv:?} in container {short} exited 0\n{output}"))
         }
+        // The live container runs its own release, which nothing changes: a deploy swaps in a
+        // new container instead (`deploy::run`), and recovery has nothing to tell it.
+        Reload::Swap => {
+            Ok("nothing to reload: the live container runs its own release".to_string())
+        }
         Reload::Restart => {
             let (docker, container) = target(ctx, app, live).await?;
             let grace = app

@@ -8,7 +8,7 @@ use tracing::{info, instrument, warn};
 use super::plan::{self, Decision, DeployPath, Running};
 use super::steps::Steps;
 use super::{blocking, fast, full, pick_latest, reload, rollback, Candidate, Context};
-use crate::config::{redact_url, render, AppConfig, FastCheck, Layout};
+use crate::config::{redact_url, render, AppConfig, FastCheck, Layout, Reload};
 use crate::git::{Cache, Change, Oid};
 use crate::hooks::{self, Stage};
 use crate::runtime::{Docker, HealthCheck};
@@ -233,6 +233,7 @@ async fn execute(
         Err(e) => return fail(ctx, deploy, &e).await,
     };
     let deployed_by = live.deploy_id;
+    let live_digest = live.digest.clone();
     let old_container = live.container;
     let live_container = old_container.clone();
     store
@@ -307,6 +308,19 @@ async fn execute(
                 .await
                 .map(Some)
         }
+        (Ok(()), None) if app.reload == Reload::Swap => {
+            let swapped = swap_same_image(
+                ctx,
+                app,
+                deploy,
+                &steps,
+                &live_container,
+                live_digest,
+                target,
+            )
+            .await;
+            swapped.map(Some)
+        }
         (Ok(()), None) => {
             let container = live_container.as_deref();
             // New requests wait in the proxy while the app server reloads, until the check
@@ -335,7 +349,8 @@ async fn execute(
     };
     if let Err(e) = post_deploy_hooks(ctx, app, deploy, target, live.as_ref()).await {
         // A fast deploy is put back if its post-deploy hook fails, when the app says so.
-        if app.revert_on_hook_failure && full.is_none() {
+        // (A swap's old container is gone by then, like a full deploy's.)
+        if app.revert_on_hook_failure && full.is_none() && app.reload != Reload::Swap {
             let git_ref = deploy.git_ref.as_deref().unwrap_or_default();
             let container = live_container.as_deref();
             let reverted = revert(ctx, app, &steps, container, target, deployed, git_ref).await;
@@ -416,6 +431,44 @@ impl<'a> Held<'a> {
             }
         }
     }
+}
+
+/// The `swap` reload: a new container from the image the live one runs (already in the engine,
+/// no pull) on the new release, through the full path's gate, switch, drain and retire.
+async fn swap_same_image(
+    ctx: &Context,
+    app: &AppConfig,
+    deploy: &Deploy,
+    steps: &Steps,
+    live: &Option<String>,
+    digest: Option<String>,
+    target: Oid,
+) -> anyhow::Result<crate::store::LiveContainer> {
+    let container = app
+        .container
+        .as_ref()
+        .context("swap needs [apps.container]")?;
+    let docker = ctx.docker().await?;
+    let running = match live {
+        Some(id) => docker.inspect(id).await?.filter(|info| info.running),
+        None => None,
+    };
+    let Some(running) = running else {
+        anyhow::bail!(
+            "no live container to swap (its image is what a swap runs): deploy the full path first (POST /api/apps/{}/deploy with path = \"full\")",
+            app.name
+        );
+    };
+    let f = full::FullDeploy {
+        app,
+        container,
+        deploy_id: deploy.id,
+        commit: target.to_string(),
+        git_ref: deploy.git_ref.clone().unwrap_or_default(),
+        old_container: live.clone(),
+        proxy: ctx.proxies.get(&app.name).map(|p| p.as_ref()),
+    };
+    full::swap(&docker, steps, &f, running.image_ref, digest).await
 }
 
 /// The commits the app's containers were started on: their releases stay (a process may run

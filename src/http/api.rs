@@ -80,6 +80,7 @@ async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> 
         Reload::Signal(signal) => json!({ "signal": signal }),
         Reload::Exec(argv) => json!({ "exec": argv }),
         Reload::Restart => json!({ "restart": true }),
+        Reload::Swap => json!({ "swap": true }),
         Reload::None => Value::Null,
     };
     Ok(json!({

@@ -111,14 +111,34 @@ pub(super) async fn handle(
             Pass::Held => Some(proxy.released_turn().await),
             Pass::Open | Pass::Full => None,
         };
-        let answered = tokio::time::timeout(timeout, lease.upstream().client.request(this)).await;
+        // A retry goes over a fresh connection: the pool may hold more the app has closed.
+        let sent = async {
+            match tries {
+                1 => lease
+                    .upstream()
+                    .client
+                    .request(this)
+                    .await
+                    .map_err(|e| Failed {
+                        connect: e.is_connect(),
+                        why: error_chain(&e),
+                    }),
+                _ => send_fresh(lease.upstream().target.addr, this).await,
+            }
+        };
+        let answered = tokio::time::timeout(timeout, sent).await;
         drop(turn);
         match answered {
             Ok(Ok(resp)) => break (resp, lease),
             Ok(Err(e)) if replay.is_some() && tries <= RETRIES => {
-                debug!(app = proxy.app, tries, error = %error_chain(&e), "upstream failed before answering; sending again");
+                debug!(
+                    app = proxy.app,
+                    tries,
+                    error = e.why,
+                    "upstream failed before answering; sending again"
+                );
                 drop(lease);
-                if e.is_connect() {
+                if e.connect {
                     tokio::time::sleep(RETRY_CONNECT_PAUSE).await;
                 }
                 // A hold that began meanwhile (a reload) is waited out before the next try.
@@ -129,7 +149,7 @@ pub(super) async fn handle(
                 };
             }
             Ok(Err(e)) => {
-                debug!(app = proxy.app, error = %error_chain(&e), "upstream request failed");
+                debug!(app = proxy.app, error = e.why, "upstream request failed");
                 return Ok(page(
                     StatusCode::BAD_GATEWAY,
                     &format!("{} did not answer.", proxy.app),
@@ -167,6 +187,40 @@ pub(super) async fn handle(
         .map_err(BoxError::from)
         .boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// A request that got no answer: whether the connection was never made, and why.
+struct Failed {
+    connect: bool,
+    why: String,
+}
+
+/// Send `req` over a new connection of its own to `addr` (origin-form, HTTP/1.1), not the pool.
+async fn send_fresh(
+    addr: std::net::SocketAddr,
+    mut req: Request<UpstreamBody>,
+) -> Result<Response<Incoming>, Failed> {
+    let connect = |why: String| Failed { connect: true, why };
+    let stream = tokio::time::timeout(super::CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| connect(format!("connecting to {addr} timed out")))?
+        .map_err(|e| connect(format!("connecting to {addr}: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| connect(error_chain(&e)))?;
+    // Ends when the response is read and the sender dropped.
+    tokio::spawn(connection);
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(path);
+    sender.send_request(req).await.map_err(|e| Failed {
+        connect: false,
+        why: error_chain(&e),
+    })
 }
 
 /// 503: a hold is on and `hold_max` requests wait already.

@@ -46,7 +46,7 @@ pub(crate) fn own_repository(test: &str) -> String {
 /// Publish `source` as `repository:<short sha of commit>` in the registry (not kept locally),
 /// the tag an image template `{short_sha}` names for that commit.
 pub(crate) fn publish_for_commit(source: &str, repository: &str, commit: &str) -> String {
-    let tag = format!("{repository}:{}", &commit[..12]);
+    let tag = format!("{repository}:{}", &commit[..dockhand::config::SHORT_SHA]);
     for args in [
         ["tag", source, tag.as_str()].as_slice(),
         &["push", &tag],

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::docker::{unique, Cleanup};
+use crate::full_path::{own_repository, publish_for_commit};
 use crate::helpers::*;
 use crate::proxy_deploy::{Load, Sample};
 
@@ -121,8 +122,10 @@ async fn push_under_load(
         if mixes {
             // A chain reload replaces workers one at a time: the new version answers every
             // request only once the last old worker is gone.
-            // (Pushing again before that, uWSGI takes the touch while its chain still runs
-            // and the workers not yet replaced keep the old code.)
+            // Pushing again before the chain is over loses the touch: uWSGI takes it while
+            // its chain still runs, and the workers not yet replaced keep the old code (README,
+            // "Reloading"). Ten answers in a row can all come from one worker, so the chain
+            // gets a few seconds more.
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             let mut in_a_row = 0;
             while in_a_row < 10 {
@@ -137,6 +140,7 @@ async fn push_under_load(
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            tokio::time::sleep(Duration::from_secs(3)).await;
         } else {
             // What users get right after the deploy said it is done.
             let answer = get_page(url).await;
@@ -353,5 +357,119 @@ async fn ten_chain_reloads_in_the_releases_layout_load_each_new_release_and_fail
         "{} of {} requests failed: {failed:#?}",
         failed.len(),
         samples.len()
+    );
+}
+
+/// The version number of an answer (`v3\n` → 3).
+fn version_of(sample: &Sample) -> Option<u32> {
+    sample
+        .answer
+        .as_ref()
+        .ok()?
+        .trim()
+        .strip_prefix('v')?
+        .parse()
+        .ok()
+}
+
+/// A swapping app (releases layout, `swap = true`, no `touch`) on `image`, first deployed
+/// (full path) at `head`: the app, its name and the proxy's URL.
+async fn swapping(origin: &Origin, image: &str, head: &str) -> (TestApp, Cleanup, String) {
+    let name = unique("swap").replace("dockhand-test-", "");
+    let config = format!(
+        "layout = \"releases\"\nswap = true\n\
+         [apps.container]\nimage = \"{image}\"\nmount = \"/app\"\n\
+         health_path = \"/version\"\nexpect_body_contains = \"{{sha}}\"\n\
+         health_interval = \"100ms\"\nhealth_timeout = \"2s\"\nhealth_deadline = \"30s\"\nstop_grace = \"5s\"\n\
+         [apps.proxy]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    let app = spawn_app_edited(origin, "", &config, |t| {
+        t.replace("name = \"web\"", &format!("name = \"{name}\""))
+            .replace("touch = \"uwsgi.ini\"\n", "")
+    })
+    .await;
+    let cleanup = Cleanup::app(&name);
+    assert_eq!(app.deploy(head).await["path"], "full");
+    let url = format!(
+        "http://{}/",
+        app.get(&format!("/api/apps/{name}")).await["proxy"]["listen"]
+            .as_str()
+            .unwrap()
+    );
+    (app, cleanup, url)
+}
+
+fn assert_no_failures_and_no_mix(samples: &[Sample]) {
+    let failed = failed(samples);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:#?}",
+        failed.len(),
+        samples.len()
+    );
+    // Each container serves its own release only: by the time they were sent, answers never
+    // go back to an older version once a newer one answered.
+    let versions: Vec<u32> = samples.iter().filter_map(version_of).collect();
+    let back = versions.windows(2).filter(|w| w[1] < w[0]).count();
+    assert_eq!(back, 0, "old and new versions mixed: {versions:?}");
+}
+
+#[tokio::test]
+async fn ten_swaps_fail_no_request_and_never_mix_versions() {
+    let origin = origin_with(UWSGI_INI);
+    let head = origin.commit("v0");
+    let (app, cleanup, url) = swapping(&origin, &image(), &head).await;
+    let (samples, deploys) = push_under_load(&app, &origin, &url, 10, false).await;
+    assert_all_fast_and_succeeded(&deploys);
+    for d in &deploys {
+        let stages = stages(d);
+        for stage in ["start", "health", "switch", "drain", "retire"] {
+            assert!(
+                stages.iter().any(|s| s == stage),
+                "no {stage} in {stages:?}"
+            );
+        }
+        assert!(
+            !stages.iter().any(|s| s == "pull"),
+            "a swap pulled: {stages:?}"
+        );
+    }
+    assert_no_failures_and_no_mix(&samples);
+    // Only the live container is left.
+    let containers = crate::docker::docker()
+        .await
+        .list_by_label("dockhand.app", &cleanup.value)
+        .await
+        .unwrap();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+}
+
+#[tokio::test]
+async fn a_full_deploy_that_also_touches_uwsgi_ini_never_changes_the_old_containers_tree() {
+    // Every commit has its own image tag: v0 on uwsgi:1, the next on uwsgi:2 (DEPS_VERSION=2).
+    let origin = origin_with(UWSGI_INI);
+    let head = origin.commit("v0");
+    let repo = own_repository("uwsgi-full");
+    let v2 = std::env::var("DOCKHAND_TEST_IMAGE_UWSGI2").expect("DOCKHAND_TEST_IMAGE_UWSGI2");
+    publish_for_commit(&image(), &repo, &head);
+    let (app, _cleanup, url) = swapping(&origin, &format!("{repo}:{{short_sha}}"), &head).await;
+
+    let load = Load::start(url.clone(), RATE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin.write("VERSION", "v1\n");
+    origin.write("requirements.txt", "flask\n");
+    origin.write("uwsgi.ini", &format!("{UWSGI_INI}; and a new setting\n"));
+    let next = origin.commit("v1: new dependencies");
+    publish_for_commit(&v2, &repo, &next);
+    let deploy = app.deploy(&next).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (samples, _) = load.finish().await;
+
+    assert_eq!(deploy["path"], "full", "{deploy:#}");
+    assert_no_failures_and_no_mix(&samples);
+    let version = get_page(&format!("{url}version")).await.1;
+    assert!(
+        version.contains("version=v1 ") && version.contains("deps=2"),
+        "{version}"
     );
 }
