@@ -30,6 +30,14 @@ pub enum Command {
         #[arg(long, short, env = "DOCKHAND_CONFIG", default_value = "dockhand.toml")]
         config: PathBuf,
     },
+    /// Re-read the config of the dockhand running on its state directory: a new process takes
+    /// over the listening sockets (no connection refused), the old one drains and exits. An
+    /// invalid config is refused and the running one keeps serving.
+    Reload {
+        /// Path to the TOML config.
+        #[arg(long, short, env = "DOCKHAND_CONFIG", default_value = "dockhand.toml")]
+        config: PathBuf,
+    },
     #[command(flatten)]
     Client(ClientCommand),
 }

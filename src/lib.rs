@@ -29,6 +29,7 @@ pub mod config;
 pub mod deploy;
 pub mod git;
 pub mod github;
+pub mod handover;
 pub mod hooks;
 pub mod http;
 mod listener;

@@ -1,11 +1,14 @@
 //! The `dockhand` binary: parse the command line, set up logging, run the server, `check`, or
 //! one client command (`dockhand::client`).
 
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use dockhand::cli::{check_report, Cli, Command};
 use dockhand::config::Config;
+use dockhand::handover::Inherited;
 use dockhand::startup::App;
 
 #[tokio::main]
@@ -16,6 +19,19 @@ async fn main() -> ExitCode {
         Command::Check { config } => match check_report(&config) {
             Ok(report) => {
                 print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Reload { config } => match reload(&config).await {
+            Ok((old, new)) => {
+                println!(
+                    "dockhand pid {old} handed its sockets to pid {new}, which now serves {}",
+                    config.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -38,26 +54,64 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    dockhand::handover::remember_exe();
+    let inherited = Inherited::from_env()?;
     let (config, warnings) = Config::load(path)?;
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let app = App::build(config).await?;
-    app.run(shutdown_signal()).await
+    let app = App::build_with(config, inherited).await?;
+    let sockets = app.handover_sockets()?;
+    app.run(until_stopped_or_handed_over(path.to_path_buf(), sockets))
+        .await
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
+/// `dockhand reload`: validate the config here (its errors printed, nothing sent), then signal
+/// the running server.
+async fn reload(path: &std::path::Path) -> anyhow::Result<(i32, i32)> {
+    let (config, _) = Config::load(path)?;
+    dockhand::handover::reload_running(&config).await
+}
+
+/// SIGINT or SIGTERM; or SIGHUP with a valid config, once the next dockhand has taken the
+/// sockets and is ready (an invalid config or a next process that fails keeps this one serving).
+async fn until_stopped_or_handed_over(path: PathBuf, sockets: Vec<(String, OwnedFd)>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut hup, mut usr1) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+    ) {
+        (Ok(t), Ok(h), Ok(u)) => (t, h, u),
+        _ => {
+            tracing::error!("cannot listen for SIGTERM/SIGHUP/SIGUSR1; only SIGINT stops dockhand");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {}
+        }
+        tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+        if let Err(e) = Config::load(&path) {
+            tracing::error!("reload refused, still serving the previous config: {e:#}");
+            continue;
+        }
+        let ready = async {
+            usr1.recv().await;
+        };
+        match dockhand::handover::start_next(&sockets, ready).await {
+            Ok(pid) => {
+                tracing::info!(
+                    pid,
+                    "the new dockhand holds the sockets; this one drains and exits"
+                );
+                return;
+            }
+            Err(e) => tracing::error!("reload failed, still serving the previous config: {e:#}"),
+        }
     }
 }

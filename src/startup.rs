@@ -34,21 +34,70 @@ pub struct App {
     proxies: Vec<(Arc<Proxy>, TcpListener)>,
     state: AppState,
     workers: Workers,
-    /// Held for the life of the server: one dockhand per state directory.
+    /// The listening sockets by handover name ([`crate::handover`]).
+    handover: Vec<(String, std::os::fd::OwnedFd)>,
+    /// Held for the life of the server: one dockhand per state directory; holds its pid.
     _lock: File,
+}
+
+/// How long a handover waits for the previous dockhand to drain and release the state lock.
+const HANDOVER_LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Wait (bounded) until the previous dockhand released the state directory's lock.
+async fn wait_for_lock(lock: &File, path: &std::path::Path) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + HANDOVER_LOCK_WAIT;
+    while lock.try_lock().is_err() {
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "the previous dockhand still holds {} after {HANDOVER_LOCK_WAIT:?}",
+                path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Record this process's pid in the lock file, for `dockhand reload`.
+fn write_pid(lock: &mut File, path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::{Seek, Write};
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(lock, "{}", std::process::id())
+        .with_context(|| format!("writing the pid to {}", path.display()))
+}
+
+/// A close-on-exec duplicate of a listener's socket.
+fn dup(listener: &TcpListener) -> anyhow::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    Ok(listener.as_fd().try_clone_to_owned()?)
 }
 
 impl App {
     /// Lock the state directory, bind the listener, open the database, start the deploy
     /// workers and recover from any crash. Nothing is accepted until [`App::run`].
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        Self::build_with(config, crate::handover::Inherited::default()).await
+    }
+
+    /// [`App::build`] with the listening sockets a previous process (or systemd) handed over.
+    /// A handover binds first, tells the previous dockhand it is ready, then waits for the
+    /// state directory's lock while that one drains; a plain start takes the lock first.
+    pub async fn build_with(
+        config: Config,
+        mut inherited: crate::handover::Inherited,
+    ) -> anyhow::Result<App> {
         let state_dir = &config.server.state_dir;
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating state dir {}", state_dir.display()))?;
         let lock_path = state_dir.join("dockhand.lock");
-        let lock = File::create(&lock_path)
-            .with_context(|| format!("creating {}", lock_path.display()))?;
-        if lock.try_lock().is_err() {
+        let mut lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        if !inherited.is_handover() && lock.try_lock().is_err() {
             bail!(
                 "another dockhand is already running with state dir {}",
                 state_dir.display()
@@ -56,10 +105,19 @@ impl App {
         }
         // Bind before recovering: a webhook arriving meanwhile waits in the backlog (accepting
         // starts in `run`, after recovery) instead of being refused — GitHub does not retry.
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
-        let (proxies, proxy_listeners) = Proxies::bind(&config).await?;
+        let listener = inherited
+            .listener(crate::handover::API, config.server.listen)
+            .await?;
+        let (proxies, proxy_listeners) = Proxies::bind(&config, &mut inherited).await?;
+        if inherited.is_handover() {
+            inherited.ready()?;
+            wait_for_lock(&lock, &lock_path).await?;
+        }
+        write_pid(&mut lock, &lock_path)?;
+        let mut handover = vec![(crate::handover::API.to_string(), dup(&listener)?)];
+        for (proxy, l) in &proxy_listeners {
+            handover.push((crate::handover::proxy_name(proxy.app()), dup(l)?));
+        }
         let store = Store::open(&config.database_path()).await?;
         // Not fatal: a deploy that reaches a broken hook fails at that stage (never skips it).
         for problem in crate::hooks::problems(&config) {
@@ -88,8 +146,17 @@ impl App {
             proxies: proxy_listeners,
             state,
             workers,
+            handover,
             _lock: lock,
         })
+    }
+
+    /// The listening sockets (dups, close-on-exec) to hand to the next process on a reload.
+    pub fn handover_sockets(&self) -> anyhow::Result<Vec<(String, std::os::fd::OwnedFd)>> {
+        self.handover
+            .iter()
+            .map(|(name, fd)| Ok((name.clone(), fd.try_clone()?)))
+            .collect()
     }
 
     /// The address the server listens on (useful when the config asked for port 0).
@@ -113,6 +180,7 @@ impl App {
             proxies,
             state,
             workers,
+            handover: _,
             _lock,
         } = self;
         let stop_proxies = CancellationToken::new();

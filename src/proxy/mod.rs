@@ -281,6 +281,11 @@ impl Proxy {
         }
     }
 
+    /// The app this proxy serves.
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
     /// The address the proxy listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.listen
@@ -354,15 +359,21 @@ impl Proxy {
 pub struct Proxies(Arc<HashMap<String, Arc<Proxy>>>);
 
 impl Proxies {
-    /// Bind every configured proxy listener (a taken address fails startup, naming the app).
+    /// Bind every configured proxy listener, or take it from `inherited` (a handover); a
+    /// taken address fails startup, naming the app.
     pub async fn bind(
         config: &Config,
+        inherited: &mut crate::handover::Inherited,
     ) -> anyhow::Result<(Proxies, Vec<(Arc<Proxy>, TcpListener)>)> {
         let mut map = HashMap::new();
         let mut listeners = Vec::new();
         for app in &config.apps {
             if let Some(p) = &app.proxy {
-                let (proxy, listener) = Proxy::bind(&app.name, p.clone()).await?;
+                let listener = inherited
+                    .listener(&crate::handover::proxy_name(&app.name), p.listen)
+                    .await
+                    .with_context(|| format!("app {}: proxy.listen {}", app.name, p.listen))?;
+                let proxy = Arc::new(Proxy::new(&app.name, listener.local_addr()?, p.clone()));
                 map.insert(app.name.clone(), proxy.clone());
                 listeners.push((proxy, listener));
             }

@@ -1,0 +1,265 @@
+//! Reloading the config and restarting dockhand itself under load: the listening sockets of
+//! the API and of the proxies go to the next process, and no connection is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::crash::Server;
+use crate::helpers::*;
+
+/// A plain upstream the proxy forwards to: python's http.server on a loopback port.
+struct Upstream(std::process::Child);
+
+impl Upstream {
+    fn start(port: u16, dir: &Path) -> Upstream {
+        std::fs::write(dir.join("index.html"), "upstream\n").unwrap();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Upstream(child)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills the dockhand that took over (not our child) when the test ends.
+struct Successor(PathBuf);
+
+impl Successor {
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.0).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Requests on fresh connections (each one a new TCP connect, as a new visitor's) to every
+/// URL, every 10 ms, until stopped; returns how many were sent and the failures.
+struct Visitors {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    sent: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+}
+
+impl Visitors {
+    fn start(urls: Vec<String>) -> Visitors {
+        let stop = CancellationToken::new();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let (st, s, f) = (stop.clone(), sent.clone(), failures.clone());
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut requests = tokio::task::JoinSet::new();
+            while !st.is_cancelled() {
+                tick.tick().await;
+                for url in &urls {
+                    let (client, url, s, f) = (client.clone(), url.clone(), s.clone(), f.clone());
+                    requests.spawn(async move {
+                        s.fetch_add(1, Ordering::Relaxed);
+                        match client.get(&url).send().await {
+                            Ok(r) if r.status().is_success() => {}
+                            Ok(r) => f.lock().unwrap().push(format!("{url}: {}", r.status())),
+                            Err(e) => f
+                                .lock()
+                                .unwrap()
+                                .push(format!("{url}: {e}: {:?}", std::error::Error::source(&e))),
+                        }
+                    });
+                }
+            }
+            while requests.join_next().await.is_some() {}
+        });
+        Visitors {
+            stop,
+            task,
+            sent,
+            failures,
+        }
+    }
+
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (self.sent.load(Ordering::Relaxed), failures)
+    }
+}
+
+/// dockhand on a fixed API port with app `web` behind a proxy on a fixed port, forwarding to
+/// a python upstream; `more` is appended to the config.
+fn config(dir: &Path, origin: &Origin, api: u16, proxy: u16, upstream: u16, more: &str) -> String {
+    config_text(dir, origin, "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{api}"))
+        + &format!(
+            "[apps.proxy]\nlisten = \"127.0.0.1:{proxy}\"\nupstream = \"127.0.0.1:{upstream}\"\n{more}"
+        )
+}
+
+fn reload_cli(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dockhand"))
+        .args(["reload", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_reload_hands_the_sockets_to_a_new_process_and_refuses_no_connection() {
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let (api, proxy, up) = (free_port(), free_port(), free_port());
+    let _upstream = Upstream::start(up, dir.path());
+    let path = dir.path().join("dockhand.toml");
+    std::fs::write(&path, config(dir.path(), &origin, api, proxy, up, "")).unwrap();
+    let log = dir.path().join("dockhand.log");
+    let mut server = Server::start(&path, &log).await;
+    let successor = Successor(dir.path().join("state/dockhand.lock"));
+    let before = server.pid();
+    let proxied = format!("http://127.0.0.1:{proxy}/");
+    assert_eq!(get_page(&proxied).await, (200, "upstream\n".to_string()));
+
+    let visitors = Visitors::start(vec![
+        proxied.clone(),
+        format!("http://127.0.0.1:{api}/healthz"),
+    ]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The new config adds an app: visible over the API once the new process serves.
+    let second = format!(
+        "\n[[apps]]\nname = \"second\"\nrepo = \"{}\"\nsecret_file = \"{}\"\nvolume = \"{}\"\n",
+        origin.bare.display(),
+        dir.path().join("secret").display(),
+        dir.path().join("volume2").display()
+    );
+    std::fs::write(
+        &path,
+        config(dir.path(), &origin, api, proxy, up, "") + &second,
+    )
+    .unwrap();
+    let out = reload_cli(&path);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("handed its sockets"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (sent, failures) = visitors.finish().await;
+
+    let after = successor.pid().unwrap();
+    assert_ne!(after, before, "the lock file still names the old process");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let exit = loop {
+        if let Some(exit) = server.child_mut().try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the old dockhand did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {failures:#?}",
+        failures.len()
+    );
+    assert!(sent > 100, "only {sent} requests were sent");
+    // The new process serves the new config, and the proxy still forwards.
+    let apps = get_page(&format!("http://127.0.0.1:{api}/api/apps"))
+        .await
+        .1;
+    assert!(apps.contains("\"second\""), "{apps}");
+    assert_eq!(get_page(&proxied).await, (200, "upstream\n".to_string()));
+}
+
+#[tokio::test]
+async fn an_invalid_config_is_refused_and_the_running_dockhand_keeps_serving() {
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let (api, proxy, up) = (free_port(), free_port(), free_port());
+    let _upstream = Upstream::start(up, dir.path());
+    let path = dir.path().join("dockhand.toml");
+    let good = config(dir.path(), &origin, api, proxy, up, "");
+    std::fs::write(&path, &good).unwrap();
+    let log = dir.path().join("dockhand.log");
+    let mut server = Server::start(&path, &log).await;
+    let _successor = Successor(dir.path().join("state/dockhand.lock"));
+
+    // The CLI validates first: nothing is sent.
+    std::fs::write(
+        &path,
+        good.replace("[apps.proxy]", "[apps.proxy]\nhold_maximum = 3"),
+    )
+    .unwrap();
+    let out = reload_cli(&path);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hold_maximum"), "{err}");
+    // A SIGHUP sent some other way: the server validates and refuses it itself.
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("reload refused")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        server.child_mut().try_wait().unwrap().is_none(),
+        "the old dockhand exited"
+    );
+    assert_eq!(
+        get_page(&format!("http://127.0.0.1:{proxy}/")).await,
+        (200, "upstream\n".to_string())
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state/dockhand.lock"))
+            .unwrap()
+            .trim(),
+        server.pid().to_string()
+    );
+}
