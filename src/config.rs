@@ -318,6 +318,9 @@ pub struct FastCheck {
     /// reverted) without waiting for the deadline. Refused connections, timeouts and the old
     /// version still answering (body without the new `{sha}`) only count against `deadline`.
     pub failures: u32,
+    /// After the check passed, keep probing this long (zero: not at all); more than `failures`
+    /// failed probes in a row revert the deploy. A newer queued deploy ends the watch early.
+    pub watch: Duration,
 }
 
 /// Wrong answers in a row a fast check tolerates, unless the config says otherwise: at the
@@ -552,6 +555,8 @@ struct RawCheck {
     #[serde(default, with = "humantime_serde")]
     deadline: Option<Duration>,
     failures: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    watch: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -952,6 +957,7 @@ fn validate_check(raw: RawCheck) -> anyhow::Result<FastCheck> {
         timeout: raw.timeout.unwrap_or(Duration::from_secs(2)),
         deadline: raw.deadline.unwrap_or(Duration::from_secs(30)),
         failures: raw.failures.unwrap_or(DEFAULT_CHECK_FAILURES),
+        watch: raw.watch.unwrap_or(Duration::ZERO),
     })
 }
 

@@ -337,6 +337,25 @@ async fn execute(
                 }
             }
             held.release(&steps).await;
+            if let (Ok(()), Some(check)) = (&reloaded, &app.check) {
+                if !check.watch.is_zero() {
+                    let git_ref = deploy.git_ref.as_deref().unwrap_or_default();
+                    // Live while watched: app_state names what runs; the deploy stays running.
+                    store
+                        .go_live(deploy.id, &app.name, &target.to_string(), None)
+                        .await?;
+                    if let Err(e) = watch(ctx, app, deploy, &steps, check, target, git_ref).await {
+                        let previous = deployed.map(|c| c.to_string());
+                        let before = deployed_by.zip(previous.as_deref());
+                        store.put_back_app_state(&app.name, before).await?;
+                        let held = Held::start(ctx, app, &steps).await;
+                        let reverted =
+                            revert(ctx, app, &steps, container, target, deployed, git_ref).await;
+                        held.release(&steps).await;
+                        return fail_reverted(ctx, deploy, &e, reverted).await;
+                    }
+                }
+            }
             reloaded.map(|()| None)
         }
     };
@@ -600,6 +619,59 @@ async fn run_check(
                     report.attempts, report.elapsed
                 ),
             ))
+        })
+        .await
+}
+
+/// The watch window: after the check passed, probe the live new version every `interval` for
+/// `watch`; more than `failures` failed probes in a row fail it (the caller reverts). A newer
+/// queued deploy ends it early: that one is checked itself.
+async fn watch(
+    ctx: &Context,
+    app: &AppConfig,
+    deploy: &Deploy,
+    steps: &Steps,
+    check: &FastCheck,
+    commit: Oid,
+    git_ref: &str,
+) -> anyhow::Result<()> {
+    let target = crate::runtime::ProbeTarget::parse(&check.url)?;
+    let expect = check
+        .expect_body_contains
+        .as_deref()
+        .map(|t| render(t, &commit.to_string(), git_ref));
+    let detail = format!("{} keeps answering for {:?}", check.url, check.watch);
+    steps
+        .run("watch", &detail, async {
+            let started = tokio::time::Instant::now();
+            let (mut probes, mut failed_in_a_row) = (0u32, 0u32);
+            while started.elapsed() < check.watch {
+                if ctx.store.newer_queued(&app.name, deploy.id).await? {
+                    let out = format!(
+                        "a newer deploy is queued: stopped after {:?} ({probes} probes)",
+                        started.elapsed()
+                    );
+                    return Ok(((), out));
+                }
+                tokio::time::sleep(check.interval).await;
+                probes += 1;
+                let outcome =
+                    crate::runtime::probe(&target, check.status, expect.as_deref(), check.timeout)
+                        .await;
+                if outcome == crate::runtime::ProbeOutcome::Healthy {
+                    failed_in_a_row = 0;
+                    continue;
+                }
+                failed_in_a_row += 1;
+                if failed_in_a_row > check.failures {
+                    anyhow::bail!(
+                        "the new version failed {failed_in_a_row} probes in a row {:?} after going live (tolerating {}); last probe: {outcome}",
+                        started.elapsed(),
+                        check.failures
+                    );
+                }
+            }
+            Ok(((), format!("healthy for {:?} ({probes} probes)", check.watch)))
         })
         .await
 }

@@ -330,6 +330,18 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a deploy of `app` newer than `id` waits in the queue (it ends a watch).
+    pub async fn newer_queued(&self, app: &str, id: i64) -> anyhow::Result<bool> {
+        let newer: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM deploys WHERE app = ? AND id > ? AND status = 'queued')",
+        )
+        .bind(app)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(newer)
+    }
+
     /// Make a still-running deploy's commit (and container) the app's deployed state: it is
     /// live, and its post-deploy hooks run next. The deploy's own status waits for them
     /// ([`Store::succeed_deploy`] or [`Store::finish_deploy`]), so it is set once.

@@ -473,3 +473,49 @@ async fn a_full_deploy_that_also_touches_uwsgi_ini_never_changes_the_old_contain
         "{version}"
     );
 }
+
+#[tokio::test]
+async fn the_watch_window_reverts_a_version_that_starts_failing_after_it_went_live() {
+    let origin = origin_with(UWSGI_INI);
+    let (app, _cleanup, url, first) = serving(&origin, "watch = \"20s\"\n").await;
+    let name = first["app"].as_str().unwrap().to_string();
+    origin.write("VERSION", "v1\n");
+    origin.write("FAIL_AFTER", "4\n");
+    let late = origin.commit("v1, which breaks 4 s after it starts");
+    let id = app.push(&late).await;
+    // While watched the new version is live (app_state names it) and the deploy is running.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let deploy = app.get(&format!("/api/deploys/{id}")).await;
+        let watching = deploy["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stage"] == "watch");
+        if watching {
+            assert_eq!(deploy["status"], "running", "{deploy:#}");
+            let state = app.get(&format!("/api/apps/{name}")).await;
+            assert_eq!(state["deployed"]["commit"], late.as_str(), "{state:#}");
+            assert_eq!(get_page(&url).await, (200, "v1\n".to_string()));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{deploy:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert_eq!(deploy["reverted"], true, "{deploy:#}");
+    let watch = step(&deploy, "watch");
+    assert_eq!(watch["ok"], false, "{deploy:#}");
+    assert!(
+        watch["output"]
+            .as_str()
+            .unwrap()
+            .contains("after going live"),
+        "{watch:#}"
+    );
+    assert_eq!(step(&deploy, "verify")["ok"], true, "{deploy:#}");
+    assert_eq!(get_page(&url).await, (200, "v0\n".to_string()));
+    let state = app.get(&format!("/api/apps/{name}")).await;
+    assert_eq!(state["deployed"]["commit"], first["to_commit"], "{state:#}");
+}
