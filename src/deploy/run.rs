@@ -329,7 +329,7 @@ async fn execute(
             let reloaded = reload_step(ctx, app, &steps, container).await;
             if let (Ok(()), Some(check)) = (&reloaded, &app.check) {
                 let git_ref = deploy.git_ref.as_deref().unwrap_or_default();
-                if let Err(e) = run_check(&steps, "check", check, target, git_ref).await {
+                if let Err(e) = run_check(app, &steps, "check", check, target, git_ref).await {
                     let reverted =
                         revert(ctx, app, &steps, container, target, deployed, git_ref).await;
                     held.release(&steps).await;
@@ -582,15 +582,23 @@ pub(super) async fn decide(
     ))
 }
 
-/// The app's post-reload health check for `commit`, as a step named `stage`.
+/// A touch the app has not acted on within this is made again: uWSGI's master takes the
+/// touch file's mtime as its baseline at its first check after (re)starting, so a touch just
+/// before that (a push right after a reload, a revert right after a failed check) is lost.
+const RETOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The app's post-reload health check for `commit`, as a step named `stage`. With a touch
+/// reload, the file is touched again every [`RETOUCH_AFTER`] until the check passes or its
+/// deadline is over.
 async fn run_check(
+    app: &AppConfig,
     steps: &Steps,
     stage: &str,
     check: &FastCheck,
     commit: Oid,
     git_ref: &str,
 ) -> anyhow::Result<()> {
-    let check = HealthCheck {
+    let full = HealthCheck {
         url: check.url.clone(),
         expect_status: check.status,
         expect_body_contains: check
@@ -604,21 +612,63 @@ async fn run_check(
         answer_failures: Some(check.failures),
         deadline: check.deadline,
     };
-    let detail = match &check.expect_body_contains {
+    let detail = match &full.expect_body_contains {
         Some(text) => format!("{} answers containing {text:?}", check.url),
         None => check.url.clone(),
     };
+    let retouch = matches!(app.reload, Reload::Touch(_));
     steps
         .run(stage, &detail, async {
-            let report =
-                crate::runtime::wait_healthy(&check, "the app", || async { Ok(()) }).await?;
-            Ok((
-                (),
-                format!(
-                    "healthy after {} probes in {:?}",
-                    report.attempts, report.elapsed
-                ),
-            ))
+            let started = tokio::time::Instant::now();
+            let mut touched = 0u32;
+            loop {
+                let left = full.deadline.saturating_sub(started.elapsed());
+                let mut attempt = full.clone();
+                attempt.deadline = if retouch {
+                    left.min(RETOUCH_AFTER)
+                } else {
+                    left
+                };
+                attempt.grace = if touched == 0 {
+                    full.grace
+                } else {
+                    Default::default()
+                };
+                let waited =
+                    crate::runtime::wait_healthy(&attempt, "the app", || async { Ok(()) }).await;
+                let again = match &waited {
+                    Err(e) => e
+                        .downcast_ref::<crate::runtime::NotHealthyInTime>()
+                        .is_some(),
+                    Ok(_) => false,
+                };
+                match waited {
+                    Ok(report) => {
+                        let mut out = format!(
+                            "healthy after {:?} (the last {} probes)",
+                            started.elapsed(),
+                            report.attempts
+                        );
+                        if touched > 0 {
+                            out.push_str(&format!("; touched again {touched} times"));
+                        }
+                        return Ok(((), out));
+                    }
+                    Err(_) if again && retouch && started.elapsed() < full.deadline => {
+                        let (volume, layout, reload) =
+                            (app.volume.clone(), app.layout, app.reload.clone());
+                        blocking(move || fast::reload(&volume, layout, &reload)).await?;
+                        touched += 1;
+                    }
+                    Err(e) if again => {
+                        return Err(e.context(format!(
+                            "not healthy within {:?} (touched again {touched} times)",
+                            full.deadline
+                        )))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         })
         .await
 }
@@ -694,7 +744,7 @@ async fn revert(
     };
     reload_step(ctx, app, steps, container).await?;
     match &app.check {
-        Some(check) => run_check(steps, "verify", check, previous, git_ref)
+        Some(check) => run_check(app, steps, "verify", check, previous, git_ref)
             .await
             .map(|()| "the previous version answers again"),
         None => Ok("the previous commit is back"),

@@ -325,6 +325,19 @@ pub async fn probe(
     }
 }
 
+/// [`wait_healthy`] ran out of time without a failure that ended it early (as opposed to too
+/// many failed probes or a dead container): the caller may act and wait again.
+#[derive(Debug)]
+pub struct NotHealthyInTime(String);
+
+impl fmt::Display for NotHealthyInTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotHealthyInTime {}
+
 /// How often `alive` is asked during the grace period.
 const ALIVE_POLL: Duration = Duration::from_millis(200);
 
@@ -359,7 +372,7 @@ where
     loop {
         alive().await?;
         if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!(
+            return Err(NotHealthyInTime(format!(
                 "{what} was not healthy within {:?} ({attempts} probes of {}); last probe: {}",
                 check.deadline,
                 check.url,
@@ -367,7 +380,8 @@ where
                     || "none sent (grace outlasted the deadline)".to_string(),
                     |o| o.to_string()
                 )
-            );
+            ))
+            .into());
         }
         attempts += 1;
         let per_probe = check

@@ -224,3 +224,87 @@ async fn a_commit_that_fails_its_health_check_is_reverted_in_place() {
 async fn a_commit_that_fails_its_health_check_is_reverted_in_the_releases_layout() {
     a_broken_commit_is_reverted("layout = \"releases\"").await;
 }
+
+/// A host app that reloads its code when its touch file changes, but loses every other touch,
+/// as uWSGI loses one that lands before its master's first check after a (re)start.
+const FORGETFUL_APP: &str = r#"
+import http.server, os, sys, threading, time
+root, port, touch = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def load():
+    try:
+        return open(os.path.join(root, "REVISION")).read().split("\n")[0] + "\n"
+    except OSError:
+        return "none\n"
+def mtime():
+    try:
+        return os.stat(os.path.join(root, touch)).st_mtime
+    except OSError:
+        return None
+state = {"version": load(), "seen": 0}
+def watch():
+    last = mtime()
+    while True:
+        time.sleep(0.05)
+        now = mtime()
+        if now != last:
+            last = now
+            state["seen"] += 1
+            if state["seen"] % 2 == 0:
+                state["version"] = load()
+threading.Thread(target=watch, daemon=True).start()
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = state["version"].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"#;
+
+#[tokio::test]
+async fn a_touch_the_app_did_not_act_on_is_made_again_until_the_check_passes() {
+    let origin = Origin::new();
+    origin.write("uwsgi.ini", "[uwsgi]\n");
+    let head = origin.commit("v1");
+    let port = free_port();
+    let app = spawn_app_with(
+        &origin,
+        "",
+        &format!(
+            "[apps.check]\nurl = \"http://127.0.0.1:{port}/\"\nexpect_body_contains = \"{{sha}}\"\n\
+             interval = \"100ms\"\ndeadline = \"20s\"\n"
+        ),
+    )
+    .await;
+    std::fs::create_dir_all(&app.volume).unwrap();
+    let script = app.dir.path().join("forgetful.py");
+    std::fs::write(&script, FORGETFUL_APP).unwrap();
+    let child = Command::new("python3")
+        .arg(&script)
+        .arg(&app.volume)
+        .arg(port.to_string())
+        .arg("uwsgi.ini")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 (scripts/test-env installs it)");
+    let _host = HostApp(child);
+    // Listening (any answer will do) before the deploy touches anything.
+    assert!(
+        Remote::on_port(port)
+            .up_within(Duration::from_secs(10))
+            .await,
+        "the host app did not start"
+    );
+    let deploy = app.deploy(&head).await;
+    let check = step(&deploy, "check");
+    let out = check["output"].as_str().unwrap();
+    assert!(out.contains("touched again 1 times"), "{deploy:#}");
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{port}/")).await,
+        format!("{head}\n")
+    );
+}
