@@ -242,10 +242,16 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
             app.volume.display()
         );
         if let Some(check) = &app.check {
+            let watch = match check.watch.is_zero() {
+                true => String::new(),
+                false => format!(", watched for {:?} after", check.watch),
+            };
             let _ = writeln!(
                 out,
-                "  check    {} within {:?} after each fast deploy; reverts on failure",
-                check.url, check.deadline
+                "  check    {} within {:?} after each fast deploy ({} wrong-status answers in a row fail it{watch}); reverts on failure",
+                check.url,
+                check.deadline,
+                check.failures + 1
             );
         }
         let app_hooks: Vec<String> = hooks
@@ -269,9 +275,13 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
                 .map_or("the live container".to_string(), |u| u.to_string());
             let _ = writeln!(
                 out,
-                "  proxy    {} -> {upstream}, drain {:?}{}",
+                "  proxy    {} -> {upstream}, drain {:?}, {}{}",
                 p.listen,
                 p.drain_timeout,
+                match p.hold_timeout.is_zero() {
+                    true => "no hold during reloads".to_string(),
+                    false => format!("holds requests during reloads (up to {:?})", p.hold_timeout),
+                },
                 if p.maintenance {
                     ", in maintenance"
                 } else {

@@ -252,15 +252,7 @@ async fn execute(
     // The full path pulls before the volume is touched: a bad image changes nothing.
     let full = match (decision.path, &app.container, docker) {
         (DeployPath::Full, Some(container), Some(docker)) => {
-            let f = full::FullDeploy {
-                app,
-                container,
-                deploy_id: deploy.id,
-                commit: target.to_string(),
-                git_ref: deploy.git_ref.clone().unwrap_or_default(),
-                old_container,
-                proxy: ctx.proxies.get(&app.name).map(|p| p.as_ref()),
-            };
+            let f = full_deploy(ctx, app, container, deploy, target, old_container);
             let pulled = match &recorded {
                 Some((image, digest)) => {
                     rollback::reuse_image(&docker, store, &steps, &f, image, digest).await
@@ -452,6 +444,26 @@ impl<'a> Held<'a> {
     }
 }
 
+/// What the full path (and a swap) needs to know about `deploy` of `target`, replacing `old`.
+fn full_deploy<'a>(
+    ctx: &'a Context,
+    app: &'a AppConfig,
+    container: &'a crate::config::ContainerConfig,
+    deploy: &Deploy,
+    target: Oid,
+    old: Option<String>,
+) -> full::FullDeploy<'a> {
+    full::FullDeploy {
+        app,
+        container,
+        deploy_id: deploy.id,
+        commit: target.to_string(),
+        git_ref: deploy.git_ref.clone().unwrap_or_default(),
+        old_container: old,
+        proxy: ctx.proxies.get(&app.name).map(|p| p.as_ref()),
+    }
+}
+
 /// The `swap` reload: a new container from the image the live one runs (already in the engine,
 /// no pull) on the new release, through the full path's gate, switch, drain and retire.
 async fn swap_same_image(
@@ -478,15 +490,7 @@ async fn swap_same_image(
             app.name
         );
     };
-    let f = full::FullDeploy {
-        app,
-        container,
-        deploy_id: deploy.id,
-        commit: target.to_string(),
-        git_ref: deploy.git_ref.clone().unwrap_or_default(),
-        old_container: live.clone(),
-        proxy: ctx.proxies.get(&app.name).map(|p| p.as_ref()),
-    };
+    let f = full_deploy(ctx, app, container, deploy, target, live.clone());
     full::swap(&docker, steps, &f, running.image_ref, digest).await
 }
 

@@ -129,6 +129,42 @@ fn config(dir: &Path, origin: &Origin, api: u16, proxy: u16, upstream: u16, more
         )
 }
 
+/// dockhand (the real binary) serving app `web` behind its proxy, and what the tests need of it.
+struct Running {
+    origin: Origin,
+    dir: tempfile::TempDir,
+    /// API, proxy, upstream.
+    ports: (u16, u16, u16),
+    path: PathBuf,
+    log: PathBuf,
+    server: Server,
+    successor: Successor,
+    _upstream: Upstream,
+}
+
+async fn running() -> Running {
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let (api, proxy, up) = (free_port(), free_port(), free_port());
+    let upstream = Upstream::start(up, dir.path());
+    let path = dir.path().join("dockhand.toml");
+    std::fs::write(&path, config(dir.path(), &origin, api, proxy, up, "")).unwrap();
+    let log = dir.path().join("dockhand.log");
+    let server = Server::start(&path, &log).await;
+    let successor = Successor(dir.path().join("state/dockhand.lock"));
+    Running {
+        origin,
+        dir,
+        ports: (api, proxy, up),
+        path,
+        log,
+        server,
+        successor,
+        _upstream: upstream,
+    }
+}
+
 fn reload_cli(config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_dockhand"))
         .args(["reload", "--config"])
@@ -139,16 +175,16 @@ fn reload_cli(config: &Path) -> std::process::Output {
 
 #[tokio::test]
 async fn a_reload_hands_the_sockets_to_a_new_process_and_refuses_no_connection() {
-    let origin = Origin::new();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let (api, proxy, up) = (free_port(), free_port(), free_port());
-    let _upstream = Upstream::start(up, dir.path());
-    let path = dir.path().join("dockhand.toml");
-    std::fs::write(&path, config(dir.path(), &origin, api, proxy, up, "")).unwrap();
-    let log = dir.path().join("dockhand.log");
-    let mut server = Server::start(&path, &log).await;
-    let successor = Successor(dir.path().join("state/dockhand.lock"));
+    let Running {
+        origin,
+        dir,
+        ports: (api, proxy, up),
+        path,
+        log,
+        mut server,
+        successor,
+        _upstream,
+    } = running().await;
     let before = server.pid();
     let proxied = format!("http://127.0.0.1:{proxy}/");
     assert_eq!(get_page(&proxied).await, (200, "upstream\n".to_string()));
@@ -208,17 +244,17 @@ async fn a_reload_hands_the_sockets_to_a_new_process_and_refuses_no_connection()
 
 #[tokio::test]
 async fn an_invalid_config_is_refused_and_the_running_dockhand_keeps_serving() {
-    let origin = Origin::new();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let (api, proxy, up) = (free_port(), free_port(), free_port());
-    let _upstream = Upstream::start(up, dir.path());
-    let path = dir.path().join("dockhand.toml");
+    let Running {
+        origin,
+        dir,
+        ports: (api, proxy, up),
+        path,
+        log,
+        mut server,
+        successor: _successor,
+        _upstream,
+    } = running().await;
     let good = config(dir.path(), &origin, api, proxy, up, "");
-    std::fs::write(&path, &good).unwrap();
-    let log = dir.path().join("dockhand.log");
-    let mut server = Server::start(&path, &log).await;
-    let _successor = Successor(dir.path().join("state/dockhand.lock"));
 
     // The CLI validates first: nothing is sent.
     std::fs::write(

@@ -153,6 +153,16 @@ async fn push_under_load(
     (samples, deploys)
 }
 
+fn assert_none_failed(samples: &[Sample]) {
+    let failed = failed(samples);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:#?}",
+        failed.len(),
+        samples.len()
+    );
+}
+
 fn assert_all_fast_and_succeeded(deploys: &[Value]) {
     for d in deploys {
         assert_eq!(d["status"], "succeeded", "{d:#}");
@@ -175,13 +185,7 @@ async fn ten_touch_reloads_of_uwsgi_behind_the_proxy_fail_no_request() {
         })
         .sum();
     assert!(held > 0, "no request was ever held: {:#}", deploys[0]);
-    let failed = failed(&samples);
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {failed:#?}",
-        failed.len(),
-        samples.len()
-    );
+    assert_none_failed(&samples);
 }
 
 #[tokio::test]
@@ -190,13 +194,7 @@ async fn ten_chain_reloads_of_uwsgi_behind_the_proxy_fail_no_request() {
     let (app, _cleanup, url, _) = serving(&origin, "").await;
     let (samples, deploys) = push_under_load(&app, &origin, &url, 10, true).await;
     assert_all_fast_and_succeeded(&deploys);
-    let failed = failed(&samples);
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {failed:#?}",
-        failed.len(),
-        samples.len()
-    );
+    assert_none_failed(&samples);
 }
 
 #[tokio::test]
@@ -351,13 +349,7 @@ async fn ten_chain_reloads_in_the_releases_layout_load_each_new_release_and_fail
     let (app, _cleanup, url, _) = serving_releases(&origin, true).await;
     let (samples, deploys) = push_under_load(&app, &origin, &url, 10, true).await;
     assert_all_fast_and_succeeded(&deploys);
-    let failed = failed(&samples);
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {failed:#?}",
-        failed.len(),
-        samples.len()
-    );
+    assert_none_failed(&samples);
 }
 
 /// The version number of an answer (`v3\n` → 3).
@@ -400,13 +392,7 @@ async fn swapping(origin: &Origin, image: &str, head: &str) -> (TestApp, Cleanup
 }
 
 fn assert_no_failures_and_no_mix(samples: &[Sample]) {
-    let failed = failed(samples);
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {failed:#?}",
-        failed.len(),
-        samples.len()
-    );
+    assert_none_failed(samples);
     // Each container serves its own release only: by the time they were sent, answers never
     // go back to an older version once a newer one answered.
     let versions: Vec<u32> = samples.iter().filter_map(version_of).collect();
