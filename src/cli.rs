@@ -275,17 +275,17 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
                 .map_or("the live container".to_string(), |u| u.to_string());
             let _ = writeln!(
                 out,
-                "  proxy    {} -> {upstream}, drain {:?}, {}{}",
+                "  proxy    {} -> {upstream}, drain {:?}{}; {}",
                 p.listen,
                 p.drain_timeout,
-                match p.hold_timeout.is_zero() {
-                    true => "no hold during reloads".to_string(),
-                    false => format!("holds requests during reloads (up to {:?})", p.hold_timeout),
-                },
                 if p.maintenance {
                     ", in maintenance"
                 } else {
                     ""
+                },
+                match p.hold_timeout.is_zero() {
+                    true => "no hold during reloads".to_string(),
+                    false => format!("holds requests during reloads (up to {:?})", p.hold_timeout),
                 }
             );
         }
@@ -368,6 +368,10 @@ mod tests {
         );
         assert!(
             report.contains("proxy    127.0.0.1:8080 -> 127.0.0.1:9000, drain 30s, in maintenance"),
+            "{report}"
+        );
+        assert!(
+            report.contains("holds requests during reloads (up to 10s)"),
             "{report}"
         );
     }
