@@ -175,17 +175,10 @@ fn reload_cli(config: &Path) -> std::process::Output {
 
 #[tokio::test]
 async fn a_reload_hands_the_sockets_to_a_new_process_and_refuses_no_connection() {
-    let Running {
-        origin,
-        dir,
-        ports: (api, proxy, up),
-        path,
-        log,
-        mut server,
-        successor,
-        _upstream,
-    } = running().await;
-    let before = server.pid();
+    let mut r = running().await;
+    let (origin, dir, path, log) = (&r.origin, &r.dir, r.path.clone(), r.log.clone());
+    let (api, proxy, up) = r.ports;
+    let before = r.server.pid();
     let proxied = format!("http://127.0.0.1:{proxy}/");
     assert_eq!(get_page(&proxied).await, (200, "upstream\n".to_string()));
 
@@ -203,7 +196,7 @@ async fn a_reload_hands_the_sockets_to_a_new_process_and_refuses_no_connection()
     );
     std::fs::write(
         &path,
-        config(dir.path(), &origin, api, proxy, up, "") + &second,
+        config(dir.path(), origin, api, proxy, up, "") + &second,
     )
     .unwrap();
     let out = reload_cli(&path);
@@ -217,11 +210,11 @@ async fn a_reload_hands_the_sockets_to_a_new_process_and_refuses_no_connection()
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (sent, failures) = visitors.finish().await;
 
-    let after = successor.pid().unwrap();
+    let after = r.successor.pid().unwrap();
     assert_ne!(after, before, "the lock file still names the old process");
     let deadline = Instant::now() + Duration::from_secs(40);
     let exit = loop {
-        if let Some(exit) = server.child_mut().try_wait().unwrap() {
+        if let Some(exit) = r.server.child_mut().try_wait().unwrap() {
             break exit;
         }
         assert!(Instant::now() < deadline, "the old dockhand did not exit");
@@ -244,17 +237,10 @@ async fn a_reload_hands_the_sockets_to_a_new_process_and_refuses_no_connection()
 
 #[tokio::test]
 async fn an_invalid_config_is_refused_and_the_running_dockhand_keeps_serving() {
-    let Running {
-        origin,
-        dir,
-        ports: (api, proxy, up),
-        path,
-        log,
-        mut server,
-        successor: _successor,
-        _upstream,
-    } = running().await;
-    let good = config(dir.path(), &origin, api, proxy, up, "");
+    let mut r = running().await;
+    let (origin, dir, path, log) = (&r.origin, &r.dir, r.path.clone(), r.log.clone());
+    let (api, proxy, up) = r.ports;
+    let good = config(dir.path(), origin, api, proxy, up, "");
 
     // The CLI validates first: nothing is sent.
     std::fs::write(
@@ -268,7 +254,7 @@ async fn an_invalid_config_is_refused_and_the_running_dockhand_keeps_serving() {
     assert!(err.contains("hold_maximum"), "{err}");
     // A SIGHUP sent some other way: the server validates and refuses it itself.
     let status = Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
+        .args(["-HUP", &r.server.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -285,7 +271,7 @@ async fn an_invalid_config_is_refused_and_the_running_dockhand_keeps_serving() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        server.child_mut().try_wait().unwrap().is_none(),
+        r.server.child_mut().try_wait().unwrap().is_none(),
         "the old dockhand exited"
     );
     assert_eq!(
@@ -296,6 +282,6 @@ async fn an_invalid_config_is_refused_and_the_running_dockhand_keeps_serving() {
         std::fs::read_to_string(dir.path().join("state/dockhand.lock"))
             .unwrap()
             .trim(),
-        server.pid().to_string()
+        r.server.pid().to_string()
     );
 }

@@ -267,35 +267,24 @@ async fn each_deployed_tree_and_container_knows_what_it_runs() {
     assert!(version.contains(&format!("revision={next} ")), "{version}");
 }
 
-/// A chain-reloading uWSGI in the releases layout as the README used to suggest it: `chdir`
-/// into `current`. The master resolves it once, so every worker it forks later runs from the
-/// release that was live when the container started, whatever `current` says.
-const RELEASES_CHDIR_CURRENT_INI: &str = "[uwsgi]
-plugin = python3
-http-socket = 127.0.0.1:$(PORT)
-chdir = /app/current
-module = app:app
-master = true
-processes = 2
-die-on-term = true
-lazy-apps = true
-touch-chain-reload = /app/current/uwsgi.ini
-";
+/// A chain-reloading uWSGI in the releases layout, `paths` saying where the master and the
+/// workers' imports are.
+fn releases_ini(paths: &str) -> String {
+    format!(
+        "[uwsgi]\nplugin = python3\nhttp-socket = 127.0.0.1:$(PORT)\n{paths}module = app:app\n\
+         master = true\nprocesses = 2\ndie-on-term = true\nlazy-apps = true\n\
+         touch-chain-reload = /app/current/uwsgi.ini\n"
+    )
+}
 
-/// The releases layout as README now says to run uWSGI: the master stays in the volume's
-/// root and workers import from the path `/app/current`, resolved at each (re)load.
-const RELEASES_INI: &str = "[uwsgi]
-plugin = python3
-http-socket = 127.0.0.1:$(PORT)
-chdir = /app
-pythonpath = /app/current
-module = app:app
-master = true
-processes = 2
-die-on-term = true
-lazy-apps = true
-touch-chain-reload = /app/current/uwsgi.ini
-";
+/// As the README used to suggest it: `chdir` into `current`. The master resolves it once, so
+/// every worker it forks later runs from the release that was live when the container started,
+/// whatever `current` says.
+const CHDIR_CURRENT: &str = "chdir = /app/current\n";
+
+/// As README now says: the master stays in the volume's root and workers import from the path
+/// `/app/current`, resolved at each (re)load.
+const PYTHONPATH_CURRENT: &str = "chdir = /app\npythonpath = /app/current\n";
 
 /// The releases layout with `keep_releases = 2`, uWSGI started on `current/uwsgi.ini`.
 async fn serving_releases(origin: &Origin, check: bool) -> (TestApp, Cleanup, String, Value) {
@@ -310,7 +299,7 @@ async fn serving_releases(origin: &Origin, check: bool) -> (TestApp, Cleanup, St
 
 #[tokio::test]
 async fn a_uwsgi_master_chdir_into_current_keeps_serving_after_its_release_would_be_pruned() {
-    let origin = origin_with(RELEASES_CHDIR_CURRENT_INI);
+    let origin = origin_with(&releases_ini(CHDIR_CURRENT));
     // No check: with this config the new code never loads (the workers import from the
     // master's cwd), which is what README now warns about.
     let (app, _cleanup, url, first) = serving_releases(&origin, false).await;
@@ -345,7 +334,7 @@ async fn a_uwsgi_master_chdir_into_current_keeps_serving_after_its_release_would
 
 #[tokio::test]
 async fn ten_chain_reloads_in_the_releases_layout_load_each_new_release_and_fail_no_request() {
-    let origin = origin_with(RELEASES_INI);
+    let origin = origin_with(&releases_ini(PYTHONPATH_CURRENT));
     let (app, _cleanup, url, _) = serving_releases(&origin, true).await;
     let (samples, deploys) = push_under_load(&app, &origin, &url, 10, true).await;
     assert_all_fast_and_succeeded(&deploys);
