@@ -745,6 +745,12 @@ impl Config {
             .join("repos")
             .join(format!("{app}.git"))
     }
+
+    /// Where a full deploy's trial container gets its copy of the new tree (state dir: never
+    /// a volume, so no container running the app sees it).
+    pub fn trial_path(&self, app: &str) -> PathBuf {
+        self.server.state_dir.join("trial").join(app)
+    }
 }
 
 fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow::Result<AppConfig> {

@@ -121,26 +121,77 @@ pub(super) fn diff(cache: &Cache, from: Option<Oid>, to: Oid) -> anyhow::Result<
     })
 }
 
+/// What a deploy writes: commit `to`'s tree, reached from `from` (deployed, if anything) by
+/// `changes`, with the revision file.
+pub(super) struct Write<'a> {
+    pub from: Option<Oid>,
+    pub to: Oid,
+    pub changes: &'a [Change],
+    pub revision: Option<&'a Revision>,
+}
+
+/// When a deploy's write makes the new commit what the app runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Switch {
+    /// Now: in place the writes are the switch; with releases, `current` changes at the end.
+    Now,
+    /// Not yet (releases only): the release is built, `current` unchanged; a later `Now`
+    /// finds it kept and only switches.
+    Later,
+}
+
 /// Put commit `to` live: in place, write `changes` (from `from` to `to`) into the volume; with
-/// releases, build `to`'s release (or reuse a kept one) and switch `current` to it. Returns
-/// what was done, for the step output.
+/// releases, build `to`'s release (or reuse a kept one) and, by `switch`, point `current` at
+/// it. Returns what was done, for the step output.
 pub(super) fn sync(
     cache: &Path,
     volume: &Path,
     layout: Layout,
-    from: Option<Oid>,
-    to: Oid,
-    changes: &[Change],
-    revision: Option<&Revision>,
+    write: &Write<'_>,
+    switch: Switch,
 ) -> anyhow::Result<String> {
     let cache = Cache::open_or_init(cache)?;
+    let Write {
+        from,
+        to,
+        changes,
+        revision,
+    } = *write;
     if layout == Layout::InPlace {
+        if switch == Switch::Later {
+            bail!("in place, nothing can be written ahead of the switch");
+        }
         let changes = with_revision(&cache, changes, revision, to)?;
         return Ok(describe(
             &Volume::open(volume)?.apply(cache.repo(), &changes)?,
         ));
     }
     let releases = Releases::open(volume)?;
+    let built = build(&releases, &cache, from, to, changes, revision)?;
+    if switch == Switch::Later {
+        return Ok(match built.reused {
+            true => format!("release {to} was kept"),
+            false => format!(
+                "release {to}: {} files hard-linked, {}",
+                built.linked,
+                describe(&built.applied)
+            ),
+        });
+    }
+    releases.switch(Some(to))?;
+    Ok(describe_release(to, &built))
+}
+
+/// `to`'s release built from `from`'s with `changes` (or kept), after removing what a crash
+/// left half-built.
+fn build(
+    releases: &Releases,
+    cache: &Cache,
+    from: Option<Oid>,
+    to: Oid,
+    changes: &[Change],
+    revision: Option<&Revision>,
+) -> anyhow::Result<Built> {
     releases.remove_leftovers()?;
     // `changes` lead from `from`'s release; without one (the volume was in place before) they
     // are of no use, and the release is built from the whole tree.
@@ -148,9 +199,42 @@ pub(super) fn sync(
         Some(f) if !releases.has(f) => None,
         _ => Some(changes),
     };
-    let built = release(&releases, &cache, from, to, changes, revision)?;
+    release(releases, cache, from, to, changes, revision)
+}
+
+/// A private copy of commit `to`'s tree in `dir` (emptied first), laid out as the volume is
+/// (in releases: `releases/<sha>` and `current`), revision file included: what a full
+/// deploy's trial container mounts. Returns what was written.
+pub(super) fn stage(
+    cache: &Path,
+    dir: &Path,
+    layout: Layout,
+    to: Oid,
+    revision: Option<&Revision>,
+) -> anyhow::Result<String> {
+    remove_stage(dir)?;
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let cache = Cache::open_or_init(cache)?;
+    if layout == Layout::InPlace {
+        let changes = with_revision(&cache, &cache.changes(None, Some(to))?, revision, to)?;
+        return Ok(describe(&Volume::open(dir)?.apply(cache.repo(), &changes)?));
+    }
+    let releases = Releases::open(dir)?;
+    let built = release(&releases, &cache, None, to, None, revision)?;
     releases.switch(Some(to))?;
     Ok(describe_release(to, &built))
+}
+
+/// Remove a trial's copy of a tree (and whatever a crash left of one).
+pub(super) fn remove_stage(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
 }
 
 /// `to`'s release: a kept one as it is; else built on `base`'s release (kept, or `None`) with

@@ -4,9 +4,11 @@
 //! is never touched.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use anyhow::Context as _;
 
+use super::hold::Held;
 use super::steps::Steps;
 use crate::config::{render, AppConfig, ContainerConfig, Layout, Reload, Strategy};
 use crate::proxy::{Proxy, Retired, Target};
@@ -66,58 +68,65 @@ pub(super) async fn pull(
     Ok((image, pulled.digest))
 }
 
+/// How the new commit reaches the tree the containers mount, for [`swap`] to order around the
+/// old container.
+pub(super) struct Tree<'a, P, B> {
+    /// A copy of the new tree for a trial container ([`needs_trial`]).
+    pub trial: Option<&'a std::path::Path>,
+    /// Puts the new commit into the tree.
+    pub put: P,
+    /// Puts the old commit back, after `put` or the new container failed.
+    pub back: B,
+}
+
 /// Replace the old container by a new one of `image`, by the app's strategy. With a proxy,
 /// new requests switch to the new container once it is healthy, and the old one is stopped
 /// only after the requests still open on it finished (bounded by the drain timeout).
+///
+/// `tree.put` brings the new commit into the tree the containers mount and `tree.back` puts
+/// the old one back (after `put` failed, or the new container did). The tree the old container runs from
+/// changes only while that container runs nothing: stopped first (stop-first), else paused
+/// (start-first on a shared tree: the volume, or `current`), new requests waiting in the
+/// proxy's hold meanwhile. A swapping app's containers each mount their own release: the old
+/// one keeps serving throughout.
 pub(super) async fn swap(
     docker: &Docker,
     steps: &Steps,
     d: &FullDeploy<'_>,
     image: String,
     digest: Option<String>,
+    tree: Tree<'_, impl Future<Output = anyhow::Result<()>>, impl Future<Output = ()>>,
 ) -> anyhow::Result<LiveContainer> {
+    let Tree { trial, put, back } = tree;
     let port = container_port(d.container)?;
     let grace = d.container.stop_grace;
     let stop_first = d.container.strategy == Strategy::StopFirst;
-    // stop-first: the proxy stops sending to the old container (503 meanwhile) and waits for
-    // its open requests, then the old container stops to free the port.
-    let mut stopped_upstream = None;
-    if let (true, Some(old)) = (stop_first, &d.old_container) {
-        if let Some(proxy) = d.proxy {
-            stopped_upstream = switch(steps, proxy, None).await?;
-            if let Some(retired) = &stopped_upstream {
-                drain(steps, proxy, retired).await?;
+    let shared = d.app.reload != Reload::Swap;
+    let mut old = match d.old_container.as_deref() {
+        Some(old) if stop_first => Some(Old::Stopped(stop_old(docker, steps, d, old, port).await?)),
+        Some(old) if shared => {
+            // The new version proves itself first while the old one serves, unchanged: a
+            // deploy that fails here has cost nobody anything.
+            if let Some(tree) = trial {
+                run_trial(docker, steps, d, &image, tree).await?;
             }
+            Some(Old::Paused(pause_old(docker, steps, d.proxy, old).await?))
         }
-        steps
-            .run(
-                "stop-old",
-                &format!("stop {old} to free port {port}"),
-                async {
-                    docker.stop(old, grace).await?;
-                    Ok(((), format!("stopped within {grace:?}")))
-                },
-            )
-            .await?;
-    }
-    let started = start_healthy(docker, steps, d, &image, port).await;
+        _ => None,
+    };
+    let started = match put.await {
+        Ok(()) => start_healthy(docker, steps, d, &image, port).await,
+        Err(e) => Err(e),
+    };
     let id = match started {
         Ok(id) => id,
         Err(e) => {
-            if let (true, Some(old)) = (stop_first, &d.old_container) {
-                let restarted = steps
-                    .run("restart-old", old, async {
-                        docker.start(old).await?;
-                        Ok(((), "the previous container is running again".to_string()))
-                    })
-                    .await;
-                if let Err(again) = restarted {
+            back.await;
+            if let (Some(old), Some(id)) = (old.take(), d.old_container.as_deref()) {
+                if let Err(again) = old.resume(docker, steps, d.proxy, id).await {
                     return Err(e.context(format!(
-                        "and the previous container did not start again: {again:#}"
+                        "and the previous container did not serve again: {again:#}"
                     )));
-                }
-                if let (Some(proxy), Some(old)) = (d.proxy, &stopped_upstream) {
-                    switch(steps, proxy, Some(old.target().clone())).await?;
                 }
             }
             return Err(e);
@@ -129,6 +138,10 @@ pub(super) async fn swap(
         retired = switch(steps, proxy, Some(upstream(&id, port)))
             .await
             .unwrap_or(None);
+    }
+    if let Some(Old::Paused(paused)) = old {
+        paused.hold.release(steps).await;
+        retired = retired.or(paused.switched);
     }
     if let Some(old) = &d.old_container {
         if let (Some(proxy), Some(retired)) = (d.proxy, &retired) {
@@ -156,6 +169,198 @@ pub(super) async fn swap(
         digest,
         port,
     })
+}
+
+/// Whether a full deploy pauses the old container around the tree's change, and so first
+/// runs a trial of the new version on a copy of its tree (`swap`'s `trial`): start-first, an
+/// old container, a tree shared by both (not a swapping app's own releases).
+pub(super) fn needs_trial(d: &FullDeploy<'_>) -> bool {
+    d.old_container.is_some()
+        && d.container.strategy != Strategy::StopFirst
+        && d.app.reload != Reload::Swap
+}
+
+/// The trial: a container of `image` on a copy of the new commit's tree (`tree`, outside the
+/// volume), health-gated like the real one, then removed. The old container serves throughout;
+/// if the trial fails, nothing else happened.
+async fn run_trial(
+    docker: &Docker,
+    steps: &Steps,
+    d: &FullDeploy<'_>,
+    image: &str,
+    tree: &std::path::Path,
+) -> anyhow::Result<()> {
+    let port = free_loopback_port()?;
+    let mut spec = spec(d, image, port);
+    spec.name.push_str("-trial");
+    spec.mounts[0].source = tree.to_path_buf();
+    spec.restart_policy = Some("no".to_string());
+    let detail = format!(
+        "{} on 127.0.0.1:{port}, on a copy of the new tree ({})",
+        spec.name,
+        tree.display()
+    );
+    let id = gated(
+        docker,
+        steps,
+        d,
+        &spec,
+        port,
+        ["trial", "trial-health"],
+        &detail,
+    )
+    .await?;
+    if let Err(e) = docker.remove(&id).await {
+        // Startup reconciliation removes it as a stray if it is still there then.
+        tracing::warn!(
+            container = id,
+            error = format!("{e:#}"),
+            "removing the trial container failed"
+        );
+    }
+    Ok(())
+}
+
+/// The old container while the new one is started: what it takes to have it serve again.
+enum Old<'a> {
+    /// Stopped to free the port (stop-first); the upstream switched away from, if any.
+    Stopped(Option<Retired>),
+    /// Paused while the tree it runs from changes.
+    Paused(Paused<'a>),
+}
+
+struct Paused<'a> {
+    hold: Held<'a>,
+    /// The upstream switched away from (requests past the hold get 503 meanwhile).
+    switched: Option<Retired>,
+}
+
+impl Old<'_> {
+    /// The new container failed: the old one serves again (its tree is already back).
+    async fn resume(
+        self,
+        docker: &Docker,
+        steps: &Steps,
+        proxy: Option<&Proxy>,
+        id: &str,
+    ) -> anyhow::Result<()> {
+        let (step, out, switched, hold) = match self {
+            Old::Stopped(switched) => (
+                "restart-old",
+                "the previous container is running again",
+                switched,
+                None,
+            ),
+            Old::Paused(p) => (
+                "resume-old",
+                "the previous container runs again, on its own commit",
+                p.switched,
+                Some(p.hold),
+            ),
+        };
+        let resumed = steps
+            .run(step, id, async {
+                match hold {
+                    Some(_) => docker.unpause(id).await?,
+                    None => docker.start(id).await?,
+                }
+                Ok(((), out.to_string()))
+            })
+            .await;
+        if let (Some(proxy), Some(old)) = (proxy, &switched) {
+            switch(steps, proxy, Some(old.target().clone())).await?;
+        }
+        if let Some(hold) = hold {
+            hold.release(steps).await;
+        }
+        resumed
+    }
+}
+
+/// stop-first: the proxy stops sending to the old container (503 meanwhile) and waits for its
+/// open requests, then the old container stops to free the port.
+async fn stop_old(
+    docker: &Docker,
+    steps: &Steps,
+    d: &FullDeploy<'_>,
+    old: &str,
+    port: u16,
+) -> anyhow::Result<Option<Retired>> {
+    let mut switched = None;
+    if let Some(proxy) = d.proxy {
+        switched = switch(steps, proxy, None).await?;
+        if let Some(retired) = &switched {
+            drain(steps, proxy, retired).await?;
+        }
+    }
+    let grace = d.container.stop_grace;
+    steps
+        .run(
+            "stop-old",
+            &format!("stop {old} to free port {port}"),
+            async {
+                docker.stop(old, grace).await?;
+                Ok(((), format!("stopped within {grace:?}")))
+            },
+        )
+        .await?;
+    Ok(switched)
+}
+
+/// start-first on a shared tree: new requests wait in the proxy's hold (without one, or past
+/// its timeout, they are answered 503), those open on the old container finish, then it is
+/// paused, so that nothing in it (a reload watching a file, a worker respawned) runs the new
+/// commit on the old image.
+async fn pause_old<'a>(
+    docker: &Docker,
+    steps: &Steps,
+    proxy: Option<&'a Proxy>,
+    old: &str,
+) -> anyhow::Result<Paused<'a>> {
+    let hold = Held::start(
+        proxy,
+        steps,
+        "new requests wait in the proxy until the new container is live",
+    )
+    .await;
+    let mut paused = Paused {
+        hold,
+        switched: None,
+    };
+    let quiet = async {
+        // Nothing is live meanwhile: a request past the hold's timeout gets a 503, not a
+        // paused container.
+        if let Some(proxy) = proxy {
+            paused.switched = switch(steps, proxy, None).await?;
+            if let Some(retired) = &paused.switched {
+                drain(steps, proxy, retired).await?;
+            }
+        }
+        steps
+            .run(
+                "pause-old",
+                &format!("pause {old} while the tree it runs from changes"),
+                async {
+                    docker.pause(old).await?;
+                    Ok((
+                        (),
+                        "paused: it runs nothing until it is retired".to_string(),
+                    ))
+                },
+            )
+            .await
+    }
+    .await;
+    match quiet {
+        Ok(()) => Ok(paused),
+        Err(e) => {
+            if let (Some(proxy), Some(old)) = (proxy, &paused.switched) {
+                let _ = switch(steps, proxy, Some(old.target().clone())).await;
+            }
+            paused.hold.release(steps).await;
+            Err(e)
+        }
+    }
 }
 
 /// Point the proxy at `to` (or at nothing), as a step.
@@ -186,20 +391,21 @@ async fn drain(steps: &Steps, proxy: &Proxy, retired: &Retired) -> anyhow::Resul
         .run(
             "drain",
             &format!("requests still open on {}", retired.target().addr),
-            async {
-                let drained = proxy.drain(retired).await;
-                let out = if drained.abandoned == 0 {
-                    format!("all finished after {:?}", drained.waited)
-                } else {
-                    format!(
-                        "drain timeout after {:?}: {} requests still open are cut",
-                        drained.waited, drained.abandoned
-                    )
-                };
-                Ok(((), out))
-            },
+            async { Ok(((), drained(proxy.drain(retired).await))) },
         )
         .await
+}
+
+/// How a drain ended, for its step.
+fn drained(drained: crate::proxy::Drained) -> String {
+    if drained.abandoned == 0 {
+        format!("all finished after {:?}", drained.waited)
+    } else {
+        format!(
+            "drain timeout after {:?}: {} requests still open are cut",
+            drained.waited, drained.abandoned
+        )
+    }
 }
 
 /// Create and start a container of `image` on `port` and wait until it is healthy; on failure
@@ -212,16 +418,27 @@ async fn start_healthy(
     port: u16,
 ) -> anyhow::Result<String> {
     let spec = spec(d, image, port);
+    let detail = format!("{} on 127.0.0.1:{port}", spec.name);
+    gated(docker, steps, d, &spec, port, ["start", "health"], &detail).await
+}
+
+/// Create and start `spec` (listening on `port`), then wait until it is healthy, as the two
+/// steps `stages` names; on failure it is removed, its last log lines kept in the step.
+async fn gated(
+    docker: &Docker,
+    steps: &Steps,
+    d: &FullDeploy<'_>,
+    spec: &ContainerSpec,
+    port: u16,
+    stages: [&str; 2],
+    detail: &str,
+) -> anyhow::Result<String> {
     let id = steps
-        .run(
-            "start",
-            &format!("{} on 127.0.0.1:{port}", spec.name),
-            async {
-                let id = docker.create(&spec).await?;
-                docker.start(&id).await?;
-                Ok((id.clone(), format!("container {id}")))
-            },
-        )
+        .run(stages[0], detail, async {
+            let id = docker.create(spec).await?;
+            docker.start(&id).await?;
+            Ok((id.clone(), format!("container {id}")))
+        })
         .await?;
     let check = health_check(d, port);
     // An image with its own HEALTHCHECK is judged by Docker's status; others by the HTTP probe.
@@ -232,7 +449,7 @@ async fn start_healthy(
         check.url.clone()
     };
     let healthy = steps
-        .run("health", &detail, async {
+        .run(stages[1], &detail, async {
             let waited = if docker_health {
                 docker.wait_docker_health(&id, check.deadline).await
             } else {

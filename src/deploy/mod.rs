@@ -5,6 +5,7 @@
 
 mod fast;
 mod full;
+mod hold;
 pub mod plan;
 mod queue;
 mod recover;

@@ -158,6 +158,15 @@ async fn reconcile_containers(ctx: &Context) -> anyhow::Result<()> {
             continue;
         };
         match docker.inspect(&live).await? {
+            // A full deploy paused it around the tree's change (put back above) and stopped.
+            Some(info) if info.paused => {
+                docker.unpause(&live).await?;
+                info!(
+                    app = app.name,
+                    container = live,
+                    "resumed the live container an interrupted deploy had paused"
+                );
+            }
             Some(info) if info.running => {}
             Some(_) => {
                 docker.start(&live).await?;

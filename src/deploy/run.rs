@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use anyhow::Context as _;
 use tracing::{info, instrument, warn};
 
+use super::hold::Held;
 use super::plan::{self, Decision, DeployPath, Running};
 use super::steps::Steps;
 use super::{blocking, fast, full, pick_latest, reload, rollback, Candidate, Context};
@@ -267,38 +268,82 @@ async fn execute(
         _ => None,
     };
 
-    let synced = {
-        let (c, v, changes, layout) = (cache.clone(), volume.clone(), plan.changes, app.layout);
-        let revision = app.revision_file.clone().map(|file| fast::Revision {
-            file,
-            git_ref: deploy.git_ref.clone().unwrap_or_default(),
-            deploy_id: deploy.id,
-        });
-        let detail = format!("into {}", volume.display());
-        steps
-            .run("sync", &detail, async move {
-                let done = blocking(move || {
-                    fast::sync(
-                        &c,
-                        &v,
-                        layout,
-                        deployed,
-                        target,
-                        &changes,
-                        revision.as_ref(),
-                    )
+    let revision = app.revision_file.clone().map(|file| fast::Revision {
+        file,
+        git_ref: deploy.git_ref.clone().unwrap_or_default(),
+        deploy_id: deploy.id,
+    });
+    // Writes the new commit as a step: `Switch::Now` puts it live, `Later` (releases) only
+    // builds its release.
+    let write = |stage: &'static str, switch: fast::Switch| {
+        let (c, v, layout) = (cache.clone(), volume.clone(), app.layout);
+        let (changes, revision) = (plan.changes.clone(), revision.clone());
+        let detail = match switch {
+            fast::Switch::Now => format!("into {}", volume.display()),
+            fast::Switch::Later => "the new release, current unchanged".to_string(),
+        };
+        let steps = &steps;
+        async move {
+            steps
+                .run(stage, &detail, async move {
+                    let done = blocking(move || {
+                        let write = fast::Write {
+                            from: deployed,
+                            to: target,
+                            changes: &changes,
+                            revision: revision.as_ref(),
+                        };
+                        fast::sync(&c, &v, layout, &write, switch)
+                    })
+                    .await?;
+                    Ok(((), done))
                 })
-                .await?;
-                Ok(((), done))
-            })
-            .await
+                .await
+        }
+    };
+    let sync = || write("sync", fast::Switch::Now);
+    // The full path orders the sync around the old container (full::swap); the fast path
+    // syncs first.
+    let synced = match &full {
+        Some(_) => Ok(()),
+        None => sync().await,
     };
     let live = match (synced, &full) {
         (Err(e), _) => Err(e),
         (Ok(()), Some((f, docker, (image, digest)))) => {
-            full::swap(docker, &steps, f, image.clone(), digest.clone())
-                .await
-                .map(Some)
+            // The new release is built while the old container still serves: its tree
+            // changes (`current` switched) only while it is paused.
+            if matches!(app.layout, Layout::Releases { .. }) && app.reload != Reload::Swap {
+                let built = write("build", fast::Switch::Later).await;
+                if let Err(e) = built {
+                    return fail(ctx, deploy, &e).await;
+                }
+            }
+            let trial = match full::needs_trial(f) {
+                true => match stage_trial(ctx, app, &steps, target, revision.clone()).await {
+                    Ok(dir) => Some(dir),
+                    Err(e) => return fail(ctx, deploy, &e).await,
+                },
+                false => None,
+            };
+            let back = restore(ctx, app, &steps, target, deployed);
+            let (image, digest) = (image.clone(), digest.clone());
+            let tree = full::Tree {
+                trial: trial.as_deref(),
+                put: sync(),
+                back,
+            };
+            let swapped = full::swap(docker, &steps, f, image, digest, tree).await;
+            if let Some(dir) = trial {
+                if let Err(e) = blocking(move || fast::remove_stage(&dir)).await {
+                    warn!(error = format!("{e:#}"), "removing the trial's tree failed");
+                }
+            }
+            match swapped {
+                Ok(live) => Ok(Some(live)),
+                // The tree is back already (full::swap ordered it around the old container).
+                Err(e) => return fail(ctx, deploy, &e).await,
+            }
         }
         (Ok(()), None) if app.reload == Reload::Swap => {
             let swapped = swap_same_image(
@@ -317,7 +362,7 @@ async fn execute(
             let container = live_container.as_deref();
             // New requests wait in the proxy while the app server reloads, until the check
             // (or the revert's verify) says a version answers again: latency, not errors.
-            let held = Held::start(ctx, app, &steps).await;
+            let held = Held::start(proxy_of(ctx, app), &steps, hold_detail(app)).await;
             let reloaded = reload_step(ctx, app, &steps, container).await;
             if let (Ok(()), Some(check)) = (&reloaded, &app.check) {
                 let git_ref = deploy.git_ref.as_deref().unwrap_or_default();
@@ -340,7 +385,7 @@ async fn execute(
                         let previous = deployed.map(|c| c.to_string());
                         let before = deployed_by.zip(previous.as_deref());
                         store.put_back_app_state(&app.name, before).await?;
-                        let held = Held::start(ctx, app, &steps).await;
+                        let held = Held::start(proxy_of(ctx, app), &steps, hold_detail(app)).await;
                         let reverted =
                             revert(ctx, app, &steps, container, target, deployed, git_ref).await;
                         held.release(&steps).await;
@@ -408,39 +453,16 @@ async fn execute(
     Ok(())
 }
 
-/// A hold on the app's proxied requests during a fast deploy's reload (none without a proxy or
-/// with `hold_timeout = "0s"`), recorded as a `hold` step when released.
-struct Held<'a> {
-    guard: Option<crate::proxy::HoldGuard<'a>>,
-    step: Option<i64>,
+/// The app's proxy, if it has one.
+fn proxy_of<'a>(ctx: &'a Context, app: &AppConfig) -> Option<&'a crate::proxy::Proxy> {
+    ctx.proxies.get(&app.name).map(|p| p.as_ref())
 }
 
-impl<'a> Held<'a> {
-    async fn start(ctx: &'a Context, app: &AppConfig, steps: &Steps) -> Held<'a> {
-        let guard = ctx.proxies.get(&app.name).and_then(|p| p.hold());
-        let mut step = None;
-        if guard.is_some() {
-            let detail = match &app.check {
-                Some(_) => "new requests wait in the proxy until the check passes",
-                None => "new requests wait in the proxy until the reload returns",
-            };
-            step = steps.begin("hold", detail).await.ok();
-        }
-        Held { guard, step }
-    }
-
-    async fn release(self, steps: &Steps) {
-        let Some(guard) = self.guard else { return };
-        let report = guard.release();
-        let out = format!(
-            "{} requests waited, released after {:?}",
-            report.held, report.lasted
-        );
-        if let Some(step) = self.step {
-            if let Err(e) = steps.end(step, &out).await {
-                warn!(error = format!("{e:#}"), "recording the hold step failed");
-            }
-        }
+/// Until when a fast deploy's reload holds the app's new requests.
+fn hold_detail(app: &AppConfig) -> &'static str {
+    match &app.check {
+        Some(_) => "new requests wait in the proxy until the check passes",
+        None => "new requests wait in the proxy until the reload returns",
     }
 }
 
@@ -460,7 +482,7 @@ fn full_deploy<'a>(
         commit: target.to_string(),
         git_ref: deploy.git_ref.clone().unwrap_or_default(),
         old_container: old,
-        proxy: ctx.proxies.get(&app.name).map(|p| p.as_ref()),
+        proxy: proxy_of(ctx, app),
     }
 }
 
@@ -491,7 +513,35 @@ async fn swap_same_image(
         );
     };
     let f = full_deploy(ctx, app, container, deploy, target, live.clone());
-    full::swap(&docker, steps, &f, running.image_ref, digest).await
+    // Synced already: the new release is not the tree the old container runs from.
+    let tree = full::Tree {
+        trial: None,
+        put: std::future::ready(Ok(())),
+        back: std::future::ready(()),
+    };
+    full::swap(&docker, steps, &f, running.image_ref, digest, tree).await
+}
+
+/// A copy of `target`'s tree under the state dir for the full path's trial container, as a
+/// step; returns where.
+async fn stage_trial(
+    ctx: &Context,
+    app: &AppConfig,
+    steps: &Steps,
+    target: Oid,
+    revision: Option<fast::Revision>,
+) -> anyhow::Result<std::path::PathBuf> {
+    let dir = ctx.config.trial_path(&app.name);
+    let (cache, layout, d) = (ctx.config.cache_path(&app.name), app.layout, dir.clone());
+    let detail = format!("a copy of {target} in {}", dir.display());
+    steps
+        .run("stage", &detail, async move {
+            let done = blocking(move || fast::stage(&cache, &d, layout, target, revision.as_ref()))
+                .await?;
+            Ok(((), done))
+        })
+        .await?;
+    Ok(dir)
 }
 
 /// The commits the app's containers were started on: their releases stay (a process may run

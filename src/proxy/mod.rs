@@ -306,9 +306,12 @@ impl Proxy {
     /// Wait until every request that leased `old` has finished, at most the app's
     /// `drain_timeout`.
     pub async fn drain(&self, old: &Retired) -> Drained {
+        self.drain_upstream(&old.0).await
+    }
+
+    async fn drain_upstream(&self, old: &Upstream) -> Drained {
         let started = tokio::time::Instant::now();
         let deadline = started + self.config.drain_timeout;
-        let old = &old.0;
         loop {
             let notified = old.idle.notified();
             tokio::pin!(notified);

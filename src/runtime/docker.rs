@@ -248,6 +248,27 @@ impl Docker {
         }
     }
 
+    /// Freeze every process of the container (cgroup freezer): it runs nothing, reads
+    /// nothing, until [`Docker::unpause`]; a paused container can still be stopped.
+    #[instrument(skip_all, fields(id = %id))]
+    pub async fn pause(&self, id: &str) -> anyhow::Result<()> {
+        check_container_ref(id)?;
+        retrying("pause", || self.client.pause_container(id))
+            .await
+            .with_context(|| format!("pausing container {id}"))
+    }
+
+    /// Thaw a paused container. One that is not paused is not an error.
+    #[instrument(skip_all, fields(id = %id))]
+    pub async fn unpause(&self, id: &str) -> anyhow::Result<()> {
+        check_container_ref(id)?;
+        match retrying("unpause", || self.client.unpause_container(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(409) && e.to_string().contains("not paused") => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("unpausing container {id}")),
+        }
+    }
+
     /// Send `signal` (e.g. `SIGHUP`) to the container's main process.
     pub async fn kill(&self, id: &str, signal: &str) -> anyhow::Result<()> {
         check_container_ref(id)?;
@@ -671,6 +692,7 @@ fn container_info(r: ContainerInspectResponse) -> anyhow::Result<ContainerInfo> 
         image_ref: config.image.unwrap_or_default(),
         image_id: r.image.unwrap_or_default(),
         running,
+        paused: state.paused.unwrap_or(false),
         exit_code: if running { None } else { state.exit_code },
         health,
         labels: config.labels.unwrap_or_default().into_iter().collect(),

@@ -163,6 +163,9 @@ pub struct ContainerInfo {
     /// `false` while the engine restarts it after a crash (restart policies), not only once
     /// it has exited.
     pub running: bool,
+    /// Frozen by `docker pause` (still `running`): a full deploy pauses the old container
+    /// while the tree it runs from changes.
+    pub paused: bool,
     /// Set once the container is no longer running.
     pub exit_code: Option<i64>,
     /// Docker's own HEALTHCHECK status (`starting`, `healthy`, `unhealthy`), if the image has one.

@@ -328,24 +328,7 @@ async fn killed_between_stopping_the_old_container_and_starting_the_new_one_the_
     let id = server
         .push(&origin.commit("rebuild\n\nDeploy-Path: full\n"))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let d = server.deploy(id).await;
-        let stopped = d["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["stage"] == "stop-old" && s["ok"] == true);
-        if stopped {
-            break;
-        }
-        assert!(
-            d["status"] == "queued" || d["status"] == "running",
-            "finished before the kill: {d:#}"
-        );
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_step(&server, id, "stop-old").await;
     server.child.kill().unwrap(); // SIGKILL: the old container is stopped, the new one is booting
     server.child.wait().unwrap();
     drop(server);
@@ -364,14 +347,111 @@ async fn killed_between_stopping_the_old_container_and_starting_the_new_one_the_
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let engine = crate::docker::docker().await;
+    let containers = crate::docker::app_containers(&name).await;
     assert_eq!(
-        engine
-            .list_by_label("dockhand.app", &name)
-            .await
-            .unwrap()
-            .len(),
+        containers.len(),
         1,
-        "one container of the app"
+        "one container of the app: {containers:?}"
     );
+}
+
+#[tokio::test]
+async fn killed_while_a_full_deploy_has_the_old_container_paused_the_restart_resumes_it_on_its_own_commit(
+) {
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let name = crate::docker::unique("paused").replace("dockhand-test-", "");
+    let _cleanup = crate::docker::Cleanup::app(&name);
+    // start-first on a fresh port per container; the new one boots for 3 s.
+    let container =
+        "[apps.container]\nimage = \"127.0.0.1:5000/dockhand-test/app:v1\"\nmount = \"/code\"\n\
+         env = { BOOT_DELAY = \"3\" }\nexpect_body_contains = \"v1\"\nhealth_interval = \"100ms\"\n\
+         health_deadline = \"30s\"\nstop_grace = \"1s\"\n";
+    let api_port = free_port();
+    let text = config_text(dir.path(), &origin, "", container)
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{api_port}"))
+        .replace("name = \"web\"", &format!("name = \"{name}\""));
+    let config = dir.path().join("dockhand.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("dockhand.log");
+    let volume = dir.path().join("volume");
+
+    let mut server = Server::start(&config, &log).await;
+    let first = origin.head();
+    assert_eq!(
+        server.wait_terminal(server.push(&first).await).await["status"],
+        "succeeded"
+    );
+    let state: serde_json::Value = crate::helpers::client()
+        .get(format!("http://127.0.0.1:{api_port}/api/apps/{name}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let port = state["container"]["port"].as_u64().unwrap();
+    let answers = || async move {
+        let url = format!("http://127.0.0.1:{port}/");
+        let sent = crate::helpers::client()
+            .get(url)
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        matches!(sent, Ok(r) if r.status() == 200)
+    };
+    assert!(answers().await);
+
+    origin.write("app.py", "VERSION = 2\n");
+    let id = server
+        .push(&origin.commit("rebuild\n\nDeploy-Path: full\n"))
+        .await;
+    wait_for_step(&server, id, "sync").await;
+    server.child.kill().unwrap(); // SIGKILL: the old container is paused, the new one booting
+    server.child.wait().unwrap();
+    drop(server);
+    assert!(!answers().await, "the old container should be paused");
+    assert_eq!(
+        std::fs::read_to_string(volume.join("app.py")).unwrap(),
+        "VERSION = 2\n",
+        "the tree should hold the new commit at the kill"
+    );
+
+    let server = Server::start(&config, &log).await;
+    assert_eq!(server.deploy(id).await["status"], "interrupted");
+    assert!(answers().await, "the old container runs again");
+    assert_ne!(
+        std::fs::read_to_string(volume.join("app.py")).unwrap(),
+        "VERSION = 2\n",
+        "the tree is back on the old commit"
+    );
+    let containers = crate::docker::app_containers(&name).await;
+    assert_eq!(
+        containers.len(),
+        1,
+        "one container of the app: {containers:?}"
+    );
+}
+
+/// Until deploy `id`'s step `stage` has succeeded (the deploy still running).
+async fn wait_for_step(server: &Server, id: i64, stage: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = server.deploy(id).await;
+        let done = d["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stage"] == stage && s["ok"] == true);
+        if done {
+            return;
+        }
+        assert!(
+            d["status"] == "queued" || d["status"] == "running",
+            "finished before the kill: {d:#}"
+        );
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -33,6 +33,15 @@ fn broken() -> String {
 }
 
 /// The engine, or a failed test that says how to get one.
+/// Every container (running or not) dockhand made for app `name`.
+pub(crate) async fn app_containers(name: &str) -> Vec<dockhand::runtime::ContainerInfo> {
+    docker()
+        .await
+        .list_by_label("dockhand.app", name)
+        .await
+        .unwrap()
+}
+
 pub(crate) async fn docker() -> Docker {
     match Docker::connect().await {
         Ok(docker) => docker,

@@ -364,12 +364,27 @@ async fn swapping(origin: &Origin, image: &str, head: &str) -> (TestApp, Cleanup
          health_interval = \"100ms\"\nhealth_timeout = \"2s\"\nhealth_deadline = \"30s\"\nstop_grace = \"5s\"\n\
          [apps.proxy]\nlisten = \"127.0.0.1:0\"\n"
     );
-    let app = spawn_app_edited(origin, "", &config, |t| {
-        t.replace("name = \"web\"", &format!("name = \"{name}\""))
-            .replace("touch = \"uwsgi.ini\"\n", "")
+    first_deployed(origin, &name, &config, false, head).await
+}
+
+/// The app `name` with `config` (`touch`: keep the template's `touch = "uwsgi.ini"`), first
+/// deployed (full path) at `head`: the app, its cleanup and the proxy's URL.
+async fn first_deployed(
+    origin: &Origin,
+    name: &str,
+    config: &str,
+    touch: bool,
+    head: &str,
+) -> (TestApp, Cleanup, String) {
+    let app = spawn_app_edited(origin, "", config, |t| {
+        let t = t.replace("name = \"web\"", &format!("name = \"{name}\""));
+        match touch {
+            true => t,
+            false => t.replace("touch = \"uwsgi.ini\"\n", ""),
+        }
     })
     .await;
-    let cleanup = Cleanup::app(&name);
+    let cleanup = Cleanup::app(name);
     assert_eq!(app.deploy(head).await["path"], "full");
     let url = format!(
         "http://{}/",
@@ -411,11 +426,7 @@ async fn ten_swaps_fail_no_request_and_never_mix_versions() {
     }
     assert_no_failures_and_no_mix(&samples);
     // Only the live container is left.
-    let containers = crate::docker::docker()
-        .await
-        .list_by_label("dockhand.app", &cleanup.value)
-        .await
-        .unwrap();
+    let containers = crate::docker::app_containers(&cleanup.value).await;
     assert_eq!(containers.len(), 1, "{containers:?}");
 }
 
@@ -493,4 +504,166 @@ async fn the_watch_window_reverts_a_version_that_starts_failing_after_it_went_li
     assert_eq!(get_page(&url).await, (200, "v0\n".to_string()));
     let state = app.get(&format!("/api/apps/{name}")).await;
     assert_eq!(state["deployed"]["commit"], first["to_commit"], "{state:#}");
+}
+
+/// An app.py that only imports on the new image (DEPS_VERSION=2): new code that needs new
+/// dependencies, as a dependency push brings.
+fn app_py_needing_new_deps() -> String {
+    APP_PY.replace(
+        "app = Flask(__name__)",
+        "if os.environ.get(\"DEPS_VERSION\") != \"2\":\n    \
+         raise ImportError(\"this code needs the new image's dependencies\")\n\n\
+         app = Flask(__name__)",
+    )
+}
+
+/// An in-place app (the volume shared by every container, `touch = "uwsgi.ini"`) on the
+/// image `{repo}:{short_sha}`, start-first behind the proxy, first deployed at `head`.
+async fn in_place_full(origin: &Origin, repo: &str, head: &str) -> (TestApp, Cleanup, String) {
+    let name = unique("inplace").replace("dockhand-test-", "");
+    let config = format!(
+        "[apps.container]\nimage = \"{repo}:{{short_sha}}\"\nmount = \"/app\"\n\
+         health_path = \"/version\"\nexpect_body_contains = \"{{sha}}\"\n\
+         health_interval = \"100ms\"\nhealth_timeout = \"2s\"\nhealth_deadline = \"6s\"\n\
+         stop_grace = \"5s\"\n[apps.proxy]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    first_deployed(origin, &name, &config, true, head).await
+}
+
+/// Under load, push a commit with new code needing new dependencies that also changes
+/// uwsgi.ini (the old container's touch-reload file), its image being `image`.
+async fn dependency_push_under_load(
+    app: &TestApp,
+    origin: &Origin,
+    repo: &str,
+    image: &str,
+    url: &str,
+) -> (Vec<Sample>, Value) {
+    let load = Load::start(url.to_string(), RATE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin.write("VERSION", "v1\n");
+    origin.write("app.py", &app_py_needing_new_deps());
+    origin.write("uwsgi.ini", &format!("{UWSGI_INI}; and a new setting\n"));
+    let next = origin.commit("v1: needs the new dependencies");
+    publish_for_commit(image, repo, &next);
+    let deploy = app.deploy_to_end(&next).await;
+    // uWSGI looks at its touch-reload file about once a second: an old container that saw
+    // the new tree would reload into code its image cannot run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (samples, _) = load.finish().await;
+    (samples, deploy)
+}
+
+#[tokio::test]
+async fn a_full_deploy_of_an_in_place_app_never_runs_the_new_code_in_the_old_container() {
+    let origin = origin_with(UWSGI_INI);
+    let head = origin.commit("v0");
+    let repo = own_repository("uwsgi-inplace");
+    publish_for_commit(&image(), &repo, &head);
+    let (app, _cleanup, url) = in_place_full(&origin, &repo, &head).await;
+    let v2 = std::env::var("DOCKHAND_TEST_IMAGE_UWSGI2").expect("DOCKHAND_TEST_IMAGE_UWSGI2");
+
+    let (samples, deploy) = dependency_push_under_load(&app, &origin, &repo, &v2, &url).await;
+
+    assert_eq!(deploy["status"], "succeeded", "{deploy:#}");
+    assert_eq!(deploy["path"], "full", "{deploy:#}");
+    assert_no_failures_and_no_mix(&samples);
+    assert_eq!(step(&deploy, "pause-old")["ok"], true, "{deploy:#}");
+    let version = get_page(&format!("{url}version")).await.1;
+    assert!(
+        version.contains("version=v1 ") && version.contains("deps=2"),
+        "{version}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_deploy_of_an_in_place_app_that_fails_its_trial_never_touches_the_old_container() {
+    let origin = origin_with(UWSGI_INI);
+    let head = origin.commit("v0");
+    let repo = own_repository("uwsgi-inplace-bad");
+    publish_for_commit(&image(), &repo, &head);
+    let (app, _cleanup, url) = in_place_full(&origin, &repo, &head).await;
+
+    // The new commit's image is the old one: its new code cannot import, it never gets healthy.
+    let (samples, deploy) = dependency_push_under_load(&app, &origin, &repo, &image(), &url).await;
+
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert_none_failed(&samples);
+    let versions: Vec<u32> = samples.iter().filter_map(version_of).collect();
+    assert!(versions.iter().all(|v| *v == 0), "{versions:?}");
+    // The trial on a copy of the tree failed: the old container was never paused, its tree
+    // never written.
+    assert_eq!(step(&deploy, "trial-health")["ok"], false, "{deploy:#}");
+    let stages = stages(&deploy);
+    for never in ["pause-old", "sync", "start"] {
+        assert!(!stages.iter().any(|s| s == never), "{stages:?}");
+    }
+    let version = get_page(&format!("{url}version")).await.1;
+    assert!(
+        version.contains("version=v0 ") && version.contains("deps=1"),
+        "{version}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_deploy_that_fails_after_its_trial_puts_the_tree_back_and_resumes_the_old_container()
+{
+    let origin = origin_with(UWSGI_INI);
+    let head = origin.commit("v0");
+    let repo = own_repository("uwsgi-inplace-resume");
+    publish_for_commit(&image(), &repo, &head);
+    let (app, _cleanup, url) = in_place_full(&origin, &repo, &head).await;
+    let v2 = std::env::var("DOCKHAND_TEST_IMAGE_UWSGI2").expect("DOCKHAND_TEST_IMAGE_UWSGI2");
+    // A file only the volume has (the trial's copy of the tree has just the commit's): the
+    // new code refuses to start next to it, so the trial passes and the real start fails.
+    std::fs::write(app.volume.join("POISON"), "left by an operator\n").unwrap();
+    let poisoned = APP_PY.replace(
+        "app = Flask(__name__)",
+        "if os.path.exists(os.path.join(HERE, \"POISON\")):\n    \
+         raise ImportError(\"POISON is here\")\n\napp = Flask(__name__)",
+    );
+
+    let load = Load::start(url.clone(), RATE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin.write("VERSION", "v1\n");
+    origin.write("app.py", &poisoned);
+    origin.write("uwsgi.ini", &format!("{UWSGI_INI}; and a new setting\n"));
+    let next = origin.commit("v1: fails next to POISON");
+    publish_for_commit(&v2, &repo, &next);
+    let deploy = app.deploy_to_end(&next).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (samples, _) = load.finish().await;
+
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert_none_failed(&samples);
+    let versions: Vec<u32> = samples.iter().filter_map(version_of).collect();
+    assert!(versions.iter().all(|v| *v == 0), "{versions:?}");
+    let stages = stages(&deploy);
+    let tail: Vec<&str> = stages
+        .iter()
+        .map(String::as_str)
+        .skip_while(|s| *s != "trial-health")
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "trial-health",
+            "hold",
+            "switch",
+            "drain",
+            "pause-old",
+            "sync",
+            "start",
+            "health",
+            "restore",
+            "resume-old",
+            "switch"
+        ],
+        "{deploy:#}"
+    );
+    let version = get_page(&format!("{url}version")).await.1;
+    assert!(
+        version.contains("version=v0 ") && version.contains("deps=1"),
+        "{version}"
+    );
 }
