@@ -190,6 +190,7 @@ impl fmt::Debug for ContainerConfig {
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field("cmd", &self.cmd)
             .field("strategy", &self.strategy)
+            .field("watch", &self.watch)
             .finish_non_exhaustive()
     }
 }
@@ -240,6 +241,10 @@ pub struct ContainerConfig {
     /// Images of this many recent full deploys are kept; older ones are removed after success.
     pub keep_images: usize,
     pub strategy: Strategy,
+    /// After a full deploy or a swap went live, keep probing the new container's health URL
+    /// (and counting the proxy's 5xx from it) this long, the old container kept paused (or
+    /// stopped) to switch back to; zero: retire it at once.
+    pub watch: Duration,
     /// Changed paths that force the full path.
     pub full_paths: globset::GlobSet,
 }
@@ -621,6 +626,8 @@ struct RawContainer {
     stop_grace: Option<Duration>,
     port: Option<u16>,
     strategy: Option<Strategy>,
+    #[serde(default, with = "humantime_serde")]
+    watch: Option<Duration>,
     keep_images: Option<usize>,
     full_paths: Option<Vec<String>>,
     #[serde(default)]
@@ -1202,6 +1209,7 @@ fn validate_container(raw: RawContainer, base: &Path) -> anyhow::Result<Containe
         port: raw.port,
         keep_images: raw.keep_images.unwrap_or(5).max(1),
         strategy,
+        watch: raw.watch.unwrap_or(Duration::ZERO),
         full_paths,
     })
 }

@@ -88,7 +88,8 @@ pub(super) struct Tree<'a, P, B> {
 /// changes only while that container runs nothing: stopped first (stop-first), else paused
 /// (start-first on a shared tree: the volume, or `current`), new requests waiting in the
 /// proxy's hold meanwhile. A swapping app's containers each mount their own release: the old
-/// one keeps serving throughout.
+/// one keeps serving throughout. With the container's `watch`, the old container is not
+/// removed but kept (paused, or stopped) and returned, for [`switch_back`] or [`retire`].
 pub(super) async fn swap(
     docker: &Docker,
     steps: &Steps,
@@ -96,7 +97,7 @@ pub(super) async fn swap(
     image: String,
     digest: Option<String>,
     tree: Tree<'_, impl Future<Output = anyhow::Result<()>>, impl Future<Output = ()>>,
-) -> anyhow::Result<LiveContainer> {
+) -> anyhow::Result<(LiveContainer, Option<Kept>)> {
     let Tree { trial, put, back } = tree;
     let port = container_port(d.container)?;
     let grace = d.container.stop_grace;
@@ -139,36 +140,148 @@ pub(super) async fn swap(
             .await
             .unwrap_or(None);
     }
-    if let Some(Old::Paused(paused)) = old {
-        paused.hold.release(steps).await;
-        retired = retired.or(paused.switched);
+    let mut paused = false;
+    if let Some(Old::Paused(p)) = old {
+        p.hold.release(steps).await;
+        retired = retired.or(p.switched);
+        paused = true;
     }
-    if let Some(old) = &d.old_container {
-        if let (Some(proxy), Some(retired)) = (d.proxy, &retired) {
-            let _ = drain(steps, proxy, retired).await;
-        }
-        let retiring = steps
-            .run("retire", &format!("stop and remove {old}"), async {
-                docker.stop(old, grace).await?;
-                docker.remove(old).await?;
-                Ok(((), "removed".to_string()))
-            })
-            .await;
-        if let Err(e) = retiring {
-            // Startup reconciliation removes it as a stray if it is still there then.
-            tracing::warn!(
-                container = old,
-                error = format!("{e:#}"),
-                "the old container could not be retired"
-            );
-        }
-    }
-    Ok(LiveContainer {
+    let live = LiveContainer {
         id,
         image,
         digest,
         port,
-    })
+    };
+    let Some(old) = &d.old_container else {
+        return Ok((live, None));
+    };
+    if let (Some(proxy), Some(retired)) = (d.proxy, &retired) {
+        let _ = drain(steps, proxy, retired).await;
+    }
+    if d.container.watch.is_zero() {
+        retire(docker, steps, old, grace).await;
+        return Ok((live, None));
+    }
+    // Kept to switch back to while the new one is watched: paused (stopped, stop-first).
+    if !paused && !stop_first {
+        let paused = steps
+            .run(
+                "pause-old",
+                &format!("keep {old} paused while the new container is watched"),
+                async {
+                    docker.pause(old).await?;
+                    Ok(((), "paused".to_string()))
+                },
+            )
+            .await;
+        if paused.is_err() {
+            retire(docker, steps, old, grace).await;
+            return Ok((live, None));
+        }
+    }
+    let kept = Kept {
+        id: old.clone(),
+        target: retired.map(|r| r.target().clone()),
+        stopped: stop_first,
+    };
+    Ok((live, Some(kept)))
+}
+
+/// The old container a watched deploy keeps to switch back to: paused, or stopped
+/// (stop-first), never removed until the window ends.
+pub(super) struct Kept {
+    pub id: String,
+    /// Where the proxy sent its requests (to switch back).
+    target: Option<Target>,
+    stopped: bool,
+}
+
+/// Stop and remove `old` as a step; a failure fails nothing (startup reconciliation removes
+/// it as a stray if it is still there then).
+pub(super) async fn retire(docker: &Docker, steps: &Steps, old: &str, grace: std::time::Duration) {
+    let retiring = steps
+        .run("retire", &format!("stop and remove {old}"), async {
+            docker.stop(old, grace).await?;
+            docker.remove(old).await?;
+            Ok(((), "removed".to_string()))
+        })
+        .await;
+    if let Err(e) = retiring {
+        tracing::warn!(
+            container = old,
+            error = format!("{e:#}"),
+            "the old container could not be retired"
+        );
+    }
+}
+
+/// The watch failed: the kept old container serves again and the new one goes. New requests
+/// are held meanwhile; the new container stops serving (paused, or stopped on a fixed port)
+/// before `back` puts the old commit back into the tree, and the old one runs again only
+/// after that. `previous` is the old container's commit (its health answer names it).
+pub(super) async fn switch_back(
+    docker: &Docker,
+    steps: &Steps,
+    d: &FullDeploy<'_>,
+    kept: Kept,
+    new: &str,
+    previous: &str,
+    back: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let grace = d.container.stop_grace;
+    let hold = Held::start(
+        d.proxy,
+        steps,
+        "new requests wait in the proxy until the previous container serves again",
+    )
+    .await;
+    let resumed = async {
+        if let Some(proxy) = d.proxy {
+            if let Some(retired) = switch(steps, proxy, None).await? {
+                drain(steps, proxy, &retired).await?;
+            }
+        }
+        steps
+            .run("stop-new", new, async {
+                match kept.stopped {
+                    true => docker.stop(new, grace).await?,
+                    false => docker.pause(new).await?,
+                }
+                Ok(((), "it serves nothing now".to_string()))
+            })
+            .await?;
+        back.await;
+        let old = &kept.id;
+        steps
+            .run("resume-old", old, async {
+                match kept.stopped {
+                    false => docker.unpause(old).await?,
+                    true => {
+                        docker.start(old).await?;
+                        // Stopped: stop-first, on its fixed port.
+                        let port = d.container.port.unwrap_or_default();
+                        let mut check = health_check(d, port);
+                        check.expect_body_contains = d
+                            .container
+                            .expect_body_contains
+                            .as_deref()
+                            .map(|t| render(t, previous, ""));
+                        docker.wait_healthy(old, &check).await?;
+                    }
+                }
+                Ok(((), "the previous container serves again".to_string()))
+            })
+            .await?;
+        if let (Some(proxy), Some(target)) = (d.proxy, &kept.target) {
+            switch(steps, proxy, Some(target.clone())).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    hold.release(steps).await;
+    resumed?;
+    retire(docker, steps, new, grace).await;
+    Ok(())
 }
 
 /// Whether a full deploy pauses the old container around the tree's change, and so first

@@ -123,6 +123,9 @@ pub(super) struct Live {
     pub container: Option<String>,
     /// The digest of the image it runs, as recorded.
     pub digest: Option<String>,
+    /// Its image reference and port, as recorded.
+    pub image: Option<String>,
+    pub port: Option<u16>,
     /// The deploy that put the deployed commit there.
     pub deploy_id: Option<i64>,
 }
@@ -138,9 +141,21 @@ impl Live {
         let live = Live {
             container: state.container_id,
             digest: state.digest,
+            image: state.image,
+            port: state.port.and_then(|p| u16::try_from(p).ok()),
             deploy_id: Some(state.deploy_id),
         };
         Ok((live, Some(deployed)))
+    }
+
+    /// The live container as `app_state` records it, to put back after a reverted deploy.
+    fn live_container(&self) -> Option<crate::store::LiveContainer> {
+        Some(crate::store::LiveContainer {
+            id: self.container.clone()?,
+            image: self.image.clone()?,
+            digest: self.digest.clone(),
+            port: self.port?,
+        })
     }
 }
 
@@ -234,6 +249,7 @@ async fn execute(
         Err(e) => return fail(ctx, deploy, &e).await,
     };
     let deployed_by = live.deploy_id;
+    let before = live.clone();
     let live_digest = live.digest.clone();
     let old_container = live.container;
     let live_container = old_container.clone();
@@ -340,7 +356,21 @@ async fn execute(
                 }
             }
             match swapped {
-                Ok(live) => Ok(Some(live)),
+                Ok((new, kept)) => {
+                    let undo = Undo {
+                        commit: deployed,
+                        live: &before,
+                    };
+                    let replaced = Replaced {
+                        docker,
+                        f,
+                        new: &new,
+                    };
+                    if !watch_replaced(ctx, deploy, &steps, replaced, kept, undo).await? {
+                        return Ok(());
+                    }
+                    Ok(Some(new))
+                }
                 // The tree is back already (full::swap ordered it around the old container).
                 Err(e) => return fail(ctx, deploy, &e).await,
             }
@@ -356,7 +386,27 @@ async fn execute(
                 target,
             )
             .await;
-            swapped.map(Some)
+            match swapped {
+                Ok((docker, new, kept)) => {
+                    let container = app.container.as_ref().expect("a swap app has a container");
+                    let f =
+                        full_deploy(ctx, app, container, deploy, target, live_container.clone());
+                    let undo = Undo {
+                        commit: deployed,
+                        live: &before,
+                    };
+                    let replaced = Replaced {
+                        docker: &docker,
+                        f: &f,
+                        new: &new,
+                    };
+                    if !watch_replaced(ctx, deploy, &steps, replaced, kept, undo).await? {
+                        return Ok(());
+                    }
+                    Ok(Some(new))
+                }
+                Err(e) => Err(e),
+            }
         }
         (Ok(()), None) => {
             let container = live_container.as_deref();
@@ -381,10 +431,11 @@ async fn execute(
                     store
                         .go_live(deploy.id, &app.name, &target.to_string(), None)
                         .await?;
-                    if let Err(e) = watch(ctx, app, deploy, &steps, check, target, git_ref).await {
+                    let watched = Watched::check(check, target, git_ref);
+                    if let Err(e) = watch(ctx, app, deploy, &steps, &watched).await {
                         let previous = deployed.map(|c| c.to_string());
                         let before = deployed_by.zip(previous.as_deref());
-                        store.put_back_app_state(&app.name, before).await?;
+                        store.put_back_app_state(&app.name, before, None).await?;
                         let held = Held::start(proxy_of(ctx, app), &steps, hold_detail(app)).await;
                         let reverted =
                             revert(ctx, app, &steps, container, target, deployed, git_ref).await;
@@ -412,7 +463,7 @@ async fn execute(
             let reverted = revert(ctx, app, &steps, container, target, deployed, git_ref).await;
             let previous = deployed.map(|c| c.to_string());
             let before = deployed_by.zip(previous.as_deref());
-            store.put_back_app_state(&app.name, before).await?;
+            store.put_back_app_state(&app.name, before, None).await?;
             return fail_reverted(ctx, deploy, &e, reverted).await;
         }
         let e = anyhow::anyhow!("{e:#}; the new version stays live (commit {target})");
@@ -496,7 +547,7 @@ async fn swap_same_image(
     live: &Option<String>,
     digest: Option<String>,
     target: Oid,
-) -> anyhow::Result<crate::store::LiveContainer> {
+) -> anyhow::Result<(Docker, crate::store::LiveContainer, Option<full::Kept>)> {
     let container = app
         .container
         .as_ref()
@@ -519,7 +570,62 @@ async fn swap_same_image(
         put: std::future::ready(Ok(())),
         back: std::future::ready(()),
     };
-    full::swap(&docker, steps, &f, running.image_ref, digest, tree).await
+    let (new, kept) = full::swap(&docker, steps, &f, running.image_ref, digest, tree).await?;
+    Ok((docker, new, kept))
+}
+
+/// A new container that replaced `f`'s old one (full path or swap).
+struct Replaced<'a> {
+    docker: &'a Docker,
+    f: &'a full::FullDeploy<'a>,
+    new: &'a crate::store::LiveContainer,
+}
+
+/// What a reverted deploy puts back: the commit deployed before, and what `app_state` said.
+struct Undo<'a> {
+    commit: Option<Oid>,
+    live: &'a Live,
+}
+
+/// With the container's `watch`, the old container was kept: watch the new one, live
+/// meanwhile, then retire the old one — or switch back to it, put the tree and `app_state`
+/// back and record the deploy as failed and reverted. `Ok(false)`: reverted (recorded).
+async fn watch_replaced(
+    ctx: &Context,
+    deploy: &Deploy,
+    steps: &Steps,
+    replaced: Replaced<'_>,
+    kept: Option<full::Kept>,
+    undo: Undo<'_>,
+) -> anyhow::Result<bool> {
+    let Some(kept) = kept else { return Ok(true) };
+    let Replaced { docker, f, new } = replaced;
+    let (app, target) = (f.app, Oid::from_str(&f.commit)?);
+    let grace = f.container.stop_grace;
+    ctx.store
+        .go_live(deploy.id, &app.name, &f.commit, Some(new))
+        .await?;
+    let watched = Watched::container(f.container, new.port, target, &f.git_ref);
+    let Err(e) = watch(ctx, app, deploy, steps, &watched).await else {
+        full::retire(docker, steps, &kept.id, grace).await;
+        return Ok(true);
+    };
+    let previous = undo.commit.map(|c| c.to_string()).unwrap_or_default();
+    let back = restore(ctx, app, steps, target, undo.commit);
+    let reverted = full::switch_back(docker, steps, f, kept, &new.id, &previous, back).await;
+    if reverted.is_ok() {
+        let before = undo
+            .live
+            .deploy_id
+            .zip(undo.commit.map(|_| previous.as_str()));
+        let container = undo.live.live_container();
+        ctx.store
+            .put_back_app_state(&app.name, before, container.as_ref())
+            .await?;
+    }
+    let reverted = reverted.map(|()| "the previous container serves again");
+    fail_reverted(ctx, deploy, &e, reverted).await?;
+    Ok(false)
 }
 
 /// A copy of `target`'s tree under the state dir for the full path's trial container, as a
@@ -727,55 +833,136 @@ async fn run_check(
         .await
 }
 
-/// The watch window: after the check passed, probe the live new version every `interval` for
-/// `watch`; more than `failures` failed probes in a row fail it (the caller reverts). A newer
-/// queued deploy ends it early: that one is checked itself.
+/// What a watch window probes after a new version went live, and for how long.
+struct Watched {
+    url: String,
+    status: Option<u16>,
+    expect: Option<String>,
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+    /// Failed probes in a row tolerated.
+    failures: u32,
+    window: std::time::Duration,
+}
+
+impl Watched {
+    /// A fast deploy's: the app's `[apps.check]`.
+    fn check(check: &FastCheck, commit: Oid, git_ref: &str) -> Watched {
+        Watched {
+            url: check.url.clone(),
+            status: check.status,
+            expect: check
+                .expect_body_contains
+                .as_deref()
+                .map(|t| render(t, &commit.to_string(), git_ref)),
+            interval: check.interval,
+            timeout: check.timeout,
+            failures: check.failures,
+            window: check.watch,
+        }
+    }
+
+    /// A full deploy's or a swap's: the new container's health URL on `port`.
+    fn container(
+        c: &crate::config::ContainerConfig,
+        port: u16,
+        commit: Oid,
+        git_ref: &str,
+    ) -> Watched {
+        Watched {
+            url: format!("http://127.0.0.1:{port}{}", c.health_path),
+            status: None,
+            expect: c
+                .expect_body_contains
+                .as_deref()
+                .map(|t| render(t, &commit.to_string(), git_ref)),
+            interval: c.health_interval,
+            timeout: c.health_timeout,
+            failures: crate::config::DEFAULT_CHECK_FAILURES,
+            window: c.watch,
+        }
+    }
+}
+
+/// Answers to the new version within [`WATCH_5XX_WINDOW`] a watch needs before the proxy's
+/// 5xx ratio over them can fail it.
+const WATCH_MIN_ANSWERS: u64 = 20;
+/// How far back a watch looks at the proxy's answers to the new version.
+const WATCH_5XX_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The watch window: after the new version went live, probe it every `interval` for the
+/// window; more than `failures` failed probes in a row fail it (the caller reverts), and so
+/// does the proxy answering more than half of the new version's requests of the last
+/// [`WATCH_5XX_WINDOW`] (at least [`WATCH_MIN_ANSWERS`]) with 5xx. A newer queued deploy ends it early: that one is checked
+/// itself.
 async fn watch(
     ctx: &Context,
     app: &AppConfig,
     deploy: &Deploy,
     steps: &Steps,
-    check: &FastCheck,
-    commit: Oid,
-    git_ref: &str,
+    w: &Watched,
 ) -> anyhow::Result<()> {
-    let target = crate::runtime::ProbeTarget::parse(&check.url)?;
-    let expect = check
-        .expect_body_contains
-        .as_deref()
-        .map(|t| render(t, &commit.to_string(), git_ref));
-    let detail = format!("{} keeps answering for {:?}", check.url, check.watch);
+    let target = crate::runtime::ProbeTarget::parse(&w.url)?;
+    let proxy = proxy_of(ctx, app);
+    let detail = format!("{} keeps answering for {:?}", w.url, w.window);
     steps
         .run("watch", &detail, async {
             let started = tokio::time::Instant::now();
+            // The proxy's counts for the new version over the last WATCH_5XX_WINDOW.
+            let mut counts = std::collections::VecDeque::new();
+            let first = proxy.and_then(|p| p.answers());
             let (mut probes, mut failed_in_a_row) = (0u32, 0u32);
-            while started.elapsed() < check.watch {
+            let mut answers = String::new();
+            while started.elapsed() < w.window {
                 if ctx.store.newer_queued(&app.name, deploy.id).await? {
                     let out = format!(
-                        "a newer deploy is queued: stopped after {:?} ({probes} probes)",
+                        "a newer deploy is queued: stopped after {:?} ({probes} probes{answers})",
                         started.elapsed()
                     );
                     return Ok(((), out));
                 }
-                tokio::time::sleep(check.interval).await;
+                tokio::time::sleep(w.interval).await;
+                if let (Some(first), Some(now)) = (first, proxy.and_then(|p| p.answers())) {
+                    if now.upstream == first.upstream {
+                        let at = tokio::time::Instant::now();
+                        counts.push_back((at, now));
+                        while counts.front().is_some_and(|(t, _)| at - *t > WATCH_5XX_WINDOW) {
+                            counts.pop_front();
+                        }
+                        let (_, then) = counts.front().copied().unwrap_or((at, first));
+                        let answered = now.answered - then.answered;
+                        let errors = now.server_errors - then.server_errors;
+                        answers = format!(
+                            "; the proxy answered {} of {} requests with 5xx",
+                            now.server_errors - first.server_errors,
+                            now.answered - first.answered
+                        );
+                        if answered >= WATCH_MIN_ANSWERS && errors * 2 > answered {
+                            anyhow::bail!(
+                                "the proxy answered {errors} of the new version's last {answered} requests with 5xx, {:?} after going live",
+                                started.elapsed()
+                            );
+                        }
+                    }
+                }
                 probes += 1;
                 let outcome =
-                    crate::runtime::probe(&target, check.status, expect.as_deref(), check.timeout)
+                    crate::runtime::probe(&target, w.status, w.expect.as_deref(), w.timeout)
                         .await;
                 if outcome == crate::runtime::ProbeOutcome::Healthy {
                     failed_in_a_row = 0;
                     continue;
                 }
                 failed_in_a_row += 1;
-                if failed_in_a_row > check.failures {
+                if failed_in_a_row > w.failures {
                     anyhow::bail!(
                         "the new version failed {failed_in_a_row} probes in a row {:?} after going live (tolerating {}); last probe: {outcome}",
                         started.elapsed(),
-                        check.failures
+                        w.failures
                     );
                 }
             }
-            Ok(((), format!("healthy for {:?} ({probes} probes)", check.watch)))
+            Ok(((), format!("healthy for {:?} ({probes} probes{answers})", w.window)))
         })
         .await
 }

@@ -129,7 +129,10 @@ pub(super) async fn handle(
         let answered = tokio::time::timeout(timeout, sent).await;
         drop(turn);
         match answered {
-            Ok(Ok(resp)) => break (resp, lease),
+            Ok(Ok(resp)) => {
+                lease.upstream().count(resp.status());
+                break (resp, lease);
+            }
             Ok(Err(e)) if replay.is_some() && tries <= RETRIES => {
                 debug!(
                     app = proxy.app,
@@ -150,16 +153,18 @@ pub(super) async fn handle(
             }
             Ok(Err(e)) => {
                 debug!(app = proxy.app, error = e.why, "upstream request failed");
+                lease.upstream().count(StatusCode::BAD_GATEWAY);
                 return Ok(page(
                     StatusCode::BAD_GATEWAY,
                     &format!("{} did not answer.", proxy.app),
                 ));
             }
             Err(_) => {
+                lease.upstream().count(StatusCode::GATEWAY_TIMEOUT);
                 return Ok(page(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!("{} did not answer within {timeout:?}.", proxy.app),
-                ))
+                ));
             }
         }
     };

@@ -45,9 +45,21 @@ pub(crate) struct Upstream {
     client: Client<HttpConnector, forward::UpstreamBody>,
     active: AtomicUsize,
     idle: Notify,
+    /// Answers given for it (its own, or the proxy's 502/504 when it failed), and how many
+    /// of them were 5xx: what a deploy's watch window reads.
+    answered: AtomicU64,
+    server_errors: AtomicU64,
 }
 
 impl Upstream {
+    /// Count one answer to a request sent to this upstream.
+    pub(crate) fn count(&self, status: hyper::StatusCode) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        if status.is_server_error() {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn new(target: Target) -> Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -70,6 +82,8 @@ impl Upstream {
             client,
             active: AtomicUsize::new(0),
             idle: Notify::new(),
+            answered: AtomicU64::new(0),
+            server_errors: AtomicU64::new(0),
         }
     }
 }
@@ -99,6 +113,15 @@ impl Retired {
     pub fn target(&self) -> &Target {
         &self.0.target
     }
+}
+
+/// Answers the proxy gave for requests to one upstream ([`Proxy::answers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answers {
+    pub upstream: SocketAddr,
+    pub answered: u64,
+    /// Of them 5xx: the app's own, or the proxy's 502/504 when it did not answer.
+    pub server_errors: u64,
 }
 
 /// How draining an old upstream ended.
@@ -334,6 +357,16 @@ impl Proxy {
         let upstream = live.as_ref()?.clone();
         upstream.active.fetch_add(1, Ordering::AcqRel);
         Some(Lease(upstream))
+    }
+
+    /// What the live upstream has answered since it went live: `None` while nothing is live.
+    pub fn answers(&self) -> Option<Answers> {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.as_ref().map(|u| Answers {
+            upstream: u.target.addr,
+            answered: u.answered.load(Ordering::Relaxed),
+            server_errors: u.server_errors.load(Ordering::Relaxed),
+        })
     }
 
     /// Turn maintenance mode on or off (every request answered 503 with the configured body).

@@ -358,14 +358,16 @@ impl Store {
 
     /// Put `app_state` back to `before` (`None`: nothing deployed) after a deploy that went live
     /// was reverted.
-    /// `before` is the deploy that had put the previous commit there, and that commit.
+    /// `before` is the deploy that had put the previous commit there, and that commit;
+    /// `container` the live container it recorded, when a switch back brought it back.
     pub async fn put_back_app_state(
         &self,
         app: &str,
         before: Option<(i64, &str)>,
+        container: Option<&LiveContainer>,
     ) -> anyhow::Result<()> {
         match before {
-            Some((deploy_id, commit)) => self.go_live(deploy_id, app, commit, None).await,
+            Some((deploy_id, commit)) => self.go_live(deploy_id, app, commit, container).await,
             None => {
                 sqlx::query("DELETE FROM app_state WHERE app = ?")
                     .bind(app)

@@ -356,13 +356,23 @@ fn version_of(sample: &Sample) -> Option<u32> {
 /// A swapping app (releases layout, `swap = true`, no `touch`) on `image`, first deployed
 /// (full path) at `head`: the app, its name and the proxy's URL.
 async fn swapping(origin: &Origin, image: &str, head: &str) -> (TestApp, Cleanup, String) {
+    swapping_with(origin, image, head, "").await
+}
+
+/// As [`swapping`], with `container_extra` lines in `[apps.container]`.
+async fn swapping_with(
+    origin: &Origin,
+    image: &str,
+    head: &str,
+    container_extra: &str,
+) -> (TestApp, Cleanup, String) {
     let name = unique("swap").replace("dockhand-test-", "");
     let config = format!(
         "layout = \"releases\"\nswap = true\n\
          [apps.container]\nimage = \"{image}\"\nmount = \"/app\"\n\
          health_path = \"/version\"\nexpect_body_contains = \"{{sha}}\"\n\
          health_interval = \"100ms\"\nhealth_timeout = \"2s\"\nhealth_deadline = \"30s\"\nstop_grace = \"5s\"\n\
-         [apps.proxy]\nlisten = \"127.0.0.1:0\"\n"
+         {container_extra}[apps.proxy]\nlisten = \"127.0.0.1:0\"\n"
     );
     first_deployed(origin, &name, &config, false, head).await
 }
@@ -520,12 +530,22 @@ fn app_py_needing_new_deps() -> String {
 /// An in-place app (the volume shared by every container, `touch = "uwsgi.ini"`) on the
 /// image `{repo}:{short_sha}`, start-first behind the proxy, first deployed at `head`.
 async fn in_place_full(origin: &Origin, repo: &str, head: &str) -> (TestApp, Cleanup, String) {
+    in_place_full_with(origin, repo, head, "").await
+}
+
+/// As [`in_place_full`], with `container_extra` lines in `[apps.container]`.
+async fn in_place_full_with(
+    origin: &Origin,
+    repo: &str,
+    head: &str,
+    container_extra: &str,
+) -> (TestApp, Cleanup, String) {
     let name = unique("inplace").replace("dockhand-test-", "");
     let config = format!(
         "[apps.container]\nimage = \"{repo}:{{short_sha}}\"\nmount = \"/app\"\n\
          health_path = \"/version\"\nexpect_body_contains = \"{{sha}}\"\n\
          health_interval = \"100ms\"\nhealth_timeout = \"2s\"\nhealth_deadline = \"6s\"\n\
-         stop_grace = \"5s\"\n[apps.proxy]\nlisten = \"127.0.0.1:0\"\n"
+         stop_grace = \"5s\"\n{container_extra}[apps.proxy]\nlisten = \"127.0.0.1:0\"\n"
     );
     first_deployed(origin, &name, &config, true, head).await
 }
@@ -638,14 +658,8 @@ async fn a_full_deploy_that_fails_after_its_trial_puts_the_tree_back_and_resumes
     assert_none_failed(&samples);
     let versions: Vec<u32> = samples.iter().filter_map(version_of).collect();
     assert!(versions.iter().all(|v| *v == 0), "{versions:?}");
-    let stages = stages(&deploy);
-    let tail: Vec<&str> = stages
-        .iter()
-        .map(String::as_str)
-        .skip_while(|s| *s != "trial-health")
-        .collect();
     assert_eq!(
-        tail,
+        stages_from(&deploy, "trial-health"),
         [
             "trial-health",
             "hold",
@@ -665,5 +679,139 @@ async fn a_full_deploy_that_fails_after_its_trial_puts_the_tree_back_and_resumes
     assert!(
         version.contains("version=v0 ") && version.contains("deps=1"),
         "{version}"
+    );
+}
+
+/// Push `file` (FAIL_AFTER or FAIL_INDEX_AFTER: the new version breaks 3 s after it starts) to
+/// a swapping app watched for 20 s, under load; the deploy, the samples, and the app's state.
+async fn a_swap_that_breaks_while_watched(file: &str) -> (Value, Vec<Sample>, Value, String) {
+    let origin = origin_with(UWSGI_INI);
+    let head = origin.commit("v0");
+    let (app, cleanup, url) = swapping_with(&origin, &image(), &head, "watch = \"20s\"\n").await;
+    let before = app.get(&format!("/api/apps/{}", cleanup.value)).await;
+    let load = Load::start(url.clone(), RATE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin.write("VERSION", "v1\n");
+    origin.write(file, "3\n");
+    let deploy = app
+        .deploy_to_end(&origin.commit("v1, which breaks 3 s after it starts"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (samples, _) = load.finish().await;
+    let after = app.get(&format!("/api/apps/{}", cleanup.value)).await;
+    assert_eq!(
+        after["container"]["id"], before["container"]["id"],
+        "app_state names the old container again: {after:#}"
+    );
+    assert_eq!(after["deployed"]["commit"], head.as_str(), "{after:#}");
+    assert_eq!(get_page(&url).await, (200, "v0\n".to_string()));
+    let containers = crate::docker::app_containers(&cleanup.value).await;
+    assert_eq!(
+        containers.len(),
+        1,
+        "only the old container is left: {containers:?}"
+    );
+    (deploy, samples, after, url)
+}
+
+/// The deploy's stages from the first `stage` on.
+fn stages_from(deploy: &Value, stage: &str) -> Vec<String> {
+    stages(deploy)
+        .into_iter()
+        .skip_while(|s| s != stage)
+        .collect()
+}
+
+/// The deploy failed its watch (the step saying `why`) and switched back; prints how many
+/// requests of the load failed meanwhile.
+fn assert_switched_back(deploy: &Value, samples: &[Sample], why: &str) {
+    let watch = step(deploy, "watch")["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(watch.contains(why), "{deploy:#}");
+    let failed = failed(samples);
+    println!(
+        "{} of {} requests failed between the break and the switch back",
+        failed.len(),
+        samples.len()
+    );
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert_eq!(deploy["reverted"], true, "{deploy:#}");
+    assert_eq!(
+        stages_from(deploy, "watch"),
+        [
+            "watch",
+            "hold",
+            "switch",
+            "drain",
+            "stop-new",
+            "restore",
+            "resume-old",
+            "switch",
+            "retire"
+        ],
+        "{deploy:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_swap_whose_new_version_fails_its_probes_while_watched_switches_back_to_the_kept_container(
+) {
+    let (deploy, samples, _, _) = a_swap_that_breaks_while_watched("FAIL_AFTER").await;
+    assert_switched_back(&deploy, &samples, "probes in a row");
+}
+
+#[tokio::test]
+async fn the_watch_counts_the_proxys_5xx_and_switches_back_when_most_of_the_new_versions_answers_fail(
+) {
+    // Only `/` breaks: the health probe (`/version`) keeps passing; the users' requests do not.
+    let (deploy, samples, _, _) = a_swap_that_breaks_while_watched("FAIL_INDEX_AFTER").await;
+    assert_switched_back(&deploy, &samples, "requests with 5xx");
+}
+
+#[tokio::test]
+async fn a_watched_full_deploy_of_an_in_place_app_that_breaks_puts_the_tree_back_before_the_old_container_resumes(
+) {
+    let origin = origin_with(UWSGI_INI);
+    let head = origin.commit("v0");
+    let repo = own_repository("uwsgi-inplace-watch");
+    publish_for_commit(&image(), &repo, &head);
+    let (app, cleanup, url) = in_place_full_with(&origin, &repo, &head, "watch = \"20s\"\n").await;
+    let v2 = std::env::var("DOCKHAND_TEST_IMAGE_UWSGI2").expect("DOCKHAND_TEST_IMAGE_UWSGI2");
+
+    let load = Load::start(url.clone(), RATE);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin.write("VERSION", "v1\n");
+    origin.write("app.py", &app_py_needing_new_deps());
+    origin.write("FAIL_AFTER", "3\n");
+    let next = origin.commit("v1: new dependencies, breaks 3 s after it starts");
+    publish_for_commit(&v2, &repo, &next);
+    let deploy = app.deploy_to_end(&next).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (samples, _) = load.finish().await;
+
+    assert_switched_back(&deploy, &samples, "probes in a row");
+    // The old container resumed on its own commit: had it seen the new tree it could not
+    // import (the new code needs the new image), and every answer since would be a 500.
+    assert_eq!(get_page(&url).await, (200, "v0\n".to_string()));
+    let version = get_page(&format!("{url}version")).await.1;
+    assert!(
+        version.contains("version=v0 ") && version.contains("deps=1"),
+        "{version}"
+    );
+    assert!(
+        !app.volume.join("FAIL_AFTER").exists(),
+        "the tree is back on v0"
+    );
+    let containers = crate::docker::app_containers(&cleanup.value).await;
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let late: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.sent > samples.last().unwrap().sent - Duration::from_secs(2))
+        .collect();
+    assert!(
+        late.iter().all(|s| s.answer.as_deref() == Ok("v0\n")),
+        "after the switch back only v0 answers"
     );
 }
