@@ -285,3 +285,56 @@ async fn an_invalid_config_is_refused_and_the_running_dockhand_keeps_serving() {
         r.server.pid().to_string()
     );
 }
+
+#[tokio::test]
+async fn sockets_systemd_holds_are_served_by_name_and_the_connection_that_started_dockhand_is_answered(
+) {
+    // systemd-socket-activate is what a `.socket` unit does, from the command line: it holds
+    // the listening sockets, starts the service on the first connection and passes them by
+    // name (LISTEN_FDS, LISTEN_FDNAMES). A dockhand that bound the addresses itself would fail:
+    // they are taken.
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let (api, proxy, up) = (free_port(), free_port(), free_port());
+    let _upstream = Upstream::start(up, dir.path());
+    let path = dir.path().join("dockhand.toml");
+    std::fs::write(&path, config(dir.path(), &origin, api, proxy, up, "")).unwrap();
+    let log = dir.path().join("dockhand.log");
+    let mut activator = Command::new("systemd-socket-activate")
+        .args([
+            "-l",
+            &format!("127.0.0.1:{api}"),
+            "-l",
+            &format!("127.0.0.1:{proxy}"),
+            "--fdname=api:proxy/web",
+        ])
+        .arg(env!("CARGO_BIN_EXE_dockhand"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd): run scripts/test-env");
+    let _successor = Successor(dir.path().join("state/dockhand.lock"));
+    let listening = format!("Listening on 127.0.0.1:{proxy}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains(&listening) {
+        assert!(Instant::now() < deadline, "systemd-socket-activate did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Nothing runs dockhand yet: this request waits in the socket's backlog, starts it, and is
+    // answered by it.
+    let first = client()
+        .get(format!("http://127.0.0.1:{proxy}/"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let first = first.unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(first.status(), 200, "{text}");
+    assert_eq!(first.text().await.unwrap(), "upstream\n");
+    assert!(Remote::on_port(api).up_within(Duration::from_secs(10)).await);
+    let _ = activator.kill();
+    let _ = activator.wait();
+}
