@@ -319,8 +319,14 @@ async fn sockets_systemd_holds_are_served_by_name_and_the_connection_that_starte
     let _successor = Successor(dir.path().join("state/dockhand.lock"));
     let listening = format!("Listening on 127.0.0.1:{proxy}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains(&listening) {
-        assert!(Instant::now() < deadline, "systemd-socket-activate did not listen");
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(&listening)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "systemd-socket-activate did not listen"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Nothing runs dockhand yet: this request waits in the socket's backlog, starts it, and is
@@ -334,7 +340,11 @@ async fn sockets_systemd_holds_are_served_by_name_and_the_connection_that_starte
     let first = first.unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(first.status(), 200, "{text}");
     assert_eq!(first.text().await.unwrap(), "upstream\n");
-    assert!(Remote::on_port(api).up_within(Duration::from_secs(10)).await);
+    assert!(
+        Remote::on_port(api)
+            .up_within(Duration::from_secs(10))
+            .await
+    );
     let _ = activator.kill();
     let _ = activator.wait();
 }

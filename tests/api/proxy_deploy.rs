@@ -51,6 +51,8 @@ async fn proxied_on_v1(origin: &Origin, test: &str) -> (TestApp, String, Cleanup
 pub(crate) struct Sample {
     pub(crate) sent: Instant,
     pub(crate) answer: Result<String, String>,
+    /// How long the answer took.
+    pub(crate) took: Duration,
 }
 
 /// Requests at a steady rate through the proxy until stopped.
@@ -86,7 +88,8 @@ impl Load {
                         Ok(r) => Err(format!("status {}", r.status())),
                         Err(e) => Err(format!("{e:#}: {:?}", std::error::Error::source(&e))),
                     };
-                    samples.lock().unwrap().push(Sample { sent, answer });
+                    let took = sent.elapsed();
+                    samples.lock().unwrap().push(Sample { sent, answer, took });
                 });
             }
             while requests.join_next().await.is_some() {}

@@ -594,6 +594,15 @@ async fn a_full_deploy_of_an_in_place_app_never_runs_the_new_code_in_the_old_con
         version.contains("version=v1 ") && version.contains("deps=2"),
         "{version}"
     );
+    // What it cost: the trial while the old container served, the hold users waited.
+    let slowest = samples.iter().map(|s| s.took).max().unwrap_or_default();
+    println!(
+        "trial {} ms + {} ms, hold {} ms; slowest answer {slowest:?} of {}",
+        step(&deploy, "trial")["duration_ms"],
+        step(&deploy, "trial-health")["duration_ms"],
+        step(&deploy, "hold")["duration_ms"],
+        samples.len()
+    );
 }
 
 #[tokio::test]
