@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
@@ -18,6 +20,11 @@ use tracing::warn;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (line + headers) accepted; hyper answers 431 beyond it.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// After it stops accepting, how long a connection without a request in progress is kept
+/// open for its client's next request (answered with `Connection: close`) before it is closed.
+/// Closing it at once loses a request on its way: one just accepted whose bytes have not been
+/// read yet, or one a keep-alive client is sending (as HAProxy's `idle-close-on-response`).
+const LINGER: Duration = Duration::from_millis(500);
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -49,6 +56,7 @@ where
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let graceful = GracefulShutdown::new();
+    let draining = Arc::new(AtomicBool::new(false));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -64,7 +72,11 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), make(peer));
+                let service = CloseWhenDraining {
+                    inner: make(peer),
+                    draining: draining.clone(),
+                };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -73,7 +85,48 @@ where
         }
     }
     drop(listener);
-    tokio::time::timeout(grace, graceful.shutdown())
+    // Connections still open get their client's next request answered, then close.
+    draining.store(true, Ordering::Release);
+    let started = tokio::time::Instant::now();
+    while graceful.count() > 0 && started.elapsed() < LINGER.min(grace) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left = grace.saturating_sub(started.elapsed());
+    tokio::time::timeout(left, graceful.shutdown())
         .await
         .is_ok()
+}
+
+/// A connection's service that, once the server drains, asks HTTP/1 clients to close the
+/// connection after each response (an upgrade's 101 excepted).
+struct CloseWhenDraining<S> {
+    inner: S,
+    draining: Arc<AtomicBool>,
+}
+
+impl<S, B> Service<Request<Incoming>> for CloseWhenDraining<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let http1 = req.version() < hyper::Version::HTTP_2;
+        let draining = self.draining.clone();
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = answer.await?;
+            let upgraded = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
+            if http1 && !upgraded && draining.load(Ordering::Acquire) {
+                resp.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok(resp)
+        })
+    }
 }

@@ -56,6 +56,7 @@ impl Drop for Successor {
         if let Some(pid) = self.pid() {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
                 .status();
         }
     }
@@ -165,11 +166,26 @@ async fn running() -> Running {
     }
 }
 
-fn reload_cli(config: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dockhand"))
+/// `dockhand reload` of `config`, which must succeed (else the server's `log` is shown).
+async fn reloaded(config: &Path, log: &Path) -> std::process::Output {
+    let out = reload_cli(config).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(log).unwrap()
+    );
+    out
+}
+
+/// `dockhand reload`, awaited: the test's runtime keeps running its load (and its clients'
+/// connection tasks) meanwhile.
+async fn reload_cli(config: &Path) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_dockhand"))
         .args(["reload", "--config"])
         .arg(config)
         .output()
+        .await
         .unwrap()
 }
 
@@ -199,13 +215,7 @@ async fn a_reload_hands_the_sockets_to_a_new_process_and_refuses_no_connection()
         config(dir.path(), origin, api, proxy, up, "") + &second,
     )
     .unwrap();
-    let out = reload_cli(&path);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&log).unwrap()
-    );
+    let out = reloaded(&path, &log).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("handed its sockets"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (sent, failures) = visitors.finish().await;
@@ -248,7 +258,7 @@ async fn an_invalid_config_is_refused_and_the_running_dockhand_keeps_serving() {
         good.replace("[apps.proxy]", "[apps.proxy]\nhold_maximum = 3"),
     )
     .unwrap();
-    let out = reload_cli(&path);
+    let out = reload_cli(&path).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hold_maximum"), "{err}");
@@ -347,4 +357,61 @@ async fn sockets_systemd_holds_are_served_by_name_and_the_connection_that_starte
     );
     let _ = activator.kill();
     let _ = activator.wait();
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_a_real_apps_image_refuses_nothing_and_the_next_push_runs_the_new_image(
+) {
+    use crate::uwsgi::{image, origin_with, UWSGI_INI};
+    let origin = origin_with(UWSGI_INI);
+    let head = origin.commit("v0");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let name = crate::docker::unique("reimage").replace("dockhand-test-", "");
+    let _cleanup = crate::docker::Cleanup::app(&name);
+    let (api, proxy) = (free_port(), free_port());
+    let v2 = std::env::var("DOCKHAND_TEST_IMAGE_UWSGI2").expect("DOCKHAND_TEST_IMAGE_UWSGI2");
+    let text = |image: &str| {
+        config_text(dir.path(), &origin, "", "")
+            .replace("127.0.0.1:0", &format!("127.0.0.1:{api}"))
+            .replace("name = \"web\"", &format!("name = \"{name}\""))
+            + &format!(
+                "[apps.container]\nimage = \"{image}\"\nmount = \"/app\"\n\
+                 health_path = \"/version\"\nexpect_body_contains = \"{{sha}}\"\n\
+                 health_interval = \"100ms\"\nstop_grace = \"5s\"\n\
+                 [apps.proxy]\nlisten = \"127.0.0.1:{proxy}\"\n"
+            )
+    };
+    let path = dir.path().join("dockhand.toml");
+    std::fs::write(&path, text(&image())).unwrap();
+    let log = dir.path().join("dockhand.log");
+    let server = Server::start(&path, &log).await;
+    let _successor = Successor(dir.path().join("state/dockhand.lock"));
+    let first = server.wait_terminal(server.push(&head).await).await;
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    let proxied = format!("http://127.0.0.1:{proxy}/");
+
+    let visitors = Visitors::start(vec![proxied.clone()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::write(&path, text(&v2)).unwrap();
+    reloaded(&path, &log).await;
+    // The next push is a code change; the image named in the config is new: the full path.
+    origin.write("VERSION", "v1\n");
+    let next = origin.commit("v1");
+    let deploy = server.wait_terminal(server.push(&next).await).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (sent, failures) = visitors.finish().await;
+
+    assert_eq!(deploy["status"], "succeeded", "{deploy:#}");
+    assert_eq!(deploy["path"], "full", "{deploy:#}");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {failures:#?}",
+        failures.len()
+    );
+    let version = get_page(&format!("{proxied}version")).await.1;
+    assert!(
+        version.contains("version=v1 ") && version.contains("deps=2"),
+        "{version}"
+    );
 }

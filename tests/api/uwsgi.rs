@@ -12,19 +12,19 @@ use crate::helpers::*;
 use crate::proxy_deploy::{Load, Sample};
 
 const APP_PY: &str = include_str!("../fixtures/uwsgi-app/app.py");
-const UWSGI_INI: &str = include_str!("../fixtures/uwsgi-app/uwsgi.ini");
+pub(crate) const UWSGI_INI: &str = include_str!("../fixtures/uwsgi-app/uwsgi.ini");
 const UWSGI_CHAIN_INI: &str = include_str!("../fixtures/uwsgi-app/uwsgi-chain.ini");
 /// Requests per second through the proxy while deploying.
 const RATE: u32 = 100;
 
-fn image() -> String {
+pub(crate) fn image() -> String {
     std::env::var("DOCKHAND_TEST_IMAGE_UWSGI1").expect(
         "DOCKHAND_TEST_IMAGE_UWSGI1 is not set: run scripts/test-env and source its env file",
     )
 }
 
 /// The fixture app with `ini` as its uwsgi.ini, 200 filler files and VERSION `v0`.
-fn origin_with(ini: &str) -> Origin {
+pub(crate) fn origin_with(ini: &str) -> Origin {
     let origin = Origin::new();
     origin.write("app.py", APP_PY);
     origin.write("uwsgi.ini", ini);
