@@ -17,6 +17,8 @@ pub enum SignatureError {
     Malformed,
     #[error("signature does not match")]
     Mismatch,
+    #[error("more than one X-Hub-Signature-256 header: send exactly one")]
+    Duplicate,
 }
 
 /// A parsed, well-formed `sha256=<64 hex>` header value.

@@ -32,7 +32,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let signature = Signature::parse(headers.get(SIGNATURE).map(|v| v.as_bytes()))?;
+    let signature = Signature::parse(signature_header(&headers)?)?;
     let apps: Vec<&AppConfig> = state
         .config
         .apps
@@ -56,16 +56,33 @@ pub async fn receive_for_app(
         .config
         .app(&name)
         .ok_or_else(|| ApiError::NotFound(format!("unknown app {name:?}")))?;
-    let signature = Signature::parse(headers.get(SIGNATURE).map(|v| v.as_bytes()))?;
+    let signature = Signature::parse(signature_header(&headers)?)?;
     signature.verify(app.secret.expose(), &body)?;
     handle(&state, &[app], &headers, &body).await
 }
 
-/// A printable, bounded header value; `None` when absent.
+/// The signature header's bytes: at most one (a second one could carry a valid signature
+/// a proxy or a parser other than ours would read instead).
+fn signature_header(headers: &HeaderMap) -> Result<Option<&[u8]>, SignatureError> {
+    let mut all = headers.get_all(SIGNATURE).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(SignatureError::Duplicate);
+    }
+    Ok(first.map(|v| v.as_bytes()))
+}
+
+/// A printable, bounded header value; `None` when absent; two of them are refused.
 fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
-    let Some(value) = headers.get(name) else {
+    let mut all = headers.get_all(name).iter();
+    let Some(value) = all.next() else {
         return Ok(None);
     };
+    if all.next().is_some() {
+        return Err(ApiError::BadRequest(format!(
+            "header {name} appears more than once: send exactly one"
+        )));
+    }
     let value = value
         .to_str()
         .ok()

@@ -388,3 +388,47 @@ async fn unknown_app_endpoint_is_404() {
         .await;
     assert_eq!(response.status(), 404);
 }
+
+#[tokio::test]
+async fn two_signature_or_delivery_headers_are_refused_whichever_is_valid() {
+    let origin = Origin::new();
+    let app = spawn_app(&origin).await;
+    let body = push_payload("refs/heads/main", &origin.head(), false);
+    let valid = sign(SECRET, &body);
+    let wrong = sign("not the secret", &body);
+    for path in ["/hooks/github", "/hooks/github/web"] {
+        for (first, second) in [(&valid, &wrong), (&wrong, &valid), (&valid, &valid)] {
+            let response = app
+                .client
+                .post(app.url(path))
+                .header("X-GitHub-Event", "push")
+                .header("X-GitHub-Delivery", delivery_id())
+                .header("Content-Type", "application/json")
+                .header("X-Hub-Signature-256", first.as_str())
+                .header("X-Hub-Signature-256", second.as_str())
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 401, "{path}");
+            let text = response.text().await.unwrap();
+            assert!(text.contains("more than one X-Hub-Signature-256"), "{text}");
+        }
+        let response = app
+            .client
+            .post(app.url(path))
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", delivery_id())
+            .header("X-GitHub-Delivery", delivery_id())
+            .header("Content-Type", "application/json")
+            .header("X-Hub-Signature-256", valid.as_str())
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains("more than once"), "{text}");
+    }
+    assert!(app.deploys().await.is_empty());
+}
