@@ -60,13 +60,17 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
         let cache = ctx.config.cache_path(&app.name);
         let app = app.clone();
         let refs = refs.clone();
+        // A push is a doorbell: it deploys its ref's tip as the origin has it now, never the
+        // payload's `after` (a late or replayed delivery would put back an old commit). API
+        // deploys of a named commit deploy that commit.
         let wanted: Vec<(Option<String>, bool)> = batch
             .iter()
             .map(|d| {
-                (
-                    d.requested_sha.clone().or_else(|| d.git_ref.clone()),
-                    d.forced,
-                )
+                let spec = match d.trigger == Trigger::Push.as_str() {
+                    true => d.git_ref.clone(),
+                    false => d.requested_sha.clone().or_else(|| d.git_ref.clone()),
+                };
+                (spec, d.forced)
             })
             .collect();
         blocking(move || fetch_and_pick(&cache, &app, &refs, &wanted)).await
@@ -77,6 +81,19 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
         Ok((win, target)) => (*win, *target),
         Err(_) => (batch.len() - 1, None),
     };
+    // Said in the fetch step when the origin's tip is not what the push named.
+    let mut tip_note = String::new();
+    let (named, pushed_ref) = (&batch[win].requested_sha, &batch[win].git_ref);
+    if let (Some(target), Some(named), Some(git_ref)) = (target, named, pushed_ref) {
+        if batch[win].trigger == Trigger::Push.as_str()
+            && !named.eq_ignore_ascii_case(&target.to_string())
+        {
+            tip_note = format!(
+                "{git_ref} is at {target} at the origin; the push named {named}: the origin's tip is deployed"
+            );
+            warn!(%target, pushed = named.as_str(), "the origin's tip is not the pushed commit");
+        }
+    }
     let deploy = batch.swap_remove(win);
     tracing::Span::current().record("deploy_id", deploy.id);
     let others: Vec<i64> = batch.iter().map(|d| d.id).collect();
@@ -92,7 +109,7 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
         Ok(_) if refs.is_empty() => {}
         Ok(_) => {
             ctx.store
-                .record_step(deploy.id, "fetch", &detail, ran, true, "")
+                .record_step(deploy.id, "fetch", &detail, ran, true, &tip_note)
                 .await?
         }
         Err(e) => {

@@ -412,3 +412,58 @@ async fn an_origin_over_the_fetch_size_cap_fails_the_deploy_and_the_volume_keeps
     );
     assert_eq!(app.volume_snapshot(), origin.snapshot(&good));
 }
+
+#[tokio::test]
+async fn a_late_delivery_of_a_commit_force_pushed_away_deploys_the_origins_tip_not_the_payload() {
+    let origin = Origin::new();
+    let app = spawn_app(&origin).await;
+    let base = origin.head();
+    app.deploy(&base).await;
+    // X is pushed, then force-pushed away before its delivery arrives.
+    origin.write(
+        "removed-by-the-force-push.txt",
+        "secret that was pulled back\n",
+    );
+    let x = origin.commit("X, soon gone");
+    origin.git(&["reset", "-q", "--hard", &base]);
+    origin.write("app.py", "VERSION = 7\n");
+    let y = origin.commit("Y, the rewritten history");
+
+    // X's (non-forced) delivery arrives late.
+    let response = app.push_ref("refs/heads/main", &x, false).await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<serde_json::Value>().await.unwrap()["deploy_id"]
+        .as_i64()
+        .unwrap();
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["to_commit"], y.as_str(), "{deploy:#}");
+    assert_eq!(deploy["requested_sha"], x.as_str(), "{deploy:#}");
+    let fetch = step(&deploy, "fetch")["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(fetch.contains(&y) && fetch.contains(&x), "{deploy:#}");
+    assert!(!app.volume.join("removed-by-the-force-push.txt").exists());
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&y));
+}
+
+#[tokio::test]
+async fn a_forced_push_replayed_under_a_new_delivery_id_rolls_nothing_back() {
+    let origin = Origin::new();
+    let app = spawn_app(&origin).await;
+    let old = origin.head();
+    app.deploy(&old).await;
+    origin.write("app.py", "VERSION = 2\n");
+    let new = origin.commit("v2");
+    app.deploy(&new).await;
+
+    // A captured forced push of the old commit, signed, replayed with a fresh delivery id.
+    let response = app.push_ref("refs/heads/main", &old, true).await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<serde_json::Value>().await.unwrap()["deploy_id"]
+        .as_i64()
+        .unwrap();
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "ignored", "{deploy:#}");
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&new));
+}
