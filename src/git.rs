@@ -186,6 +186,14 @@ impl Cache {
         if let Err(e) = fetched {
             // libgit2 may echo the URL it was given; never let userinfo reach a log line.
             let message = e.message().replace(url, &shown);
+            // libgit2's own socket wait ran out: the origin sent nothing (or stopped).
+            if e.class() == git2::ErrorClass::Net && message.contains("timed out") {
+                bail!(
+                    "fetch timed out after {:.1}s from {shown}: the origin sent nothing for too long ({message}); fetch_timeout is {}s",
+                    start.elapsed().as_secs_f64(),
+                    limits.timeout.as_secs_f64()
+                );
+            }
             bail!("fetching {} from {shown}: {message}", refs.join(", "));
         }
         // A refspec whose source the origin does not advertise matches nothing, and libgit2
@@ -535,6 +543,11 @@ impl Entry {
 
 /// Collects the changes of a recursive tree comparison.
 #[derive(Default)]
+/// Deepest directory nesting a deployed tree may have. git's porcelain refuses trees deeper
+/// than 4096 (`core.maxTreeDepth`); real repositories stay far below this, and Linux refuses
+/// paths over 4096 bytes anyway.
+pub const MAX_TREE_DEPTH: usize = 1024;
+
 struct TreeDiff {
     deletes: Vec<Change>,
     writes: Vec<Change>,
@@ -549,6 +562,15 @@ impl TreeDiff {
         new: Option<&git2::Tree<'_>>,
         prefix: &[u8],
     ) -> anyhow::Result<()> {
+        // Each level is a frame of this recursion: a crafted tree nesting thousands of
+        // directories would overflow the thread's stack and abort the server.
+        let depth = prefix.iter().filter(|&&b| b == b'/').count() + 1;
+        if !prefix.is_empty() && depth > MAX_TREE_DEPTH {
+            bail!(
+                "the tree nests more than {MAX_TREE_DEPTH} directories (at {:?}…); refusing it (git itself refuses such trees)",
+                String::from_utf8_lossy(&prefix[..prefix.len().min(64)])
+            );
+        }
         let old = entries(old, prefix)?;
         let new = entries(new, prefix)?;
         let names: BTreeSet<&Vec<u8>> = old.keys().chain(new.keys()).collect();
@@ -1318,6 +1340,31 @@ pub(crate) mod tests {
         assert_eq!(info.summary, "a commit");
         assert_eq!(info.message, "a commit\n\nwith a body\n");
         assert_eq!(info.author, "Ada Lovelace <ada@example.com>");
+    }
+
+    #[test]
+    fn a_tree_nesting_thousands_of_directories_is_refused_not_a_stack_overflow() {
+        let origin = Origin::new();
+        let repo = &origin.repo;
+        let blob = repo.blob(b"deep\n").unwrap();
+        let mut tree = {
+            let mut b = repo.treebuilder(None).unwrap();
+            b.insert("f", blob, 0o100644).unwrap();
+            b.write().unwrap()
+        };
+        for _ in 0..5000 {
+            let mut b = repo.treebuilder(None).unwrap();
+            b.insert("d", tree, 0o040000).unwrap();
+            tree = b.write().unwrap();
+        }
+        let tip = origin.commit_tree("refs/heads/main", tree, "deep");
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+        // Run where a deploy runs: a thread with the default 2 MiB stack.
+        let err = std::thread::spawn(move || cache.changes(None, Some(tip)).map(|c| c.len()))
+            .join()
+            .expect("the diff must not overflow its stack");
+        let err = format!("{:#}", err.unwrap_err());
+        assert!(err.contains("more than 1024 directories"), "{err}");
     }
 
     #[test]
