@@ -166,11 +166,25 @@ impl Volume {
         let (parents, name) = split(rel)?;
         let stack = self.walk(&parents, rel, Walk::Touch)?;
         let dir = stack.as_ref().and_then(|s| s.last()).unwrap_or(&self.dir);
+        // Only a regular file is touched: opening a FIFO the app (or its container) put there
+        // would block forever, a device could do anything. O_NONBLOCK keeps even a FIFO swapped
+        // in after the look from blocking the open; the opened file is checked again.
+        match dir.symlink_metadata(name) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                bail!("refusing to touch symlink {}", rel.display())
+            }
+            Ok(meta) if !meta.is_file() => bail!(
+                "refusing to touch {}: it is not a regular file (a FIFO, socket, device or directory)",
+                rel.display()
+            ),
+            _ => {}
+        }
         let mut options = OpenOptions::new();
         options
             .write(true)
             .create(true)
             .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
             .follow(FollowSymlinks::No);
         let file = match dir.open_with(name, &options) {
             Ok(file) => file,
@@ -180,6 +194,12 @@ impl Volume {
             Err(e) => return Err(e).with_context(|| format!("opening {}", rel.display())),
         };
         let file = file.into_std();
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            bail!(
+                "refusing to touch {}: it is not a regular file",
+                rel.display()
+            );
+        }
         let now = touch_time(
             SystemTime::now(),
             file.metadata().and_then(|m| m.modified()).ok(),
@@ -849,6 +869,29 @@ mod tests {
         volume.touch(Path::new("conf/reload")).unwrap();
 
         assert!(fs::metadata(&created).unwrap().modified().unwrap() > long_ago);
+    }
+
+    #[test]
+    fn touch_refuses_a_fifo_at_once_instead_of_blocking_on_it() {
+        let (tmp, volume) = volume();
+        let fifo = tmp.path().join("vol").join("uwsgi.ini");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(format!(
+                "{:#}",
+                volume.touch(Path::new("uwsgi.ini")).unwrap_err()
+            ));
+        });
+        let err = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("touch blocked on the FIFO");
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]
