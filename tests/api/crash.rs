@@ -455,3 +455,66 @@ async fn wait_for_step(server: &Server, id: i64, stage: &str) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test]
+async fn fetch_timeout_bounds_a_fetch_from_an_origin_that_accepts_and_never_answers() {
+    // An "origin" that accepts every connection and never sends a byte.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let text = config_text(dir.path(), &origin, "", "fetch_timeout = \"2s\"\n")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()))
+        .replace(
+            &format!("repo = \"{}\"", origin.bare.display()),
+            &format!("repo = \"http://127.0.0.1:{port}/app.git\""),
+        );
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}/app.git")),
+        "{text}"
+    );
+    let config = dir.path().join("dockhand.toml");
+    std::fs::write(&config, text).unwrap();
+    let server = Server::start(&config, &dir.path().join("dockhand.log")).await;
+
+    let started = Instant::now();
+    let deploy = server
+        .wait_terminal(server.push(&origin.head()).await)
+        .await;
+    let took = started.elapsed();
+
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    let error = deploy["error"].as_str().unwrap_or_default();
+    assert!(error.contains("timed out"), "{deploy:#}");
+    // libgit2's own wait was 60 s whatever fetch_timeout said.
+    assert!(took < Duration::from_secs(20), "the fetch took {took:?}");
+}
+
+#[tokio::test]
+async fn the_log_written_to_a_file_has_no_colour_codes() {
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let text = config_text(dir.path(), &origin, "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
+    let config = dir.path().join("dockhand.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("dockhand.log");
+    let server = Server::start(&config, &log).await;
+    server
+        .wait_terminal(server.push(&origin.head()).await)
+        .await;
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(written.contains("dockhand listening"), "{written}");
+    assert!(
+        !written.contains('\u{1b}'),
+        "ANSI escapes in the log file:\n{written}"
+    );
+}
