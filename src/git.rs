@@ -541,20 +541,25 @@ impl Entry {
     }
 }
 
-/// Collects the changes of a recursive tree comparison.
-#[derive(Default)]
 /// Deepest directory nesting a deployed tree may have. git's porcelain refuses trees deeper
 /// than 4096 (`core.maxTreeDepth`); real repositories stay far below this, and Linux refuses
 /// paths over 4096 bytes anyway.
 pub const MAX_TREE_DEPTH: usize = 1024;
 
+/// Collects the changes of a recursive tree comparison.
+#[derive(Default)]
 struct TreeDiff {
     deletes: Vec<Change>,
     writes: Vec<Change>,
 }
 
+/// One directory's differing entries, next first: `(path, old, new)`.
+type Level = Vec<(Vec<u8>, Option<Entry>, Option<Entry>)>;
+
 impl TreeDiff {
-    /// Compare two trees at `prefix`, opening only subtrees whose ids differ.
+    /// Compare two trees, opening only subtrees whose ids differ. Depth first in name order,
+    /// with an explicit stack of directories: a crafted tree nesting thousands of directories
+    /// costs heap, not the thread's stack (and is refused past [`MAX_TREE_DEPTH`]).
     fn trees(
         &mut self,
         repo: &git2::Repository,
@@ -562,24 +567,12 @@ impl TreeDiff {
         new: Option<&git2::Tree<'_>>,
         prefix: &[u8],
     ) -> anyhow::Result<()> {
-        // Each level is a frame of this recursion: a crafted tree nesting thousands of
-        // directories would overflow the thread's stack and abort the server.
-        let depth = prefix.iter().filter(|&&b| b == b'/').count() + 1;
-        if !prefix.is_empty() && depth > MAX_TREE_DEPTH {
-            bail!(
-                "the tree nests more than {MAX_TREE_DEPTH} directories (at {:?}…); refusing it (git itself refuses such trees)",
-                String::from_utf8_lossy(&prefix[..prefix.len().min(64)])
-            );
-        }
-        let old = entries(old, prefix)?;
-        let new = entries(new, prefix)?;
-        let names: BTreeSet<&Vec<u8>> = old.keys().chain(new.keys()).collect();
-        for name in names {
-            let (o, n) = (old.get(name).copied(), new.get(name).copied());
-            if o == n {
+        let mut stack = vec![level(old, new, prefix)?];
+        while let Some(frame) = stack.last_mut() {
+            let Some((path, o, n)) = frame.pop() else {
+                stack.pop();
                 continue;
-            }
-            let path = join(prefix, name);
+            };
             check_path(&path)?;
             match (o, n) {
                 (Some(o), Some(n)) if o.is_tree() && n.is_tree() => {
@@ -587,17 +580,33 @@ impl TreeDiff {
                         find_tree(repo, o.oid, &path)?,
                         find_tree(repo, n.oid, &path)?,
                     );
-                    self.trees(repo, Some(&ot), Some(&nt), &path)?;
+                    stack.push(level(Some(&ot), Some(&nt), &path)?);
                 }
                 // A blob replaced by a blob (content, exec bit, file/symlink): one write
                 // renames over it.
-                (Some(o), Some(n)) if o.is_blob() && n.is_blob() => self.added(repo, n, &path)?,
+                (Some(o), Some(n)) if o.is_blob() && n.is_blob() => self.added(n, &path),
                 _ => {
                     if let Some(o) = o {
-                        self.removed(repo, o, &path)?;
+                        match o.mode {
+                            MODE_TREE => {
+                                let tree = find_tree(repo, o.oid, &path)?;
+                                stack.push(level(Some(&tree), None, &path)?);
+                            }
+                            MODE_GITLINK => {}
+                            _ => self.deletes.push(Change::Delete {
+                                path: to_path(&path),
+                            }),
+                        }
                     }
                     if let Some(n) = n {
-                        self.added(repo, n, &path)?;
+                        match n.mode {
+                            MODE_TREE => {
+                                let tree = find_tree(repo, n.oid, &path)?;
+                                stack.push(level(None, Some(&tree), &path)?);
+                            }
+                            MODE_GITLINK => {}
+                            _ => self.added(n, &path),
+                        }
                     }
                 }
             }
@@ -605,23 +614,9 @@ impl TreeDiff {
         Ok(())
     }
 
-    fn removed(&mut self, repo: &git2::Repository, e: Entry, path: &[u8]) -> anyhow::Result<()> {
-        match e.mode {
-            MODE_TREE => self.trees(repo, Some(&find_tree(repo, e.oid, path)?), None, path),
-            MODE_GITLINK => Ok(()),
-            _ => {
-                self.deletes.push(Change::Delete {
-                    path: to_path(path),
-                });
-                Ok(())
-            }
-        }
-    }
-
-    fn added(&mut self, repo: &git2::Repository, e: Entry, path: &[u8]) -> anyhow::Result<()> {
+    /// A blob (file, executable or symlink) to write at `path`.
+    fn added(&mut self, e: Entry, path: &[u8]) {
         let mode = match e.mode {
-            MODE_TREE => return self.trees(repo, None, Some(&find_tree(repo, e.oid, path)?), path),
-            MODE_GITLINK => return Ok(()),
             MODE_EXECUTABLE => EntryMode::Executable,
             MODE_SYMLINK => EntryMode::Symlink,
             _ => EntryMode::File,
@@ -631,8 +626,34 @@ impl TreeDiff {
             oid: e.oid,
             mode,
         });
-        Ok(())
     }
+}
+
+/// The entries that differ between `old` and `new` at `prefix`, in name order (next last).
+fn level(
+    old: Option<&git2::Tree<'_>>,
+    new: Option<&git2::Tree<'_>>,
+    prefix: &[u8],
+) -> anyhow::Result<Level> {
+    let depth = prefix.iter().filter(|&&b| b == b'/').count() + 1;
+    if !prefix.is_empty() && depth > MAX_TREE_DEPTH {
+        bail!(
+            "the tree nests more than {MAX_TREE_DEPTH} directories (at {:?}…); refusing it (git itself refuses such trees)",
+            String::from_utf8_lossy(&prefix[..prefix.len().min(64)])
+        );
+    }
+    let old = entries(old, prefix)?;
+    let new = entries(new, prefix)?;
+    let names: BTreeSet<&Vec<u8>> = old.keys().chain(new.keys()).collect();
+    let mut level: Level = names
+        .into_iter()
+        .filter_map(|name| {
+            let (o, n) = (old.get(name).copied(), new.get(name).copied());
+            (o != n).then(|| (join(prefix, name), o, n))
+        })
+        .collect();
+    level.reverse();
+    Ok(level)
 }
 
 /// The entries of a tree by name. A crafted tree may repeat a name; that is refused, since which

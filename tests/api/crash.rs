@@ -495,6 +495,7 @@ async fn fetch_timeout_bounds_a_fetch_from_an_origin_that_accepts_and_never_answ
     assert!(error.contains("timed out"), "{deploy:#}");
     // libgit2's own wait was 60 s whatever fetch_timeout said.
     assert!(took < Duration::from_secs(20), "the fetch took {took:?}");
+    println!("failed after {took:?}: {error}");
 }
 
 #[tokio::test]
