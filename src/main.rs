@@ -55,6 +55,7 @@ async fn main() -> ExitCode {
 
 async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     dockhand::handover::remember_exe();
+    raise_open_files_limit();
     let inherited = Inherited::from_env()?;
     let (config, warnings) = Config::load(path)?;
     for w in warnings {
@@ -113,5 +114,24 @@ async fn until_stopped_or_handed_over(path: PathBuf, sockets: Vec<(String, Owned
             }
             Err(e) => tracing::error!("reload failed, still serving the previous config: {e:#}"),
         }
+    }
+}
+
+/// Raise the soft limit on open files to the hard one: every client connection, proxied
+/// upstream connection and fetch costs a descriptor, and the usual soft default (1,024) runs
+/// out long before the machine does.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(to = ?limit.maximum, "raised the open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
     }
 }

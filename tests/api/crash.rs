@@ -519,3 +519,51 @@ async fn the_log_written_to_a_file_has_no_colour_codes() {
         "ANSI escapes in the log file:\n{written}"
     );
 }
+
+#[tokio::test]
+async fn the_server_raises_its_open_files_limit_to_the_hard_limit() {
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let port = free_port();
+    let text = config_text(dir.path(), &origin, "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let config = dir.path().join("dockhand.toml");
+    std::fs::write(&config, text).unwrap();
+    // Started with the usual soft default of 1,024 (the hard limit stays what it is).
+    let shell = format!(
+        "ulimit -S -n 1024 && exec {} serve --config {}",
+        env!("CARGO_BIN_EXE_dockhand"),
+        config.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &shell])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let limits = |pid: u32| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .to_string();
+        let fields: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        (fields[3].clone(), fields[4].clone())
+    };
+    // Read once dockhand (the shell exec'd into it) serves.
+    assert!(
+        Remote::on_port(port)
+            .up_within(Duration::from_secs(30))
+            .await
+    );
+    let (soft, hard) = limits(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_ne!(
+        hard, "1024",
+        "the hard limit is 1,024 here: nothing to show"
+    );
+    assert_eq!(soft, hard, "soft open files limit {soft}, hard {hard}");
+}
