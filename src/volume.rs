@@ -122,7 +122,11 @@ impl Volume {
 
     /// Remove `.dockhand-tmp-*` files a crashed `apply` left, looking only in the directories the
     /// given changes touch. Returns how many were removed.
-    pub fn remove_temp_files(&self, dirs_of: &[Change]) -> anyhow::Result<usize> {
+    pub fn remove_temp_files(
+        &self,
+        dirs_of: &[Change],
+        tracked: impl Fn(&Path) -> bool,
+    ) -> anyhow::Result<usize> {
         let parents: BTreeSet<&Path> = dirs_of
             .iter()
             .filter_map(|c| match c {
@@ -142,7 +146,8 @@ impl Volume {
             for entry in entries {
                 let entry = entry.with_context(|| format!("listing {}", parent.display()))?;
                 let name = entry.file_name();
-                if !name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                // Only the names `apply` makes, and never a file a commit tracks.
+                if !is_temp_name(name.as_bytes()) || tracked(&parent.join(&name)) {
                     continue;
                 }
                 if entry.file_type().is_ok_and(|t| !t.is_dir()) {
@@ -439,6 +444,17 @@ fn write_temp_file(dir: &Dir, content: &[u8], mode: u32) -> anyhow::Result<OsStr
         return Err(e).context("writing the temp file");
     }
     Ok(name)
+}
+
+/// Whether `name` is one `apply` gives its temp files: the prefix and 16 lower-case hex digits.
+fn is_temp_name(name: &[u8]) -> bool {
+    name.strip_prefix(TEMP_PREFIX.as_bytes())
+        .is_some_and(|rest| {
+            rest.len() == 16
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        })
 }
 
 /// Run `create` with fresh `.dockhand-tmp-<random>` names until one does not exist yet.
@@ -935,10 +951,32 @@ mod tests {
             path: PathBuf::from("a/x"),
         }];
 
-        let removed = f.volume.remove_temp_files(&touching_a).unwrap();
+        let removed = f.volume.remove_temp_files(&touching_a, |_| false).unwrap();
 
         assert_eq!(removed, 1);
         assert!(!f.vol().join("a/.dockhand-tmp-0123456789abcdef").exists());
         assert!(f.vol().join("b/.dockhand-tmp-0123456789abcdef").exists());
+    }
+
+    #[test]
+    fn a_tracked_file_named_like_a_temp_file_is_never_removed_as_a_leftover() {
+        let (f, ids) = Fixture::new(&[&[
+            ("a/x", FILE, b"x"),
+            ("a/.dockhand-tmp-notes", FILE, b"mine"),
+            ("a/.dockhand-tmp-00000000deadbeef", FILE, b"mine too"),
+        ]]);
+        f.go(None, ids[0]).unwrap();
+        fs::write(f.vol().join("a/.dockhand-tmp-0123456789abcdef"), "partial").unwrap();
+        let touching_a = [Change::Delete {
+            path: PathBuf::from("a/x"),
+        }];
+        let tracked = |p: &Path| p == Path::new("a/.dockhand-tmp-00000000deadbeef");
+
+        let removed = f.volume.remove_temp_files(&touching_a, tracked).unwrap();
+
+        assert_eq!(removed, 1);
+        assert!(!f.vol().join("a/.dockhand-tmp-0123456789abcdef").exists());
+        assert!(f.vol().join("a/.dockhand-tmp-notes").exists());
+        assert!(f.vol().join("a/.dockhand-tmp-00000000deadbeef").exists());
     }
 }

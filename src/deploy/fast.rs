@@ -286,8 +286,14 @@ pub(super) fn restore(
             })),
         }
         let volume = Volume::open(volume)?;
+        let trees = [Some(current), back_to]
+            .into_iter()
+            .flatten()
+            .map(|c| cache.repo().find_commit(c).and_then(|c| c.tree()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tracked = |p: &Path| trees.iter().any(|t| t.get_path(p).is_ok());
         volume
-            .remove_temp_files(&changes)
+            .remove_temp_files(&changes, tracked)
             .context("removing leftover temp files")?;
         return Ok(describe(&volume.apply(cache.repo(), &changes)?));
     }
