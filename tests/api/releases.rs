@@ -85,9 +85,11 @@ async fn going_back_to_a_kept_release_writes_nothing_and_pruning_keeps_the_newes
     newest.sort();
     assert_eq!(releases(&app.volume), newest);
 
-    // Back to v3 (kept): `current` switches, nothing is written.
+    // Back to v3 (kept), force-pushed at the origin: `current` switches, nothing is written.
     let v3 = commits[2].clone();
     let kept_inode = inode(&app.volume.join("releases").join(&v3).join("app.py"));
+    origin.git(&["reset", "-q", "--hard", &v3]);
+    origin.git(&["push", "-q", "-f", "origin", "HEAD:refs/heads/main"]);
     let response = app.push_ref("refs/heads/main", &v3, true).await;
     assert_eq!(response.status(), 202);
     let id = response.json::<serde_json::Value>().await.unwrap()["deploy_id"]
