@@ -699,15 +699,27 @@ impl Config {
                 bail!("{label}.name: duplicate app name {:?}", app.name);
             }
             let app = validate_app(app, base, &mut warnings).with_context(|| label.clone())?;
-            if app.volume.starts_with(&server.state_dir)
-                || server.state_dir.starts_with(&app.volume)
-            {
+            // Compared as the filesystem resolves them: `..` and symlinks cannot hide an
+            // overlap.
+            let volume = resolved(&app.volume);
+            if overlap(&volume, &resolved(&server.state_dir)) {
                 bail!("{label}.volume: must not overlap server.state_dir (git metadata never lives in a volume)");
             }
             if let Some(dir) = &server.hooks_dir {
-                if app.volume.starts_with(dir) || dir.starts_with(&app.volume) {
+                if overlap(&volume, &resolved(dir)) {
                     bail!("{label}.volume: must not overlap server.hooks_dir (a repository's files are never hooks)");
                 }
+            }
+            if let Some(other) = apps
+                .iter()
+                .find(|a: &&AppConfig| overlap(&volume, &resolved(&a.volume)))
+            {
+                bail!(
+                    "{label}.volume: {} overlaps app {}'s volume {} (each app owns its volume alone)",
+                    app.volume.display(),
+                    other.name,
+                    other.volume.display()
+                );
             }
             if let Some(proxy) = &app.proxy {
                 let taken = proxy.listen.port() != 0
@@ -1281,6 +1293,40 @@ fn check_relative(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `path` as the filesystem resolves it: `.` and `..` folded, and the longest existing
+/// prefix's symlinks resolved (what does not exist yet is kept as written).
+fn resolved(path: &Path) -> PathBuf {
+    let mut folded = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                folded.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => folded.push(other),
+        }
+    }
+    let mut existing = folded.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return folded,
+        }
+    }
+}
+
+/// Whether one of two resolved paths is inside the other (or they are the same).
+fn overlap(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
 fn absolute(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
@@ -1308,6 +1354,62 @@ mod tests {
     }
 
     const APP: &str = "[[apps]]\nname = \"web\"\nrepo = \"https://github.com/Acme/Web.git\"\nsecret = \"s3cret\"\nvolume = \"/tmp/dockhand-web\"\n";
+
+    #[test]
+    fn volumes_may_not_overlap_each_other_the_state_dir_or_hooks_even_through_dotdot_or_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("state")).unwrap();
+        std::fs::create_dir_all(root.join("srv/web/hooks")).unwrap();
+        std::os::unix::fs::symlink(root.join("state"), root.join("looks-elsewhere")).unwrap();
+        std::os::unix::fs::symlink(root.join("srv/web/hooks"), root.join("hooks")).unwrap();
+        let app = |name: &str, volume: &str| {
+            format!(
+                "[[apps]]\nname = \"{name}\"\nrepo = \"https://github.com/Acme/Web.git\"\n\
+                 secret = \"s3cret\"\nvolume = \"{volume}\"\n"
+            )
+        };
+        let config = |server_extra: &str, apps: &str| {
+            let text = format!(
+                "[server]\nstate_dir = \"{}\"\n{server_extra}{apps}",
+                root.join("state").display()
+            );
+            Config::parse(&text, root)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        };
+        let web = root.join("srv/web");
+        let web = web.display();
+
+        assert!(config("", &app("web", &web.to_string())).is_ok());
+        let err = config(
+            "",
+            &format!(
+                "{}{}",
+                app("web", &web.to_string()),
+                app("api", &web.to_string())
+            ),
+        )
+        .unwrap_err();
+        assert!(err.contains("overlaps app web's volume"), "{err}");
+        let nested = format!("{web}/static");
+        let err = config(
+            "",
+            &format!("{}{}", app("web", &web.to_string()), app("api", &nested)),
+        )
+        .unwrap_err();
+        assert!(err.contains("overlaps app web's volume"), "{err}");
+        let dotdot = format!("{web}/../../state/inside");
+        let err = config("", &app("web", &dotdot)).unwrap_err();
+        assert!(err.contains("must not overlap server.state_dir"), "{err}");
+        let through_link = format!("{}/looks-elsewhere/apps", root.display());
+        let err = config("", &app("web", &through_link)).unwrap_err();
+        assert!(err.contains("must not overlap server.state_dir"), "{err}");
+        // hooks_dir is a symlink into the volume: the repository's hooks/ would run as dockhand.
+        let hooks = format!("hooks_dir = \"{}/hooks\"\n", root.display());
+        let err = config(&hooks, &app("web", &web.to_string())).unwrap_err();
+        assert!(err.contains("must not overlap server.hooks_dir"), "{err}");
+    }
 
     #[test]
     fn minimal_app_gets_defaults_and_warns_about_inline_secret() {
@@ -1511,7 +1613,9 @@ mod tests {
         );
         assert!(parse(&format!("{APP}{container}{bare}")).is_ok());
 
-        let second = APP.replace("\"web\"", "\"api\"");
+        let second = APP
+            .replace("\"web\"", "\"api\"")
+            .replace("dockhand-web", "dockhand-api");
         let err = format!(
             "{:#}",
             parse(&format!("{APP}{fixed}{second}{fixed}")).unwrap_err()
