@@ -98,7 +98,10 @@ where
 }
 
 /// A connection's service that, once the server drains, asks HTTP/1 clients to close the
-/// connection after each response (an upgrade's 101 excepted).
+/// connection after each response to a request that arrived since (an upgrade's 101
+/// excepted). Requests already in flight then close with the graceful shutdown after the
+/// linger. No allocation or shared-counter traffic per request: this wraps every request of
+/// the API and of every proxy.
 struct CloseWhenDraining<S> {
     inner: S,
     draining: Arc<AtomicBool>,
@@ -107,26 +110,47 @@ struct CloseWhenDraining<S> {
 impl<S, B> Service<Request<Incoming>> for CloseWhenDraining<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<B>;
     type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
+    type Future = Closing<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let http1 = req.version() < hyper::Version::HTTP_2;
-        let draining = self.draining.clone();
-        let answer = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = answer.await?;
-            let upgraded = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
-            if http1 && !upgraded && draining.load(Ordering::Acquire) {
-                resp.headers_mut().insert(
-                    hyper::header::CONNECTION,
-                    hyper::header::HeaderValue::from_static("close"),
-                );
-            }
-            Ok(resp)
-        })
+        let close = req.version() < hyper::Version::HTTP_2 && self.draining.load(Ordering::Acquire);
+        Closing {
+            answer: self.inner.call(req),
+            close,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response future that adds `Connection: close` to its response when `close`.
+    pub(crate) struct Closing<F> {
+        #[pin]
+        answer: F,
+        close: bool,
+    }
+}
+
+impl<F, B, E> Future for Closing<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.answer.poll(cx))?;
+        if *this.close && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            resp.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
+        std::task::Poll::Ready(Ok(resp))
     }
 }

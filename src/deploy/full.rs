@@ -102,10 +102,9 @@ pub(super) async fn swap(
     let port = container_port(d.container)?;
     let grace = d.container.stop_grace;
     let stop_first = d.container.strategy == Strategy::StopFirst;
-    let shared = d.app.reload != Reload::Swap;
     let mut old = match d.old_container.as_deref() {
         Some(old) if stop_first => Some(Old::Stopped(stop_old(docker, steps, d, old, port).await?)),
-        Some(old) if shared => {
+        Some(old) if needs_trial(d) => {
             // The new version proves itself first while the old one serves, unchanged: a
             // deploy that fails here has cost nobody anything.
             if let Some(tree) = trial {
@@ -357,29 +356,29 @@ impl Old<'_> {
         proxy: Option<&Proxy>,
         id: &str,
     ) -> anyhow::Result<()> {
-        let (step, out, switched, hold) = match self {
-            Old::Stopped(switched) => (
-                "restart-old",
-                "the previous container is running again",
-                switched,
-                None,
-            ),
-            Old::Paused(p) => (
-                "resume-old",
-                "the previous container runs again, on its own commit",
-                p.switched,
-                Some(p.hold),
-            ),
+        let (switched, hold) = match self {
+            Old::Stopped(switched) => (switched, None),
+            Old::Paused(p) => (p.switched, Some(p.hold)),
         };
-        let resumed = steps
-            .run(step, id, async {
-                match hold {
-                    Some(_) => docker.unpause(id).await?,
-                    None => docker.start(id).await?,
-                }
-                Ok(((), out.to_string()))
-            })
-            .await;
+        let resumed = match hold {
+            None => {
+                steps
+                    .run("restart-old", id, async {
+                        docker.start(id).await?;
+                        Ok(((), "the previous container is running again".to_string()))
+                    })
+                    .await
+            }
+            Some(_) => {
+                steps
+                    .run("resume-old", id, async {
+                        docker.unpause(id).await?;
+                        let out = "the previous container runs again, on its own commit";
+                        Ok(((), out.to_string()))
+                    })
+                    .await
+            }
+        };
         if let (Some(proxy), Some(old)) = (proxy, &switched) {
             switch(steps, proxy, Some(old.target().clone())).await?;
         }

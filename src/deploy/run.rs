@@ -267,6 +267,10 @@ async fn execute(
     };
     let deployed_by = live.deploy_id;
     let before = live.clone();
+    let undo = Undo {
+        commit: deployed,
+        live: &before,
+    };
     let live_digest = live.digest.clone();
     let old_container = live.container;
     let live_container = old_container.clone();
@@ -374,10 +378,6 @@ async fn execute(
             }
             match swapped {
                 Ok((new, kept)) => {
-                    let undo = Undo {
-                        commit: deployed,
-                        live: &before,
-                    };
                     let replaced = Replaced {
                         docker,
                         f,
@@ -393,25 +393,13 @@ async fn execute(
             }
         }
         (Ok(()), None) if app.reload == Reload::Swap => {
-            let swapped = swap_same_image(
-                ctx,
-                app,
-                deploy,
-                &steps,
-                &live_container,
-                live_digest,
-                target,
-            )
-            .await;
-            match swapped {
+            let container = app
+                .container
+                .as_ref()
+                .context("swap needs [apps.container]")?;
+            let f = full_deploy(ctx, app, container, deploy, target, live_container.clone());
+            match swap_same_image(ctx, &f, &steps, live_digest).await {
                 Ok((docker, new, kept)) => {
-                    let container = app.container.as_ref().expect("a swap app has a container");
-                    let f =
-                        full_deploy(ctx, app, container, deploy, target, live_container.clone());
-                    let undo = Undo {
-                        commit: deployed,
-                        live: &before,
-                    };
                     let replaced = Replaced {
                         docker: &docker,
                         f: &f,
@@ -558,36 +546,28 @@ fn full_deploy<'a>(
 /// no pull) on the new release, through the full path's gate, switch, drain and retire.
 async fn swap_same_image(
     ctx: &Context,
-    app: &AppConfig,
-    deploy: &Deploy,
+    f: &full::FullDeploy<'_>,
     steps: &Steps,
-    live: &Option<String>,
     digest: Option<String>,
-    target: Oid,
 ) -> anyhow::Result<(Docker, crate::store::LiveContainer, Option<full::Kept>)> {
-    let container = app
-        .container
-        .as_ref()
-        .context("swap needs [apps.container]")?;
     let docker = ctx.docker().await?;
-    let running = match live {
+    let running = match &f.old_container {
         Some(id) => docker.inspect(id).await?.filter(|info| info.running),
         None => None,
     };
     let Some(running) = running else {
         anyhow::bail!(
             "no live container to swap (its image is what a swap runs): deploy the full path first (POST /api/apps/{}/deploy with path = \"full\")",
-            app.name
+            f.app.name
         );
     };
-    let f = full_deploy(ctx, app, container, deploy, target, live.clone());
     // Synced already: the new release is not the tree the old container runs from.
     let tree = full::Tree {
         trial: None,
         put: std::future::ready(Ok(())),
         back: std::future::ready(()),
     };
-    let (new, kept) = full::swap(&docker, steps, &f, running.image_ref, digest, tree).await?;
+    let (new, kept) = full::swap(&docker, steps, f, running.image_ref, digest, tree).await?;
     Ok((docker, new, kept))
 }
 
@@ -599,6 +579,7 @@ struct Replaced<'a> {
 }
 
 /// What a reverted deploy puts back: the commit deployed before, and what `app_state` said.
+#[derive(Clone, Copy)]
 struct Undo<'a> {
     commit: Option<Oid>,
     live: &'a Live,

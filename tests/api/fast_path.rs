@@ -430,11 +430,7 @@ async fn a_late_delivery_of_a_commit_force_pushed_away_deploys_the_origins_tip_n
     let y = origin.commit("Y, the rewritten history");
 
     // X's (non-forced) delivery arrives late.
-    let response = app.push_ref("refs/heads/main", &x, false).await;
-    assert_eq!(response.status(), 202);
-    let id = response.json::<serde_json::Value>().await.unwrap()["deploy_id"]
-        .as_i64()
-        .unwrap();
+    let id = app.push_queued(&x, false).await;
     let deploy = app.wait_deploy(id).await;
     assert_eq!(deploy["to_commit"], y.as_str(), "{deploy:#}");
     assert_eq!(deploy["requested_sha"], x.as_str(), "{deploy:#}");
@@ -451,18 +447,10 @@ async fn a_late_delivery_of_a_commit_force_pushed_away_deploys_the_origins_tip_n
 async fn a_forced_push_replayed_under_a_new_delivery_id_rolls_nothing_back() {
     let origin = Origin::new();
     let app = spawn_app(&origin).await;
-    let old = origin.head();
-    app.deploy(&old).await;
-    origin.write("app.py", "VERSION = 2\n");
-    let new = origin.commit("v2");
-    app.deploy(&new).await;
+    let (old, new) = app.deployed_twice(&origin).await;
 
     // A captured forced push of the old commit, signed, replayed with a fresh delivery id.
-    let response = app.push_ref("refs/heads/main", &old, true).await;
-    assert_eq!(response.status(), 202);
-    let id = response.json::<serde_json::Value>().await.unwrap()["deploy_id"]
-        .as_i64()
-        .unwrap();
+    let id = app.push_queued(&old, true).await;
     let deploy = app.wait_deploy(id).await;
     assert_eq!(deploy["status"], "ignored", "{deploy:#}");
     assert_eq!(app.volume_snapshot(), origin.snapshot(&new));

@@ -359,6 +359,26 @@ impl TestApp {
             .await
     }
 
+    /// A push of `after` to main (`forced` as the payload says), which must be queued; the
+    /// deploy's id.
+    pub async fn push_queued(&self, after: &str, forced: bool) -> i64 {
+        let response = self.push_ref("refs/heads/main", after, forced).await;
+        assert_eq!(response.status(), 202);
+        response.json::<serde_json::Value>().await.unwrap()["deploy_id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Deploy the origin's head, then a second commit (`VERSION = 2`); both commits.
+    pub async fn deployed_twice(&self, origin: &Origin) -> (String, String) {
+        let old = origin.head();
+        self.deploy(&old).await;
+        origin.write("app.py", "VERSION = 2\n");
+        let new = origin.commit("v2");
+        self.deploy(&new).await;
+        (old, new)
+    }
+
     /// Push `after` to main and return the queued deploy's id.
     pub async fn push(&self, after: &str) -> i64 {
         let response = self.push_ref("refs/heads/main", after, false).await;

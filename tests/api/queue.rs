@@ -62,11 +62,7 @@ async fn burst_of_pushes_while_deploying_ends_on_the_newest_with_at_most_two_dep
 async fn a_branch_moved_back_without_a_forced_push_is_stale_and_not_deployed() {
     let origin = Origin::new();
     let app = spawn_app(&origin).await;
-    let old = origin.head();
-    app.deploy(&old).await;
-    origin.write("app.py", "VERSION = 2\n");
-    let new = origin.commit("v2");
-    app.deploy(&new).await;
+    let (old, new) = app.deployed_twice(&origin).await;
 
     // The branch at the origin goes back to the old commit; the push does not say forced.
     // (A late delivery of an old commit deploys the origin's tip: fast_path's doorbell tests.)
