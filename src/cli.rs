@@ -190,6 +190,41 @@ pub enum Switch {
 }
 
 /// `dockhand check`: the report for a valid config (errors are returned for `main` to print).
+/// How `check` says an app reaches its origin: credentials, trusted roots, host keys.
+fn access_label(app: &crate::config::AppConfig) -> String {
+    use crate::git::Credentials;
+    let a = &app.access;
+    let ssh = app.repo.starts_with("ssh://")
+        || app.repo.starts_with("git+ssh://")
+        || app.repo.starts_with("ssh+git://")
+        || (!app.repo.contains("://") && app.repo.contains(':'));
+    let mut parts = vec![match &a.credentials {
+        Credentials::None if app.repo.contains('@') && !ssh => {
+            "with the credentials in the repo URL".to_string()
+        }
+        Credentials::None => "without credentials".to_string(),
+        Credentials::Token(_) => "with the token from token_env".to_string(),
+        Credentials::TokenFile(f) => {
+            format!("with the token in {} (read at every fetch)", f.display())
+        }
+        Credentials::SshKey(k) => format!("with the deploy key {}", k.display()),
+    }];
+    if app.repo.starts_with("https://") {
+        parts.push(match &a.ca_file {
+            Some(f) => format!("trusting the system roots and {}", f.display()),
+            None => "trusting the system roots".to_string(),
+        });
+    }
+    if ssh {
+        parts.push(match &a.known_hosts {
+            Some(f) => format!("host key pinned in {}", f.display()),
+            None => "host keys from ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts (set known_hosts to pin)"
+                .to_string(),
+        });
+    }
+    parts.join(", ")
+}
+
 pub fn check_report(path: &Path) -> anyhow::Result<String> {
     use std::fmt::Write;
     let (config, warnings) = Config::load(path)?;
@@ -230,6 +265,7 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
             redact_url(&app.repo),
             app.tracking_label()
         );
+        let _ = writeln!(out, "  fetches  {}", access_label(app));
         let layout = match app.layout {
             crate::config::Layout::InPlace => "in place".to_string(),
             crate::config::Layout::Releases { keep } => {

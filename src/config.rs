@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use crate::git::{Credentials, FetchLimits};
+use crate::git::{Access, Credentials, FetchLimits};
 use crate::github::events::Repository;
 
 /// GitHub's own maximum webhook payload size, our default body cap.
@@ -136,7 +136,8 @@ pub struct AppConfig {
     /// Take over a non-empty volume on the first deploy instead of refusing.
     pub adopt: bool,
     pub fetch_limits: FetchLimits,
-    pub credentials: Credentials,
+    /// Credentials, `ca_file` and `known_hosts`: how fetches reach the origin.
+    pub access: Access,
     /// The app's container, for the full path; `None`: fast path only.
     pub container: Option<ContainerConfig>,
     /// The built-in reverse proxy in front of the app, if any.
@@ -538,6 +539,8 @@ struct RawApp {
     token_env: Option<String>,
     token_file: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
     container: Option<RawContainer>,
     proxy: Option<RawProxy>,
     lock_on_rollback: Option<bool>,
@@ -773,6 +776,7 @@ impl Config {
 }
 
 fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow::Result<AppConfig> {
+    let access = validate_access(&raw, base, warnings)?;
     if !valid_name(&raw.name) {
         bail!(
             "name: {:?} must be 1-64 of [A-Za-z0-9._-], starting with a letter or digit",
@@ -908,22 +912,6 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         bail!("reload_container: the app has [apps.container]; its live container is reloaded");
     }
     let check = raw.check.map(validate_check).transpose().context("check")?;
-    let credentials = match (&raw.token_env, &raw.token_file, &raw.ssh_key) {
-        (None, None, None) => Credentials::None,
-        (_, _, Some(key)) if raw.token_env.is_none() && raw.token_file.is_none() => {
-            let key = absolute(base, key);
-            std::fs::metadata(&key)
-                .with_context(|| format!("ssh_key: cannot read {}", key.display()))?;
-            Credentials::SshKey(key)
-        }
-        (Some(_), None, None) | (None, Some(_), None) => {
-            let (token, _) = read_secret(&None, &raw.token_env, &raw.token_file, base, "token")?;
-            let token =
-                String::from_utf8(token.0).map_err(|_| anyhow::anyhow!("token: must be UTF-8"))?;
-            Credentials::Token(token.trim().to_string())
-        }
-        _ => bail!("token_env, token_file and ssh_key: set at most one"),
-    };
     let fetch_limits = FetchLimits {
         timeout: raw.fetch_timeout.unwrap_or(Duration::from_secs(300)),
         max_bytes: raw
@@ -963,7 +951,7 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         revert_on_hook_failure: raw.revert_on_hook_failure,
         adopt: raw.adopt,
         fetch_limits,
-        credentials,
+        access,
         lock_on_rollback: raw.lock_on_rollback.unwrap_or(true),
     })
 }
@@ -1249,6 +1237,69 @@ pub fn render(template: &str, sha: &str, git_ref: &str) -> String {
 }
 
 /// Exactly one of inline / env / file; never empty. Returns the secret and whether it was inline.
+/// How the app's fetches reach its origin. The token file is only checked here: it is read
+/// again at every fetch, so a rotated token needs no restart.
+fn validate_access(
+    raw: &RawApp,
+    base: &Path,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Access> {
+    let credentials = match (&raw.token_env, &raw.token_file, &raw.ssh_key) {
+        (None, None, None) => Credentials::None,
+        (None, None, Some(key)) => {
+            let key = absolute(base, key);
+            std::fs::metadata(&key)
+                .with_context(|| format!("ssh_key: cannot read {}", key.display()))?;
+            crate::git::check_ssh_key(&key)?;
+            Credentials::SshKey(key)
+        }
+        (Some(_), None, None) => {
+            let (token, _) = read_secret(&None, &raw.token_env, &None, base, "token")?;
+            let token =
+                String::from_utf8(token.0).map_err(|_| anyhow::anyhow!("token: must be UTF-8"))?;
+            Credentials::Token(token.trim().to_string())
+        }
+        (None, Some(file), None) => {
+            // Read now so `check` and startup report a missing or empty file.
+            let (token, _) = read_secret(&None, &None, &raw.token_file, base, "token")?;
+            String::from_utf8(token.0).map_err(|_| anyhow::anyhow!("token_file: must be UTF-8"))?;
+            Credentials::TokenFile(absolute(base, file))
+        }
+        _ => bail!("token_env, token_file and ssh_key: set at most one"),
+    };
+    let scheme = raw
+        .repo
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase());
+    let has_token = !matches!(credentials, Credentials::None | Credentials::SshKey(_));
+    if scheme.as_deref() == Some("http") && (has_token || raw.repo.contains('@')) {
+        warnings.push(format!(
+            "repo {}: credentials over plain http:// can be read by anyone on the path; use https://",
+            redact_url(&raw.repo)
+        ));
+    }
+    let ca_file = raw.ca_file.as_ref().map(|f| absolute(base, f));
+    if let Some(f) = &ca_file {
+        let pem =
+            std::fs::read(f).with_context(|| format!("ca_file: cannot read {}", f.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| anyhow::anyhow!("ca_file {}: not PEM certificates: {e}", f.display()))?;
+        if certs.is_empty() {
+            bail!("ca_file {}: holds no PEM certificate", f.display());
+        }
+    }
+    let known_hosts = raw.known_hosts.as_ref().map(|f| absolute(base, f));
+    if let Some(f) = &known_hosts {
+        std::fs::metadata(f)
+            .with_context(|| format!("known_hosts: cannot read {}", f.display()))?;
+    }
+    Ok(Access {
+        credentials,
+        ca_file,
+        known_hosts,
+    })
+}
+
 fn read_secret(
     inline: &Option<String>,
     env: &Option<String>,

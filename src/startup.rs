@@ -20,11 +20,6 @@ use crate::http::{router, AppState};
 use crate::proxy::{Proxies, Proxy};
 use crate::store::Store;
 
-/// libgit2 gives up connecting to an origin after this.
-const GIT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// libgit2 gives up on an origin that sends nothing for this long (or an app's shorter
-/// `fetch_timeout`).
-const GIT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for open requests and a running deploy.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -124,14 +119,6 @@ impl App {
         for problem in crate::hooks::problems(&config) {
             error!("{problem}; deploys that reach it will fail");
         }
-        // libgit2's waits are process-wide: the tightest `fetch_timeout` bounds them, so an
-        // origin that accepts and never answers fails that app's fetch in time.
-        let tightest = config
-            .apps
-            .iter()
-            .map(|a| a.fetch_limits.timeout)
-            .fold(GIT_IO_TIMEOUT, Duration::min);
-        crate::git::set_network_timeouts(GIT_CONNECT_TIMEOUT.min(tightest), tightest)?;
         let config = Arc::new(config);
         let ctx = deploy::Context::new(config.clone(), store.clone(), proxies.clone());
         let (deployer, workers) = Deployer::spawn(ctx.clone());

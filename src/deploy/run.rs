@@ -176,6 +176,31 @@ impl Live {
     }
 }
 
+/// Between deploys, when nothing is queued: compact the app's cache if fetches have left too
+/// many packs ([`Cache::compact`]), under the cache lock, so the next push finds one index.
+pub(super) async fn maintain(ctx: &Context, app_name: &str) {
+    let _cache_lock = ctx.lock_cache(app_name).await;
+    let cache = ctx.config.cache_path(app_name);
+    if !cache.join("HEAD").exists() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    match blocking(move || Cache::open_or_init(&cache)?.compact()).await {
+        Ok(Some(objects)) => info!(
+            app = app_name,
+            objects,
+            ms = started.elapsed().as_millis() as u64,
+            "compacted the git cache into one pack"
+        ),
+        Ok(None) => {}
+        Err(e) => warn!(
+            app = app_name,
+            error = format!("{e:#}"),
+            "compacting the git cache failed; fetches still work"
+        ),
+    }
+}
+
 /// Fetch `refs`, resolve each candidate's commit, and pick the one to deploy.
 fn fetch_and_pick(
     cache: &std::path::Path,
@@ -185,7 +210,7 @@ fn fetch_and_pick(
 ) -> anyhow::Result<(usize, Option<Oid>)> {
     let cache = Cache::open_or_init(cache)?;
     if !refs.is_empty() {
-        cache.fetch(&app.repo, refs, &app.credentials, &app.fetch_limits)?;
+        cache.fetch(&app.repo, refs, &app.access, &app.fetch_limits)?;
     }
     let candidates: Vec<Candidate> = wanted
         .iter()
@@ -412,6 +437,15 @@ async fn execute(
                 }
                 Err(e) => Err(e),
             }
+        }
+        // Nothing the app runs changed (a push that only moves a submodule, say): the app is
+        // not disturbed. (A release is new even so, and its app may hold the old path.)
+        (Ok(()), None) if plan.changes.is_empty() && app.layout == Layout::InPlace => {
+            let step = steps.begin("reload", &app.reload.to_string()).await?;
+            steps
+                .end(step, "skipped: nothing in the deployed tree changed")
+                .await?;
+            Ok(None)
         }
         (Ok(()), None) => {
             let container = live_container.as_deref();

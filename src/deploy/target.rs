@@ -108,14 +108,7 @@ fn resolve_ref_blocking(
     spec: Option<&str>,
 ) -> Result<Target, TargetError> {
     let cache = Cache::open_or_init(cache)?;
-    let fetch = |r: &str| {
-        cache.fetch(
-            &app.repo,
-            &[r.to_string()],
-            &app.credentials,
-            &app.fetch_limits,
-        )
-    };
+    let fetch = |r: &str| cache.fetch(&app.repo, &[r.to_string()], &app.access, &app.fetch_limits);
     let at_ref = |r: String, how: String| -> Result<Target, TargetError> {
         let sha = cache
             .resolve(&r)?

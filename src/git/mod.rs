@@ -13,7 +13,10 @@ use anyhow::{bail, Context};
 
 use crate::config::redact_url;
 
+mod transport;
+
 pub use git2::Oid;
+pub(crate) use transport::check_ssh_key;
 
 /// A fetch asked for a ref the origin does not have (callers tell "unknown" from "broken").
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +41,33 @@ pub enum Credentials {
     /// Public origin, local path or file:// URL.
     #[default]
     None,
-    /// HTTPS with a token (sent as the password, user `x-access-token`).
+    /// HTTPS with a token (sent as the password, user `x-access-token`), from `token_env`.
     Token(String),
+    /// The same, read from this file at every fetch (`token_file`): a rotated token is used by
+    /// the next fetch, no restart needed.
+    TokenFile(PathBuf),
     /// SSH with a private key file (deploy key).
     SshKey(PathBuf),
+}
+
+/// Everything a fetch needs to reach an app's origin besides its URL.
+#[derive(Clone, Default)]
+pub struct Access {
+    pub credentials: Credentials,
+    /// PEM certificates trusted for HTTPS in addition to the system roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// The only host keys an SSH origin may present (OpenSSH `known_hosts` format); `None`:
+    /// OpenSSH's defaults (`~/.ssh/known_hosts`, `/etc/ssh/ssh_known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl From<Credentials> for Access {
+    fn from(credentials: Credentials) -> Access {
+        Access {
+            credentials,
+            ..Access::default()
+        }
+    }
 }
 
 /// How a path is materialised in the volume.
@@ -104,16 +130,15 @@ impl Cache {
 
     /// Fetch each full ref name in `refs` (e.g. `refs/heads/main`, `refs/tags/v1`) from `url` into
     /// the same name (forced), no tags auto-followed, no submodules. Errors name the URL (without
-    /// credentials) and say whether the timeout or size cap was hit.
+    /// credentials), say whether the timeout or size cap was hit, and what to fix.
     ///
-    /// The limits are checked whenever libgit2 reports progress, so a connection that stalls
-    /// without sending anything is bounded only by libgit2's server timeout
-    /// (`git2::opts::set_server_timeout_in_milliseconds`, process-wide).
+    /// Network origins go through dockhand's own transports ([`transport`]), which bound the
+    /// whole fetch by `limits.timeout`, also when the origin accepts and then sends nothing.
     pub fn fetch(
         &self,
         url: &str,
         refs: &[String],
-        creds: &Credentials,
+        access: &Access,
         limits: &FetchLimits,
     ) -> anyhow::Result<()> {
         let shown = redact_url(url);
@@ -137,6 +162,11 @@ impl Cache {
         let refspecs: Vec<String> = refs.iter().map(|r| format!("+{r}:{r}")).collect();
 
         let start = Instant::now();
+        let reach = transport::Reach::new(
+            access.clone(),
+            limits.timeout,
+            self.repo.path().join("dockhand-ssh"),
+        );
         let aborted: Cell<Option<Abort>> = Cell::new(None);
         let over_limit = |received: u64| -> bool {
             if start.elapsed() > limits.timeout {
@@ -146,14 +176,10 @@ impl Cache {
             }
             aborted.get().is_some()
         };
-        let credential_attempts = Cell::new(0u32);
         // Every ref a refspec matched, changed or not (with `report_unchanged`).
         let updated: RefCell<BTreeSet<String>> = RefCell::new(BTreeSet::new());
 
         let mut callbacks = git2::RemoteCallbacks::new();
-        callbacks.credentials(|_url, user_from_url, allowed| {
-            credentials(creds, user_from_url, allowed, &credential_attempts)
-        });
         callbacks.transfer_progress(|p| !over_limit(p.received_bytes() as u64));
         callbacks.sideband_progress(|_| !over_limit(0));
         callbacks.update_tips(|name, _, _| {
@@ -171,10 +197,15 @@ impl Cache {
             .repo
             .remote_anonymous(url)
             .with_context(|| format!("setting up fetch from {shown}"))?;
-        let fetched = remote.fetch(&refspecs, Some(&mut options), None);
+        let fetched =
+            transport::with_reach(&reach, || remote.fetch(&refspecs, Some(&mut options), None));
+        if reach.timed_out() {
+            aborted.set(Some(Abort::Timeout));
+        }
         match aborted.get() {
             Some(Abort::Timeout) => bail!(
-                "fetch timed out after {}s from {shown}",
+                "fetch timed out after {:.1}s from {shown}: fetch_timeout is {}s",
+                start.elapsed().as_secs_f64(),
                 limits.timeout.as_secs_f64()
             ),
             Some(Abort::Size) => bail!(
@@ -184,16 +215,12 @@ impl Cache {
             None => {}
         }
         if let Err(e) = fetched {
+            // The transport's own account says what to fix; libgit2's wraps or replaces it.
             // libgit2 may echo the URL it was given; never let userinfo reach a log line.
-            let message = e.message().replace(url, &shown);
-            // libgit2's own socket wait ran out: the origin sent nothing (or stopped).
-            if e.class() == git2::ErrorClass::Net && message.contains("timed out") {
-                bail!(
-                    "fetch timed out after {:.1}s from {shown}: the origin sent nothing for too long ({message}); fetch_timeout is {}s",
-                    start.elapsed().as_secs_f64(),
-                    limits.timeout.as_secs_f64()
-                );
-            }
+            let message = reach
+                .failure()
+                .unwrap_or_else(|| e.message().to_string())
+                .replace(url, &shown);
             bail!("fetching {} from {shown}: {message}", refs.join(", "));
         }
         // A refspec whose source the origin does not advertise matches nothing, and libgit2
@@ -209,6 +236,69 @@ impl Cache {
             }
         }
         Ok(())
+    }
+
+    /// Keep object lookups cheap as fetches accumulate: every network fetch leaves one more pack
+    /// (and a same-host fetch loose objects), and each pack is one more index to search. Past
+    /// [`MAX_PACKS`] packs or about [`MAX_LOOSE`] loose objects, write every object the cache
+    /// holds (reachable or not: a rolled-back deploy's commit may be reachable from no ref) as
+    /// one pack, synced to disk, then remove the old packs and loose objects. Returns how many
+    /// objects were repacked, `None` when nothing was due.
+    pub fn compact(&self) -> anyhow::Result<Option<usize>> {
+        let objects = self.repo.path().join("objects");
+        let pack_dir = objects.join("pack");
+        let packs = files_with_extension(&pack_dir, "pack")?;
+        // Objects are spread evenly over the 256 fan-out directories (as `git gc --auto` counts).
+        let loose_sample = std::fs::read_dir(objects.join("17")).map_or(0, |d| d.count());
+        if packs.len() <= MAX_PACKS && loose_sample * 256 <= MAX_LOOSE {
+            return Ok(None);
+        }
+        let odb = self.repo.odb()?;
+        let mut ids = Vec::new();
+        odb.foreach(|id| {
+            ids.push(*id);
+            true
+        })?;
+        let mut builder = self.repo.packbuilder()?;
+        builder.set_threads(1);
+        for id in &ids {
+            builder.insert_object(*id, None)?;
+        }
+        builder
+            .write(&pack_dir, 0o444)
+            .context("writing the compacted pack")?;
+        let name = builder
+            .name()
+            .context("the compacted pack has no name")?
+            .to_string();
+        let kept = pack_dir.join(format!("pack-{name}"));
+        for ext in ["pack", "idx"] {
+            std::fs::File::open(kept.with_extension(ext))
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing the compacted pack's .{ext}"))?;
+        }
+        for old in packs.iter().filter(|p| p.with_extension("") != kept) {
+            // The index first: a pack without one is invisible, an index without its pack is
+            // an error for a reader.
+            for ext in ["idx", "rev", "pack"] {
+                match std::fs::remove_file(old.with_extension(ext)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", old.display()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for id in &ids {
+            let hex = id.to_string();
+            let loose = objects.join(&hex[..2]).join(&hex[2..]);
+            if let Err(e) = std::fs::remove_file(&loose) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(e).with_context(|| format!("removing {}", loose.display()));
+                }
+            }
+        }
+        Ok(Some(ids.len()))
     }
 
     /// Fetch from a repository on this host by copying only the objects the cache lacks.
@@ -351,13 +441,46 @@ impl Cache {
     /// Subtrees with the same id on both sides are never opened, so the cost follows the size of
     /// the change, not of the trees. (libgit2's `diff_tree_to_tree` walks both trees in full.)
     pub fn changes(&self, from: Option<Oid>, to: Option<Oid>) -> anyhow::Result<Vec<Change>> {
+        Ok(self.diff(from, to)?.changes)
+    }
+
+    /// [`Cache::changes`], and what they leave out: the submodules (gitlinks) that `to` adds
+    /// or moves, and the written files that are Git LFS pointers (deployed as pointer text).
+    pub fn diff(&self, from: Option<Oid>, to: Option<Oid>) -> anyhow::Result<Diff> {
         let old = from.map(|id| self.tree_of(id)).transpose()?;
         let new = to.map(|id| self.tree_of(id)).transpose()?;
         let mut diff = TreeDiff::default();
         diff.trees(&self.repo, old.as_ref(), new.as_ref(), &[])?;
         let mut changes = diff.deletes;
         changes.append(&mut diff.writes);
-        Ok(changes)
+        // Only a tree whose .gitattributes routes files through LFS can hold pointers; the
+        // blobs are read only then, and only the small ones (a pointer is ~130 bytes).
+        let uses_lfs = new
+            .as_ref()
+            .and_then(|t| t.get_name(".gitattributes"))
+            .and_then(|e| self.repo.find_blob(e.id()).ok())
+            .is_some_and(|b| String::from_utf8_lossy(b.content()).contains("filter=lfs"));
+        let mut lfs_pointers = Vec::new();
+        if uses_lfs {
+            let odb = self.repo.odb()?;
+            for c in &changes {
+                if let Change::Write { path, oid, .. } = c {
+                    let small = odb.read_header(*oid).is_ok_and(|(size, _)| size < 1024);
+                    if small
+                        && odb
+                            .read(*oid)
+                            .is_ok_and(|o| o.data().starts_with(LFS_POINTER))
+                    {
+                        lfs_pointers.push(path.clone());
+                    }
+                }
+            }
+        }
+        Ok(Diff {
+            changes,
+            submodules: diff.gitlinks.iter().map(|p| to_path(p)).collect(),
+            lfs_pointers,
+        })
     }
 
     /// Metadata of a commit.
@@ -476,47 +599,32 @@ impl Copier<'_> {
     }
 }
 
+/// Packs in a cache beyond which [`Cache::compact`] rewrites them as one.
+pub const MAX_PACKS: usize = 32;
+/// Loose objects (about) beyond which [`Cache::compact`] packs them.
+pub const MAX_LOOSE: usize = 4096;
+
+fn files_with_extension(dir: &Path, ext: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == ext) {
+            found.push(path);
+        }
+    }
+    Ok(found)
+}
+
 /// Which limit stopped a fetch.
 #[derive(Debug, Clone, Copy)]
 enum Abort {
     Timeout,
     Size,
-}
-
-/// The credentials callback: answers once; libgit2 calls again after a rejection, and would do so
-/// forever.
-fn credentials(
-    creds: &Credentials,
-    user_from_url: Option<&str>,
-    allowed: git2::CredentialType,
-    attempts: &Cell<u32>,
-) -> Result<git2::Cred, git2::Error> {
-    use git2::CredentialType as T;
-    if let Credentials::SshKey(_) = creds {
-        if allowed.contains(T::USERNAME) {
-            return git2::Cred::username(user_from_url.unwrap_or("git"));
-        }
-    }
-    attempts.set(attempts.get() + 1);
-    if attempts.get() > 1 {
-        return Err(git2::Error::from_str(
-            "the origin rejected the configured credentials",
-        ));
-    }
-    match creds {
-        Credentials::None => Err(git2::Error::from_str(
-            "the origin asks for credentials and none are configured",
-        )),
-        Credentials::Token(token) if allowed.contains(T::USER_PASS_PLAINTEXT) => {
-            git2::Cred::userpass_plaintext("x-access-token", token)
-        }
-        Credentials::SshKey(key) if allowed.contains(T::SSH_KEY) => {
-            git2::Cred::ssh_key(user_from_url.unwrap_or("git"), None, key, None)
-        }
-        _ => Err(git2::Error::from_str(
-            "the origin asks for a kind of credential that is not configured",
-        )),
-    }
 }
 
 const MODE_TREE: i32 = 0o040000;
@@ -551,6 +659,22 @@ pub const MAX_TREE_DEPTH: usize = 1024;
 struct TreeDiff {
     deletes: Vec<Change>,
     writes: Vec<Change>,
+    /// Submodule entries the new tree adds or moves: never deployed.
+    gitlinks: Vec<Vec<u8>>,
+}
+
+/// How every Git LFS pointer file starts (the LFS spec, v1).
+const LFS_POINTER: &[u8] = b"version https://git-lfs.github.com/spec/v1\n";
+
+/// What turns one tree into another, and what that leaves out.
+#[derive(Debug, Default)]
+pub struct Diff {
+    pub changes: Vec<Change>,
+    /// Submodules (gitlinks) the new tree adds or moves to another commit: their content is
+    /// not deployed.
+    pub submodules: Vec<PathBuf>,
+    /// Written files that are Git LFS pointers: deployed as the pointer text, not the content.
+    pub lfs_pointers: Vec<PathBuf>,
 }
 
 /// One directory's differing entries, next first: `(path, old, new)`.
@@ -604,7 +728,7 @@ impl TreeDiff {
                                 let tree = find_tree(repo, n.oid, &path)?;
                                 stack.push(level(None, Some(&tree), &path)?);
                             }
-                            MODE_GITLINK => {}
+                            MODE_GITLINK => self.gitlinks.push(path),
                             _ => self.added(n, &path),
                         }
                     }
@@ -725,24 +849,6 @@ fn check_path(path: &[u8]) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Bound libgit2's network waits process-wide, so an origin that stops answering mid-fetch
-/// (where no progress callback fires to enforce [`FetchLimits`]) fails instead of hanging.
-/// Idempotent; called once at startup before any fetch.
-pub fn set_network_timeouts(connect: Duration, io: Duration) -> anyhow::Result<()> {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| {
-        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: libgit2 reads these globals when it opens a connection; this runs once,
-        // before dockhand starts any fetch, so nothing reads them concurrently.
-        result = unsafe {
-            git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect))
-                .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(ms(io)))
-        };
-    });
-    Ok(result?)
 }
 
 #[cfg(test)]
@@ -872,7 +978,7 @@ pub(crate) mod tests {
             .fetch(
                 &origin.url(),
                 &[refname.to_owned()],
-                &Credentials::None,
+                &Access::default(),
                 &limits(),
             )
             .unwrap();
@@ -947,7 +1053,7 @@ pub(crate) mod tests {
             .fetch(
                 &origin.url(),
                 &["refs/heads/main".to_owned()],
-                &Credentials::None,
+                &Access::default(),
                 &limits(),
             )
             .unwrap();
@@ -979,7 +1085,7 @@ pub(crate) mod tests {
             .fetch(
                 &origin.url(),
                 &["refs/heads/main".to_owned()],
-                &Credentials::None,
+                &Access::default(),
                 &tiny,
             )
             .unwrap_err();
@@ -1049,14 +1155,14 @@ pub(crate) mod tests {
         let state = TempDir::new().unwrap();
         let cache = cache_in(state.path());
         cache
-            .fetch(&daemon.url(), &refs, &Credentials::None, &limits())
+            .fetch(&daemon.url(), &refs, &Access::default(), &limits())
             .unwrap();
         assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(tip));
 
         let missing = cache.fetch(
             &daemon.url(),
             &["refs/heads/nope".to_owned()],
-            &Credentials::None,
+            &Access::default(),
             &limits(),
         );
         assert!(format!("{:#}", missing.unwrap_err()).contains("refs/heads/nope"));
@@ -1068,7 +1174,7 @@ pub(crate) mod tests {
             max_bytes: 1000,
         };
         let err = cache
-            .fetch(&daemon.url(), &refs, &Credentials::None, &tiny)
+            .fetch(&daemon.url(), &refs, &Access::default(), &tiny)
             .unwrap_err();
         assert!(format!("{err:#}").contains("size cap"), "{err:#}");
     }
@@ -1092,7 +1198,7 @@ pub(crate) mod tests {
         let url = origin.path().display().to_string();
         let refs = ["refs/heads/main".to_owned()];
         cache
-            .fetch(&url, &refs, &Credentials::None, &limits())
+            .fetch(&url, &refs, &Access::default(), &limits())
             .unwrap();
         // Rewrite history: a root commit that does not descend from the fetched tip.
         let tree = origin.tree(&[("b", FILE, b"2")]);
@@ -1114,7 +1220,7 @@ pub(crate) mod tests {
             .unwrap();
 
         cache
-            .fetch(&url, &refs, &Credentials::None, &limits())
+            .fetch(&url, &refs, &Access::default(), &limits())
             .unwrap();
 
         assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(rewritten));
@@ -1142,7 +1248,7 @@ pub(crate) mod tests {
         let cache = cache_in(state.path());
         let refs = ["refs/tags/v1".to_owned(), "refs/tags/v1-signed".to_owned()];
         cache
-            .fetch(&origin.url(), &refs, &Credentials::None, &limits())
+            .fetch(&origin.url(), &refs, &Access::default(), &limits())
             .unwrap();
 
         assert_ne!(tag, tip);
@@ -1203,7 +1309,7 @@ pub(crate) mod tests {
 
         let refs = ["refs/heads/gone".to_owned()];
         let err = cache
-            .fetch(&origin.url(), &refs, &Credentials::None, &limits())
+            .fetch(&origin.url(), &refs, &Access::default(), &limits())
             .unwrap_err();
 
         assert!(format!("{err:#}").contains("refs/heads/gone"), "{err:#}");
@@ -1217,7 +1323,7 @@ pub(crate) mod tests {
 
         let refs = ["refs/heads/main".to_owned()];
         let err = cache
-            .fetch(&origin.url(), &refs, &Credentials::None, &limits())
+            .fetch(&origin.url(), &refs, &Access::default(), &limits())
             .unwrap_err();
 
         assert!(
@@ -1235,7 +1341,7 @@ pub(crate) mod tests {
         let main = ["refs/heads/main".to_owned()];
 
         assert!(cache
-            .fetch("--upload-pack=x", &main, &Credentials::None, &limits())
+            .fetch("--upload-pack=x", &main, &Access::default(), &limits())
             .is_err());
         for bad in [
             "main",
@@ -1246,7 +1352,7 @@ pub(crate) mod tests {
             let refs = [bad.to_owned()];
             assert!(
                 cache
-                    .fetch(&origin.url(), &refs, &Credentials::None, &limits())
+                    .fetch(&origin.url(), &refs, &Access::default(), &limits())
                     .is_err(),
                 "{bad}"
             );
@@ -1269,7 +1375,7 @@ pub(crate) mod tests {
 
         let refs = ["refs/heads/main".to_owned()];
         let err = cache
-            .fetch(&origin.url(), &refs, &Credentials::None, &tiny)
+            .fetch(&origin.url(), &refs, &Access::default(), &tiny)
             .unwrap_err();
 
         let message = format!("{err:#}");
@@ -1294,7 +1400,7 @@ pub(crate) mod tests {
 
         let refs = ["refs/heads/main".to_owned()];
         let err = cache
-            .fetch(&origin.url(), &refs, &Credentials::None, &expired)
+            .fetch(&origin.url(), &refs, &Access::default(), &expired)
             .unwrap_err();
 
         assert!(
@@ -1311,7 +1417,7 @@ pub(crate) mod tests {
 
         let refs = ["refs/heads/main".to_owned()];
         let err = cache
-            .fetch(url, &refs, &Credentials::None, &limits())
+            .fetch(url, &refs, &Access::default(), &limits())
             .unwrap_err();
 
         let message = format!("{err:#}");
