@@ -97,12 +97,16 @@ pub(super) fn plan(
 
 /// What turns `from` into `to`, from the cache alone: reads nothing under the volume (dry runs).
 pub(super) fn diff(cache: &Cache, from: Option<Oid>, to: Oid) -> anyhow::Result<Plan> {
-    let changes = cache.changes(from, Some(to))?;
+    let crate::git::Diff {
+        changes,
+        submodules,
+        lfs_pointers,
+    } = cache.diff(from, Some(to))?;
     let deleted = changes
         .iter()
         .filter(|c| matches!(c, Change::Delete { .. }))
         .count();
-    let summary = match from {
+    let mut summary = match from {
         None => format!(
             "first deploy: export {} paths of {to}",
             changes.len() - deleted
@@ -113,12 +117,41 @@ pub(super) fn diff(cache: &Cache, from: Option<Oid>, to: Oid) -> anyhow::Result<
             changes.len() - deleted
         ),
     };
+    if let (true, Some(from)) = (changes.is_empty(), from) {
+        summary = format!("nothing in the deployed tree changes from {from} to {to}");
+    }
+    if !submodules.is_empty() {
+        summary.push_str(&format!(
+            "; {} not deployed: dockhand deploys no submodule content",
+            listed("submodule", &submodules)
+        ));
+    }
+    if !lfs_pointers.is_empty() {
+        summary.push_str(&format!(
+            "; {} deployed as pointer text: dockhand does not fetch Git LFS content",
+            listed("Git LFS file", &lfs_pointers)
+        ));
+    }
     let message = cache.commit_info(to)?.message;
     Ok(Plan {
         changes,
         summary,
         message,
     })
+}
+
+/// `3 submodules (a, b, c)`, naming at most five.
+fn listed(what: &str, paths: &[std::path::PathBuf]) -> String {
+    let mut names: Vec<String> = paths
+        .iter()
+        .take(5)
+        .map(|p| p.display().to_string())
+        .collect();
+    if paths.len() > 5 {
+        names.push(format!("and {} more", paths.len() - 5));
+    }
+    let plural = if paths.len() == 1 { "" } else { "s" };
+    format!("{} {what}{plural} ({})", paths.len(), names.join(", "))
 }
 
 /// What a deploy writes: commit `to`'s tree, reached from `from` (deployed, if anything) by

@@ -131,6 +131,9 @@ async fn worker(
                 "deploy batch failed to record its outcome"
             );
         }
+        if rx.is_empty() && !shutdown.is_cancelled() {
+            run::maintain(&ctx, &app).await;
+        }
     }
     info!(app, "deploy worker stopped");
 }

@@ -455,3 +455,77 @@ async fn a_forced_push_replayed_under_a_new_delivery_id_rolls_nothing_back() {
     assert_eq!(deploy["status"], "ignored", "{deploy:#}");
     assert_eq!(app.volume_snapshot(), origin.snapshot(&new));
 }
+
+#[tokio::test]
+async fn a_push_that_only_moves_a_submodule_says_so_and_does_not_reload() {
+    let origin = Origin::new();
+    let app = spawn_app(&origin).await;
+    app.deploy(&origin.head()).await;
+    let touched = mtime(&app.volume.join("uwsgi.ini"));
+    let revision = std::fs::read_to_string(app.volume.join("REVISION")).ok();
+
+    // A gitlink (a submodule's commit), as `git submodule update --remote && commit` leaves.
+    let pinned = "1111111111111111111111111111111111111111";
+    let cacheinfo = format!("160000,{pinned},vendor/lib");
+    origin.git(&["update-index", "--add", "--cacheinfo", &cacheinfo]);
+    git(&origin.work, &["commit", "-q", "-m", "bump vendor/lib"]);
+    git(
+        &origin.work,
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let deploy = app.deploy(&origin.head()).await;
+
+    assert_eq!(deploy["status"], "succeeded", "{deploy:#}");
+    let plan = step(&deploy, "plan")["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("nothing in the deployed tree changes")
+            && plan.contains("1 submodule (vendor/lib) not deployed"),
+        "{plan}"
+    );
+    let reload = step(&deploy, "reload")["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reload.starts_with("skipped"), "{reload}");
+    assert_eq!(
+        mtime(&app.volume.join("uwsgi.ini")),
+        touched,
+        "reloaded for nothing"
+    );
+    assert!(!app.volume.join("vendor/lib").exists());
+    if revision.is_some() {
+        let now = std::fs::read_to_string(app.volume.join("REVISION")).unwrap();
+        assert!(
+            now.contains(&origin.head()),
+            "REVISION still names the commit: {now}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn git_lfs_pointers_are_named_in_the_plan() {
+    let origin = Origin::new();
+    origin.write(
+        ".gitattributes",
+        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+    );
+    origin.write(
+        "model.bin",
+        "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n",
+    );
+    let app = spawn_app(&origin).await;
+    let deploy = app.deploy(&origin.commit("with an LFS file")).await;
+    assert_eq!(deploy["status"], "succeeded", "{deploy:#}");
+    let plan = step(&deploy, "plan")["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("1 Git LFS file (model.bin) deployed as pointer text"),
+        "{plan}"
+    );
+}
