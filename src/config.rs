@@ -145,7 +145,16 @@ pub struct AppConfig {
     pub lock_on_rollback: bool,
     /// This app's hook time limit; `None`: `server.hook_timeout`.
     pub hook_timeout: Option<Duration>,
+    /// How often the origin's tracked refs are listed, to deploy a push whose webhook never
+    /// arrived (GitHub does not redeliver, and sends nothing for more than three tags pushed
+    /// at once); zero: never.
+    pub poll: Duration,
 }
+
+/// How often an app's origin is polled unless the config says otherwise.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(5 * 60);
+/// The shortest poll interval accepted (other than zero, which turns polling off).
+pub const MIN_POLL: Duration = Duration::from_secs(1);
 
 /// `[apps.proxy]`: a stable address dockhand serves and forwards to whichever container is live.
 #[derive(Debug, Clone)]
@@ -371,6 +380,7 @@ impl fmt::Debug for AppConfig {
             .field("layout", &self.layout)
             .field("reload", &self.reload)
             .field("adopt", &self.adopt)
+            .field("poll", &self.poll)
             .finish_non_exhaustive()
     }
 }
@@ -543,6 +553,32 @@ struct RawApp {
     lock_on_rollback: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     hook_timeout: Option<Duration>,
+    poll: Option<RawPoll>,
+}
+
+/// `poll = "5m"`, or `poll = 0` (off) written as a bare number.
+enum RawPoll {
+    Text(String),
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for RawPoll {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawPoll, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawPoll;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"5m\", or 0 to turn polling off")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPoll, E> {
+                Ok(RawPoll::Text(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPoll, E> {
+                Ok(RawPoll::Number(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -943,7 +979,9 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
     if raw.hook_timeout.is_some_and(|t| t.is_zero()) {
         bail!("hook_timeout: must be greater than zero");
     }
+    let poll = poll_interval(raw.poll)?;
     Ok(AppConfig {
+        poll,
         container,
         proxy,
         hook_timeout: raw.hook_timeout,
@@ -966,6 +1004,27 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         credentials,
         lock_on_rollback: raw.lock_on_rollback.unwrap_or(true),
     })
+}
+
+/// `poll`: a duration of at least [`MIN_POLL`], or zero (off); [`DEFAULT_POLL`] when absent.
+fn poll_interval(raw: Option<RawPoll>) -> anyhow::Result<Duration> {
+    let poll = match raw {
+        None => return Ok(DEFAULT_POLL),
+        Some(RawPoll::Number(0)) => return Ok(Duration::ZERO),
+        Some(RawPoll::Number(n)) => {
+            bail!("poll: {n} has no unit; write a duration such as \"5m\" or \"30s\" (0 turns polling off)")
+        }
+        Some(RawPoll::Text(text)) => humantime_serde::re::humantime::parse_duration(&text)
+            .with_context(|| {
+                format!("poll: {text:?} is not a duration such as \"5m\" or \"30s\" (\"0s\" turns polling off)")
+            })?,
+    };
+    if !poll.is_zero() && poll < MIN_POLL {
+        bail!(
+            "poll: {poll:?} is too often; at least {MIN_POLL:?} (each poll lists the origin's refs), or \"0s\" to turn polling off"
+        );
+    }
+    Ok(poll)
 }
 
 fn validate_check(raw: RawCheck) -> anyhow::Result<FastCheck> {
@@ -1789,6 +1848,44 @@ mod tests {
             parse(&format!("{APP}revision_file = \"../x\"\n")).unwrap_err()
         );
         assert!(err.contains("revision_file"), "{err}");
+    }
+
+    #[test]
+    fn poll_defaults_to_five_minutes_and_zero_turns_it_off() {
+        let poll = |extra: &str| {
+            parse(&format!("{APP}{extra}"))
+                .map(|(c, _)| c.apps[0].poll)
+                .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(poll(""), Ok(DEFAULT_POLL));
+        assert_eq!(DEFAULT_POLL, Duration::from_secs(300));
+        assert_eq!(poll("poll = \"5m\"\n"), Ok(Duration::from_secs(300)));
+        assert_eq!(poll("poll = \"1s\"\n"), Ok(Duration::from_secs(1)));
+        assert_eq!(poll("poll = \"1h 30m\"\n"), Ok(Duration::from_secs(5400)));
+        assert_eq!(poll("poll = \"0s\"\n"), Ok(Duration::ZERO));
+        assert_eq!(poll("poll = 0\n"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn bad_poll_intervals_are_refused_naming_the_field() {
+        for (extra, want) in [
+            (
+                "poll = \"500ms\"\n",
+                "poll: 500ms is too often; at least 1s",
+            ),
+            ("poll = \"1ns\"\n", "poll: 1ns is too often"),
+            ("poll = 30\n", "poll: 30 has no unit"),
+            ("poll = -1\n", "poll: -1 has no unit"),
+            ("poll = \"soon\"\n", "poll: \"soon\" is not a duration"),
+            ("poll = \"5\"\n", "poll: \"5\" is not a duration"),
+            (
+                "poll = true\n",
+                "a duration such as \"5m\", or 0 to turn polling off",
+            ),
+        ] {
+            let err = format!("{:#}", parse(&format!("{APP}{extra}")).unwrap_err());
+            assert!(err.contains(want), "{extra:?}: {want:?} not in {err}");
+        }
     }
 
     #[test]
