@@ -207,10 +207,11 @@ async fn a_webhook_push_and_a_poll_of_the_same_commit_deploy_it_once() {
 #[tokio::test]
 async fn a_tag_pushed_without_a_webhook_is_deployed_and_older_tags_are_left_alone() {
     let origin = Origin::new();
-    let a = origin.head();
     origin.annotated_tag("v1");
+    origin.write("app.py", "VERSION = 1.1\n");
+    let a = origin.commit("after v1");
     let app = spawn_app_with(&origin, "", &format!("{POLL}tags = \"v*\"\n")).await;
-    // v1 was there before polling started: only the branch deploys.
+    // v1 (an older commit) was there before polling started: only the branch deploys.
     let deploys = wait_deployed(&app, &a).await;
     assert_eq!(deploys.len(), 1, "{deploys:#?}");
     assert_eq!(deploys[0]["ref"], "refs/heads/main");
