@@ -116,7 +116,9 @@ pub struct AppConfig {
     pub branch: String,
     /// Tag pattern (`v*`) whose pushes deploy too.
     pub tags: Option<TagPattern>,
-    pub secret: Secret,
+    /// The webhook secret; `None` only for an app that polls (it takes no webhooks: every
+    /// delivery for it is refused, never accepted unsigned).
+    pub secret: Option<Secret>,
     /// Whether the secret was written inline in the config file (`check` warns).
     pub inline_secret: bool,
     /// The host directory the container mounts; dockhand writes the tree here.
@@ -835,13 +837,31 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         }
         None => None,
     };
-    let (secret, inline_secret) = read_secret(
-        &raw.secret,
-        &raw.secret_env,
-        &raw.secret_file,
-        base,
-        "secret",
-    )?;
+    let poll = poll_interval(raw.poll)?;
+    let no_secret = raw.secret.is_none() && raw.secret_env.is_none() && raw.secret_file.is_none();
+    let (secret, inline_secret) = match no_secret {
+        true if poll.is_zero() => bail!(
+            "secret: missing; set secret_env or secret_file (an app without a webhook secret must poll, and poll is \"0s\")"
+        ),
+        true => {
+            warnings.push(format!(
+                "app {}: no webhook secret: it takes no webhooks and deploys by polling (every {})",
+                raw.name,
+                humantime_serde::re::humantime::format_duration(poll)
+            ));
+            (None, false)
+        }
+        false => {
+            let (secret, inline) = read_secret(
+                &raw.secret,
+                &raw.secret_env,
+                &raw.secret_file,
+                base,
+                "secret",
+            )?;
+            (Some(secret), inline)
+        }
+    };
     if inline_secret {
         warnings.push(format!(
             "app {}: the webhook secret is written inline in the config file; prefer secret_env or secret_file",
@@ -979,7 +999,6 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
     if raw.hook_timeout.is_some_and(|t| t.is_zero()) {
         bail!("hook_timeout: must be greater than zero");
     }
-    let poll = poll_interval(raw.poll)?;
     Ok(AppConfig {
         poll,
         container,
@@ -1864,6 +1883,29 @@ mod tests {
         assert_eq!(poll("poll = \"1h 30m\"\n"), Ok(Duration::from_secs(5400)));
         assert_eq!(poll("poll = \"0s\"\n"), Ok(Duration::ZERO));
         assert_eq!(poll("poll = 0\n"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn only_an_app_that_polls_may_go_without_a_webhook_secret() {
+        let bare = APP.replace("secret = \"s3cret\"\n", "");
+        let (config, warnings) = parse(&bare).unwrap();
+        assert!(config.apps[0].secret.is_none());
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("no webhook secret") && w.contains("polling (every 5m)")),
+            "{warnings:?}"
+        );
+        let err = format!(
+            "{:#}",
+            parse(&format!("{bare}poll = \"0s\"\n")).unwrap_err()
+        );
+        assert!(
+            err.contains("apps[0] (web): secret: missing") && err.contains("must poll"),
+            "{err}"
+        );
+        let (config, _) = parse(&format!("{APP}poll = \"0s\"\n")).unwrap();
+        assert!(config.apps[0].secret.is_some());
     }
 
     #[test]

@@ -253,6 +253,41 @@ async fn a_tag_pushed_without_a_webhook_is_deployed_and_older_tags_are_left_alon
     assert_eq!(deployed(&app).await.as_deref(), Some(newest.as_str()));
 }
 
+#[tokio::test]
+async fn an_app_without_a_webhook_secret_runs_on_polling_alone() {
+    let origin = Origin::new();
+    let a = origin.head();
+    let app = spawn_app_edited(&origin, "", POLL, |text| {
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with("secret_file"))
+            .collect();
+        kept.join("\n")
+    })
+    .await;
+    wait_deployed(&app, &a).await;
+
+    origin.write("app.py", "VERSION = 2\n");
+    let b = origin.commit("v2");
+    let deploys = wait_deployed(&app, &b).await;
+    assert!(
+        deploys.iter().all(|d| d["trigger"] == "poll"),
+        "{deploys:#?}"
+    );
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&b));
+
+    // It takes no webhooks: refused as unsigned would be, whatever the signature.
+    for path in ["/hooks/github/web", "/hooks/github"] {
+        let body = push_payload("refs/heads/main", &b, false);
+        let signature = sign(SECRET, &body);
+        let response = app
+            .deliver(path, "push", &delivery_id(), body, &signature)
+            .await;
+        assert_eq!(response.status(), 401, "{path}");
+    }
+    assert_eq!(app.deploys().await.len(), deploys.len());
+}
+
 /// Count the lines of a log containing `text`.
 fn lines_with(log: &std::path::Path, text: &str) -> usize {
     std::fs::read_to_string(log)
