@@ -199,8 +199,14 @@ impl App {
             proxy_tasks.spawn(proxy.serve(listener, stop, SHUTDOWN_GRACE));
         }
         info!(addr = %listener.local_addr()?, apps = state.config.apps.len(), "dockhand listening");
-        // After recovery (in `build`): the first poll of each app runs now.
-        let pollers = Pollers::spawn(&state.ctx, &state.deployer);
+        // After recovery (in `build`): the first poll of each app runs now. Polling stops as
+        // soon as shutdown begins, not after open requests drain.
+        let stop_polling = CancellationToken::new();
+        let pollers = Pollers::spawn(&state.ctx, &state.deployer, stop_polling.clone());
+        let shutdown = async move {
+            shutdown.await;
+            stop_polling.cancel();
+        };
         let service = TowerToHyperService::new(router(state));
         let finished =
             crate::listener::serve(listener, |_| service.clone(), shutdown, SHUTDOWN_GRACE).await;

@@ -44,9 +44,9 @@ pub struct Pollers {
 }
 
 impl Pollers {
-    /// Start polling every app whose `poll` is not zero: the first poll at once.
-    pub fn spawn(ctx: &Context, deployer: &Deployer) -> Pollers {
-        let stop = CancellationToken::new();
+    /// Start polling every app whose `poll` is not zero, the first poll at once, until `stop`
+    /// is cancelled (or [`Pollers::shutdown`]).
+    pub fn spawn(ctx: &Context, deployer: &Deployer, stop: CancellationToken) -> Pollers {
         let tasks = ctx
             .config
             .apps
@@ -82,13 +82,16 @@ impl Pollers {
 /// What one poll found at one tracked ref, and what the store says about that commit.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The full ref name (`refs/heads/main`, `refs/tags/v1`).
     pub git_ref: String,
+    /// The commit it points at (a tag peeled, when the origin says).
     pub tip: Oid,
     /// A tag matching the app's `tags` (else the tracked branch).
     pub tag: bool,
     /// The tag was already at this commit at the previous listing (or at the first one since
     /// dockhand started): only tags that appear or move while dockhand polls are new.
     pub known: bool,
+    /// What the store knows about `tip`.
     pub history: TipHistory,
 }
 
