@@ -5,6 +5,14 @@ use super::{now_ms, Store};
 /// Newest finished deploys of a commit a poll reads: enough to count the retries it allows.
 const HISTORY: u32 = 16;
 
+/// A deploy of app `?1` in flight for commit `?3` found at ref `?2`: queued or running and
+/// naming or deploying the commit, or a queued push or poll of the ref (it deploys the ref's
+/// tip when it runs).
+const IN_FLIGHT: &str = "SELECT 1 FROM deploys
+     WHERE app = ?1 AND status IN ('queued', 'running')
+       AND (requested_sha = ?3 OR to_commit = ?3
+            OR (status = 'queued' AND git_ref = ?2 AND trigger IN ('push', 'poll')))";
+
 /// What the store knows about one commit of an app, for a poll that found it at a tracked ref.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TipHistory {
@@ -36,17 +44,12 @@ impl Store {
         git_ref: &str,
         commit: &str,
     ) -> anyhow::Result<TipHistory> {
-        let in_flight: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM deploys
-                 WHERE app = ?1 AND status IN ('queued', 'running')
-                   AND (requested_sha = ?3 OR to_commit = ?3
-                        OR (status = 'queued' AND git_ref = ?2 AND trigger IN ('push', 'poll'))))",
-        )
-        .bind(app)
-        .bind(git_ref)
-        .bind(commit)
-        .fetch_one(&self.pool)
-        .await?;
+        let in_flight: bool = sqlx::query_scalar(&format!("SELECT EXISTS ({IN_FLIGHT})"))
+            .bind(app)
+            .bind(git_ref)
+            .bind(commit)
+            .fetch_one(&self.pool)
+            .await?;
         let rows: Vec<(i64, String, bool)> = sqlx::query_as(
             "SELECT d.id, d.status,
                     EXISTS (SELECT 1 FROM deploy_steps s
@@ -87,24 +90,22 @@ impl Store {
         commit: &str,
         reason: &str,
     ) -> anyhow::Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
+        let sql = format!(
             "INSERT INTO deploys (app, trigger, git_ref, requested_sha, forced, reason, status, created_at)
              SELECT ?1, 'poll', ?2, ?3, 0, ?4, 'queued', ?5
              WHERE NOT EXISTS (SELECT 1 FROM app_locks WHERE app = ?1)
                AND NOT EXISTS (SELECT 1 FROM app_state WHERE app = ?1 AND commit_sha = ?3)
-               AND NOT EXISTS (SELECT 1 FROM deploys
-                   WHERE app = ?1 AND status IN ('queued', 'running')
-                     AND (requested_sha = ?3 OR to_commit = ?3
-                          OR (status = 'queued' AND git_ref = ?2 AND trigger IN ('push', 'poll'))))
-             RETURNING id",
-        )
-        .bind(app)
-        .bind(git_ref)
-        .bind(commit)
-        .bind(reason)
-        .bind(now_ms())
-        .fetch_optional(&self.writer)
-        .await?)
+               AND NOT EXISTS ({IN_FLIGHT})
+             RETURNING id"
+        );
+        Ok(sqlx::query_scalar(&sql)
+            .bind(app)
+            .bind(git_ref)
+            .bind(commit)
+            .bind(reason)
+            .bind(now_ms())
+            .fetch_optional(&self.writer)
+            .await?)
     }
 }
 
