@@ -331,11 +331,23 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
                 "  rollback does not lock the app (lock_on_rollback = false)"
             );
         }
-        let _ = writeln!(
-            out,
-            "  webhook  POST /hooks/github/{} (or /hooks/github)",
-            app.name
-        );
+        let _ = match app.secret {
+            Some(_) => writeln!(
+                out,
+                "  webhook  POST /hooks/github/{} (or /hooks/github)",
+                app.name
+            ),
+            None => writeln!(out, "  webhook  none (no secret: deliveries are refused)"),
+        };
+        let poll = match app.poll.is_zero() {
+            true => "never (poll = \"0s\"): only webhooks and API calls deploy".to_string(),
+            false => format!(
+                "{} every {} (one ref listing; a tip not deployed is deployed)",
+                app.tracking_label(),
+                humantime_serde::re::humantime::format_duration(app.poll)
+            ),
+        };
+        let _ = writeln!(out, "  polls    {poll}");
     }
     if config.tokens.is_empty() {
         let _ = writeln!(

@@ -116,7 +116,9 @@ pub struct AppConfig {
     pub branch: String,
     /// Tag pattern (`v*`) whose pushes deploy too.
     pub tags: Option<TagPattern>,
-    pub secret: Secret,
+    /// The webhook secret; `None` only for an app that polls (it takes no webhooks: every
+    /// delivery for it is refused, never accepted unsigned).
+    pub secret: Option<Secret>,
     /// Whether the secret was written inline in the config file (`check` warns).
     pub inline_secret: bool,
     /// The host directory the container mounts; dockhand writes the tree here.
@@ -146,7 +148,16 @@ pub struct AppConfig {
     pub lock_on_rollback: bool,
     /// This app's hook time limit; `None`: `server.hook_timeout`.
     pub hook_timeout: Option<Duration>,
+    /// How often the origin's tracked refs are listed, to deploy a push whose webhook never
+    /// arrived (GitHub does not redeliver, and sends nothing for more than three tags pushed
+    /// at once); zero: never.
+    pub poll: Duration,
 }
+
+/// How often an app's origin is polled unless the config says otherwise.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(5 * 60);
+/// The shortest poll interval accepted (other than zero, which turns polling off).
+pub const MIN_POLL: Duration = Duration::from_secs(1);
 
 /// `[apps.proxy]`: a stable address dockhand serves and forwards to whichever container is live.
 #[derive(Debug, Clone)]
@@ -372,6 +383,7 @@ impl fmt::Debug for AppConfig {
             .field("layout", &self.layout)
             .field("reload", &self.reload)
             .field("adopt", &self.adopt)
+            .field("poll", &self.poll)
             .finish_non_exhaustive()
     }
 }
@@ -546,6 +558,32 @@ struct RawApp {
     lock_on_rollback: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     hook_timeout: Option<Duration>,
+    poll: Option<RawPoll>,
+}
+
+/// `poll = "5m"`, or `poll = 0` (off) written as a bare number.
+enum RawPoll {
+    Text(String),
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for RawPoll {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawPoll, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawPoll;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"5m\", or 0 to turn polling off")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPoll, E> {
+                Ok(RawPoll::Text(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPoll, E> {
+                Ok(RawPoll::Number(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -803,13 +841,31 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         }
         None => None,
     };
-    let (secret, inline_secret) = read_secret(
-        &raw.secret,
-        &raw.secret_env,
-        &raw.secret_file,
-        base,
-        "secret",
-    )?;
+    let poll = poll_interval(raw.poll)?;
+    let no_secret = raw.secret.is_none() && raw.secret_env.is_none() && raw.secret_file.is_none();
+    let (secret, inline_secret) = match no_secret {
+        true if poll.is_zero() => bail!(
+            "secret: missing; set secret_env or secret_file (an app without a webhook secret must poll, and poll is \"0s\")"
+        ),
+        true => {
+            warnings.push(format!(
+                "app {}: no webhook secret: it takes no webhooks and deploys by polling (every {})",
+                raw.name,
+                humantime_serde::re::humantime::format_duration(poll)
+            ));
+            (None, false)
+        }
+        false => {
+            let (secret, inline) = read_secret(
+                &raw.secret,
+                &raw.secret_env,
+                &raw.secret_file,
+                base,
+                "secret",
+            )?;
+            (Some(secret), inline)
+        }
+    };
     if inline_secret {
         warnings.push(format!(
             "app {}: the webhook secret is written inline in the config file; prefer secret_env or secret_file",
@@ -932,6 +988,7 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         bail!("hook_timeout: must be greater than zero");
     }
     Ok(AppConfig {
+        poll,
         container,
         proxy,
         hook_timeout: raw.hook_timeout,
@@ -954,6 +1011,27 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         access,
         lock_on_rollback: raw.lock_on_rollback.unwrap_or(true),
     })
+}
+
+/// `poll`: a duration of at least [`MIN_POLL`], or zero (off); [`DEFAULT_POLL`] when absent.
+fn poll_interval(raw: Option<RawPoll>) -> anyhow::Result<Duration> {
+    let poll = match raw {
+        None => return Ok(DEFAULT_POLL),
+        Some(RawPoll::Number(0)) => return Ok(Duration::ZERO),
+        Some(RawPoll::Number(n)) => {
+            bail!("poll: {n} has no unit; write a duration such as \"5m\" or \"30s\" (0 turns polling off)")
+        }
+        Some(RawPoll::Text(text)) => humantime_serde::re::humantime::parse_duration(&text)
+            .with_context(|| {
+                format!("poll: {text:?} is not a duration such as \"5m\" or \"30s\" (\"0s\" turns polling off)")
+            })?,
+    };
+    if !poll.is_zero() && poll < MIN_POLL {
+        bail!(
+            "poll: {poll:?} is too often; at least {MIN_POLL:?} (each poll lists the origin's refs), or \"0s\" to turn polling off"
+        );
+    }
+    Ok(poll)
 }
 
 fn validate_check(raw: RawCheck) -> anyhow::Result<FastCheck> {
@@ -1840,6 +1918,67 @@ mod tests {
             parse(&format!("{APP}revision_file = \"../x\"\n")).unwrap_err()
         );
         assert!(err.contains("revision_file"), "{err}");
+    }
+
+    #[test]
+    fn poll_defaults_to_five_minutes_and_zero_turns_it_off() {
+        let poll = |extra: &str| {
+            parse(&format!("{APP}{extra}"))
+                .map(|(c, _)| c.apps[0].poll)
+                .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(poll(""), Ok(DEFAULT_POLL));
+        assert_eq!(DEFAULT_POLL, Duration::from_secs(300));
+        assert_eq!(poll("poll = \"5m\"\n"), Ok(Duration::from_secs(300)));
+        assert_eq!(poll("poll = \"1s\"\n"), Ok(Duration::from_secs(1)));
+        assert_eq!(poll("poll = \"1h 30m\"\n"), Ok(Duration::from_secs(5400)));
+        assert_eq!(poll("poll = \"0s\"\n"), Ok(Duration::ZERO));
+        assert_eq!(poll("poll = 0\n"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn only_an_app_that_polls_may_go_without_a_webhook_secret() {
+        let bare = APP.replace("secret = \"s3cret\"\n", "");
+        let (config, warnings) = parse(&bare).unwrap();
+        assert!(config.apps[0].secret.is_none());
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("no webhook secret") && w.contains("polling (every 5m)")),
+            "{warnings:?}"
+        );
+        let err = format!(
+            "{:#}",
+            parse(&format!("{bare}poll = \"0s\"\n")).unwrap_err()
+        );
+        assert!(
+            err.contains("apps[0] (web): secret: missing") && err.contains("must poll"),
+            "{err}"
+        );
+        let (config, _) = parse(&format!("{APP}poll = \"0s\"\n")).unwrap();
+        assert!(config.apps[0].secret.is_some());
+    }
+
+    #[test]
+    fn bad_poll_intervals_are_refused_naming_the_field() {
+        for (extra, want) in [
+            (
+                "poll = \"500ms\"\n",
+                "poll: 500ms is too often; at least 1s",
+            ),
+            ("poll = \"1ns\"\n", "poll: 1ns is too often"),
+            ("poll = 30\n", "poll: 30 has no unit"),
+            ("poll = -1\n", "poll: -1 has no unit"),
+            ("poll = \"soon\"\n", "poll: \"soon\" is not a duration"),
+            ("poll = \"5\"\n", "poll: \"5\" is not a duration"),
+            (
+                "poll = true\n",
+                "a duration such as \"5m\", or 0 to turn polling off",
+            ),
+        ] {
+            let err = format!("{:#}", parse(&format!("{APP}{extra}")).unwrap_err());
+            assert!(err.contains(want), "{extra:?}: {want:?} not in {err}");
+        }
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! dockhand: a GitOps webhook server.
 //!
 //! GitHub push webhooks come in signed; dockhand verifies them, records every delivery and
-//! deploy in SQLite, and deploys each push to a tracked ref. The fast path writes only the
-//! changed files of the new commit into the host directory a running container mounts, then
-//! reloads the app in place.
+//! deploy in SQLite, and deploys each push to a tracked ref — and, polling the origin, each push
+//! whose webhook never came. The fast path writes only the changed files of the new commit into
+//! the host directory a running container mounts, then reloads the app in place.
 //!
 //! # Layout
 //! - [`config`]: the TOML config, validated once; secrets and API tokens redacted.
@@ -11,7 +11,8 @@
 //!   operations API (deploy, rollback, plan, lock) and deploy events over SSE.
 //! - [`github`]: signature verification and payload parsing.
 //! - [`deploy`]: the per-app queue (latest wins), the pure triage and planner, the fast and full
-//!   paths, API targets resolved to full SHAs, rollback by recorded digest, recovery.
+//!   paths, API targets resolved to full SHAs, rollback by recorded digest, recovery, and the
+//!   polls that deploy a push whose webhook never arrived.
 //! - [`hooks`]: the operator's deploy hooks (argv-only, clean env, process group, timeout).
 //! - [`git`]: the bare cache repository of each app (git2).
 //! - [`releases`]: the releases layout (`releases/<sha>/` + an atomically switched `current`).

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::deploy::{self, Deployer, Workers};
+use crate::deploy::{self, Deployer, Pollers, Workers};
 use crate::http::{router, AppState};
 use crate::proxy::{Proxies, Proxy};
 use crate::store::Store;
@@ -166,8 +166,8 @@ impl App {
         self.local_addr().port()
     }
 
-    /// Serve until `shutdown` resolves; then stop accepting, let open requests and the running
-    /// deploys finish (bounded), and return. The apps' proxies serve until the deploys are done
+    /// Poll the apps' origins and serve until `shutdown` resolves; then stop accepting and
+    /// polling, let open requests and the running deploys finish (bounded), and return. The apps' proxies serve until the deploys are done
     /// (a deploy may still switch one), then drain too.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let App {
@@ -186,6 +186,14 @@ impl App {
             proxy_tasks.spawn(proxy.serve(listener, stop, SHUTDOWN_GRACE));
         }
         info!(addr = %listener.local_addr()?, apps = state.config.apps.len(), "dockhand listening");
+        // After recovery (in `build`): the first poll of each app runs now. Polling stops as
+        // soon as shutdown begins, not after open requests drain.
+        let stop_polling = CancellationToken::new();
+        let pollers = Pollers::spawn(&state.ctx, &state.deployer, stop_polling.clone());
+        let shutdown = async move {
+            shutdown.await;
+            stop_polling.cancel();
+        };
         let service = TowerToHyperService::new(router(state));
         let finished =
             crate::listener::serve(listener, |_| service.clone(), shutdown, SHUTDOWN_GRACE).await;
@@ -193,6 +201,8 @@ impl App {
         if !finished {
             warn!("open connections did not finish in time");
         }
+        // Before the workers: nothing is queued once they stop taking deploys.
+        pollers.shutdown().await;
         workers.shutdown(SHUTDOWN_GRACE).await;
         stop_proxies.cancel();
         while proxy_tasks.join_next().await.is_some() {}

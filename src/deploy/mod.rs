@@ -1,4 +1,5 @@
-//! Deploys: the per-app queue, the pure decisions, the fast path, and crash recovery.
+//! Deploys: the per-app queue, the pure decisions, the fast path, crash recovery, and the
+//! polls that deploy a push whose webhook never arrived.
 //!
 //! One worker task per app runs that app's deploys one at a time; everything a deploy does is
 //! recorded as steps in the store. git and filesystem work runs on the blocking pool.
@@ -7,6 +8,7 @@ mod fast;
 mod full;
 mod hold;
 pub mod plan;
+pub mod poll;
 mod queue;
 mod recover;
 mod reload;
@@ -26,6 +28,7 @@ use crate::proxy::Proxies;
 use crate::runtime::Docker;
 use crate::store::Store;
 
+pub use poll::Pollers;
 pub use queue::{pick_latest, Candidate, Deployer, QueueError, Workers};
 pub use recover::recover;
 

@@ -60,13 +60,13 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
         let cache = ctx.config.cache_path(&app.name);
         let app = app.clone();
         let refs = refs.clone();
-        // A push is a doorbell: it deploys its ref's tip as the origin has it now, never the
-        // payload's `after` (a late or replayed delivery would put back an old commit). API
-        // deploys of a named commit deploy that commit.
+        // A push (or a poll) is a doorbell: it deploys its ref's tip as the origin has it now,
+        // never the payload's `after` (a late or replayed delivery would put back an old
+        // commit). API deploys of a named commit deploy that commit.
         let wanted: Vec<(Option<String>, bool)> = batch
             .iter()
             .map(|d| {
-                let spec = match d.trigger == Trigger::Push.as_str() {
+                let spec = match d.follows_tip() {
                     true => d.git_ref.clone(),
                     false => d.requested_sha.clone().or_else(|| d.git_ref.clone()),
                 };

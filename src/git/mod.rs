@@ -301,6 +301,116 @@ impl Cache {
         Ok(Some(ids.len()))
     }
 
+    /// What the origin's refs point at, from one ref listing and no fetch: each full ref name
+    /// in `refs` the origin has, and every ref below a name ending in `/` (`refs/tags/`). A
+    /// ref the origin lacks is absent from the answer. An annotated tag maps to the commit it
+    /// peels to when the origin says so (a local origin always; a network one through the
+    /// `^{}` entries it advertises), else to the tag object.
+    ///
+    /// A local origin (a path or `file://` URL) is read directly; any other is listed through
+    /// dockhand's transports with the same access as [`Cache::fetch`], bounded by
+    /// `limits.timeout`; an SSH listing shares the fetches' control master in `control_dir`
+    /// (the cache's `dockhand-ssh`). Nothing is written to any cache.
+    pub fn remote_tips(
+        url: &str,
+        refs: &[String],
+        access: &Access,
+        limits: &FetchLimits,
+        control_dir: &Path,
+    ) -> anyhow::Result<BTreeMap<String, Oid>> {
+        let shown = redact_url(url);
+        if url.is_empty() || url.starts_with('-') {
+            bail!("refusing to list refs of origin {shown:?}");
+        }
+        for r in refs {
+            let name = r.strip_suffix('/').unwrap_or(r);
+            if !r.starts_with("refs/") || !git2::Reference::is_valid_name(name) {
+                bail!("refusing to list {r:?} at {shown}: not a full ref name or prefix");
+            }
+        }
+        let wanted = |name: &str| {
+            refs.iter().any(|r| match r.ends_with('/') {
+                true => name.starts_with(r.as_str()),
+                false => name == r,
+            })
+        };
+        let mut tips = BTreeMap::new();
+        if let Some(origin) = local_origin(url) {
+            let src = git2::Repository::open_ext(
+                &origin,
+                git2::RepositoryOpenFlags::NO_SEARCH,
+                std::iter::empty::<&std::ffi::OsStr>(),
+            )
+            .with_context(|| format!("opening origin {shown}"))?;
+            for reference in src
+                .references()
+                .with_context(|| format!("listing refs of {shown}"))?
+            {
+                let reference = reference.with_context(|| format!("listing refs of {shown}"))?;
+                let Some(name) = reference.name().filter(|n| wanted(n)) else {
+                    continue;
+                };
+                let Some(target) = reference.resolve().ok().and_then(|r| r.target()) else {
+                    continue; // a dangling symbolic ref names nothing
+                };
+                let commit = src
+                    .find_object(target, None)
+                    .and_then(|o| o.peel_to_commit())
+                    .map_or(target, |c| c.id());
+                tips.insert(name.to_owned(), commit);
+            }
+            return Ok(tips);
+        }
+
+        let start = Instant::now();
+        let reach = transport::Reach::new(access.clone(), limits.timeout, control_dir.into());
+        let mut remote = git2::Remote::create_detached(url)
+            .with_context(|| format!("setting up a ref listing of {shown}"))?;
+        let failed = |e: git2::Error| {
+            if reach.timed_out() {
+                return anyhow::anyhow!(
+                    "listing refs of {shown} timed out after {:.1}s: fetch_timeout is {}s",
+                    start.elapsed().as_secs_f64(),
+                    limits.timeout.as_secs_f64()
+                );
+            }
+            // The transport's own account first; libgit2 may echo the URL it was given, and
+            // userinfo never reaches a log line.
+            let message = reach
+                .failure()
+                .unwrap_or_else(|| e.message().to_string())
+                .replace(url, &shown);
+            anyhow::anyhow!("listing refs of {shown}: {message}")
+        };
+        let heads = transport::with_reach(&reach, || -> Result<Vec<(String, Oid)>, git2::Error> {
+            let connection = remote.connect_auth(git2::Direction::Fetch, None, None)?;
+            let heads = connection.list()?;
+            Ok(heads
+                .iter()
+                .map(|h| (h.name().to_owned(), h.oid()))
+                .collect())
+        })
+        .map_err(&failed)?;
+        let mut peeled = Vec::new();
+        for (name, oid) in heads {
+            let (name, head_oid) = (name.as_str(), oid);
+            match name.strip_suffix("^{}") {
+                Some(tag) if wanted(tag) => peeled.push((tag.to_owned(), head_oid)),
+                Some(_) => {}
+                None if wanted(name) => {
+                    tips.insert(name.to_owned(), head_oid);
+                }
+                None => {}
+            }
+        }
+        for (tag, commit) in peeled {
+            if let Some(tip) = tips.get_mut(&tag) {
+                *tip = commit;
+            }
+        }
+        Ok(tips)
+    }
+
     /// Fetch from a repository on this host by copying only the objects the cache lacks.
     ///
     /// libgit2's local transport builds a pack in-process and first marks every object of the
@@ -1177,6 +1287,115 @@ pub(crate) mod tests {
             .fetch(&daemon.url(), &refs, &Access::default(), &tiny)
             .unwrap_err();
         assert!(format!("{err:#}").contains("size cap"), "{err:#}");
+    }
+
+    /// An origin with `main`, `other`, a lightweight tag `v1` and an annotated tag `v2`; the
+    /// refs `remote_tips` should report for `refs/heads/main` and `refs/tags/`.
+    fn tagged_origin() -> (Origin, BTreeMap<String, Oid>) {
+        let origin = Origin::new();
+        let first = origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let tip = origin.commit("refs/heads/main", &[("a", FILE, b"2")]);
+        origin.commit("refs/heads/other", &[("b", FILE, b"3")]);
+        origin
+            .repo
+            .reference("refs/tags/v1", first, false, "")
+            .unwrap();
+        origin.tag("v2", tip);
+        let want = BTreeMap::from([
+            ("refs/heads/main".to_owned(), tip),
+            ("refs/tags/v1".to_owned(), first),
+            ("refs/tags/v2".to_owned(), tip),
+        ]);
+        (origin, want)
+    }
+
+    fn listed() -> Vec<String> {
+        vec!["refs/heads/main".to_owned(), "refs/tags/".to_owned()]
+    }
+
+    #[test]
+    fn remote_tips_of_a_local_origin_are_its_refs_with_tags_peeled() {
+        let (origin, want) = tagged_origin();
+        for url in [origin.url(), origin.path().display().to_string()] {
+            let tips = Cache::remote_tips(
+                &url,
+                &listed(),
+                &Access::default(),
+                &limits(),
+                Path::new("/nonexistent"),
+            )
+            .unwrap();
+            assert_eq!(tips, want, "{url}");
+        }
+        let none = Cache::remote_tips(
+            &origin.url(),
+            &["refs/heads/gone".to_owned()],
+            &Access::default(),
+            &limits(),
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
+        assert!(none.is_empty(), "{none:?}");
+    }
+
+    #[test]
+    fn remote_tips_over_the_network_list_refs_without_fetching_and_fail_when_it_is_gone() {
+        let (origin, want) = tagged_origin();
+        let daemon = Daemon::serve(&origin);
+        let url = daemon.url();
+
+        let tips = Cache::remote_tips(
+            &url,
+            &listed(),
+            &Access::default(),
+            &limits(),
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
+        assert_eq!(tips, want);
+
+        drop(daemon);
+        let err = Cache::remote_tips(
+            &url,
+            &listed(),
+            &Access::default(),
+            &limits(),
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("listing refs of git://127.0.0.1:"), "{err}");
+    }
+
+    #[test]
+    fn remote_tips_of_a_missing_local_origin_fail_naming_it_and_refuse_bad_names() {
+        let origin = Origin::new();
+        let gone = origin.dir.path().join("moved-away.git");
+        let err = Cache::remote_tips(
+            &gone.display().to_string(),
+            &listed(),
+            &Access::default(),
+            &limits(),
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains(&format!("opening origin {}", gone.display())),
+            "{err:#}"
+        );
+        for (url, refs) in [
+            ("-x", listed()),
+            (&origin.url()[..], vec!["main".to_owned()]),
+        ] {
+            assert!(Cache::remote_tips(
+                url,
+                &refs,
+                &Access::default(),
+                &limits(),
+                Path::new("/nonexistent")
+            )
+            .is_err());
+        }
     }
 
     #[test]

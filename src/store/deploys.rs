@@ -56,6 +56,9 @@ pub enum Trigger {
     Push,
     Manual,
     Rollback,
+    /// A poll found a tracked ref's tip not deployed (its push never arrived, or could not
+    /// fetch). It behaves like a push: it deploys the ref's tip as the origin has it.
+    Poll,
 }
 
 impl Trigger {
@@ -64,6 +67,7 @@ impl Trigger {
             Trigger::Push => "push",
             Trigger::Manual => "manual",
             Trigger::Rollback => "rollback",
+            Trigger::Poll => "poll",
         }
     }
 }
@@ -122,10 +126,16 @@ pub struct Deploy {
 }
 
 impl Deploy {
-    /// Whether someone asked for exactly this commit (a forced push, a manual deploy, a
-    /// rollback): then neither ancestry nor "already deployed" stops it.
+    /// Whether someone asked for exactly this commit (a manual deploy, a rollback): then
+    /// neither ancestry nor "already deployed" stops it.
     pub fn asked_for(&self) -> bool {
-        self.trigger != Trigger::Push.as_str()
+        !self.follows_tip()
+    }
+
+    /// A push or a poll: a doorbell for its ref, which deploys the ref's tip as the origin
+    /// has it when the deploy runs (never the commit it named when it was queued).
+    pub fn follows_tip(&self) -> bool {
+        self.trigger == Trigger::Push.as_str() || self.trigger == Trigger::Poll.as_str()
     }
 }
 

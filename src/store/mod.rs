@@ -10,6 +10,7 @@ mod deploys;
 mod events;
 mod locks;
 mod maintenance;
+mod poll;
 mod prune;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ pub use deploys::{
 pub use events::DeployEvent;
 pub use locks::AppLock;
 pub use maintenance::Maintenance;
+pub use poll::{Attempt, TipHistory};
 pub use prune::Pruned;
 
 /// Handle to the database; cheap to clone.

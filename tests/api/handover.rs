@@ -205,7 +205,7 @@ async fn a_reload_hands_the_sockets_to_a_new_process_and_refuses_no_connection()
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The new config adds an app: visible over the API once the new process serves.
     let second = format!(
-        "\n[[apps]]\nname = \"second\"\nrepo = \"{}\"\nsecret_file = \"{}\"\nvolume = \"{}\"\n",
+        "\n[[apps]]\nname = \"second\"\nrepo = \"{}\"\nsecret_file = \"{}\"\nvolume = \"{}\"\n{NO_POLL}",
         origin.bare.display(),
         dir.path().join("secret").display(),
         dir.path().join("volume2").display()

@@ -245,12 +245,21 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// `poll = "0s"` for an app the test drives by webhooks and API calls, unless its extra lines
+/// set `poll` themselves: a poll at startup would deploy the origin's tip on its own.
+pub const NO_POLL: &str = "poll = \"0s\"\n";
+
 /// The config text of the test app; `app_extra` lines are appended to the `[[apps]]` table.
+/// The app does not poll unless `app_extra` sets `poll`.
 pub fn config_text(dir: &Path, origin: &Origin, server_extra: &str, app_extra: &str) -> String {
+    let no_poll = match app_extra.contains("poll =") {
+        true => "",
+        false => NO_POLL,
+    };
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n{server_extra}\n\
          [[apps]]\nname = \"web\"\nrepo = \"{repo}\"\nrepository = \"{REPOSITORY}\"\nbranch = \"main\"\n\
-         secret_file = \"{secret}\"\nvolume = \"{volume}\"\ntouch = \"uwsgi.ini\"\n{app_extra}\n",
+         secret_file = \"{secret}\"\nvolume = \"{volume}\"\ntouch = \"uwsgi.ini\"\n{no_poll}{app_extra}\n",
         state = dir.join("state").display(),
         repo = origin.bare.display(),
         secret = dir.join("secret").display(),

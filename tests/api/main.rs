@@ -12,6 +12,7 @@ mod hooks;
 mod limits;
 mod ops;
 mod ops_full;
+mod poll;
 mod proxy;
 mod proxy_deploy;
 mod queue;

@@ -31,7 +31,7 @@ pub async fn spawn_ops_edited(
     std::fs::write(&admin, format!("{ADMIN}\n")).unwrap();
     std::fs::write(&scoped, SCOPED).unwrap();
     let extra = format!(
-        "\n[[apps]]\nname = \"other\"\nrepo = \"{repo}\"\nsecret = \"another secret\"\nvolume = \"{volume}\"\n\
+        "\n[[apps]]\nname = \"other\"\nrepo = \"{repo}\"\nsecret = \"another secret\"\nvolume = \"{volume}\"\n{NO_POLL}\
          \n[[tokens]]\nname = \"admin\"\ntoken_file = \"{admin}\"\napps = [\"*\"]\n\
          \n[[tokens]]\nname = \"scoped\"\ntoken_file = \"{scoped}\"\napps = [\"other\"]\n",
         repo = origin.bare.display(),
