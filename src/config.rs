@@ -138,6 +138,9 @@ pub struct AppConfig {
     /// Take over a non-empty volume on the first deploy instead of refusing.
     pub adopt: bool,
     pub fetch_limits: FetchLimits,
+    /// The most bytes of file content one deploy may write (`max_tree_size`): a commit whose
+    /// paths share one blob fetches little and could write without bound.
+    pub max_tree_size: u64,
     /// Credentials, `ca_file` and `known_hosts`: how fetches reach the origin.
     pub access: Access,
     /// The app's container, for the full path; `None`: fast path only.
@@ -548,6 +551,7 @@ struct RawApp {
     #[serde(default, with = "humantime_serde")]
     fetch_timeout: Option<Duration>,
     max_fetch_size: Option<ByteSize>,
+    max_tree_size: Option<ByteSize>,
     token_env: Option<String>,
     token_file: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
@@ -974,6 +978,12 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
             .max_fetch_size
             .map_or(2 * 1024 * 1024 * 1024, |b| b.as_u64()),
     };
+    let max_tree_size = raw
+        .max_tree_size
+        .map_or(DEFAULT_MAX_TREE_SIZE, |b| b.as_u64());
+    if max_tree_size == 0 {
+        bail!("max_tree_size: must be more than 0 bytes");
+    }
     let container = raw
         .container
         .map(|c| validate_container(c, base))
@@ -1009,6 +1019,7 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         adopt: raw.adopt,
         fetch_limits,
         access,
+        max_tree_size,
         lock_on_rollback: raw.lock_on_rollback.unwrap_or(true),
     })
 }
@@ -1317,6 +1328,9 @@ pub fn render(template: &str, sha: &str, git_ref: &str) -> String {
 /// Exactly one of inline / env / file; never empty. Returns the secret and whether it was inline.
 /// How the app's fetches reach its origin. The token file is only checked here: it is read
 /// again at every fetch, so a rotated token needs no restart.
+/// `max_tree_size` unless set: far above any real tree, far below a full disk.
+const DEFAULT_MAX_TREE_SIZE: u64 = 8 * 1024 * 1024 * 1024;
+
 fn validate_access(
     raw: &RawApp,
     base: &Path,

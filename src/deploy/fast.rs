@@ -67,6 +67,8 @@ fn with_revision(
 /// The changes a deploy will write, and a one-line summary of them.
 pub(super) struct Plan {
     pub changes: Vec<Change>,
+    /// Bytes of file content the changes write.
+    pub bytes: u64,
     pub summary: String,
     /// The target commit's message, for the `Deploy-Path` trailer.
     pub message: String,
@@ -81,6 +83,7 @@ pub(super) fn plan(
     from: Option<Oid>,
     to: Oid,
     adopt: bool,
+    max_tree_size: u64,
 ) -> anyhow::Result<Plan> {
     let foreign = || match layout {
         Layout::InPlace => Ok(!Volume::open(volume)?.is_empty()?),
@@ -92,7 +95,15 @@ pub(super) fn plan(
             volume.display()
         );
     }
-    diff(&Cache::open_or_init(cache)?, from, to)
+    let plan = diff(&Cache::open_or_init(cache)?, from, to)?;
+    if plan.bytes > max_tree_size {
+        bail!(
+            "this deploy would write {} of file content, over max_tree_size ({}); nothing was written",
+            bytesize::ByteSize::b(plan.bytes),
+            bytesize::ByteSize::b(max_tree_size)
+        );
+    }
+    Ok(plan)
 }
 
 /// What turns `from` into `to`, from the cache alone: reads nothing under the volume (dry runs).
@@ -133,8 +144,10 @@ pub(super) fn diff(cache: &Cache, from: Option<Oid>, to: Oid) -> anyhow::Result<
         ));
     }
     let message = cache.commit_info(to)?.message;
+    let bytes = cache.written_bytes(&changes)?;
     Ok(Plan {
         changes,
+        bytes,
         summary,
         message,
     })

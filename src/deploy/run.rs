@@ -263,10 +263,12 @@ async fn execute(
     let volume = app.volume.clone();
     let plan = {
         let (c, v, adopt, layout) = (cache.clone(), volume.clone(), app.adopt, app.layout);
+        let max = app.max_tree_size;
         steps
             .run("plan", "diff against the deployed commit", async move {
                 let plan =
-                    blocking(move || fast::plan(&c, &v, layout, deployed, target, adopt)).await?;
+                    blocking(move || fast::plan(&c, &v, layout, deployed, target, adopt, max))
+                        .await?;
                 let summary = plan.summary.clone();
                 Ok((plan, summary))
             })

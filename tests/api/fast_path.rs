@@ -529,3 +529,28 @@ async fn git_lfs_pointers_are_named_in_the_plan() {
         "{plan}"
     );
 }
+
+#[tokio::test]
+async fn a_commit_whose_paths_share_one_blob_cannot_write_past_max_tree_size() {
+    let origin = Origin::new();
+    let app = spawn_app_with(&origin, "", "max_tree_size = \"1MiB\"\n").await;
+    let first = origin.head();
+    app.deploy(&first).await;
+    // 300 paths, one 64 KiB blob: a 64 KiB fetch that would write 19 MiB.
+    let blob: String = (0..65536)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for i in 0..300 {
+        origin.write(&format!("copies/{i:03}.txt"), &blob);
+    }
+    let bomb = origin.commit("300 copies of one blob");
+    let deploy = app.deploy_to_end(&bomb).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    let error = deploy["error"].as_str().unwrap_or_default();
+    assert!(error.contains("over max_tree_size (1.0 MiB)"), "{deploy:#}");
+    assert!(
+        !app.volume.join("copies").exists(),
+        "nothing may be written"
+    );
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&first));
+}

@@ -399,3 +399,67 @@ fn a_cache_fed_by_many_fetches_is_compacted_into_one_pack_keeping_every_object()
     assert_eq!(changes.len(), 2, "{changes:?}");
     assert_eq!(reopened.compact().unwrap(), None, "nothing due right after");
 }
+
+#[test]
+fn the_size_cap_holds_on_the_first_fetch_over_every_transport() {
+    let origin = Origin::new();
+    // Incompressible (xorshift): 3 MB on the wire whatever the transport compresses.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    origin.commit("refs/heads/main", &[("big.bin", FILE, &big)]);
+    let servers = Servers::start(&origin);
+    let tmp = TempDir::new().unwrap();
+    let token = Access::from(Credentials::TokenFile(token_file(
+        tmp.path(),
+        &servers.token(),
+    )));
+    let cases = [
+        (
+            "path",
+            origin.path().display().to_string(),
+            Access::default(),
+        ),
+        ("http", servers.http(), token),
+        ("ssh", servers.ssh(&origin), servers.ssh_access()),
+        ("git", servers.git(), Access::default()),
+    ];
+    for (name, url, access) in cases {
+        let dir = TempDir::new().unwrap();
+        let cache = cache_in(dir.path());
+        let capped = FetchLimits {
+            timeout: Duration::from_secs(30),
+            max_bytes: 1_000_000,
+        };
+        let e = cache
+            .fetch(&url, &main_ref(), &access, &capped)
+            .expect_err(name);
+        assert!(format!("{e:#}").contains("size cap"), "{name}: {e:#}");
+        assert_eq!(cache.resolve("refs/heads/main").unwrap(), None, "{name}");
+        // Stopped at the cap, not after taking everything in.
+        let kept = du(&cache.repo().path().join("objects"));
+        assert!(
+            kept < 2_000_000,
+            "{name}: {kept} bytes written under a 1 MB cap"
+        );
+    }
+}
+
+/// Bytes of the files under `dir`.
+fn du(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += match meta.is_dir() {
+            true => du(&entry.path()),
+            false => meta.len(),
+        };
+    }
+    total
+}
