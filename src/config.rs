@@ -736,6 +736,49 @@ impl Config {
         if raw.apps.is_empty() {
             warnings.push("no [[apps]] configured: every webhook will be refused".to_string());
         }
+        if !server.listen.ip().is_loopback() {
+            warnings.push(format!(
+                "server.listen {} is reachable beyond this host: API tokens and webhook bodies \
+                 cross the network in clear unless TLS is in front (a reverse proxy terminating HTTPS)",
+                server.listen
+            ));
+        }
+        let mut secret_files: Vec<(String, PathBuf)> = Vec::new();
+        for app in &raw.apps {
+            let name = &app.name;
+            for (field, file) in [
+                ("secret_file", &app.secret_file),
+                ("token_file", &app.token_file),
+                ("ssh_key", &app.ssh_key),
+            ] {
+                if let Some(f) = file {
+                    secret_files.push((format!("app {name}: {field}"), absolute(base, f)));
+                }
+            }
+            if let Some(c) = &app.container {
+                if let Some(f) = &c.registry_password_file {
+                    secret_files.push((
+                        format!("app {name}: registry_password_file"),
+                        absolute(base, f),
+                    ));
+                }
+                for (var, f) in &c.env_from_file {
+                    secret_files.push((
+                        format!("app {name}: env_from_file.{var}"),
+                        absolute(base, f),
+                    ));
+                }
+            }
+        }
+        for t in &raw.tokens {
+            if let Some(f) = &t.token_file {
+                secret_files.push((format!("token {}: token_file", t.name), absolute(base, f)));
+            }
+        }
+        warnings.extend(permission_warnings(
+            &secret_files,
+            server.hooks_dir.as_deref(),
+        ));
         let mut names = HashSet::new();
         let mut apps = Vec::with_capacity(raw.apps.len());
         for (i, app) in raw.apps.into_iter().enumerate() {
@@ -1328,6 +1371,50 @@ pub fn render(template: &str, sha: &str, git_ref: &str) -> String {
 /// Exactly one of inline / env / file; never empty. Returns the secret and whether it was inline.
 /// How the app's fetches reach its origin. The token file is only checked here: it is read
 /// again at every fetch, so a rotated token needs no restart.
+/// What `check` says about files others could read or write: a secret readable by every user,
+/// a hooks directory or hook that someone other than its owner may change (it runs as dockhand).
+fn permission_warnings(secrets: &[(String, PathBuf)], hooks_dir: Option<&Path>) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode());
+    let mut warnings = Vec::new();
+    for (what, file) in secrets {
+        if mode(file).is_some_and(|m| m & 0o004 != 0) {
+            warnings.push(format!(
+                "{what} {} is readable by every user on this host: chmod o-r (600 or 640)",
+                file.display()
+            ));
+        }
+    }
+    let Some(dir) = hooks_dir else {
+        return warnings;
+    };
+    // hooks_dir/<stage> and hooks_dir/<app>/<stage>, and the directories between.
+    fn walk(d: &Path, depth: usize, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            found.push(p.clone());
+            if depth > 0 && p.is_dir() {
+                walk(&p, depth - 1, found);
+            }
+        }
+    }
+    let mut check = vec![dir.to_path_buf()];
+    walk(dir, 1, &mut check);
+    for p in check {
+        if mode(&p).is_some_and(|m| m & 0o022 != 0) {
+            warnings.push(format!(
+                "{} (under hooks_dir) is writable by group or others: whoever can write it runs code \
+                 as dockhand; chmod go-w",
+                p.display()
+            ));
+        }
+    }
+    warnings
+}
+
 /// `max_tree_size` unless set: far above any real tree, far below a full disk.
 const DEFAULT_MAX_TREE_SIZE: u64 = 8 * 1024 * 1024 * 1024;
 
@@ -1552,6 +1639,50 @@ mod tests {
         let hooks = format!("hooks_dir = \"{}/hooks\"\n", root.display());
         let err = config(&hooks, &app("web", &web.to_string())).unwrap_err();
         assert!(err.contains("must not overlap server.hooks_dir"), "{err}");
+    }
+
+    #[test]
+    fn check_warns_about_readable_secrets_writable_hooks_and_an_api_beyond_loopback() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret-value").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let hooks = dir.path().join("hooks");
+        std::fs::create_dir_all(hooks.join("web")).unwrap();
+        let hook = hooks.join("web/post-deploy");
+        std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let text = |listen: &str| {
+            format!(
+                "[server]\nlisten = \"{listen}\"\nstate_dir = \"{}/state\"\nhooks_dir = \"{}\"\n\
+                 [[apps]]\nname = \"web\"\nrepo = \"https://github.com/Acme/Web.git\"\n\
+                 secret_file = \"{}\"\nvolume = \"{}/volume\"\n",
+                dir.path().display(),
+                hooks.display(),
+                secret.display(),
+                dir.path().display()
+            )
+        };
+        let (_, warnings) = Config::parse(&text("0.0.0.0:9000"), dir.path()).unwrap();
+        let all = warnings.join("\n");
+        assert!(
+            all.contains("secret_file") && all.contains("readable by every user"),
+            "{all}"
+        );
+        assert!(
+            all.contains("post-deploy") && all.contains("writable by group or others"),
+            "{all}"
+        );
+        assert!(
+            all.contains("0.0.0.0:9000 is reachable beyond this host"),
+            "{all}"
+        );
+
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (_, warnings) = Config::parse(&text("127.0.0.1:9000"), dir.path()).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]

@@ -53,6 +53,19 @@ fn lock_view(lock: &crate::store::AppLock) -> serde_json::Value {
     })
 }
 
+/// Webhook deliveries whose bodies (each up to `body_limit`) may be read at once; more wait
+/// for a slot with their body unread, bounded by the listener's connection cap.
+const WEBHOOK_BODIES: usize = 16;
+
+async fn one_body_slot(
+    State(slots): State<Arc<tokio::sync::Semaphore>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let _slot = slots.acquire_owned().await;
+    next.run(req).await
+}
+
 /// The whole router, with body cap, request timeout, request ids and tracing.
 pub fn router(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.server.body_limit).unwrap_or(usize::MAX);
@@ -72,9 +85,14 @@ pub fn router(state: AppState) -> Router {
             .unwrap_or("-");
         tracing::debug_span!("http", method = %req.method(), path, request_id = id)
     });
-    Router::new()
+    // Webhook bodies are buffered whole before the HMAC: only so many at once.
+    let bodies = Arc::new(tokio::sync::Semaphore::new(WEBHOOK_BODIES));
+    let hooks = Router::new()
         .route("/hooks/github", post(webhook::receive))
         .route("/hooks/github/{app}", post(webhook::receive_for_app))
+        .route_layer(middleware::from_fn_with_state(bodies, one_body_slot));
+    Router::new()
+        .merge(hooks)
         .route("/api/apps", get(api::list_apps))
         .route("/api/apps/{app}", get(api::get_app))
         .route("/api/apps/{app}/deploys", get(api::list_deploys))
