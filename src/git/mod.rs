@@ -108,6 +108,7 @@ pub struct Cache {
 impl Cache {
     /// Open the bare cache at `path`, creating it (and parents) if missing.
     pub fn open_or_init(path: &Path) -> anyhow::Result<Cache> {
+        bound_pack_maps();
         std::fs::create_dir_all(path)
             .with_context(|| format!("creating cache directory {}", path.display()))?;
         let repo = if path.join("HEAD").exists() {
@@ -830,6 +831,26 @@ impl Copier<'_> {
         }
         Ok(())
     }
+}
+
+/// How much of the packs libgit2 keeps mapped at once, process-wide: by default up to 8 GiB
+/// in 1 GiB windows, so reading a 200 MB blob kept the whole pack resident on top of the blob.
+const MWINDOW_SIZE: usize = 32 * 1024 * 1024;
+const MWINDOW_MAPPED_LIMIT: usize = 128 * 1024 * 1024;
+
+fn bound_pack_maps() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: libgit2 reads these globals when it maps a pack window; this runs once, in
+        // the first Cache::open_or_init, before this process maps any pack.
+        let set = unsafe {
+            git2::opts::set_mwindow_size(MWINDOW_SIZE)
+                .and_then(|()| git2::opts::set_mwindow_mapped_limit(MWINDOW_MAPPED_LIMIT))
+        };
+        if let Err(e) = set {
+            tracing::warn!("bounding libgit2's pack maps: {e}");
+        }
+    });
 }
 
 /// Packs in a cache beyond which [`Cache::compact`] rewrites them as one.
