@@ -138,6 +138,8 @@ pub struct AppConfig {
     /// Take over a non-empty volume on the first deploy instead of refusing.
     pub adopt: bool,
     pub fetch_limits: FetchLimits,
+    /// How long a reload may take (a restart: plus its stop grace) before the deploy fails.
+    pub reload_timeout: Duration,
     /// The most bytes of file content one deploy may write (`max_tree_size`): a commit whose
     /// paths share one blob fetches little and could write without bound.
     pub max_tree_size: u64,
@@ -552,6 +554,8 @@ struct RawApp {
     fetch_timeout: Option<Duration>,
     max_fetch_size: Option<ByteSize>,
     max_tree_size: Option<ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    reload_timeout: Option<Duration>,
     token_env: Option<String>,
     token_file: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
@@ -1027,6 +1031,10 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
     if max_tree_size == 0 {
         bail!("max_tree_size: must be more than 0 bytes");
     }
+    let reload_timeout = raw.reload_timeout.unwrap_or(Duration::from_secs(60));
+    if reload_timeout.is_zero() {
+        bail!("reload_timeout: must be more than 0s");
+    }
     let container = raw
         .container
         .map(|c| validate_container(c, base))
@@ -1063,6 +1071,7 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         fetch_limits,
         access,
         max_tree_size,
+        reload_timeout,
         lock_on_rollback: raw.lock_on_rollback.unwrap_or(true),
     })
 }

@@ -13,8 +13,35 @@ use crate::runtime::Docker;
 const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reload `app` as configured; `live` is its live container (from `app_state`), if any.
-/// Returns what was done, for the step output.
+/// Returns what was done, for the step output. Bounded by the app's `reload_timeout` (plus its
+/// stop grace for a restart): a reload that never ends fails the deploy, never wedges the queue.
 pub(super) async fn reload(
+    ctx: &Context,
+    app: &AppConfig,
+    live: Option<&str>,
+) -> anyhow::Result<String> {
+    let limit = match app.reload {
+        Reload::Restart => {
+            app.reload_timeout
+                + app
+                    .container
+                    .as_ref()
+                    .map_or(RESTART_GRACE, |c| c.stop_grace)
+        }
+        _ => app.reload_timeout,
+    };
+    match tokio::time::timeout(limit, reload_unbounded(ctx, app, live)).await {
+        Ok(done) => done,
+        Err(_) => bail!(
+            "the reload ({}) did not finish within {}s (reload_timeout); a command it started \
+             may still run in the container",
+            app.reload,
+            limit.as_secs_f64()
+        ),
+    }
+}
+
+async fn reload_unbounded(
     ctx: &Context,
     app: &AppConfig,
     live: Option<&str>,

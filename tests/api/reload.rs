@@ -142,6 +142,45 @@ async fn an_exec_reload_that_fails_fails_the_deploy_and_restores_the_previous_co
     assert_eq!(app.volume_snapshot(), origin.snapshot(&head));
 }
 
+#[tokio::test]
+async fn an_exec_reload_that_never_ends_fails_at_reload_timeout_and_the_queue_goes_on() {
+    let origin = Origin::new();
+    origin.write("supervisor.sh", SUPERVISOR);
+    origin.set_exec("supervisor.sh", true);
+    origin.write("version.txt", "code 1\n");
+    let head = origin.commit("a reloadable app");
+    let (app, name) = spawn_with(
+        &origin,
+        V1,
+        "cmd = [\"/code/supervisor.sh\"]\nexpect_body_contains = \"code 1\"\n",
+    )
+    .await;
+    let _cleanup = Cleanup::app(&name);
+    let path = app.dir.path().join("dockhand.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "touch = \"uwsgi.ini\"\n",
+        "exec = [\"/bin/sh\", \"-c\", \"test -e /code/hang && sleep 600; exit 0\"]\nreload_timeout = \"1s\"\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let app = app.restart().await;
+    app.deploy(&head).await;
+
+    // This commit's reload never ends.
+    origin.write("hang", "");
+    let hung = app.push(&origin.commit("a reload that hangs")).await;
+    let deploy = app.wait_deploy(hung).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    let error = deploy["error"].as_str().unwrap();
+    assert!(
+        error.contains("did not finish within 1s (reload_timeout)"),
+        "{error}"
+    );
+    // The next deploy is not stuck behind it.
+    origin.remove("hang");
+    let next = app.deploy(&origin.commit("reloads again")).await;
+    assert_eq!(next["status"], "succeeded", "{next:#}");
+}
+
 /// A real app on the host: python3's http.server serving `dir` on a loopback port.
 struct HostApp(Child);
 
