@@ -876,7 +876,7 @@ fn validate_app(raw: RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow:
         bail!("repo: must be a URL or path (and not start with '-')");
     }
     let branch = raw.branch.unwrap_or_else(|| "main".to_string());
-    if branch.starts_with('-') || !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+    if branch.starts_with('-') || !crate::git::valid_ref_name(&format!("refs/heads/{branch}")) {
         bail!("branch: {branch:?} is not a valid branch name");
     }
     let tags = match raw.tags {
@@ -1692,6 +1692,15 @@ mod tests {
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
         let (_, warnings) = Config::parse(&text("127.0.0.1:9000"), dir.path()).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    /// Found by the `refs_paths` fuzz target: a NUL in the branch (TOML allows `\u0000`)
+    /// panicked inside git2 instead of failing the config check.
+    #[test]
+    fn a_branch_holding_a_nul_is_a_config_error() {
+        let err = parse(&format!("{APP}branch = \"ma\\u0000in\"\n")).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("branch"), "{err}");
     }
 
     #[test]

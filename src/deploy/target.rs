@@ -69,7 +69,7 @@ pub fn check_spec(field: &'static str, spec: &str) -> Result<(), TargetError> {
     } else {
         format!("refs/heads/{spec}")
     };
-    if spec.len() > 255 || !git2::Reference::is_valid_name(&full) {
+    if spec.len() > 255 || !crate::git::valid_ref_name(&full) {
         return bad(format!("{spec:?} is not a branch, tag or commit id"));
     }
     Ok(())
@@ -321,4 +321,22 @@ pub async fn dry_run(ctx: &Context, app: &AppConfig, target: &Target) -> anyhow:
         changes,
         changed: plan.changes.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `refs_paths` fuzz target: git2's name check panicked on a NUL, so an API
+    /// call with `{"ref": "main\u0000"}` got no answer at all instead of a 400.
+    #[test]
+    fn a_spec_holding_a_nul_is_a_bad_request_not_a_panic() {
+        for spec in ["main\0", "refs/\0\0\0\0\0v1.2", "\0"] {
+            assert!(
+                matches!(check_spec("ref", spec), Err(TargetError::Bad { .. })),
+                "{spec:?}"
+            );
+        }
+        assert!(check_spec("ref", "main").is_ok());
+    }
 }

@@ -150,7 +150,7 @@ impl Cache {
             bail!("nothing to fetch from {shown}: no refs given");
         }
         for r in refs {
-            if !r.starts_with("refs/") || !git2::Reference::is_valid_name(r) {
+            if !is_fetchable_ref(r) {
                 bail!("refusing to fetch {r:?} from {shown}: not a full ref name");
             }
         }
@@ -329,7 +329,7 @@ impl Cache {
         }
         for r in refs {
             let name = r.strip_suffix('/').unwrap_or(r);
-            if !r.starts_with("refs/") || !git2::Reference::is_valid_name(name) {
+            if !r.starts_with("refs/") || !valid_ref_name(name) {
                 bail!("refusing to list {r:?} at {shown}: not a full ref name or prefix");
             }
         }
@@ -608,7 +608,7 @@ impl Cache {
             bail!("refusing revision {spec:?}: it starts with '-'");
         }
         let object = if spec.starts_with("refs/") {
-            if !git2::Reference::is_valid_name(spec) {
+            if !valid_ref_name(spec) {
                 return Ok(None);
             }
             match self.repo.find_reference(spec) {
@@ -1084,6 +1084,32 @@ fn to_path(bytes: &[u8]) -> PathBuf {
 }
 
 /// Refuse a path that could leave the volume or plant git metadata in it.
+/// A full ref name a fetch may ask for: `refs/…`, valid by git's rules.
+fn is_fetchable_ref(name: &str) -> bool {
+    name.starts_with("refs/") && valid_ref_name(name)
+}
+
+/// Whether `name` is a valid ref name by git's rules. `git2::Reference::is_valid_name` panics
+/// on a name holding a NUL (it unwraps the C string), which a JSON or TOML string can carry:
+/// found by the `refs_paths` fuzz target.
+pub fn valid_ref_name(name: &str) -> bool {
+    !name.contains('\0') && git2::Reference::is_valid_name(name)
+}
+
+/// The validators, for the fuzz targets in `fuzz/`: not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Whether a tree path would be written (no `..`, `.git`, empty or absolute component).
+    pub fn path_is_safe(path: &[u8]) -> bool {
+        super::check_path(path).is_ok()
+    }
+
+    /// Whether [`super::Cache::fetch`] would ask an origin for this ref.
+    pub fn ref_is_fetchable(name: &str) -> bool {
+        super::is_fetchable_ref(name)
+    }
+}
+
 fn check_path(path: &[u8]) -> anyhow::Result<()> {
     let bad = path.is_empty()
         || path.contains(&0)
