@@ -1034,8 +1034,9 @@ fn level(
     Ok(level)
 }
 
-/// The entries of a tree by name. A crafted tree may repeat a name; that is refused, since which
-/// entry would win is undefined.
+/// The entries of a tree by name. A crafted tree may repeat a name, or put a `/` in one (libgit2
+/// reads both); either is refused, since two entries would then name one path and which one
+/// wins would be undefined (`a/b` as a name beside a subtree `a` holding `b`).
 fn entries(
     tree: Option<&git2::Tree<'_>>,
     prefix: &[u8],
@@ -1043,6 +1044,13 @@ fn entries(
     let mut map = BTreeMap::new();
     for entry in tree.into_iter().flat_map(|t| t.iter()) {
         let name = entry.name_bytes().to_vec();
+        if name.contains(&b'/') {
+            let path = join(prefix, &name);
+            bail!(
+                "tree entry {:?} has a '/' in its name",
+                String::from_utf8_lossy(&path)
+            );
+        }
         let e = Entry {
             oid: entry.id(),
             mode: entry.filemode(),
@@ -2034,6 +2042,29 @@ pub(crate) mod tests {
             cache.changes(None, Some(tip)).unwrap(),
             vec![write("a", file, EntryMode::File)]
         );
+    }
+
+    #[test]
+    fn a_tree_entry_whose_name_holds_a_slash_is_refused_not_deployed_as_a_path() {
+        // Found by fuzz/fuzz_targets/tree_diff.rs: `a/b` as one entry's name and as a file in
+        // the subtree `a` are one path; the diff wrote whichever entry it met.
+        let origin = Origin::new();
+        let (x, y) = (blob(&origin, b"x"), blob(&origin, b"y"));
+        let sub = raw_tree(&origin.repo, &[("100644", b"b", x)]);
+        let before = raw_tree(&origin.repo, &[("40000", b"a", sub)]);
+        let after = raw_tree(&origin.repo, &[("40000", b"a", sub), ("100644", b"a/b", y)]);
+        let from = origin.commit_tree("refs/heads/main", before, "a/b as a path");
+        let to = origin.commit_tree("refs/heads/main", after, "and as a name");
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        for (from, to) in [
+            (Some(from), Some(to)),
+            (None, Some(to)),
+            (Some(to), Some(from)),
+        ] {
+            let err = cache.changes(from, to).unwrap_err();
+            assert!(format!("{err:#}").contains("\"a/b\""), "{err:#}");
+        }
     }
 
     #[test]
