@@ -908,6 +908,10 @@ impl Entry {
 /// paths over 4096 bytes anyway.
 pub const MAX_TREE_DEPTH: usize = 1024;
 
+/// Longest path in a tree dockhand deploys, in bytes: Linux's `PATH_MAX`. It bounds what each
+/// entry costs (every level joins and checks its whole path) whatever a crafted tree names.
+pub const MAX_PATH_BYTES: usize = 4096;
+
 /// Collects the changes of a recursive tree comparison.
 #[derive(Default)]
 struct TreeDiff {
@@ -1023,13 +1027,21 @@ fn level(
     let old = entries(old, prefix)?;
     let new = entries(new, prefix)?;
     let names: BTreeSet<&Vec<u8>> = old.keys().chain(new.keys()).collect();
-    let mut level: Level = names
-        .into_iter()
-        .filter_map(|name| {
-            let (o, n) = (old.get(name).copied(), new.get(name).copied());
-            (o != n).then(|| (join(prefix, name), o, n))
-        })
-        .collect();
+    let mut level = Level::new();
+    for name in names {
+        let (o, n) = (old.get(name).copied(), new.get(name).copied());
+        if o == n {
+            continue;
+        }
+        let slash = usize::from(!prefix.is_empty());
+        if prefix.len() + slash + name.len() > MAX_PATH_BYTES {
+            bail!(
+                "a tree path at {:?}… is longer than {MAX_PATH_BYTES} bytes; refusing it (Linux's PATH_MAX)",
+                String::from_utf8_lossy(&prefix[..prefix.len().min(64)])
+            );
+        }
+        level.push((join(prefix, name), o, n));
+    }
     level.reverse();
     Ok(level)
 }
@@ -1890,6 +1902,40 @@ pub(crate) mod tests {
             .expect("the diff must not overflow its stack");
         let err = format!("{:#}", err.unwrap_err());
         assert!(err.contains("more than 1024 directories"), "{err}");
+    }
+
+    #[test]
+    fn a_tree_path_longer_than_path_max_is_refused_and_one_at_the_limit_deploys() {
+        // Seen profiling fuzz/fuzz_targets/tree_diff.rs: every level joins and checks its whole
+        // path, so long names nested deep cost depth² × name bytes, and a wide directory at the
+        // bottom one path each (1,000 levels of 64 KiB names: gigabytes per entry).
+        let origin = Origin::new();
+        let repo = &origin.repo;
+        let file = blob(&origin, b"x");
+        let nested = |levels: usize, name_len: usize| {
+            let mut b = repo.treebuilder(None).unwrap();
+            b.insert("f", file, 0o100644).unwrap();
+            let mut tree = b.write().unwrap();
+            for i in 0..levels {
+                let name = format!("{i:0>name_len$}");
+                let mut b = repo.treebuilder(None).unwrap();
+                b.insert(name, tree, 0o040000).unwrap();
+                tree = b.write().unwrap();
+            }
+            tree
+        };
+        // 16 directories of 253 bytes, a slash each, and `f`: 4,065 bytes.
+        let fits = origin.commit_tree("refs/heads/main", nested(16, 253), "at the limit");
+        // One more: 4,319 bytes.
+        let long = origin.commit_tree("refs/heads/main", nested(17, 253), "past it");
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        let changes = cache.changes(None, Some(fits)).unwrap();
+        assert!(
+            matches!(&changes[..], [Change::Write { path, .. }] if path.as_os_str().len() == 4065)
+        );
+        let err = format!("{:#}", cache.changes(Some(fits), Some(long)).unwrap_err());
+        assert!(err.contains("longer than 4096 bytes"), "{err}");
     }
 
     #[test]
