@@ -341,12 +341,7 @@ impl Cache {
         };
         let mut tips = BTreeMap::new();
         if let Some(origin) = local_origin(url) {
-            let src = git2::Repository::open_ext(
-                &origin,
-                git2::RepositoryOpenFlags::NO_SEARCH,
-                std::iter::empty::<&std::ffi::OsStr>(),
-            )
-            .with_context(|| format!("opening origin {shown}"))?;
+            let src = open_origin(&origin, &shown)?;
             for reference in src
                 .references()
                 .with_context(|| format!("listing refs of {shown}"))?
@@ -427,30 +422,13 @@ impl Cache {
         limits: &FetchLimits,
         shown: &str,
     ) -> anyhow::Result<()> {
-        let src = git2::Repository::open_ext(
-            origin,
-            git2::RepositoryOpenFlags::NO_SEARCH,
-            std::iter::empty::<&std::ffi::OsStr>(),
-        )
-        .with_context(|| format!("opening origin {shown}"))?;
+        let src = open_origin(origin, shown)?;
         let from = src.path().join("objects");
         if from.join("info/alternates").exists() {
             return self.fetch_local(origin, refs, limits, shown);
         }
         // The tips first: whatever they reach was written before them.
-        let mut tips = Vec::with_capacity(refs.len());
-        for r in refs {
-            let target = src
-                .find_reference(r)
-                .and_then(|reference| reference.resolve())
-                .ok()
-                .and_then(|reference| reference.target())
-                .ok_or_else(|| MissingRef {
-                    origin: shown.to_string(),
-                    name: r.clone(),
-                })?;
-            tips.push((r, target));
-        }
+        let tips = origin_tips(&src, refs, shown)?;
         // Packs whose index is there (a pack being written has none yet), then loose objects.
         let mut files: Vec<PathBuf> = Vec::new();
         for pack in files_with_extension(&from.join("pack"), "pack")? {
@@ -534,12 +512,7 @@ impl Cache {
         limits: &FetchLimits,
         shown: &str,
     ) -> anyhow::Result<()> {
-        let src = git2::Repository::open_ext(
-            origin,
-            git2::RepositoryOpenFlags::NO_SEARCH,
-            std::iter::empty::<&std::ffi::OsStr>(),
-        )
-        .with_context(|| format!("opening origin {shown}"))?;
+        let src = open_origin(origin, shown)?;
         let mut copy = Copier {
             src: &src,
             src_odb: src.odb()?,
@@ -549,19 +522,7 @@ impl Cache {
             limits,
             shown,
         };
-        let mut tips = Vec::with_capacity(refs.len());
-        for r in refs {
-            let target = src
-                .find_reference(r)
-                .and_then(|reference| reference.resolve())
-                .ok()
-                .and_then(|reference| reference.target())
-                .ok_or_else(|| MissingRef {
-                    origin: shown.to_string(),
-                    name: r.clone(),
-                })?;
-            tips.push((r, target));
-        }
+        let tips = origin_tips(&src, refs, shown)?;
         let mut walk = src.revwalk()?;
         walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)?;
         for (r, tip) in &tips {
@@ -851,6 +812,40 @@ fn bound_pack_maps() {
             tracing::warn!("bounding libgit2's pack maps: {e}");
         }
     });
+}
+
+/// The repository at a same-host origin's path, never searching upwards.
+fn open_origin(origin: &Path, shown: &str) -> anyhow::Result<git2::Repository> {
+    git2::Repository::open_ext(
+        origin,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+    .with_context(|| format!("opening origin {shown}"))
+}
+
+/// What each of `refs` points at in a same-host origin; a ref it lacks is a [`MissingRef`].
+fn origin_tips<'r>(
+    src: &git2::Repository,
+    refs: &'r [String],
+    shown: &str,
+) -> anyhow::Result<Vec<(&'r String, Oid)>> {
+    refs.iter()
+        .map(|r| {
+            src.find_reference(r)
+                .and_then(|reference| reference.resolve())
+                .ok()
+                .and_then(|reference| reference.target())
+                .map(|target| (r, target))
+                .ok_or_else(|| {
+                    MissingRef {
+                        origin: shown.to_string(),
+                        name: r.clone(),
+                    }
+                    .into()
+                })
+        })
+        .collect()
 }
 
 /// Packs in a cache beyond which [`Cache::compact`] rewrites them as one.
