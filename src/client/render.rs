@@ -427,6 +427,10 @@ pub struct Plain<W: Write> {
     started: HashMap<i64, Started>,
     /// The step whose head line is written without its result yet.
     open: Option<i64>,
+    /// A status heard while `open` was set, written once that line is closed.
+    held: Option<String>,
+    /// The last status line written, so a replayed status is not written twice.
+    said: Option<String>,
 }
 
 impl<W: Write> Plain<W> {
@@ -436,12 +440,25 @@ impl<W: Write> Plain<W> {
             out,
             started: HashMap::new(),
             open: None,
+            held: None,
+            said: None,
         }
     }
 
     fn close_open_line(&mut self) -> std::io::Result<()> {
         if self.open.take().is_some() {
             writeln!(self.out)?;
+        }
+        self.write_held()
+    }
+
+    /// Write `deploy N STATUS` unless it is the status written last.
+    fn write_held(&mut self) -> std::io::Result<()> {
+        if let Some(status) = self.held.take() {
+            if self.said.as_ref() != Some(&status) {
+                writeln!(self.out, "deploy {} {status}", self.id)?;
+                self.said = Some(status);
+            }
         }
         Ok(())
     }
@@ -475,6 +492,7 @@ impl<W: Write> Follower for Plain<W> {
                 if self.open == Some(step) {
                     self.open = None;
                     writeln!(self.out, " {result}")?;
+                    self.write_held()?;
                 } else {
                     self.close_open_line()?;
                     let head = match started {
@@ -485,12 +503,17 @@ impl<W: Write> Follower for Plain<W> {
                 }
                 write!(self.out, "{}", indented(&data["output"]))?;
             }
-            ("status", _) => {
+            ("status", _) if terminal(event, data).is_some() => {
+                self.held = None;
                 self.close_open_line()?;
-                if terminal(event, data).is_some() {
-                    writeln!(self.out, "{}", terminal_line(self.id, data))?;
-                } else {
-                    writeln!(self.out, "deploy {} {}", self.id, text(&data["status"]))?;
+                writeln!(self.out, "{}", terminal_line(self.id, data))?;
+            }
+            // Joining a running deploy replays its running step and then the status: keep
+            // that step's line whole and say the status after it.
+            ("status", _) => {
+                self.held = Some(text(&data["status"]));
+                if self.open.is_none() {
+                    self.write_held()?;
                 }
             }
             _ => {}
@@ -624,6 +647,30 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "[12:00:01] sync 2 files … ok (3 ms)\n    write a\n    write b\n\
              deploy 7 failed: reload: boom\n"
+        );
+    }
+
+    #[test]
+    fn a_status_heard_while_a_step_runs_does_not_split_that_steps_line() {
+        // `--follow` joining a running deploy: the replay sends the running step, then the
+        // current status, then the live end of that step.
+        let mut out = Vec::new();
+        let mut plain = Plain::new(7, &mut out);
+        let started = json!({ "step": 1, "stage": "fetch", "state": "started", "detail": null,
+                              "at": "2024-05-01T12:00:01Z" });
+        let running = json!({ "status": "running", "reason": null, "error": null });
+        let ended = json!({ "step": 1, "stage": "fetch", "state": "ended", "ok": true,
+                            "output": "", "at": "2024-05-01T12:00:01.020Z" });
+        plain.event("step", &started).unwrap();
+        plain.event("status", &running).unwrap();
+        plain.event("step", &ended).unwrap();
+        plain.event("status", &running).unwrap();
+        let done = json!({ "status": "succeeded", "reason": null, "error": null });
+        plain.event("status", &done).unwrap();
+        plain.finish();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[12:00:01] fetch … ok (20 ms)\ndeploy 7 running\ndeploy 7 succeeded\n"
         );
     }
 
