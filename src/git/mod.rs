@@ -736,28 +736,46 @@ struct Copier<'a> {
 
 impl Copier<'_> {
     /// Copy a tree the cache lacks, everything below it first. A tree the cache has is
-    /// complete (see `fetch_local`), so it is not descended into.
-    fn tree(&mut self, id: Oid) -> anyhow::Result<()> {
-        if self.dst.exists(id) {
+    /// complete (see `fetch_local`), so it is not descended into. Walked with a stack on the
+    /// heap, not by recursion: a crafted commit can nest trees deeper than any thread's stack.
+    fn tree(&mut self, root: Oid) -> anyhow::Result<()> {
+        if self.dst.exists(root) {
             return Ok(());
         }
-        let tree = self.src.find_tree(id)?;
-        for entry in tree.iter() {
-            match entry.kind() {
-                Some(git2::ObjectType::Tree) => self.tree(entry.id())?,
-                Some(git2::ObjectType::Blob) => self.object(entry.id())?,
-                _ => {} // gitlinks name commits of other repositories
+        // Each tree being copied, with the index of its next entry.
+        let mut open = vec![(self.src.find_tree(root)?, 0)];
+        while let Some((tree, next)) = open.last_mut() {
+            let Some((kind, id)) = tree.get(*next).map(|e| (e.kind(), e.id())) else {
+                let id = tree.id();
+                open.pop();
+                self.object(id)?;
+                continue;
+            };
+            *next += 1;
+            match kind {
+                Some(git2::ObjectType::Tree) if !self.dst.exists(id) => {
+                    open.push((self.src.find_tree(id)?, 0));
+                }
+                Some(git2::ObjectType::Blob) => self.object(id)?,
+                _ => {} // a tree the cache has; gitlinks name commits of other repositories
             }
         }
-        self.object(id)
+        Ok(())
     }
 
-    /// Copy an annotated tag (and tags it points at); their commits are already copied.
+    /// Copy an annotated tag and the tags it points at, innermost first; their commits are
+    /// already copied. A loop, not recursion: a chain of tags can be arbitrarily long.
     fn tag_chain(&mut self, id: Oid) -> anyhow::Result<()> {
-        let object = self.src.find_object(id, None)?;
-        if let Some(tag) = object.as_tag() {
-            self.tag_chain(tag.target_id())?;
-            self.object(id)?;
+        let mut chain = Vec::new();
+        let mut next = id;
+        while !self.dst.exists(next) {
+            let object = self.src.find_object(next, None)?;
+            let Some(tag) = object.as_tag() else { break };
+            chain.push(next);
+            next = tag.target_id();
+        }
+        for tag in chain.into_iter().rev() {
+            self.object(tag)?;
         }
         Ok(())
     }
@@ -1896,6 +1914,53 @@ pub(crate) mod tests {
             .join()
             .expect("the diff must not overflow its stack");
         let err = format!("{:#}", err.unwrap_err());
+        assert!(err.contains("more than 1024 directories"), "{err}");
+    }
+
+    #[test]
+    fn a_fetch_of_a_deeply_nested_tree_or_tag_chain_does_not_overflow_its_stack() {
+        // The first fetch copies object files; the next copies objects one by one, walking the
+        // new trees and tags — as deep as a crafted commit makes them.
+        let origin = Origin::new();
+        origin.commit("refs/heads/main", &[("a", 0o100644, b"a")]);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+        let repo = &origin.repo;
+        let blob = repo.blob(b"deep\n").unwrap();
+        let mut tree = {
+            let mut b = repo.treebuilder(None).unwrap();
+            b.insert("f", blob, 0o100644).unwrap();
+            b.write().unwrap()
+        };
+        for _ in 0..20_000 {
+            let mut b = repo.treebuilder(None).unwrap();
+            b.insert("d", tree, 0o040000).unwrap();
+            tree = b.write().unwrap();
+        }
+        let tip = origin.commit_tree("refs/heads/main", tree, "deep");
+        let sig = Signature::now("Ada Lovelace", "ada@example.com").unwrap();
+        let mut tag = tip;
+        for i in 0..20_000 {
+            let target = repo.find_object(tag, None).unwrap();
+            tag = repo
+                .tag_annotation_create(&format!("t{i}"), &target, &sig, "t")
+                .unwrap();
+        }
+        repo.reference("refs/tags/deep", tag, true, "").unwrap();
+        let url = origin.url();
+        let fetch = std::thread::Builder::new()
+            .stack_size(2 << 20) // a tokio blocking thread's
+            .spawn(move || {
+                let refs = ["refs/heads/main".to_owned(), "refs/tags/deep".to_owned()];
+                cache.fetch(&url, &refs, &Access::default(), &limits())?;
+                anyhow::Ok(cache)
+            })
+            .unwrap()
+            .join()
+            .expect("the fetch must not overflow its stack")
+            .unwrap();
+        assert_eq!(fetch.resolve("refs/tags/deep").unwrap(), Some(tip));
+        assert!(fetch.repo.find_tree(tree).is_ok());
+        let err = format!("{:#}", fetch.changes(None, Some(tip)).unwrap_err());
         assert!(err.contains("more than 1024 directories"), "{err}");
     }
 
