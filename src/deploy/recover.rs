@@ -5,7 +5,7 @@
 //!   back to the app's last good commit, then the app is reloaded;
 //! - deploys still `queued` (acknowledged, never started) are queued again, oldest first.
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use tracing::{info, warn};
 
 use super::steps::Steps;
@@ -27,58 +27,23 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
     }
 
     for deploy in ctx.store.deploys_with_status(DeployStatus::Running).await? {
-        let error = "dockhand stopped while this deploy was running";
+        let stopped = "dockhand stopped while this deploy was running";
+        let error = undo_interrupted(ctx, &deploy)
+            .await
+            .map(|()| stopped.to_string())
+            .unwrap_or_else(|e| {
+                warn!(
+                    deploy_id = deploy.id,
+                    error = format!("{e:#}"),
+                    "could not undo interrupted deploy"
+                );
+                format!("{stopped}; undoing it failed: {e:#}")
+            });
+        // Only now: a deploy left `running` is undone again at the next start if this one is
+        // killed mid-restore (the restore is idempotent: the same paths, the same content).
         ctx.store
-            .finish_deploy(deploy.id, DeployStatus::Interrupted, None, Some(error))
+            .finish_deploy(deploy.id, DeployStatus::Interrupted, None, Some(&error))
             .await?;
-        let Some(app) = ctx.config.app(&deploy.app) else {
-            warn!(
-                deploy_id = deploy.id,
-                app = deploy.app,
-                "interrupted deploy of an app no longer configured"
-            );
-            continue;
-        };
-        let Some(touched) = deploy.to_commit.as_deref() else {
-            continue; // stopped before planning: the volume was never written
-        };
-        let touched = Oid::from_str(touched).context("deploy row holds a bad commit id")?;
-        let (live, good) = super::run::Live::of(ctx.store.app_state(&app.name).await?)?;
-        let (cache, volume, layout) = (
-            ctx.config.cache_path(&app.name),
-            app.volume.clone(),
-            app.layout,
-        );
-        let detail = match good {
-            Some(c) => format!("re-apply the last good commit {c}"),
-            None => "remove the partial first deploy".to_string(),
-        };
-        let revision = super::run::live_revision(ctx, app).await;
-        let recovered = Steps::new(ctx.store.clone(), deploy.id)
-            .run("recover", &detail, async move {
-                let restored = blocking(move || {
-                    fast::restore(&cache, &volume, layout, touched, good, revision.as_ref())
-                })
-                .await?;
-                let reloaded = match good {
-                    Some(_) => reload::reload(ctx, app, live.container.as_deref()).await?,
-                    None => String::new(),
-                };
-                Ok(((), format!("{restored}; {reloaded}")))
-            })
-            .await;
-        match recovered {
-            Ok(()) => info!(
-                deploy_id = deploy.id,
-                app = app.name,
-                "interrupted deploy undone"
-            ),
-            Err(e) => warn!(
-                deploy_id = deploy.id,
-                error = format!("{e:#}"),
-                "could not undo interrupted deploy"
-            ),
-        }
     }
 
     reconcile_containers(ctx).await?;
@@ -112,6 +77,70 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
             }
         }
     });
+    Ok(())
+}
+
+/// How many startup recoveries of one deploy may be cut short before the next start stops
+/// trying: a restore that kills the process must not become a crash loop.
+const MAX_RECOVER_ATTEMPTS: usize = 2;
+
+/// Put back the last good commit over the paths an interrupted deploy may have touched, then
+/// reload the app, recorded as the deploy's `recover` step.
+async fn undo_interrupted(ctx: &Context, deploy: &crate::store::Deploy) -> anyhow::Result<()> {
+    let Some(app) = ctx.config.app(&deploy.app) else {
+        warn!(
+            deploy_id = deploy.id,
+            app = deploy.app,
+            "interrupted deploy of an app no longer configured"
+        );
+        return Ok(());
+    };
+    let Some(touched) = deploy.to_commit.as_deref() else {
+        return Ok(()); // stopped before planning: the volume was never written
+    };
+    let touched = Oid::from_str(touched).context("deploy row holds a bad commit id")?;
+    let cut_short = ctx
+        .store
+        .steps(deploy.id)
+        .await?
+        .iter()
+        .filter(|s| s.stage == "recover" && s.finished_at.is_none())
+        .count();
+    if cut_short >= MAX_RECOVER_ATTEMPTS {
+        bail!(
+            "startup recovery was itself interrupted {cut_short} times, so it is not tried again; \
+             files of {touched} may remain in the volume: check it, then deploy"
+        );
+    }
+    let (live, good) = super::run::Live::of(ctx.store.app_state(&app.name).await?)?;
+    let (cache, volume, layout) = (
+        ctx.config.cache_path(&app.name),
+        app.volume.clone(),
+        app.layout,
+    );
+    let detail = match good {
+        Some(c) => format!("re-apply the last good commit {c}"),
+        None => "remove the partial first deploy".to_string(),
+    };
+    let revision = super::run::live_revision(ctx, app).await;
+    Steps::new(ctx.store.clone(), deploy.id)
+        .run("recover", &detail, async move {
+            let restored = blocking(move || {
+                fast::restore(&cache, &volume, layout, touched, good, revision.as_ref())
+            })
+            .await?;
+            let reloaded = match good {
+                Some(_) => reload::reload(ctx, app, live.container.as_deref()).await?,
+                None => String::new(),
+            };
+            Ok(((), format!("{restored}; {reloaded}")))
+        })
+        .await?;
+    info!(
+        deploy_id = deploy.id,
+        app = app.name,
+        "interrupted deploy undone"
+    );
     Ok(())
 }
 

@@ -21,6 +21,18 @@ impl std::ops::Deref for Server {
 
 impl Server {
     pub(crate) async fn start(config: &Path, log: &Path) -> Server {
+        let server = Server::spawn(config, log);
+        let up = server.up_within(Duration::from_secs(30)).await;
+        assert!(
+            up,
+            "dockhand did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        server
+    }
+
+    /// Start dockhand and return at once: startup recovery runs before it answers.
+    pub(crate) fn spawn(config: &Path, log: &Path) -> Server {
         let text = std::fs::read_to_string(config).unwrap();
         let port = text
             .split("127.0.0.1:")
@@ -43,17 +55,10 @@ impl Server {
             )
             .spawn()
             .unwrap();
-        let server = Server {
+        Server {
             child,
             remote: Remote::on_port(port.parse().unwrap()),
-        };
-        let up = server.up_within(Duration::from_secs(30)).await;
-        assert!(
-            up,
-            "dockhand did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        server
+        }
     }
 }
 
@@ -178,6 +183,173 @@ async fn killed_mid_deploy_the_deploy_is_interrupted_undone_and_the_queued_push_
         "succeeded"
     );
     assert_eq!(snapshot(&volume), origin.snapshot(&d));
+}
+
+/// Files (not directories, not temp files) under `dir`; anything may vanish while it is read.
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => files_under(&e.path()),
+            Ok(t) if t.is_file() => usize::from(
+                !e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".dockhand-tmp-"),
+            ),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn killed_again_while_startup_recovery_undoes_a_deploy_the_next_start_finishes_the_undo() {
+    let origin = Origin::new();
+    let (dir, config) = setup(&origin);
+    let log = dir.path().join("dockhand.log");
+    let volume = dir.path().join("volume");
+    let server = Server::start(&config, &log).await;
+    let a = origin.head();
+    assert_eq!(
+        server.wait_terminal(server.push(&a).await).await["status"],
+        "succeeded"
+    );
+    for i in 0..20_000 {
+        origin.write(&format!("bulk/{}/{i}.txt", i % 100), &format!("{i}\n"));
+    }
+    let b = origin.commit("big");
+    let id_b = server.push(&b).await;
+    // Killed once B's sync has written thousands of files, so that undoing them takes a while.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut server = server;
+    while files_under(&volume.join("bulk")) < 4_000 {
+        assert!(Instant::now() < deadline, "B's sync wrote too little");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    drop(server);
+    let written = files_under(&volume.join("bulk"));
+    assert!(written < 20_000, "B's sync finished before the kill");
+
+    // The restart undoes B before it answers; killed again once that undo is under way.
+    let mut server = Server::spawn(&config, &log);
+    loop {
+        let left = files_under(&volume.join("bulk"));
+        if left < written - 200 {
+            assert!(left > 0, "the undo finished before the second kill");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restart never undid B");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    server.child.kill().unwrap(); // SIGKILL, mid-restore
+    server.child.wait().unwrap();
+    drop(server);
+    assert_ne!(
+        snapshot(&volume),
+        origin.snapshot(&a),
+        "the undo was cut short"
+    );
+
+    // The third start undoes B again, completely.
+    let server = Server::start(&config, &log).await;
+    assert!(
+        snapshot(&volume) == origin.snapshot(&a),
+        "the volume is not A again after the third start"
+    );
+    let deploy_b = server.deploy(id_b).await;
+    assert_eq!(deploy_b["status"], "interrupted", "{deploy_b:#}");
+    let recovers: Vec<&serde_json::Value> = deploy_b["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stage"] == "recover")
+        .collect();
+    assert_eq!(recovers.len(), 2, "{deploy_b:#}");
+    assert!(recovers[0]["finished_at"].is_null(), "{deploy_b:#}");
+    assert_eq!(recovers[1]["ok"], true, "{deploy_b:#}");
+
+    // Later deploys diff from A, which is what the volume holds.
+    origin.write("app.py", "VERSION = 9\n");
+    let c = origin.commit("next");
+    assert_eq!(
+        server.wait_terminal(server.push(&c).await).await["status"],
+        "succeeded"
+    );
+    assert_eq!(snapshot(&volume), origin.snapshot(&c));
+}
+
+#[tokio::test]
+async fn a_deploy_whose_startup_recovery_was_cut_short_twice_is_not_undone_a_third_time() {
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let hook = dir.path().join("hooks/web/pre-deploy");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hooks = format!("hooks_dir = \"{}\"", dir.path().join("hooks").display());
+    let text = config_text(dir.path(), &origin, &hooks, "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
+    let config = dir.path().join("dockhand.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("dockhand.log");
+
+    // B is planned and held by its pre-deploy hook when dockhand is killed.
+    let mut server = Server::start(&config, &log).await;
+    origin.write("app.py", "VERSION = 2\n");
+    let b = origin.commit("b");
+    let id_b = server.push(&b).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = server.deploy(id_b).await;
+        let steps = d["steps"].as_array().unwrap();
+        if steps.iter().any(|s| s["stage"] == "hook:pre-deploy") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hook never ran: {d:#}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    // As two starts that died inside B's recovery would have left it.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("state/dockhand.db").display()
+    ))
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        sqlx::query(
+            "INSERT INTO deploy_steps (deploy_id, stage, detail, started_at) \
+             VALUES (?, 'recover', 'remove the partial first deploy', 0)",
+        )
+        .bind(id_b)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    db.close().await;
+
+    let server = Server::start(&config, &log).await;
+    let deploy_b = server.deploy(id_b).await;
+    assert_eq!(deploy_b["status"], "interrupted", "{deploy_b:#}");
+    let error = deploy_b["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("interrupted 2 times, so it is not tried again"),
+        "{deploy_b:#}"
+    );
+    let recovers = deploy_b["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stage"] == "recover")
+        .count();
+    assert_eq!(recovers, 2, "no third recovery: {deploy_b:#}");
 }
 
 #[tokio::test]
