@@ -1892,21 +1892,25 @@ pub(crate) mod tests {
         assert_eq!(info.author, "Ada Lovelace <ada@example.com>");
     }
 
-    #[test]
-    fn a_tree_nesting_thousands_of_directories_is_refused_not_a_stack_overflow() {
-        let origin = Origin::new();
-        let repo = &origin.repo;
+    /// A tree of `levels` directories `d/d/…/d` around one file `f`.
+    fn nested_dirs(repo: &Repository, levels: usize) -> Oid {
         let blob = repo.blob(b"deep\n").unwrap();
-        let mut tree = {
-            let mut b = repo.treebuilder(None).unwrap();
-            b.insert("f", blob, 0o100644).unwrap();
-            b.write().unwrap()
-        };
-        for _ in 0..5000 {
+        let mut b = repo.treebuilder(None).unwrap();
+        b.insert("f", blob, 0o100644).unwrap();
+        let mut tree = b.write().unwrap();
+        for _ in 0..levels {
             let mut b = repo.treebuilder(None).unwrap();
             b.insert("d", tree, 0o040000).unwrap();
             tree = b.write().unwrap();
         }
+        tree
+    }
+
+    #[test]
+    fn a_tree_nesting_thousands_of_directories_is_refused_not_a_stack_overflow() {
+        let origin = Origin::new();
+        let repo = &origin.repo;
+        let tree = nested_dirs(repo, 5000);
         let tip = origin.commit_tree("refs/heads/main", tree, "deep");
         let (_state, cache) = fetched(&origin, "refs/heads/main");
         // Run where a deploy runs: a thread with the default 2 MiB stack.
@@ -1925,17 +1929,7 @@ pub(crate) mod tests {
         origin.commit("refs/heads/main", &[("a", 0o100644, b"a")]);
         let (_state, cache) = fetched(&origin, "refs/heads/main");
         let repo = &origin.repo;
-        let blob = repo.blob(b"deep\n").unwrap();
-        let mut tree = {
-            let mut b = repo.treebuilder(None).unwrap();
-            b.insert("f", blob, 0o100644).unwrap();
-            b.write().unwrap()
-        };
-        for _ in 0..20_000 {
-            let mut b = repo.treebuilder(None).unwrap();
-            b.insert("d", tree, 0o040000).unwrap();
-            tree = b.write().unwrap();
-        }
+        let tree = nested_dirs(repo, 20_000);
         let tip = origin.commit_tree("refs/heads/main", tree, "deep");
         let sig = Signature::now("Ada Lovelace", "ada@example.com").unwrap();
         let mut tag = tip;
