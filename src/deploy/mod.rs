@@ -63,9 +63,23 @@ impl Context {
         }
     }
 
-    /// Exclusive use of an app's cache for a fetch.
-    pub(crate) async fn lock_cache(&self, app: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        Some(self.caches.get(app)?.clone().lock_owned().await)
+    /// Run `f` on the blocking pool with exclusive use of `app`'s cache. The lock moves into
+    /// the blocking task: a caller that is cancelled (an API request past `request_timeout`)
+    /// stops waiting, but the cache stays locked until `f` itself has finished.
+    pub(crate) async fn with_cache<T, F>(&self, app: &str, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> anyhow::Result<T> + Send + 'static,
+    {
+        let lock = match self.caches.get(app) {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        blocking(move || {
+            let _lock = lock;
+            f()
+        })
+        .await
     }
 
     /// The container engine.

@@ -56,7 +56,6 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
         .collect();
     let started = now_ms();
     let fetched = {
-        let _cache_lock = ctx.lock_cache(&app.name).await;
         let cache = ctx.config.cache_path(&app.name);
         let app = app.clone();
         let refs = refs.clone();
@@ -73,7 +72,9 @@ pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> a
                 (spec, d.forced)
             })
             .collect();
-        blocking(move || fetch_and_pick(&cache, &app, &refs, &wanted)).await
+        let name = app.name.clone();
+        ctx.with_cache(&name, move || fetch_and_pick(&cache, &app, &refs, &wanted))
+            .await
     };
     let ran = (started, now_ms());
 
@@ -179,13 +180,13 @@ impl Live {
 /// Between deploys, when nothing is queued: compact the app's cache if fetches have left too
 /// many packs ([`Cache::compact`]), under the cache lock, so the next push finds one index.
 pub(super) async fn maintain(ctx: &Context, app_name: &str) {
-    let _cache_lock = ctx.lock_cache(app_name).await;
     let cache = ctx.config.cache_path(app_name);
-    if !cache.join("HEAD").exists() {
-        return;
-    }
     let started = std::time::Instant::now();
-    match blocking(move || Cache::open_or_init(&cache)?.compact()).await {
+    let compacted = ctx.with_cache(app_name, move || match cache.join("HEAD").exists() {
+        true => Cache::open_or_init(&cache)?.compact(),
+        false => Ok(None),
+    });
+    match compacted.await {
         Ok(Some(objects)) => info!(
             app = app_name,
             objects,

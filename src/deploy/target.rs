@@ -90,15 +90,16 @@ pub async fn resolve_ref(
     if let Some(spec) = spec {
         check_spec(field, spec)?;
     }
-    let _cache = ctx.lock_cache(&app.name).await;
     let (cache, app2, spec) = (
         ctx.config.cache_path(&app.name),
         app.clone(),
         spec.map(str::to_string),
     );
-    blocking(move || Ok(resolve_ref_blocking(&cache, &app2, field, spec.as_deref())))
-        .await
-        .map_err(TargetError::Other)?
+    ctx.with_cache(&app.name, move || {
+        Ok(resolve_ref_blocking(&cache, &app2, field, spec.as_deref()))
+    })
+    .await
+    .map_err(TargetError::Other)?
 }
 
 fn resolve_ref_blocking(

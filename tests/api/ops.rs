@@ -688,3 +688,72 @@ async fn wait_returns_the_terminal_status_or_202_when_the_wait_times_out() {
     let id = pending["deploy_id"].as_i64().unwrap();
     assert_eq!(quick.wait(id).await["status"], "succeeded");
 }
+
+#[tokio::test]
+async fn an_api_call_cut_off_by_request_timeout_keeps_the_cache_locked_until_its_fetch_ends() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+
+    // A git:// origin that takes each connection and never answers; it counts how many
+    // fetches are connected at once.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("git://{}/web.git", silent.local_addr().unwrap());
+    let (open, most, total) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    {
+        let (open, most, total) = (open.clone(), most.clone(), total.clone());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = silent.accept().await {
+                total.fetch_add(1, Ordering::SeqCst);
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let open = open.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+    }
+    let origin = Origin::new();
+    let bare = origin.bare.display().to_string();
+    let ops = spawn_ops_edited(
+        &origin,
+        "request_timeout = \"1s\"",
+        "fetch_timeout = \"5s\"",
+        |t| t.replace(&bare, &url),
+    )
+    .await;
+
+    // Each call resolves `main`, so it fetches; each is cut off after 1 s.
+    for _ in 0..2 {
+        let body = json!({ "ref": "main" });
+        let response = ops
+            .call(Method::POST, "/api/apps/web/plan", Some(ADMIN), body)
+            .await;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(!status.is_success(), "{status} {text}");
+    }
+    // The first fetch ends at fetch_timeout; a second may have started beside it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while total.load(Ordering::SeqCst) == 0 || open.load(Ordering::SeqCst) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fetches: {} in all, {} still open",
+            total.load(Ordering::SeqCst),
+            open.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "two fetches ran into the same cache at once"
+    );
+}
