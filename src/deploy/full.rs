@@ -552,29 +552,16 @@ async fn gated(
             Ok((id.clone(), format!("container {id}")))
         })
         .await?;
-    let check = health_check(d, port);
-    // An image with its own HEALTHCHECK is judged by Docker's status; others by the HTTP probe.
-    let docker_health = matches!(docker.inspect(&id).await, Ok(Some(info)) if !matches!(info.health.as_deref(), None | Some("" | "none")));
+    let docker_health = has_own_healthcheck(docker, &id).await;
     let detail = if docker_health {
         "Docker HEALTHCHECK of the image".to_string()
     } else {
-        check.url.clone()
+        health_check(d, port).url
     };
     let healthy = steps
         .run(stages[1], &detail, async {
-            let waited = if docker_health {
-                docker.wait_docker_health(&id, check.deadline).await
-            } else {
-                docker.wait_healthy(&id, &check).await
-            };
-            match waited {
-                Ok(report) => Ok((
-                    (),
-                    format!(
-                        "healthy after {} probes in {:?}",
-                        report.attempts, report.elapsed
-                    ),
-                )),
+            match wait_until_healthy(docker, d, &id, port, docker_health).await {
+                Ok(report) => Ok(((), report)),
                 Err(e) => {
                     let logs = docker.logs_tail(&id, 40).await.unwrap_or_default();
                     Err(e.context(format!("last log lines of the new container:\n{logs}")))
@@ -589,6 +576,33 @@ async fn gated(
             Err(e)
         }
     }
+}
+
+/// Whether container `id` runs an image with its own HEALTHCHECK: then Docker's health status
+/// judges it, else dockhand's HTTP probe.
+async fn has_own_healthcheck(docker: &Docker, id: &str) -> bool {
+    matches!(docker.inspect(id).await, Ok(Some(info)) if !matches!(info.health.as_deref(), None | Some("" | "none")))
+}
+
+/// Wait until container `id` is healthy, by Docker's HEALTHCHECK status or the HTTP probe;
+/// what it took, for a step's output.
+async fn wait_until_healthy(
+    docker: &Docker,
+    d: &FullDeploy<'_>,
+    id: &str,
+    port: u16,
+    docker_health: bool,
+) -> anyhow::Result<String> {
+    let check = health_check(d, port);
+    let report = if docker_health {
+        docker.wait_docker_health(id, check.deadline).await?
+    } else {
+        docker.wait_healthy(id, &check).await?
+    };
+    Ok(format!(
+        "healthy after {} probes in {:?}",
+        report.attempts, report.elapsed
+    ))
 }
 
 /// Remove the images of this app's older full deploys, keeping the newest `keep_images` and
@@ -638,7 +652,8 @@ pub(super) async fn prune_images(
 }
 
 /// Start the app's last good container again from its recorded image (digest preferred) after
-/// a crash lost it; health-gated like a deploy. Recovery only: nothing else is running.
+/// a crash lost it, pulled only when this host no longer has it; health-gated like a deploy
+/// (the image's HEALTHCHECK, else the HTTP probe). Recovery only: nothing else is running.
 pub(super) async fn revive(
     docker: &Docker,
     app: &AppConfig,
@@ -659,13 +674,20 @@ pub(super) async fn revive(
         old_container: None,
         proxy: None,
     };
-    docker
-        .pull(&image, credentials(container, &image)?.as_ref())
-        .await?;
+    // The image it ran is usually still here: a registry down at boot must not keep the app
+    // down (issue 12, defect 2).
+    if !docker.has_image(&image).await? {
+        docker
+            .pull(&image, credentials(container, &image)?.as_ref())
+            .await
+            .with_context(|| format!("{image} is no longer on this host"))?;
+    }
     let port = container_port(container)?;
     let id = docker.create(&spec(&d, &image, port)).await?;
     docker.start(&id).await?;
-    if let Err(e) = docker.wait_healthy(&id, &health_check(&d, port)).await {
+    // Judged as a deploy judges it: by the image's HEALTHCHECK when it has one.
+    let docker_health = has_own_healthcheck(docker, &id).await;
+    if let Err(e) = wait_until_healthy(docker, &d, &id, port, docker_health).await {
         let _ = docker.remove(&id).await;
         return Err(e);
     }

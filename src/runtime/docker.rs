@@ -163,6 +163,16 @@ impl Docker {
         }
     }
 
+    /// Whether the engine has `image` (a tag or `repo@sha256:…`) locally.
+    pub async fn has_image(&self, image: &str) -> anyhow::Result<bool> {
+        check_image_ref(image)?;
+        match self.client.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("inspecting image {image}")),
+        }
+    }
+
     /// Removes a local image (not forced). `false` when it is missing or still in use.
     #[instrument(skip_all, fields(image = %image))]
     pub async fn remove_image(&self, image: &str) -> anyhow::Result<bool> {

@@ -52,17 +52,22 @@ pub(crate) fn publish_for_commit(source: &str, repository: &str, commit: &str) -
         &["push", &tag],
         &["rmi", &tag],
     ] {
-        let out = std::process::Command::new("/usr/bin/docker")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        docker_cli(args);
     }
     tag
+}
+
+/// Run the docker CLI, which must succeed.
+fn docker_cli(args: &[&str]) {
+    let out = std::process::Command::new("/usr/bin/docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 async fn answer(port: u64) -> String {
@@ -287,6 +292,111 @@ async fn after_a_crash_lost_the_live_container_and_left_a_stray_one_a_restart_se
     );
     let containers = crate::docker::app_containers(&name).await;
     assert_eq!(containers.len(), 1, "{containers:?}");
+}
+
+/// A registry of one test's own on a free loopback port, stopped on drop (or by `stop`).
+struct OwnRegistry {
+    child: std::process::Child,
+    addr: String,
+    published: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnRegistry {
+    async fn start() -> OwnRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry is missing: run scripts/test-env");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while client()
+            .get(format!("http://{addr}/v2/"))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry on {addr} never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        OwnRegistry {
+            child,
+            addr,
+            published: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Tag `source` into this registry and push it; the local tag stays.
+    fn publish(&mut self, source: &str, repository: &str) -> String {
+        let tag = format!("{}/{repository}:v1", self.addr);
+        docker_cli(&["tag", source, &tag]);
+        docker_cli(&["push", &tag]);
+        self.published.push(tag.clone());
+        tag
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRegistry {
+    fn drop(&mut self) {
+        self.stop();
+        for tag in &self.published {
+            let _ = std::process::Command::new("/usr/bin/docker")
+                .args(["rmi", tag])
+                .output();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_lost_live_container_comes_back_at_boot_from_the_local_image_while_its_registry_is_down_judged_by_its_healthcheck(
+) {
+    let source = std::env::var("DOCKHAND_TEST_IMAGE_HEALTHCHECK")
+        .expect("DOCKHAND_TEST_IMAGE_HEALTHCHECK is not set: run scripts/test-env");
+    let mut registry = OwnRegistry::start().await;
+    let image = registry.publish(&source, "revive/app");
+    let origin = Origin::new();
+    // The HTTP probe of this path gets 404 for ever: only the image's HEALTHCHECK passes it.
+    let (app, name) = spawn_with(&origin, &image, "health_path = \"/no-such-page\"\n").await;
+    let _cleanup = Cleanup::app(&name);
+    app.deploy(&origin.head()).await;
+    let before = live(&app, &name).await;
+
+    // The live container is lost and the registry goes down; then dockhand restarts.
+    let engine = docker().await;
+    engine.remove(before["id"].as_str().unwrap()).await.unwrap();
+    registry.stop();
+
+    let app = app.restart().await;
+    let after = live(&app, &name).await;
+    assert_ne!(after["id"], before["id"], "the container was recreated");
+    assert!(
+        answer(after["port"].as_u64().unwrap()).await.contains("v1"),
+        "the app must serve again"
+    );
+    assert_eq!(crate::docker::app_containers(&name).await.len(), 1);
 }
 
 #[tokio::test]
