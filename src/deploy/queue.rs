@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::{run, Context};
+use super::{recover, run, Context};
 use crate::git::Oid;
 
 /// Why a deploy could not be queued.
@@ -124,18 +124,44 @@ async fn worker(
         while let Ok(id) = rx.try_recv() {
             batch.push(id);
         }
-        if let Err(e) = run::run_batch(&ctx, &app, batch).await {
+        // In a task of its own, so that a panic ends this batch, not the worker.
+        let ran = tokio::spawn({
+            let (ctx, app, batch) = (ctx.clone(), app.clone(), batch.clone());
+            async move { run::run_batch(&ctx, &app, batch).await }
+        })
+        .await;
+        let failure = match ran {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{e:#}")),
+            Err(join) => Some(panic_message(join)),
+        };
+        if let Some(failure) = failure {
             error!(
                 app,
-                error = format!("{e:#}"),
+                error = failure,
                 "deploy batch failed to record its outcome"
             );
+            recover::settle(&ctx, &batch, &failure, &shutdown).await;
         }
         if rx.is_empty() && !shutdown.is_cancelled() {
             run::maintain(&ctx, &app).await;
         }
     }
     info!(app, "deploy worker stopped");
+}
+
+/// What a panicked batch said, for its deploys' error.
+fn panic_message(join: tokio::task::JoinError) -> String {
+    if !join.is_panic() {
+        return format!("the deploy task ended: {join}");
+    }
+    let payload = join.into_panic();
+    let said = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string());
+    format!("dockhand panicked during this deploy: {said}")
 }
 
 /// One queued deploy competing in a batch.

@@ -80,6 +80,63 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// After a batch ended in an error of its own (the store refused a write, a panic), put each
+/// of its deploys in a terminal state, as startup recovery would: a running one has its paths
+/// undone first. Retried with backoff while that fails (the store may be locked for a while),
+/// until shutdown: then the next start recovers them.
+pub(super) async fn settle(
+    ctx: &Context,
+    ids: &[i64],
+    failure: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    /// Tries of the undo before the deploy is recorded failed without it.
+    const UNDO_TRIES: u32 = 5;
+    let error = format!("the deploy could not go on: {failure}");
+    for &id in ids {
+        let mut wait = std::time::Duration::from_millis(500);
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            match settle_one(ctx, id, &error, tried >= UNDO_TRIES).await {
+                Ok(()) => break,
+                Err(e) => warn!(
+                    deploy_id = id,
+                    error = format!("{e:#}"),
+                    retry_in = ?wait,
+                    "could not settle the failed deploy yet"
+                ),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(std::time::Duration::from_secs(30));
+        }
+    }
+}
+
+/// Undo deploy `id` if it is running, then record it failed. With `last_try` a failed undo is
+/// said in the error instead of tried again.
+async fn settle_one(ctx: &Context, id: i64, error: &str, last_try: bool) -> anyhow::Result<()> {
+    let Some(deploy) = ctx.store.deploy(id).await? else {
+        return Ok(());
+    };
+    let mut error = error.to_string();
+    if deploy.status == DeployStatus::Running.as_str() {
+        match undo_interrupted(ctx, &deploy).await {
+            Ok(()) => {}
+            Err(e) if last_try => error = format!("{error}; undoing it failed: {e:#}"),
+            Err(e) => return Err(e.context("undoing the deploy")),
+        }
+    } else if deploy.status != DeployStatus::Queued.as_str() {
+        return Ok(()); // already terminal
+    }
+    ctx.store
+        .finish_deploy(id, DeployStatus::Failed, None, Some(&error))
+        .await
+}
+
 /// How many startup recoveries of one deploy may be cut short before the next start stops
 /// trying: a restore that kills the process must not become a crash loop.
 const MAX_RECOVER_ATTEMPTS: usize = 2;

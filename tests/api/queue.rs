@@ -212,3 +212,66 @@ async fn pruning_removes_old_history_but_keeps_the_deployed_deploy_and_its_deliv
         dockhand::store::Pruned::default()
     );
 }
+
+#[tokio::test]
+async fn a_store_refusing_writes_mid_deploy_ends_it_failed_once_it_answers_and_the_next_push_deploys(
+) {
+    use sqlx::Connection as _;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    let origin = Origin::new();
+    let hooks = tempfile::tempdir().unwrap();
+    let hook = hooks.path().join("pre-deploy");
+    std::fs::write(&hook, "#!/bin/sh\nsleep 1\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hooks_dir = format!("hooks_dir = \"{}\"", hooks.path().display());
+    let app = spawn_app_with(&origin, &hooks_dir, "").await;
+    let a = origin.head();
+    app.deploy(&a).await;
+
+    origin.write("app.py", "VERSION = 2\n");
+    let id = app.push(&origin.commit("b")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = app.get(&format!("/api/deploys/{id}")).await;
+        if d["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["stage"] == "hook:pre-deploy"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hook never ran: {d:#}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another process holds SQLite's write lock past every busy timeout (a backup tool, as a
+    // full disk would refuse every write): the hook's end, and the failure after it, are
+    // refused.
+    let db = app.dir.path().join("state/dockhand.db");
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(24)).await;
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    assert!(
+        deploy["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("could not go on") && e.contains("locked")),
+        "{deploy:#}"
+    );
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&a));
+
+    // The app's worker is still there.
+    origin.write("app.py", "VERSION = 3\n");
+    let c = origin.commit("c");
+    app.deploy(&c).await;
+    assert_eq!(app.volume_snapshot(), origin.snapshot(&c));
+}
