@@ -26,27 +26,35 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
         }
     }
 
-    for deploy in ctx.store.deploys_with_status(DeployStatus::Running).await? {
+    // Files first, containers next, reloads last: a live container that a crash left stopped
+    // is started on the restored tree (and so needs no reload); a running one is reloaded.
+    let interrupted = ctx.store.deploys_with_status(DeployStatus::Running).await?;
+    let mut undone = Vec::with_capacity(interrupted.len());
+    for deploy in &interrupted {
+        undone.push(undo_interrupted(ctx, deploy, false).await);
+    }
+    let started = reconcile_containers(ctx).await?;
+    for (deploy, undone) in interrupted.iter().zip(undone) {
         let stopped = "dockhand stopped while this deploy was running";
-        let error = undo_interrupted(ctx, &deploy)
-            .await
-            .map(|()| stopped.to_string())
-            .unwrap_or_else(|e| {
-                warn!(
-                    deploy_id = deploy.id,
-                    error = format!("{e:#}"),
-                    "could not undo interrupted deploy"
-                );
-                format!("{stopped}; undoing it failed: {e:#}")
-            });
+        let result = match undone {
+            Ok(true) if !started.contains(&deploy.app) => reload_after_undo(ctx, deploy).await,
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let error = result.map(|()| stopped.to_string()).unwrap_or_else(|e| {
+            warn!(
+                deploy_id = deploy.id,
+                error = format!("{e:#}"),
+                "could not undo interrupted deploy"
+            );
+            format!("{stopped}; undoing it failed: {e:#}")
+        });
         // Only now: a deploy left `running` is undone again at the next start if this one is
         // killed mid-restore (the restore is idempotent: the same paths, the same content).
         ctx.store
             .finish_deploy(deploy.id, DeployStatus::Interrupted, None, Some(&error))
             .await?;
     }
-
-    reconcile_containers(ctx).await?;
     point_proxies(ctx).await?;
 
     let queued = ctx.store.deploys_with_status(DeployStatus::Queued).await?;
@@ -124,8 +132,8 @@ async fn settle_one(ctx: &Context, id: i64, error: &str, last_try: bool) -> anyh
     };
     let mut error = error.to_string();
     if deploy.status == DeployStatus::Running.as_str() {
-        match undo_interrupted(ctx, &deploy).await {
-            Ok(()) => {}
+        match undo_interrupted(ctx, &deploy, true).await {
+            Ok(_) => {}
             Err(e) if last_try => error = format!("{error}; undoing it failed: {e:#}"),
             Err(e) => return Err(e.context("undoing the deploy")),
         }
@@ -141,19 +149,24 @@ async fn settle_one(ctx: &Context, id: i64, error: &str, last_try: bool) -> anyh
 /// trying: a restore that kills the process must not become a crash loop.
 const MAX_RECOVER_ATTEMPTS: usize = 2;
 
-/// Put back the last good commit over the paths an interrupted deploy may have touched, then
-/// reload the app, recorded as the deploy's `recover` step.
-async fn undo_interrupted(ctx: &Context, deploy: &crate::store::Deploy) -> anyhow::Result<()> {
+/// Put back the last good commit over the paths an interrupted deploy may have touched, and
+/// with `reload` reload the app, recorded as the deploy's `recover` step. `Ok(true)` when the
+/// app still needs its reload (`reload` false and a good commit was put back).
+async fn undo_interrupted(
+    ctx: &Context,
+    deploy: &crate::store::Deploy,
+    reload: bool,
+) -> anyhow::Result<bool> {
     let Some(app) = ctx.config.app(&deploy.app) else {
         warn!(
             deploy_id = deploy.id,
             app = deploy.app,
             "interrupted deploy of an app no longer configured"
         );
-        return Ok(());
+        return Ok(false);
     };
     let Some(touched) = deploy.to_commit.as_deref() else {
-        return Ok(()); // stopped before planning: the volume was never written
+        return Ok(false); // stopped before planning: the volume was never written
     };
     let touched = Oid::from_str(touched).context("deploy row holds a bad commit id")?;
     let cut_short = ctx
@@ -186,11 +199,13 @@ async fn undo_interrupted(ctx: &Context, deploy: &crate::store::Deploy) -> anyho
                 fast::restore(&cache, &volume, layout, touched, good, revision.as_ref())
             })
             .await?;
-            let reloaded = match good {
-                Some(_) => reload::reload(ctx, app, live.container.as_deref()).await?,
-                None => String::new(),
-            };
-            Ok(((), format!("{restored}; {reloaded}")))
+            match good {
+                Some(_) if reload => {
+                    let reloaded = reload::reload(ctx, app, live.container.as_deref()).await?;
+                    Ok(((), format!("{restored}; {reloaded}")))
+                }
+                _ => Ok(((), restored)),
+            }
         })
         .await?;
     info!(
@@ -198,13 +213,31 @@ async fn undo_interrupted(ctx: &Context, deploy: &crate::store::Deploy) -> anyho
         app = app.name,
         "interrupted deploy undone"
     );
-    Ok(())
+    Ok(good.is_some() && !reload)
+}
+
+/// Reload an app whose interrupted deploy was undone at startup, as the deploy's `reload`
+/// step, once its live container runs again.
+async fn reload_after_undo(ctx: &Context, deploy: &crate::store::Deploy) -> anyhow::Result<()> {
+    let Some(app) = ctx.config.app(&deploy.app) else {
+        return Ok(());
+    };
+    let (live, _) = super::run::Live::of(ctx.store.app_state(&app.name).await?)?;
+    Steps::new(ctx.store.clone(), deploy.id)
+        .run("reload", "the app, on the last good commit", async {
+            let reloaded = reload::reload(ctx, app, live.container.as_deref()).await?;
+            Ok(((), reloaded))
+        })
+        .await
 }
 
 /// For apps with a container: remove containers that interrupted deploys left behind, and make
 /// sure the last good container runs — started again if stopped, recreated from its recorded
-/// image if gone (SECURITY.md 33). Runs after the volumes were restored.
-async fn reconcile_containers(ctx: &Context) -> anyhow::Result<()> {
+/// image if gone (SECURITY.md 33). Runs after the volumes were restored. Returns the apps whose
+/// live container was started or recreated (it read the restored tree as it booted). An engine
+/// error is said per app and never stops the server from starting.
+async fn reconcile_containers(ctx: &Context) -> anyhow::Result<std::collections::HashSet<String>> {
+    let mut started = std::collections::HashSet::new();
     let apps: Vec<_> = ctx
         .config
         .apps
@@ -212,7 +245,7 @@ async fn reconcile_containers(ctx: &Context) -> anyhow::Result<()> {
         .filter(|a| a.container.is_some())
         .collect();
     if apps.is_empty() {
-        return Ok(());
+        return Ok(started);
     }
     let docker = match ctx.docker().await {
         Ok(d) => d,
@@ -221,66 +254,99 @@ async fn reconcile_containers(ctx: &Context) -> anyhow::Result<()> {
                 error = format!("{e:#}"),
                 "container engine unreachable: containers not reconciled"
             );
-            return Ok(());
+            return Ok(started);
         }
     };
     for app in apps {
-        let Some(container) = &app.container else {
-            continue;
-        };
-        let state = ctx.store.app_state(&app.name).await?;
-        let live = state.as_ref().and_then(|s| s.container_id.clone());
-        for c in docker.list_by_label(full::LABEL_APP, &app.name).await? {
-            if Some(&c.id) != live.as_ref() {
-                docker.remove(&c.id).await?;
-                warn!(
+        match reconcile_app(ctx, &docker, app).await {
+            Ok(true) => {
+                started.insert(app.name.clone());
+            }
+            Ok(false) => {}
+            Err(e) => warn!(
+                app = app.name,
+                error = format!("{e:#}"),
+                "could not reconcile the app's containers"
+            ),
+        }
+    }
+    Ok(started)
+}
+
+/// [`reconcile_containers`] for one app; `Ok(true)` when its live container was started or
+/// recreated.
+async fn reconcile_app(
+    ctx: &Context,
+    docker: &crate::runtime::Docker,
+    app: &crate::config::AppConfig,
+) -> anyhow::Result<bool> {
+    let Some(container) = &app.container else {
+        return Ok(false);
+    };
+    let state = ctx.store.app_state(&app.name).await?;
+    let live = state.as_ref().and_then(|s| s.container_id.clone());
+    for c in docker.list_by_label(full::LABEL_APP, &app.name).await? {
+        if Some(&c.id) != live.as_ref() {
+            match docker.remove(&c.id).await {
+                Ok(_) => warn!(
                     app = app.name,
                     container = c.name,
                     "removed a container an interrupted deploy left behind"
-                );
+                ),
+                Err(e) => warn!(
+                    app = app.name,
+                    container = c.name,
+                    error = format!("{e:#}"),
+                    "could not remove a container an interrupted deploy left behind"
+                ),
             }
         }
-        let (Some(state), Some(live)) = (state, live) else {
-            continue;
-        };
-        match docker.inspect(&live).await? {
-            // A full deploy paused it around the tree's change (put back above) and stopped.
-            Some(info) if info.paused => {
-                docker.unpause(&live).await?;
+    }
+    let (Some(state), Some(live)) = (state, live) else {
+        return Ok(false);
+    };
+    match docker.inspect(&live).await? {
+        // A full deploy paused it around the tree's change (put back above) and stopped.
+        Some(info) if info.paused => {
+            docker.unpause(&live).await?;
+            info!(
+                app = app.name,
+                container = live,
+                "resumed the live container an interrupted deploy had paused"
+            );
+            Ok(false)
+        }
+        Some(info) if info.running => Ok(false),
+        Some(_) => {
+            docker.start(&live).await?;
+            info!(
+                app = app.name,
+                container = live,
+                "started the stopped live container again"
+            );
+            Ok(true)
+        }
+        None => match full::revive(docker, app, container, &state).await {
+            Ok(c) => {
+                ctx.store.set_live_container(&app.name, &c).await?;
                 info!(
                     app = app.name,
-                    container = live,
-                    "resumed the live container an interrupted deploy had paused"
+                    container = c.id,
+                    port = c.port,
+                    "live container was gone; recreated it"
                 );
+                Ok(true)
             }
-            Some(info) if info.running => {}
-            Some(_) => {
-                docker.start(&live).await?;
-                info!(
-                    app = app.name,
-                    container = live,
-                    "started the stopped live container again"
-                );
-            }
-            None => match full::revive(&docker, app, container, &state).await {
-                Ok(c) => {
-                    ctx.store.set_live_container(&app.name, &c).await?;
-                    info!(
-                        app = app.name,
-                        container = c.id,
-                        port = c.port,
-                        "live container was gone; recreated it"
-                    );
-                }
-                Err(e) => warn!(
+            Err(e) => {
+                warn!(
                     app = app.name,
                     error = format!("{e:#}"),
                     "could not recreate the live container"
-                ),
-            },
-        }
+                );
+                Ok(false)
+            }
+        },
     }
-    Ok(())
 }
 
 /// Point each proxied app's proxy at its live container (as reconciled), and restore the

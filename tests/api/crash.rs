@@ -476,7 +476,9 @@ async fn killed_between_stopping_the_old_container_and_starting_the_new_one_the_
          env = {{ BOOT_DELAY = \"3\" }}\nexpect_body_contains = \"v1\"\nhealth_interval = \"100ms\"\n\
          health_deadline = \"30s\"\nstop_grace = \"1s\"\n"
     );
+    // Reloaded by a signal, which only a running container can take.
     let text = config_text(dir.path(), &origin, "", &container)
+        .replace("touch = \"uwsgi.ini\"\n", "signal = \"HUP\"\n")
         .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()))
         .replace("name = \"web\"", &format!("name = \"{name}\""));
     let config = dir.path().join("dockhand.toml");
@@ -510,7 +512,13 @@ async fn killed_between_stopping_the_old_container_and_starting_the_new_one_the_
     );
 
     let server = Server::start(&config, &log).await;
-    assert_eq!(server.deploy(id).await["status"], "interrupted");
+    let deploy = server.deploy(id).await;
+    assert_eq!(deploy["status"], "interrupted");
+    // The old container is started on the restored tree: nothing failed undoing the deploy.
+    assert_eq!(
+        deploy["error"], "dockhand stopped while this deploy was running",
+        "{deploy:#}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while !answers_v1().await {
         assert!(
