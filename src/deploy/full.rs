@@ -380,7 +380,7 @@ impl Old<'_> {
             }
         };
         if let (Some(proxy), Some(old)) = (proxy, &switched) {
-            switch(steps, proxy, Some(old.target().clone())).await?;
+            switch_back_to(steps, proxy, old.target().clone()).await;
         }
         if let Some(hold) = hold {
             hold.release(steps).await;
@@ -401,21 +401,31 @@ async fn stop_old(
     let mut switched = None;
     if let Some(proxy) = d.proxy {
         switched = switch(steps, proxy, None).await?;
-        if let Some(retired) = &switched {
-            drain(steps, proxy, retired).await?;
-        }
     }
     let grace = d.container.stop_grace;
-    steps
-        .run(
-            "stop-old",
-            &format!("stop {old} to free port {port}"),
-            async {
-                docker.stop(old, grace).await?;
-                Ok(((), format!("stopped within {grace:?}")))
-            },
-        )
-        .await?;
+    let stopped = async {
+        if let (Some(proxy), Some(retired)) = (d.proxy, &switched) {
+            drain(steps, proxy, retired).await?;
+        }
+        steps
+            .run(
+                "stop-old",
+                &format!("stop {old} to free port {port}"),
+                async {
+                    docker.stop(old, grace).await?;
+                    Ok(((), format!("stopped within {grace:?}")))
+                },
+            )
+            .await
+    }
+    .await;
+    if let Err(e) = stopped {
+        // The old container may well still serve: send its requests back to it, not to 503s.
+        if let (Some(proxy), Some(retired)) = (d.proxy, &switched) {
+            switch_back_to(steps, proxy, retired.target().clone()).await;
+        }
+        return Err(e);
+    }
     Ok(switched)
 }
 
@@ -481,20 +491,49 @@ async fn switch(
     proxy: &Proxy,
     to: Option<Target>,
 ) -> anyhow::Result<Option<Retired>> {
-    let detail = match &to {
+    let detail = switch_detail(to.as_ref());
+    // A store that refuses the row before the switch changes nothing; once switched, the
+    // upstream it retired must reach the caller (to drain, or to switch back) row or not.
+    let step = steps.begin("switch", &detail).await?;
+    let retired = proxy.switch(to);
+    if let Err(e) = steps.end(step, &switched_from(retired.as_ref())).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "could not record the proxy's switch"
+        );
+    }
+    Ok(retired)
+}
+
+/// Send new requests back to `to` after a failure: switched whatever the store says, then
+/// recorded if it can be.
+async fn switch_back_to(steps: &Steps, proxy: &Proxy, to: Target) {
+    let detail = switch_detail(Some(&to));
+    let retired = proxy.switch(Some(to));
+    let recorded = async {
+        let step = steps.begin("switch", &detail).await?;
+        steps.end(step, &switched_from(retired.as_ref())).await
+    };
+    if let Err(e) = recorded.await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "could not record the proxy's switch back"
+        );
+    }
+}
+
+fn switch_detail(to: Option<&Target>) -> String {
+    match to {
         Some(t) => format!("new requests go to {}", t.addr),
         None => "new requests are answered 503 until the new container is healthy".to_string(),
-    };
-    steps
-        .run("switch", &detail, async {
-            let retired = proxy.switch(to);
-            let out = match &retired {
-                Some(old) => format!("was {}", old.target().addr),
-                None => "nothing was live".to_string(),
-            };
-            Ok((retired, out))
-        })
-        .await
+    }
+}
+
+fn switched_from(retired: Option<&Retired>) -> String {
+    match retired {
+        Some(old) => format!("was {}", old.target().addr),
+        None => "nothing was live".to_string(),
+    }
 }
 
 /// Wait for the requests still open on a retired upstream, as a step.

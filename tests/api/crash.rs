@@ -33,6 +33,11 @@ impl Server {
 
     /// Start dockhand and return at once: startup recovery runs before it answers.
     pub(crate) fn spawn(config: &Path, log: &Path) -> Server {
+        Server::spawn_with_env(config, log, &[])
+    }
+
+    /// [`Server::spawn`] with extra environment variables.
+    pub(crate) fn spawn_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Server {
         let text = std::fs::read_to_string(config).unwrap();
         let port = text
             .split("127.0.0.1:")
@@ -45,6 +50,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_dockhand"))
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
@@ -746,4 +752,129 @@ async fn the_server_raises_its_open_files_limit_to_the_hard_limit() {
         "the hard limit is 1,024 here: nothing to show"
     );
     assert_eq!(soft, hard, "soft open files limit {soft}, hard {hard}");
+}
+
+/// A relay in front of the real engine's socket that refuses every container stop with a 500
+/// and passes everything else through: what a failing engine does, on demand. Each request
+/// gets a connection of its own (`Connection: close`), so every one is looked at.
+struct StopRefusingEngine {
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl StopRefusingEngine {
+    fn start() -> StopRefusingEngine {
+        let engine = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+            .trim_start_matches("unix://")
+            .to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(relay(client, engine.clone()));
+            }
+        });
+        StopRefusingEngine {
+            host: format!("unix://{}", socket.display()),
+            _dir: dir,
+        }
+    }
+}
+
+async fn relay(mut client: tokio::net::UnixStream, engine: String) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let request_line = head.lines().next().unwrap_or_default();
+    let path = request_line.split(' ').nth(1).unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default();
+    if request_line.starts_with("POST ") && path.contains("/containers/") && path.ends_with("/stop")
+    {
+        let body = r#"{"message":"injected: the engine failed to stop the container"}"#;
+        let answer = format!(
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        client.write_all(answer.as_bytes()).await?;
+        return client.shutdown().await;
+    }
+    let mut rewritten: String = head
+        .trim_end_matches("\r\n")
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    rewritten.push_str("Connection: close\r\n\r\n");
+    let mut upstream = tokio::net::UnixStream::connect(&engine).await?;
+    upstream.write_all(rewritten.as_bytes()).await?;
+    upstream.write_all(&buf[end..]).await?;
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn stop_first_whose_old_container_will_not_stop_sends_requests_back_to_it() {
+    let engine = StopRefusingEngine::start();
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let name = crate::docker::unique("nostop").replace("dockhand-test-", "");
+    let _cleanup = crate::docker::Cleanup::app(&name);
+    let proxy_port = free_port();
+    let container = format!(
+        "[apps.container]\nimage = \"127.0.0.1:5000/dockhand-test/app:v1\"\nmount = \"/code\"\n\
+         port = {}\nexpect_body_contains = \"v1\"\nhealth_interval = \"100ms\"\n\
+         health_deadline = \"30s\"\nstop_grace = \"1s\"\n\
+         [apps.proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\n",
+        free_port()
+    );
+    let text = config_text(dir.path(), &origin, "", &container)
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()))
+        .replace("name = \"web\"", &format!("name = \"{name}\""));
+    let config = dir.path().join("dockhand.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("dockhand.log");
+    let server = Server::spawn_with_env(&config, &log, &[("DOCKER_HOST", &engine.host)]);
+    assert!(
+        server.up_within(Duration::from_secs(30)).await,
+        "dockhand did not start"
+    );
+    let url = format!("http://127.0.0.1:{proxy_port}/");
+    let page = || get_page(&url);
+    let first = server
+        .wait_terminal(server.push(&origin.head()).await)
+        .await;
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    assert_eq!(page().await, (200, "v1\n".to_string()));
+
+    origin.write("app.py", "VERSION = 2\n");
+    let id = server
+        .push(&origin.commit("rebuild\n\nDeploy-Path: full\n"))
+        .await;
+    let deploy = server.wait_terminal(id).await;
+    assert_eq!(deploy["status"], "failed", "{deploy:#}");
+    let stop = deploy["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "stop-old")
+        .cloned()
+        .unwrap_or_else(|| panic!("no stop-old step: {deploy:#}"));
+    assert_eq!(stop["ok"], false, "{deploy:#}");
+    // The old container still runs: the proxy sends users back to it, not to 503s.
+    assert_eq!(page().await, (200, "v1\n".to_string()), "{deploy:#}");
 }
