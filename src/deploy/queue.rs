@@ -61,16 +61,34 @@ impl Deployer {
     }
 
     /// Reserve a place in an app's queue without waiting: full → [`QueueError::Full`]. Reserve
-    /// before persisting, so a delivery is never acknowledged and then dropped.
-    pub fn reserve(&self, app: &str) -> Result<mpsc::Permit<'_, i64>, QueueError> {
+    /// before persisting, so a delivery is never acknowledged and then dropped. The permit is
+    /// owned, so the persisting and the sending can run in a task of their own (see
+    /// `http::to_the_end`).
+    pub fn reserve(&self, app: &str) -> Result<mpsc::OwnedPermit<i64>, QueueError> {
         let tx = self
             .senders
             .get(app)
             .ok_or_else(|| QueueError::UnknownApp(app.to_string()))?;
-        tx.try_reserve().map_err(|e| match e {
-            mpsc::error::TrySendError::Full(()) => QueueError::Full(app.to_string()),
-            mpsc::error::TrySendError::Closed(()) => QueueError::Closed,
+        tx.clone().try_reserve_owned().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => QueueError::Full(app.to_string()),
+            mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
         })
+    }
+
+    /// A deployer whose apps' deploys arrive on the returned receivers instead of at workers.
+    #[cfg(test)]
+    pub fn for_test(apps: &[&str], bound: usize) -> (Deployer, HashMap<String, mpsc::Receiver<i64>>) {
+        let mut senders = HashMap::new();
+        let mut receivers = HashMap::new();
+        for app in apps {
+            let (tx, rx) = mpsc::channel(bound);
+            senders.insert(app.to_string(), tx);
+            receivers.insert(app.to_string(), rx);
+        }
+        let deployer = Deployer {
+            senders: Arc::new(senders),
+        };
+        (deployer, receivers)
     }
 
     /// Queue a persisted deploy, waiting for room (startup resume).

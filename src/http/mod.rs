@@ -66,6 +66,19 @@ async fn one_body_slot(
     next.run(req).await
 }
 
+/// Run a handler's state-changing work in a task of its own and wait for it. The work then runs
+/// to its end even when its caller stops waiting (the client went away, `request_timeout`
+/// passed): dropping the caller's future never stops it between two writes — say after a
+/// deploy was recorded `queued` and before its worker was told, which left it queued until the
+/// next restart. A panic in the work answers 500.
+async fn to_the_end<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the request's work ended: {e}")))?
+}
+
 /// The whole router, with body cap, request timeout, request ids and tracing.
 pub fn router(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.server.body_limit).unwrap_or(usize::MAX);

@@ -253,17 +253,16 @@ async fn set_maintenance(
             app.name
         ))
     })?;
-    let stored = state
-        .store
-        .set_maintenance(&app.name, enabled, caller.name())
-        .await?;
-    proxy.set_maintenance(enabled);
-    info!(
-        app = app.name,
-        by = caller.name(),
-        enabled,
-        "maintenance switched"
-    );
+    let (store, proxy) = (state.store.clone(), proxy.clone());
+    let (name, by) = (app.name.clone(), caller.name().to_string());
+    let stored = super::to_the_end(async move {
+        // Stored first: the switch a restart restores is never behind the one that serves.
+        let stored = store.set_maintenance(&name, enabled, &by).await?;
+        proxy.set_maintenance(enabled);
+        info!(app = name, by, enabled, "maintenance switched");
+        Ok(stored)
+    })
+    .await?;
     Ok(Json(json!({
         "app": app.name,
         "maintenance": enabled,
@@ -314,31 +313,38 @@ async fn queue(
     wait: bool,
 ) -> Result<Response, ApiError> {
     let new = NewApiDeploy {
-        app: &app.name,
+        app: app.name.clone(),
         trigger: asked.trigger,
-        actor: caller.name(),
-        git_ref: target.git_ref.as_deref(),
-        sha: &target.sha,
+        actor: caller.name().to_string(),
+        git_ref: target.git_ref.clone(),
+        sha: target.sha.clone(),
         path: asked.path.map(DeployPath::as_str),
         rollback_of: target.rollback_of,
-        reason: Some(asked.reason),
+        reason: Some(asked.reason.to_string()),
     };
     let permit = state.deployer.reserve(&app.name)?;
-    if let Some(reason) = asked.lock {
-        // Before the deploy is queued: a push arriving meanwhile is held, not run after it.
-        state.store.lock_app(&app.name, reason, new.actor).await?;
-    }
-    let id = state.store.queue_api_deploy(&new).await?;
+    // Subscribed before the deploy is queued, so `wait` cannot miss a quick deploy's end.
     let events = wait.then(|| state.store.subscribe());
-    permit.send(id);
-    info!(
-        app = app.name,
-        deploy_id = id,
-        trigger = new.trigger.as_str(),
-        actor = new.actor,
-        commit = target.sha,
-        "api deploy queued"
-    );
+    let store = state.store.clone();
+    let lock = asked.lock.map(str::to_string);
+    let id = super::to_the_end(async move {
+        if let Some(reason) = lock {
+            // Before the deploy is queued: a push arriving meanwhile is held, not run after it.
+            store.lock_app(&new.app, &reason, &new.actor).await?;
+        }
+        let id = store.queue_api_deploy(&new).await?;
+        permit.send(id);
+        info!(
+            app = new.app,
+            deploy_id = id,
+            trigger = new.trigger.as_str(),
+            actor = new.actor,
+            commit = new.sha,
+            "api deploy queued"
+        );
+        Ok(id)
+    })
+    .await?;
     if let Some(events) = events {
         wait_terminal(&state.store, events, id, state.config.server.wait_timeout).await?;
     }

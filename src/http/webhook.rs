@@ -46,7 +46,22 @@ pub async fn receive(
     if apps.is_empty() {
         return Err(SignatureError::Mismatch.into());
     }
-    handle(&state, &apps, &headers, &body).await
+    let names: Vec<String> = apps.iter().map(|a| a.name.clone()).collect();
+    handle_to_the_end(state, names, headers, body).await
+}
+
+/// A verified delivery is recorded and queued to its end, whatever becomes of its caller.
+async fn handle_to_the_end(
+    state: AppState,
+    apps: Vec<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    super::to_the_end(async move {
+        let apps: Vec<&AppConfig> = apps.iter().filter_map(|n| state.config.app(n)).collect();
+        handle(&state, &apps, &headers, &body).await
+    })
+    .await
 }
 
 /// `POST /hooks/github/{app}`: one app, its secret (none: 401, the app only polls).
@@ -64,7 +79,8 @@ pub async fn receive_for_app(
     // An app without a secret takes no webhooks: refused like a bad signature, never unsigned.
     let secret = app.secret.as_ref().ok_or(SignatureError::Mismatch)?;
     signature.verify(secret.expose(), &body)?;
-    handle(&state, &[app], &headers, &body).await
+    let names = vec![app.name.clone()];
+    handle_to_the_end(state, names, headers, body).await
 }
 
 /// The signature header's bytes: at most one (a second one could carry a valid signature
@@ -274,4 +290,103 @@ fn answer(status: StatusCode, word: &str, d: &Delivery) -> Response {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::deploy::{Context, Deployer};
+    use crate::proxy::Proxies;
+    use crate::store::Store;
+
+    const PUSH: &[u8] = include_bytes!("../../tests/fixtures/github/push-branch.json");
+
+    fn signed(body: &[u8]) -> HeaderMap {
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(body);
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            (SIGNATURE, format!("sha256={hex}")),
+            (EVENT, "push".to_string()),
+            (DELIVERY, "d-1".to_string()),
+            (HOOK_ID, "1".to_string()),
+            ("content-type", "application/json".to_string()),
+        ] {
+            headers.insert(name, value.parse().unwrap());
+        }
+        headers
+    }
+
+    /// The window of issue 12's defect 6: the caller's future (a request timed out, a client
+    /// gone) is dropped after the delivery's transaction committed and before the worker was
+    /// told. The deploy must still reach the worker, not stay `queued` until a restart.
+    #[tokio::test]
+    async fn a_delivery_whose_caller_goes_away_after_it_was_recorded_still_reaches_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\nstate_dir = \"{state}\"\n[[apps]]\nname = \"web\"\n\
+             repo = \"https://github.com/Codertocat/Hello-World.git\"\nbranch = \"master\"\n\
+             secret = \"s3cret\"\nvolume = \"{volume}\"\n",
+            state = dir.path().join("state").display(),
+            volume = dir.path().join("web").display(),
+        );
+        let config = Arc::new(Config::parse(&text, dir.path()).unwrap().0);
+        let store = Store::open(&dir.path().join("dockhand.db")).await.unwrap();
+        let (deployer, mut receivers) = Deployer::for_test(&["web"], 4);
+        let proxies = Proxies::default();
+        let state = AppState {
+            ctx: Context::new(config.clone(), store.clone(), proxies.clone()),
+            config,
+            store: store.clone(),
+            deployer,
+            proxies,
+        };
+
+        let mut call = Box::pin(receive_for_app(
+            State(state),
+            Path("web".to_string()),
+            signed(PUSH),
+            Bytes::from_static(PUSH),
+        ));
+        // Drive the call one poll at a time and look at the store between polls: stop polling
+        // the moment its transaction is committed, before it could send to the worker.
+        let mut polls = 0;
+        loop {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+            assert!(
+                polled.is_pending(),
+                "the call finished before its commit could be seen; nothing was tested"
+            );
+            polls += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if store.deploy(1).await.unwrap().is_some() {
+                break;
+            }
+            assert!(polls < 1_000, "the deploy was never recorded");
+        }
+        drop(call);
+
+        let rx = receivers.get_mut("web").unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(
+            sent.ok().flatten(),
+            Some(1),
+            "deploy 1 is recorded queued, but its worker was never told"
+        );
+    }
 }

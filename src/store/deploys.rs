@@ -74,20 +74,20 @@ impl Trigger {
 
 /// A deploy asked for over the API (manual or rollback); its target is already a full SHA.
 #[derive(Debug, Clone)]
-pub struct NewApiDeploy<'a> {
-    pub app: &'a str,
+pub struct NewApiDeploy {
+    pub app: String,
     pub trigger: Trigger,
     /// The token's name.
-    pub actor: &'a str,
-    pub git_ref: Option<&'a str>,
+    pub actor: String,
+    pub git_ref: Option<String>,
     /// The resolved full commit id.
-    pub sha: &'a str,
+    pub sha: String,
     /// `fast` / `full` asked for, winning over the planner.
-    pub path: Option<&'a str>,
+    pub path: Option<&'static str>,
     /// For a rollback: the deploy whose commit (and recorded image) it runs again.
     pub rollback_of: Option<i64>,
     /// Why, for the record (e.g. "rollback to deploy 7 (tag v1)").
-    pub reason: Option<&'a str>,
+    pub reason: Option<String>,
 }
 /// One row of `deploys`.
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -548,21 +548,21 @@ impl Store {
 
     /// Persist a deploy asked for over the API as `queued`; returns its id. It is `forced`:
     /// the caller named the commit, so ancestry does not stop it.
-    pub async fn queue_api_deploy(&self, d: &NewApiDeploy<'_>) -> anyhow::Result<i64> {
+    pub async fn queue_api_deploy(&self, d: &NewApiDeploy) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar(
             "INSERT INTO deploys (app, trigger, actor, git_ref, requested_sha, forced, requested_path,
                                   rollback_of, reason, status, created_at)
              VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, 'queued', ?)
              RETURNING id",
         )
-        .bind(d.app)
+        .bind(&d.app)
         .bind(d.trigger.as_str())
-        .bind(d.actor)
-        .bind(d.git_ref)
-        .bind(d.sha)
+        .bind(&d.actor)
+        .bind(&d.git_ref)
+        .bind(&d.sha)
         .bind(d.path)
         .bind(d.rollback_of)
-        .bind(d.reason)
+        .bind(&d.reason)
         .bind(now_ms())
         .fetch_one(&self.writer)
         .await?)
