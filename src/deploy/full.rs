@@ -52,7 +52,7 @@ pub(super) async fn pull(
     let image = render(&d.container.image, &d.commit, &d.git_ref);
     let pulled = steps
         .run("pull", &image, async {
-            let auth = credentials(d.container, &image)?;
+            let auth = credentials(d.container, &image).await?;
             let pulled = docker.pull(&image, auth.as_ref()).await?;
             let out = format!(
                 "image {} digest {}",
@@ -717,7 +717,7 @@ pub(super) async fn revive(
     // down (issue 12, defect 2).
     if !docker.has_image(&image).await? {
         docker
-            .pull(&image, credentials(container, &image)?.as_ref())
+            .pull(&image, credentials(container, &image).await?.as_ref())
             .await
             .with_context(|| format!("{image} is no longer on this host"))?;
     }
@@ -798,15 +798,17 @@ fn health_check(d: &FullDeploy<'_>, port: u16) -> HealthCheck {
 }
 
 /// The configured registry credentials, else those of Docker's `config.json` for the image's
-/// registry, else none.
-pub(super) fn credentials(
+/// registry, else none. The file is read on the blocking pool: a slow or stuck filesystem holds
+/// this deploy, never an async thread (issue 12, defect 9).
+pub(super) async fn credentials(
     c: &ContainerConfig,
     image: &str,
 ) -> anyhow::Result<Option<crate::runtime::Credentials>> {
-    match &c.registry_auth {
-        Some(auth) => Ok(Some(auth.clone())),
-        None => crate::runtime::Credentials::from_docker_config(&c.docker_config, image),
+    if let Some(auth) = &c.registry_auth {
+        return Ok(Some(auth.clone()));
     }
+    let (path, image) = (c.docker_config.clone(), image.to_string());
+    super::blocking(move || crate::runtime::Credentials::from_docker_config(&path, &image)).await
 }
 
 /// The port a new container listens on: the app's fixed `port`, else a fresh loopback one.

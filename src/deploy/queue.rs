@@ -77,7 +77,10 @@ impl Deployer {
 
     /// A deployer whose apps' deploys arrive on the returned receivers instead of at workers.
     #[cfg(test)]
-    pub fn for_test(apps: &[&str], bound: usize) -> (Deployer, HashMap<String, mpsc::Receiver<i64>>) {
+    pub fn for_test(
+        apps: &[&str],
+        bound: usize,
+    ) -> (Deployer, HashMap<String, mpsc::Receiver<i64>>) {
         let mut senders = HashMap::new();
         let mut receivers = HashMap::new();
         for app in apps {

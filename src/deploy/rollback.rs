@@ -25,7 +25,7 @@ pub(super) async fn reuse_image(
                     format!("recorded image {digest} is present locally: not pulled"),
                 ));
             }
-            let auth = credentials(d.container, digest)?;
+            let auth = credentials(d.container, digest).await?;
             let pulled = docker.pull(digest, auth.as_ref()).await?;
             Ok((
                 (),

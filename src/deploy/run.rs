@@ -1123,7 +1123,8 @@ async fn post_deploy_hooks(
     live: Option<&crate::store::LiveContainer>,
 ) -> anyhow::Result<()> {
     let stage = Stage::after_deploy(&deploy.trigger);
-    if !hooks::has_hooks(&ctx.config, &app.name, stage) {
+    let (config, name) = (ctx.config.clone(), app.name.clone());
+    if !blocking(move || Ok(hooks::has_hooks(&config, &name, stage))).await? {
         return Ok(());
     }
     ctx.store

@@ -290,6 +290,8 @@ pub struct DryRun {
     /// Changed paths, at most [`MAX_LISTED_CHANGES`].
     pub changes: Vec<(&'static str, String)>,
     pub changed: usize,
+    /// The hooks a manual deploy would run, in order, each with its problem if it cannot run.
+    pub hooks: Vec<(crate::hooks::Stage, std::path::PathBuf, Option<String>)>,
 }
 
 /// What deploying `target` would do now: the diff against the deployed commit and the
@@ -299,7 +301,12 @@ pub async fn dry_run(ctx: &Context, app: &AppConfig, target: &Target) -> anyhow:
     let (live, from) = Live::of(ctx.store.app_state(&app.name).await?)?;
     let to = Oid::from_str(&target.sha)?;
     let cache = ctx.config.cache_path(&app.name);
-    let plan = blocking(move || fast::diff(&Cache::open_or_init(&cache)?, from, to)).await?;
+    let (config, name) = (ctx.config.clone(), app.name.clone());
+    let (plan, hooks) = blocking(move || {
+        let plan = fast::diff(&Cache::open_or_init(&cache)?, from, to)?;
+        Ok((plan, crate::hooks::would_run(&config, &name, "manual")))
+    })
+    .await?;
     let ask = Ask {
         git_ref: target.git_ref.as_deref().unwrap_or_default(),
         requested: None,
@@ -321,6 +328,7 @@ pub async fn dry_run(ctx: &Context, app: &AppConfig, target: &Target) -> anyhow:
         reason: decision.reason,
         changes,
         changed: plan.changes.len(),
+        hooks,
     })
 }
 

@@ -151,8 +151,9 @@ pub async fn plan(
         .iter()
         .map(|(op, path)| json!({ "op": op, "path": path }))
         .collect();
-    let hooks: Vec<Value> = crate::hooks::would_run(&state.config, &app.name, "manual")
-        .into_iter()
+    let hooks: Vec<Value> = dry
+        .hooks
+        .iter()
         .map(|(stage, path, problem)| {
             json!({ "stage": stage.as_str(), "path": path, "problem": problem })
         })

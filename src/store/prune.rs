@@ -84,10 +84,12 @@ impl Store {
         .await?;
         let going = json_ids(&going);
         let set = "(SELECT value FROM json_each(?))";
-        sqlx::query(&format!("DELETE FROM deploy_steps WHERE deploy_id IN {set}"))
-            .bind(&going)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!(
+            "DELETE FROM deploy_steps WHERE deploy_id IN {set}"
+        ))
+        .bind(&going)
+        .execute(&mut *tx)
+        .await?;
         // Rows that will stay must not point at rows that go.
         for column in ["superseded_by", "rollback_of"] {
             sqlx::query(&format!(
@@ -168,12 +170,11 @@ mod tests {
             left_when_written > kept,
             "the write waited until the whole prune was over ({left_when_written} deploys left)"
         );
-        let newest_kept: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT app, COUNT(*), MIN(id) FROM deploys GROUP BY app ORDER BY app",
-        )
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
+        let newest_kept: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT app, COUNT(*), MIN(id) FROM deploys GROUP BY app ORDER BY app")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
         for (i, (app, count, min_id)) in newest_kept.iter().enumerate() {
             assert_eq!(*count, i64::from(KEEP), "{app} keeps its newest {KEEP}");
             let i = i64::try_from(i).unwrap();
@@ -184,6 +185,9 @@ mod tests {
             .fetch_one(&store.pool)
             .await
             .unwrap();
-        assert_eq!(steps, kept, "the steps of the removed deploys went with them");
+        assert_eq!(
+            steps, kept,
+            "the steps of the removed deploys went with them"
+        );
     }
 }

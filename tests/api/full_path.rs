@@ -684,3 +684,72 @@ async fn the_configured_command_extra_mounts_and_restart_policy_reach_the_contai
     let write = docker_cli(&["exec", id, "touch", "/extra/x"]);
     assert!(!write.status.success(), "the extra mount must be read-only");
 }
+
+/// Issue 12, defect 9: Docker's `config.json` was read on an async thread, so a read that does
+/// not return (a FIFO here; a hung network filesystem in the field) stalled every request of
+/// the server, not only the deploy that needed it. The server here runs on the test's one
+/// thread, as a server on one core would.
+#[tokio::test]
+async fn a_docker_config_read_that_hangs_holds_its_deploy_not_the_server() {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    let reading = Arc::new(AtomicBool::new(false));
+    let released = Arc::new(AtomicBool::new(false));
+    let (release, release_asked) = std::sync::mpsc::channel::<()>();
+    // The other end of the FIFO, on a thread of its own: it notices the reader (opening for
+    // writing without blocking fails until one is there), then answers `{}` when asked — or
+    // after 20 s, so a stalled server does not hang the test for ever.
+    let writer = std::thread::spawn({
+        let (fifo, reading, released) = (fifo.clone(), reading.clone(), released.clone());
+        move || {
+            let nonblocking = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+            let give_up = std::time::Instant::now() + Duration::from_secs(60);
+            let mut file = loop {
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(nonblocking)
+                    .open(&fifo)
+                {
+                    Ok(file) => break file,
+                    Err(_) if std::time::Instant::now() < give_up => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("the deploy never read {}: {e}", fifo.display()),
+                }
+            };
+            reading.store(true, Ordering::SeqCst);
+            let _ = release_asked.recv_timeout(Duration::from_secs(20));
+            released.store(true, Ordering::SeqCst);
+            file.write_all(b"{}").unwrap();
+        }
+    });
+
+    let origin = Origin::new();
+    let extra = format!("docker_config = \"{}\"\n", fifo.display());
+    let (app, name) = spawn_with(&origin, V1, &extra).await;
+    let _cleanup = Cleanup::app(&name);
+    let id = app.push(&origin.head()).await;
+    while !reading.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        !released.load(Ordering::SeqCst),
+        "/healthz answered only once the config.json read returned: the read held the server"
+    );
+    release.send(()).unwrap();
+    writer.join().unwrap();
+    let deploy = app.wait_deploy(id).await;
+    assert_eq!(deploy["status"], "succeeded", "{deploy:#}");
+}
