@@ -126,12 +126,26 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
     }
 }
 
-async fn worker(
+async fn worker(ctx: Context, app: String, rx: mpsc::Receiver<i64>, shutdown: CancellationToken) {
+    supervise(ctx, app, rx, shutdown, |ctx, app, batch| async move {
+        run::run_batch(&ctx, &app, batch).await
+    })
+    .await;
+}
+
+/// The worker's loop around `run_batch`: each batch runs in a task of its own, so that a panic
+/// or an error recording its outcome ends that batch, never the worker — its deploys are
+/// settled (undone, failed with what happened) and the next batch runs.
+async fn supervise<R, F>(
     ctx: Context,
     app: String,
     mut rx: mpsc::Receiver<i64>,
     shutdown: CancellationToken,
-) {
+    run_batch: R,
+) where
+    R: Fn(Context, String, Vec<i64>) -> F,
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     loop {
         let first = tokio::select! {
             biased;
@@ -146,11 +160,7 @@ async fn worker(
             batch.push(id);
         }
         // In a task of its own, so that a panic ends this batch, not the worker.
-        let ran = tokio::spawn({
-            let (ctx, app, batch) = (ctx.clone(), app.clone(), batch.clone());
-            async move { run::run_batch(&ctx, &app, batch).await }
-        })
-        .await;
+        let ran = tokio::spawn(run_batch(ctx.clone(), app.clone(), batch.clone())).await;
         let failure = match ran {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(format!("{e:#}")),
@@ -217,6 +227,97 @@ pub fn pick_latest(batch: &[Candidate], is_ancestor: impl Fn(Oid, Oid) -> bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::store::{DeployStatus, NewApiDeploy, Store, Trigger};
+
+    static RAN_ONE: AtomicBool = AtomicBool::new(false);
+
+    /// Issue 12, defect 5: a panic in a deploy ended the app's worker, and its webhooks then
+    /// answered 503 "shutting down" for ever. The deploy it was running is recorded failed with
+    /// the panic's message, and the next one runs.
+    #[tokio::test]
+    async fn a_deploy_that_panics_is_recorded_failed_and_the_worker_runs_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[server]\nstate_dir = \"{state}\"\n[[apps]]\nname = \"web\"\n\
+             repo = \"https://github.com/Acme/Web.git\"\nsecret = \"s3cret\"\n\
+             volume = \"{volume}\"\n",
+            state = dir.path().join("state").display(),
+            volume = dir.path().join("web").display(),
+        );
+        let config = Arc::new(crate::config::Config::parse(&text, dir.path()).unwrap().0);
+        let store = Store::open(&dir.path().join("dockhand.db")).await.unwrap();
+        let ctx = Context::new(config, store.clone(), crate::proxy::Proxies::default());
+        let queue = |sha: &str| NewApiDeploy {
+            app: "web".into(),
+            trigger: Trigger::Manual,
+            actor: "ops".into(),
+            git_ref: None,
+            sha: sha.into(),
+            path: None,
+            rollback_of: None,
+            reason: None,
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let (ran_tx, mut ran) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(supervise(
+            ctx,
+            "web".into(),
+            rx,
+            shutdown.clone(),
+            move |_, _, batch: Vec<i64>| {
+                let ran_tx = ran_tx.clone();
+                let first_batch = !RAN_ONE.swap(true, Ordering::SeqCst);
+                async move {
+                    let _ = ran_tx.send(batch.clone());
+                    assert!(!first_batch, "boom in the first batch");
+                    Ok(())
+                }
+            },
+        ));
+
+        let first = store
+            .queue_api_deploy(&queue(&"a".repeat(40)))
+            .await
+            .unwrap();
+        tx.send(first).await.unwrap();
+        assert_eq!(ran.recv().await, Some(vec![first]));
+        let failed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let d = store.deploy(first).await.unwrap().unwrap();
+                if d.status != DeployStatus::Queued.as_str() {
+                    return d;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the deploy that panicked is still queued");
+        assert_eq!(failed.status, DeployStatus::Failed.as_str());
+        let error = failed.error.unwrap_or_default();
+        assert!(
+            error.contains("dockhand panicked during this deploy: boom in the first batch"),
+            "{error}"
+        );
+
+        let second = store
+            .queue_api_deploy(&queue(&"b".repeat(40)))
+            .await
+            .unwrap();
+        tx.send(second)
+            .await
+            .expect("the worker outlived the panic and takes deploys");
+        let next = tokio::time::timeout(Duration::from_secs(10), ran.recv()).await;
+        assert_eq!(
+            next.ok().flatten(),
+            Some(vec![second]),
+            "the next deploy ran"
+        );
+        shutdown.cancel();
+        worker.await.unwrap();
+    }
 
     fn oid(n: u8) -> Oid {
         Oid::from_bytes(&[n; 20]).unwrap()
