@@ -26,7 +26,8 @@ use tracing::warn;
 
 use crate::config::{AppConfig, Config, Layout};
 use crate::deploy::steps::Steps;
-use crate::deploy::{blocking, Context};
+use crate::deploy::blocking;
+use crate::services::Services;
 use crate::git::{Cache, Oid};
 use crate::store::Deploy;
 
@@ -284,7 +285,7 @@ pub fn problems(config: &Config) -> Vec<String> {
 /// naming the hook; the caller decides what it means for the deploy. The hook's output is in
 /// its step, not in the error.
 pub async fn run_stage(
-    ctx: &Context,
+    ctx: &Services,
     app: &str,
     deploy_id: i64,
     stage: Stage,
@@ -294,7 +295,7 @@ pub async fn run_stage(
 
 /// Run the on-failure hooks of a failed deploy, every one even if an earlier one failed.
 /// Their failures are steps and log lines; they change nothing else.
-pub async fn on_failure(ctx: &Context, app: &str, deploy_id: i64, error: &str) {
+pub async fn on_failure(ctx: &Services, app: &str, deploy_id: i64, error: &str) {
     if let Err(e) = run_hooks(ctx, app, deploy_id, Stage::OnFailure, Some(error)).await {
         warn!(
             deploy_id,
@@ -305,7 +306,7 @@ pub async fn on_failure(ctx: &Context, app: &str, deploy_id: i64, error: &str) {
 }
 
 async fn run_hooks(
-    ctx: &Context,
+    ctx: &Services,
     app: &str,
     deploy_id: i64,
     stage: Stage,

@@ -20,6 +20,8 @@
 //! - [`store`]: SQLite (sqlx), migrations embedded from `migrations/`.
 //! - [`proxy`]: the built-in reverse proxy in front of an app (atomic upstream switch, drain).
 //! - [`runtime`]: the container engine (Docker via bollard) and the loopback HTTP health probe.
+//! - [`services`]: `Services`, the one shared value (config, store, queue, proxies, engine,
+//!   cache locks) that handlers, workers and pollers hold.
 //! - [`startup`]: `App::build` / `port` / `run`; [`cli`] and [`telemetry`] for the binary.
 //! - [`client`]: the CLI client commands (`deploy`, `history`, `logs --follow`, …) against a
 //!   running server's API.
@@ -37,6 +39,7 @@ mod listener;
 pub mod proxy;
 pub mod releases;
 pub mod runtime;
+pub mod services;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

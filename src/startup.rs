@@ -16,7 +16,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::deploy::{self, Deployer, Pollers, Workers};
-use crate::http::{router, AppState};
+use crate::http::router;
+use crate::services::Services;
 use crate::proxy::{Proxies, Proxy};
 use crate::store::Store;
 
@@ -28,7 +29,7 @@ pub struct App {
     listener: TcpListener,
     /// The apps' proxy listeners, served from `run` on.
     proxies: Vec<(Arc<Proxy>, TcpListener)>,
-    state: AppState,
+    state: Services,
     workers: Workers,
     /// The listening sockets by handover name ([`crate::handover`]).
     handover: Vec<(String, std::os::fd::OwnedFd)>,
@@ -120,26 +121,20 @@ impl App {
             error!("{problem}; deploys that reach it will fail");
         }
         let config = Arc::new(config);
-        let ctx = deploy::Context::new(config.clone(), store.clone(), proxies.clone());
-        let (deployer, workers) = Deployer::spawn(ctx.clone());
-        deploy::recover(&ctx, &deployer)
+        let (deployer, inboxes) = Deployer::channels(&config);
+        let services = Services::new(config.clone(), store.clone(), proxies, deployer);
+        let workers = Workers::spawn(&services, inboxes);
+        deploy::recover(&services)
             .await
             .context("recovering from the previous run")?;
         tokio::spawn(prune_history(
             store.clone(),
             config.server.history_retention,
         ));
-        let state = AppState {
-            config,
-            store,
-            deployer,
-            ctx,
-            proxies,
-        };
         Ok(App {
             listener,
             proxies: proxy_listeners,
-            state,
+            state: services,
             workers,
             handover,
             _lock: lock,
@@ -189,7 +184,7 @@ impl App {
         // After recovery (in `build`): the first poll of each app runs now. Polling stops as
         // soon as shutdown begins, not after open requests drain.
         let stop_polling = CancellationToken::new();
-        let pollers = Pollers::spawn(&state.ctx, &state.deployer, stop_polling.clone());
+        let pollers = Pollers::spawn(&state, stop_polling.clone());
         let shutdown = async move {
             shutdown.await;
             stop_polling.cancel();

@@ -24,7 +24,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{Context, Deployer, QueueError};
+use super::QueueError;
+use crate::services::Services;
 use crate::config::AppConfig;
 use crate::git::{Cache, Oid};
 use crate::store::{DeployEvent, DeployStatus, TipHistory};
@@ -47,7 +48,7 @@ pub struct Pollers {
 impl Pollers {
     /// Start polling every app whose `poll` is not zero, the first poll at once, until `stop`
     /// is cancelled (or [`Pollers::shutdown`]).
-    pub fn spawn(ctx: &Context, deployer: &Deployer, stop: CancellationToken) -> Pollers {
+    pub fn spawn(ctx: &Services, stop: CancellationToken) -> Pollers {
         let tasks = ctx
             .config
             .apps
@@ -56,7 +57,6 @@ impl Pollers {
             .map(|app| {
                 let poller = Poller {
                     ctx: ctx.clone(),
-                    deployer: deployer.clone(),
                     app: app.clone(),
                     failures: 0,
                     unreachable: false,
@@ -172,8 +172,7 @@ pub fn next_delay(interval: Duration, failures: u32) -> Duration {
 
 /// One app's poll loop and what it remembers between polls.
 struct Poller {
-    ctx: Context,
-    deployer: Deployer,
+    ctx: Services,
     app: AppConfig,
     /// Failed listings and fetch failures since the origin last answered with nothing to retry.
     failures: u32,
@@ -385,7 +384,7 @@ impl Poller {
     /// Reserve queue room, persist the poll deploy, hand it to the worker. `Ok(false)`: the app
     /// was locked meanwhile (nothing recorded).
     async fn queue(&self, seen: &Seen, reason: &str) -> Result<bool, QueueError> {
-        let permit = self.deployer.reserve(&self.app.name)?;
+        let permit = self.ctx.deployer.reserve(&self.app.name)?;
         let queued = self
             .ctx
             .store

@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::{recover, run, Context};
+use super::{recover, run};
+use crate::config::Config;
+use crate::services::Services;
 use crate::git::Oid;
 
 /// Why a deploy could not be queued.
@@ -40,24 +42,33 @@ pub struct Workers {
     shutdown: CancellationToken,
 }
 
+/// Each app's end of its queue, until [`Workers::spawn`] hands it to the app's worker.
+pub struct Inboxes(HashMap<String, mpsc::Receiver<i64>>);
+
 impl Deployer {
-    /// Start one worker per configured app.
-    pub fn spawn(ctx: Context) -> (Deployer, Workers) {
-        let shutdown = CancellationToken::new();
+    /// One bounded queue per configured app (`queue_limit` waiting deploys): the sending ends
+    /// and the receiving ones, which the workers take once the shared services exist.
+    pub fn channels(config: &Config) -> (Deployer, Inboxes) {
+        let names = config.apps.iter().map(|a| a.name.as_str());
+        let (deployer, inboxes) = Deployer::bounded(names, config.server.queue_limit);
+        (deployer, Inboxes(inboxes))
+    }
+
+    fn bounded<'a>(
+        apps: impl Iterator<Item = &'a str>,
+        bound: usize,
+    ) -> (Deployer, HashMap<String, mpsc::Receiver<i64>>) {
         let mut senders = HashMap::new();
-        let mut handles = Vec::new();
-        for app in &ctx.config.apps {
-            let (tx, rx) = mpsc::channel(ctx.config.server.queue_limit);
-            senders.insert(app.name.clone(), tx);
-            let worker = worker(ctx.clone(), app.name.clone(), rx, shutdown.clone());
-            handles.push(tokio::spawn(worker));
+        let mut receivers = HashMap::new();
+        for app in apps {
+            let (tx, rx) = mpsc::channel(bound);
+            senders.insert(app.to_string(), tx);
+            receivers.insert(app.to_string(), rx);
         }
-        (
-            Deployer {
-                senders: Arc::new(senders),
-            },
-            Workers { handles, shutdown },
-        )
+        let deployer = Deployer {
+            senders: Arc::new(senders),
+        };
+        (deployer, receivers)
     }
 
     /// Reserve a place in an app's queue without waiting: full → [`QueueError::Full`]. Reserve
@@ -75,25 +86,6 @@ impl Deployer {
         })
     }
 
-    /// A deployer whose apps' deploys arrive on the returned receivers instead of at workers.
-    #[cfg(test)]
-    pub fn for_test(
-        apps: &[&str],
-        bound: usize,
-    ) -> (Deployer, HashMap<String, mpsc::Receiver<i64>>) {
-        let mut senders = HashMap::new();
-        let mut receivers = HashMap::new();
-        for app in apps {
-            let (tx, rx) = mpsc::channel(bound);
-            senders.insert(app.to_string(), tx);
-            receivers.insert(app.to_string(), rx);
-        }
-        let deployer = Deployer {
-            senders: Arc::new(senders),
-        };
-        (deployer, receivers)
-    }
-
     /// Queue a persisted deploy, waiting for room (startup resume).
     pub async fn enqueue(&self, app: &str, deploy_id: i64) -> Result<(), QueueError> {
         let tx = self
@@ -102,9 +94,29 @@ impl Deployer {
             .ok_or_else(|| QueueError::UnknownApp(app.to_string()))?;
         tx.send(deploy_id).await.map_err(|_| QueueError::Closed)
     }
+
+    /// A deployer whose apps' deploys arrive on the returned receivers instead of at workers.
+    #[cfg(test)]
+    pub fn for_test(
+        apps: &[&str],
+        bound: usize,
+    ) -> (Deployer, HashMap<String, mpsc::Receiver<i64>>) {
+        Deployer::bounded(apps.iter().copied(), bound)
+    }
 }
 
 impl Workers {
+    /// Start one worker per app, each on its inbox.
+    pub fn spawn(services: &Services, inboxes: Inboxes) -> Workers {
+        let shutdown = CancellationToken::new();
+        let handles = inboxes
+            .0
+            .into_iter()
+            .map(|(app, rx)| tokio::spawn(worker(services.clone(), app, rx, shutdown.clone())))
+            .collect();
+        Workers { handles, shutdown }
+    }
+
     /// Stop taking new deploys and wait up to `grace` for running ones to finish. A deploy still
     /// running after that is left `running` in the store; the next start marks it `interrupted`
     /// and restores the app's last good commit.
@@ -126,7 +138,7 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
     }
 }
 
-async fn worker(ctx: Context, app: String, rx: mpsc::Receiver<i64>, shutdown: CancellationToken) {
+async fn worker(ctx: Services, app: String, rx: mpsc::Receiver<i64>, shutdown: CancellationToken) {
     supervise(ctx, app, rx, shutdown, |ctx, app, batch| async move {
         run::run_batch(&ctx, &app, batch).await
     })
@@ -137,13 +149,13 @@ async fn worker(ctx: Context, app: String, rx: mpsc::Receiver<i64>, shutdown: Ca
 /// or an error recording its outcome ends that batch, never the worker — its deploys are
 /// settled (undone, failed with what happened) and the next batch runs.
 async fn supervise<R, F>(
-    ctx: Context,
+    ctx: Services,
     app: String,
     mut rx: mpsc::Receiver<i64>,
     shutdown: CancellationToken,
     run_batch: R,
 ) where
-    R: Fn(Context, String, Vec<i64>) -> F,
+    R: Fn(Services, String, Vec<i64>) -> F,
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     loop {
@@ -248,7 +260,8 @@ mod tests {
         );
         let config = Arc::new(crate::config::Config::parse(&text, dir.path()).unwrap().0);
         let store = Store::open(&dir.path().join("dockhand.db")).await.unwrap();
-        let ctx = Context::new(config, store.clone(), crate::proxy::Proxies::default());
+        let deployer = Deployer::for_test(&[], 1).0;
+        let ctx = Services::new(config, store.clone(), crate::proxy::Proxies::default(), deployer);
         let queue = |sha: &str| NewApiDeploy {
             app: "web".into(),
             trigger: Trigger::Manual,

@@ -9,12 +9,13 @@ use anyhow::{bail, Context as _};
 use tracing::{info, warn};
 
 use super::steps::Steps;
-use super::{blocking, fast, full, reload, Context, Deployer};
+use super::{blocking, fast, full, reload};
+use crate::services::Services;
 use crate::git::Oid;
 use crate::store::DeployStatus;
 
 /// Resolve what a previous run left unfinished. Called once at startup, after the workers start.
-pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
+pub async fn recover(ctx: &Services) -> anyhow::Result<()> {
     for app in &ctx.config.apps {
         let cache = ctx.config.cache_path(&app.name);
         let removed = blocking(move || clear_stale_locks(&cache)).await?;
@@ -77,7 +78,7 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
     }
     // In arrival order, from one task: latest-wins depends on it, and startup must not wait for
     // a queue that is longer than its bound.
-    let deployer = deployer.clone();
+    let deployer = ctx.deployer.clone();
     tokio::spawn(async move {
         for (app, id) in resume {
             if let Err(e) = deployer.enqueue(&app, id).await {
@@ -93,7 +94,7 @@ pub async fn recover(ctx: &Context, deployer: &Deployer) -> anyhow::Result<()> {
 /// undone first. Retried with backoff while that fails (the store may be locked for a while),
 /// until shutdown: then the next start recovers them.
 pub(super) async fn settle(
-    ctx: &Context,
+    ctx: &Services,
     ids: &[i64],
     failure: &str,
     shutdown: &tokio_util::sync::CancellationToken,
@@ -126,7 +127,7 @@ pub(super) async fn settle(
 
 /// Undo deploy `id` if it is running, then record it failed. With `last_try` a failed undo is
 /// said in the error instead of tried again.
-async fn settle_one(ctx: &Context, id: i64, error: &str, last_try: bool) -> anyhow::Result<()> {
+async fn settle_one(ctx: &Services, id: i64, error: &str, last_try: bool) -> anyhow::Result<()> {
     let Some(deploy) = ctx.store.deploy(id).await? else {
         return Ok(());
     };
@@ -153,7 +154,7 @@ const MAX_RECOVER_ATTEMPTS: usize = 2;
 /// with `reload` reload the app, recorded as the deploy's `recover` step. `Ok(true)` when the
 /// app still needs its reload (`reload` false and a good commit was put back).
 async fn undo_interrupted(
-    ctx: &Context,
+    ctx: &Services,
     deploy: &crate::store::Deploy,
     reload: bool,
 ) -> anyhow::Result<bool> {
@@ -218,7 +219,7 @@ async fn undo_interrupted(
 
 /// Reload an app whose interrupted deploy was undone at startup, as the deploy's `reload`
 /// step, once its live container runs again.
-async fn reload_after_undo(ctx: &Context, deploy: &crate::store::Deploy) -> anyhow::Result<()> {
+async fn reload_after_undo(ctx: &Services, deploy: &crate::store::Deploy) -> anyhow::Result<()> {
     let Some(app) = ctx.config.app(&deploy.app) else {
         return Ok(());
     };
@@ -236,7 +237,7 @@ async fn reload_after_undo(ctx: &Context, deploy: &crate::store::Deploy) -> anyh
 /// image if gone (SECURITY.md 33). Runs after the volumes were restored. Returns the apps whose
 /// live container was started or recreated (it read the restored tree as it booted). An engine
 /// error is said per app and never stops the server from starting.
-async fn reconcile_containers(ctx: &Context) -> anyhow::Result<std::collections::HashSet<String>> {
+async fn reconcile_containers(ctx: &Services) -> anyhow::Result<std::collections::HashSet<String>> {
     let mut started = std::collections::HashSet::new();
     let apps: Vec<_> = ctx
         .config
@@ -276,7 +277,7 @@ async fn reconcile_containers(ctx: &Context) -> anyhow::Result<std::collections:
 /// [`reconcile_containers`] for one app; `Ok(true)` when its live container was started or
 /// recreated.
 async fn reconcile_app(
-    ctx: &Context,
+    ctx: &Services,
     docker: &crate::runtime::Docker,
     app: &crate::config::AppConfig,
 ) -> anyhow::Result<bool> {
@@ -351,7 +352,7 @@ async fn reconcile_app(
 
 /// Point each proxied app's proxy at its live container (as reconciled), and restore the
 /// maintenance switch as last set over the API.
-async fn point_proxies(ctx: &Context) -> anyhow::Result<()> {
+async fn point_proxies(ctx: &Services) -> anyhow::Result<()> {
     for app in &ctx.config.apps {
         let Some(proxy) = ctx.proxies.get(&app.name) else {
             continue;

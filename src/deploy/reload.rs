@@ -5,7 +5,8 @@
 
 use anyhow::bail;
 
-use super::{blocking, fast, Context};
+use super::{blocking, fast};
+use crate::services::Services;
 use crate::config::{AppConfig, Reload};
 use crate::runtime::Docker;
 
@@ -16,7 +17,7 @@ const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Returns what was done, for the step output. Bounded by the app's `reload_timeout` (plus its
 /// stop grace for a restart): a reload that never ends fails the deploy, never wedges the queue.
 pub(super) async fn reload(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     live: Option<&str>,
 ) -> anyhow::Result<String> {
@@ -42,7 +43,7 @@ pub(super) async fn reload(
 }
 
 async fn reload_unbounded(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     live: Option<&str>,
 ) -> anyhow::Result<String> {
@@ -85,7 +86,7 @@ async fn reload_unbounded(
 /// The engine and the container a signal/exec/restart reload acts on: `reload_container`, or
 /// the app's live container.
 async fn target(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     live: Option<&str>,
 ) -> anyhow::Result<(Docker, String)> {

@@ -8,7 +8,8 @@ use tracing::{info, instrument, warn};
 use super::hold::Held;
 use super::plan::{self, Decision, DeployPath, Running};
 use super::steps::Steps;
-use super::{blocking, fast, full, pick_latest, reload, rollback, Candidate, Context};
+use super::{blocking, fast, full, pick_latest, reload, rollback, Candidate};
+use crate::services::Services;
 use crate::config::{redact_url, render, AppConfig, FastCheck, Layout, Reload};
 use crate::git::{Cache, Change, Oid};
 use crate::hooks::{self, Stage};
@@ -17,7 +18,7 @@ use crate::store::{now_ms, AppState, Deploy, DeployStatus, Trigger};
 
 /// Deploy the newest of `ids` (all queued for app `app_name`); the others become `superseded`.
 #[instrument(skip_all, fields(app = %app_name, deploy_id = tracing::field::Empty))]
-pub(super) async fn run_batch(ctx: &Context, app_name: &str, ids: Vec<i64>) -> anyhow::Result<()> {
+pub(super) async fn run_batch(ctx: &Services, app_name: &str, ids: Vec<i64>) -> anyhow::Result<()> {
     let app = ctx
         .config
         .app(app_name)
@@ -179,7 +180,7 @@ impl Live {
 
 /// Between deploys, when nothing is queued: compact the app's cache if fetches have left too
 /// many packs ([`Cache::compact`]), under the cache lock, so the next push finds one index.
-pub(super) async fn maintain(ctx: &Context, app_name: &str) {
+pub(super) async fn maintain(ctx: &Services, app_name: &str) {
     let cache = ctx.config.cache_path(app_name);
     let started = std::time::Instant::now();
     let compacted = ctx.with_cache(app_name, move || match cache.join("HEAD").exists() {
@@ -228,7 +229,7 @@ fn fetch_and_pick(
 
 /// Deploy `target` over `deployed` for a running deploy row.
 async fn execute(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     deploy: &Deploy,
     deployed: Option<Oid>,
@@ -547,7 +548,7 @@ async fn execute(
 }
 
 /// The app's proxy, if it has one.
-fn proxy_of<'a>(ctx: &'a Context, app: &AppConfig) -> Option<&'a crate::proxy::Proxy> {
+fn proxy_of<'a>(ctx: &'a Services, app: &AppConfig) -> Option<&'a crate::proxy::Proxy> {
     ctx.proxies.get(&app.name).map(|p| p.as_ref())
 }
 
@@ -561,7 +562,7 @@ fn hold_detail(app: &AppConfig) -> &'static str {
 
 /// What the full path (and a swap) needs to know about `deploy` of `target`, replacing `old`.
 fn full_deploy<'a>(
-    ctx: &'a Context,
+    ctx: &'a Services,
     app: &'a AppConfig,
     container: &'a crate::config::ContainerConfig,
     deploy: &Deploy,
@@ -582,7 +583,7 @@ fn full_deploy<'a>(
 /// The `swap` reload: a new container from the image the live one runs (already in the engine,
 /// no pull) on the new release, through the full path's gate, switch, drain and retire.
 async fn swap_same_image(
-    ctx: &Context,
+    ctx: &Services,
     f: &full::FullDeploy<'_>,
     steps: &Steps,
     digest: Option<String>,
@@ -626,7 +627,7 @@ struct Undo<'a> {
 /// meanwhile, then retire the old one — or switch back to it, put the tree and `app_state`
 /// back and record the deploy as failed and reverted. `Ok(false)`: reverted (recorded).
 async fn watch_replaced(
-    ctx: &Context,
+    ctx: &Services,
     deploy: &Deploy,
     steps: &Steps,
     replaced: Replaced<'_>,
@@ -666,7 +667,7 @@ async fn watch_replaced(
 /// A copy of `target`'s tree under the state dir for the full path's trial container, as a
 /// step; returns where.
 async fn stage_trial(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     steps: &Steps,
     target: Oid,
@@ -687,7 +688,7 @@ async fn stage_trial(
 
 /// The commits the app's containers were started on: their releases stay (a process may run
 /// from one whatever `current` says). An engine that does not answer prunes nothing.
-async fn releases_in_use(ctx: &Context, app: &AppConfig) -> anyhow::Result<Vec<Oid>> {
+async fn releases_in_use(ctx: &Services, app: &AppConfig) -> anyhow::Result<Vec<Oid>> {
     if app.container.is_none() {
         return Ok(Vec::new());
     }
@@ -716,7 +717,7 @@ pub(super) struct Ask<'a> {
 /// Fast or full, and why. Apps without a container spec are always fast and need no engine;
 /// for the others the engine client comes back too, for the full path to use.
 pub(super) async fn decide(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     ask: &Ask<'_>,
     plan: &fast::Plan,
@@ -931,7 +932,7 @@ const WATCH_5XX_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 /// [`WATCH_5XX_WINDOW`] (at least [`WATCH_MIN_ANSWERS`]) with 5xx. A newer queued deploy ends it early: that one is checked
 /// itself.
 async fn watch(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     deploy: &Deploy,
     steps: &Steps,
@@ -1006,7 +1007,7 @@ async fn watch(
 /// the previous version answers again. Returns what state the app is in (`Err` says why the
 /// previous version does not answer).
 async fn revert(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     steps: &Steps,
     container: Option<&str>,
@@ -1028,7 +1029,7 @@ async fn revert(
 }
 
 async fn fail_reverted(
-    ctx: &Context,
+    ctx: &Services,
     deploy: &Deploy,
     e: &anyhow::Error,
     reverted: anyhow::Result<&str>,
@@ -1044,7 +1045,7 @@ async fn fail_reverted(
 
 /// The app's reload as a step; `container` is its live container, if any.
 async fn reload_step(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     steps: &Steps,
     container: Option<&str>,
@@ -1058,7 +1059,7 @@ async fn reload_step(
 
 /// After a failed sync or reload, put the volume back to what was deployed.
 async fn restore(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     steps: &Steps,
     current: Oid,
@@ -1094,7 +1095,7 @@ async fn restore(
 /// The revision file of what `app_state` names live (the commit a restore puts back), as the
 /// deploy that put it there recorded it (nothing live: only its path, for a restore to an
 /// empty volume to remove it); `None` when the app writes none.
-pub(super) async fn live_revision(ctx: &Context, app: &AppConfig) -> Option<fast::Revision> {
+pub(super) async fn live_revision(ctx: &Services, app: &AppConfig) -> Option<fast::Revision> {
     let file = app.revision_file.clone()?;
     let deploy_id = match ctx.store.app_state(&app.name).await {
         Ok(Some(state)) => state.deploy_id,
@@ -1116,7 +1117,7 @@ pub(super) async fn live_revision(ctx: &Context, app: &AppConfig) -> Option<fast
 /// deploy stays `running` until they finish. A failure fails the deploy; the caller reverts a
 /// fast deploy when the app asks for it, else the new version stays live.
 async fn post_deploy_hooks(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     deploy: &Deploy,
     target: Oid,
@@ -1133,14 +1134,14 @@ async fn post_deploy_hooks(
     hooks::run_stage(ctx, &app.name, deploy.id, stage).await
 }
 
-async fn fail(ctx: &Context, deploy: &Deploy, e: &anyhow::Error) -> anyhow::Result<()> {
+async fn fail(ctx: &Services, deploy: &Deploy, e: &anyhow::Error) -> anyhow::Result<()> {
     record_failure(ctx, deploy, &format!("{e:#}"), false).await
 }
 
 /// A failed deploy: logged, the on-failure hooks run, then the row says `failed` (and whether
 /// its changes were reverted).
 async fn record_failure(
-    ctx: &Context,
+    ctx: &Services,
     deploy: &Deploy,
     error: &str,
     reverted: bool,

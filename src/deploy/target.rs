@@ -8,7 +8,8 @@ use std::path::Path;
 
 use super::plan::DeployPath;
 use super::run::{decide, Ask, Live};
-use super::{blocking, fast, Context};
+use super::{blocking, fast};
+use crate::services::Services;
 use crate::config::AppConfig;
 use crate::git::{Cache, Change, MissingRef, Oid};
 
@@ -82,7 +83,7 @@ fn is_commit_id(spec: &str) -> bool {
 /// Resolve what `POST /deploy` or `/plan` asks for: the tracked branch's tip (`None`), a commit
 /// id, a full ref, or a branch or tag name (branch first). Fetches first.
 pub async fn resolve_ref(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     field: &'static str,
     spec: Option<&str>,
@@ -168,7 +169,7 @@ fn resolve_ref_blocking(
 /// Resolve what `POST /rollback` asks for. A tag that a succeeded deploy ran resolves to the
 /// commit that deploy recorded, even if the tag has moved since (SECURITY.md 38).
 pub async fn resolve_rollback(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     to: &RollbackTo,
 ) -> Result<Target, TargetError> {
@@ -261,7 +262,7 @@ pub async fn resolve_rollback(
 
 /// A commit id (cache first, then the tracked branch) or a tag at the origin.
 async fn resolve_commit_or_tag(
-    ctx: &Context,
+    ctx: &Services,
     app: &AppConfig,
     spec: &str,
     tag: &str,
@@ -297,7 +298,7 @@ pub struct DryRun {
 /// What deploying `target` would do now: the diff against the deployed commit and the
 /// planner's decision. Reads the store, the cache and (for apps with a container) inspects the
 /// live container; writes nothing.
-pub async fn dry_run(ctx: &Context, app: &AppConfig, target: &Target) -> anyhow::Result<DryRun> {
+pub async fn dry_run(ctx: &Services, app: &AppConfig, target: &Target) -> anyhow::Result<DryRun> {
     let (live, from) = Live::of(ctx.store.app_state(&app.name).await?)?;
     let to = Oid::from_str(&target.sha)?;
     let cache = ctx.config.cache_path(&app.name);

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::auth::Reader;
 use super::error::ApiError;
-use super::AppState;
+use crate::services::Services;
 use crate::config::{AppConfig, Reload};
 use crate::store::{rfc3339, AppState as Deployed, Deploy, Step};
 
@@ -54,7 +54,7 @@ impl From<Step> for StepView {
     }
 }
 
-async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> {
+async fn app_view(state: &Services, app: &AppConfig) -> Result<Value, ApiError> {
     let deployed = state.store.app_state(&app.name).await?;
     let container = deployed.as_ref().and_then(|d| {
         d.container_id.as_ref().map(|id| {
@@ -104,7 +104,7 @@ async fn app_view(state: &AppState, app: &AppConfig) -> Result<Value, ApiError> 
 
 /// `GET /api/apps`: the apps the caller's token is scoped to.
 pub async fn list_apps(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     caller: Reader,
 ) -> Result<Json<Value>, ApiError> {
     let mut apps = Vec::with_capacity(state.config.apps.len());
@@ -116,7 +116,7 @@ pub async fn list_apps(
 
 /// `GET /api/apps/{app}`
 pub async fn get_app(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(name): Path<String>,
     caller: Reader,
 ) -> Result<Json<Value>, ApiError> {
@@ -131,7 +131,7 @@ pub struct Limit {
 
 /// `GET /api/apps/{app}/deploys?limit=N` (newest first; 1..=1000, default 20).
 pub async fn list_deploys(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(name): Path<String>,
     caller: Reader,
     Query(q): Query<Limit>,
@@ -159,7 +159,7 @@ pub async fn list_deploys(
 
 /// `GET /api/deploys/{id}` with its steps.
 pub async fn get_deploy(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(id): Path<String>,
     caller: Reader,
 ) -> Result<Json<DeployView>, ApiError> {
@@ -179,7 +179,7 @@ pub async fn get_deploy(
 
 /// The deploy `id` (from the path), if it exists and the caller may see its app.
 pub(super) async fn readable_deploy(
-    state: &AppState,
+    state: &Services,
     caller: &Reader,
     id: &str,
 ) -> Result<Deploy, ApiError> {
@@ -196,7 +196,7 @@ pub(super) async fn readable_deploy(
 }
 
 /// `GET /healthz`: the database answers.
-pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn health(State(state): State<Services>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await?;
     Ok(Json(
         json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),

@@ -14,7 +14,7 @@ use axum::http::request::Parts;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::error::ApiError;
-use super::AppState;
+use crate::services::Services;
 use crate::config::{ApiToken, AppConfig, TokenDigest};
 
 /// Query parameters that would carry a token.
@@ -34,7 +34,7 @@ impl Writer {
 
     /// The app called `name`, if this token may act on it: 403 when it may not (whether or not
     /// the app exists, so a scoped token learns nothing about other apps), 404 when unknown.
-    pub fn app<'a>(&self, state: &'a AppState, name: &str) -> Result<&'a AppConfig, ApiError> {
+    pub fn app<'a>(&self, state: &'a Services, name: &str) -> Result<&'a AppConfig, ApiError> {
         scoped_app(Some(&self.0), state, name)
     }
 }
@@ -46,7 +46,7 @@ impl Reader {
     }
 
     /// As [`Writer::app`].
-    pub fn app<'a>(&self, state: &'a AppState, name: &str) -> Result<&'a AppConfig, ApiError> {
+    pub fn app<'a>(&self, state: &'a Services, name: &str) -> Result<&'a AppConfig, ApiError> {
         scoped_app(self.0.as_ref(), state, name)
     }
 
@@ -62,7 +62,7 @@ impl Reader {
 
 fn scoped_app<'a>(
     token: Option<&ApiToken>,
-    state: &'a AppState,
+    state: &'a Services,
     name: &str,
 ) -> Result<&'a AppConfig, ApiError> {
     if token.is_some_and(|t| !t.may(name)) {
@@ -79,10 +79,10 @@ fn forbidden(token: Option<&ApiToken>, app: &str) -> ApiError {
     ApiError::Forbidden(format!("token {name:?} is not scoped to app {app:?}"))
 }
 
-impl FromRequestParts<AppState> for Writer {
+impl FromRequestParts<Services> for Writer {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &Services) -> Result<Self, ApiError> {
         refuse_query_token(parts)?;
         if state.config.tokens.is_empty() {
             return Err(ApiError::Unauthenticated(
@@ -93,10 +93,10 @@ impl FromRequestParts<AppState> for Writer {
     }
 }
 
-impl FromRequestParts<AppState> for Reader {
+impl FromRequestParts<Services> for Reader {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &Services) -> Result<Self, ApiError> {
         refuse_query_token(parts)?;
         if state.config.tokens.is_empty() {
             return Ok(Reader(None));

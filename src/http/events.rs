@@ -22,12 +22,12 @@ use tokio::sync::{broadcast, mpsc};
 use super::api::readable_deploy;
 use super::auth::Reader;
 use super::error::ApiError;
-use super::AppState;
+use crate::services::Services;
 use crate::store::{is_terminal, rfc3339, Deploy, DeployEvent, Step, Store};
 
 /// `GET /api/deploys/{id}/events`
 pub async fn deploy_events(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(id): Path<String>,
     caller: Reader,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {

@@ -27,22 +27,9 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
-use crate::config::Config;
-use crate::deploy::{self, Deployer};
-use crate::store::Store;
+use crate::services::Services;
 
 pub use error::ApiError;
-
-/// Everything a handler may use. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub deployer: Deployer,
-    /// For resolving API targets and dry runs (git work happens in `deploy`, not here).
-    pub ctx: deploy::Context,
-    pub proxies: crate::proxy::Proxies,
-}
 
 /// An app lock as every answer shows it: who, when (RFC 3339) and why.
 fn lock_view(lock: &crate::store::AppLock) -> serde_json::Value {
@@ -80,7 +67,7 @@ async fn to_the_end<T: Send + 'static>(
 }
 
 /// The whole router, with body cap, request timeout, request ids and tracing.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: Services) -> Router {
     let body_limit = usize::try_from(state.config.server.body_limit).unwrap_or(usize::MAX);
     let deadlines = Deadlines {
         request: state.config.server.request_timeout,

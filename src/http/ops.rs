@@ -18,7 +18,7 @@ use super::api::DeployView;
 use super::auth::Writer;
 use super::body::JsonBody;
 use super::error::ApiError;
-use super::AppState;
+use crate::services::Services;
 use crate::config::AppConfig;
 use crate::deploy::plan::DeployPath;
 use crate::deploy::target::{self, RollbackTo, Target};
@@ -51,7 +51,7 @@ pub(super) fn wait_flag(value: &str) -> Option<bool> {
 
 /// `POST /api/apps/{app}/deploy` `{ref?, path?, force?}`
 pub async fn deploy(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
     Query(q): Query<WaitQuery>,
@@ -76,7 +76,7 @@ pub async fn deploy(
         target::check_spec("ref", spec)?;
     }
     let wait = forced_past_lock(&state, app, &body, &q).await?;
-    let target = target::resolve_ref(&state.ctx, app, "ref", spec).await?;
+    let target = target::resolve_ref(&state, app, "ref", spec).await?;
     let reason = format!("asked for: {}", target.how);
     let asked = Asked {
         trigger: Trigger::Manual,
@@ -90,7 +90,7 @@ pub async fn deploy(
 /// `POST /api/apps/{app}/rollback` `{to?, force?}`: `to` is a commit id or tag (string) or a
 /// deploy id (number); default: the last succeeded deploy before the current one.
 pub async fn rollback(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
     Query(q): Query<WaitQuery>,
@@ -116,7 +116,7 @@ pub async fn rollback(
         }
     };
     let wait = forced_past_lock(&state, app, &body, &q).await?;
-    let target = target::resolve_rollback(&state.ctx, app, &to).await?;
+    let target = target::resolve_rollback(&state, app, &to).await?;
     let reason = format!("rollback to {}", target.how);
     let lock = app.lock_on_rollback.then(|| {
         format!(
@@ -137,15 +137,15 @@ pub async fn rollback(
 /// `POST /api/apps/{app}/plan` `{ref?}`: what a deploy would do now. Records nothing and
 /// writes nothing to the volume; it fetches into the app's git cache.
 pub async fn plan(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let app = caller.app(&state, &name)?;
     let body = JsonBody::parse(&body, &["ref"])?;
-    let target = target::resolve_ref(&state.ctx, app, "ref", body.string("ref")?).await?;
-    let dry = target::dry_run(&state.ctx, app, &target).await?;
+    let target = target::resolve_ref(&state, app, "ref", body.string("ref")?).await?;
+    let dry = target::dry_run(&state, app, &target).await?;
     let changes: Vec<Value> = dry
         .changes
         .iter()
@@ -176,7 +176,7 @@ pub async fn plan(
 
 /// `POST /api/apps/{app}/lock` `{reason}`
 pub async fn lock(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
     body: Bytes,
@@ -204,7 +204,7 @@ pub async fn lock(
 /// `DELETE /api/apps/{app}/lock`: pushes deploy again from the next one; pushes recorded as
 /// `locked` stay recorded and are not deployed (deploy the tip with `POST …/deploy`).
 pub async fn unlock(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
 ) -> Result<Json<Value>, ApiError> {
@@ -225,7 +225,7 @@ fn short(sha: &str) -> &str {
 /// `POST /api/apps/{app}/maintenance`: the app's proxy answers every request with 503 and
 /// its `maintenance_body` until `DELETE`. Kept across restarts.
 pub async fn maintenance_on(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
 ) -> Result<Json<Value>, ApiError> {
@@ -234,7 +234,7 @@ pub async fn maintenance_on(
 
 /// `DELETE /api/apps/{app}/maintenance`: the app's proxy forwards requests again.
 pub async fn maintenance_off(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
 ) -> Result<Json<Value>, ApiError> {
@@ -242,7 +242,7 @@ pub async fn maintenance_off(
 }
 
 async fn set_maintenance(
-    state: &AppState,
+    state: &Services,
     name: &str,
     caller: &Writer,
     enabled: bool,
@@ -275,7 +275,7 @@ async fn set_maintenance(
 /// What deploy and rollback share before resolving: `force` and `?wait` read, and a 409 while
 /// the app is locked unless forced. Returns whether to wait.
 async fn forced_past_lock(
-    state: &AppState,
+    state: &Services,
     app: &AppConfig,
     body: &JsonBody,
     q: &WaitQuery,
@@ -287,7 +287,7 @@ async fn forced_past_lock(
 }
 
 /// 409 while the app is locked, unless the caller forces.
-async fn refuse_if_locked(state: &AppState, app: &AppConfig, force: bool) -> Result<(), ApiError> {
+async fn refuse_if_locked(state: &Services, app: &AppConfig, force: bool) -> Result<(), ApiError> {
     match state.store.lock(&app.name).await? {
         Some(lock) if !force => Err(ApiError::Locked(lock)),
         _ => Ok(()),
@@ -306,7 +306,7 @@ struct Asked<'a> {
 /// Reserve room in the app's queue, take the rollback lock if any, record the deploy, queue it,
 /// and answer 202 — or, with `wait`, the deploy once it is over.
 async fn queue(
-    state: &AppState,
+    state: &Services,
     app: &AppConfig,
     caller: &Writer,
     target: &Target,

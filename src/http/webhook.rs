@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::error::ApiError;
-use super::AppState;
+use crate::services::Services;
 use crate::config::AppConfig;
 use crate::deploy::triage::{triage, Triage};
 use crate::github::events::{self, Event, Push};
@@ -28,7 +28,7 @@ const HOOK_ID: &str = "x-github-hook-id";
 /// `POST /hooks/github`: the apps are those whose secret verifies the signature and whose
 /// repository the payload names.
 pub async fn receive(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -52,7 +52,7 @@ pub async fn receive(
 
 /// A verified delivery is recorded and queued to its end, whatever becomes of its caller.
 async fn handle_to_the_end(
-    state: AppState,
+    state: Services,
     apps: Vec<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -66,7 +66,7 @@ async fn handle_to_the_end(
 
 /// `POST /hooks/github/{app}`: one app, its secret (none: 401, the app only polls).
 pub async fn receive_for_app(
-    State(state): State<AppState>,
+    State(state): State<Services>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -118,7 +118,7 @@ fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str
 }
 
 async fn handle(
-    state: &AppState,
+    state: &Services,
     apps: &[&AppConfig],
     headers: &HeaderMap,
     body: &[u8],
@@ -234,7 +234,7 @@ fn triage_all<'a>(apps: &[&'a AppConfig], push: &Push) -> (Vec<&'a AppConfig>, V
     (deploying, reasons)
 }
 
-async fn record_ignored(state: &AppState, new: &NewDelivery<'_>) -> Result<Response, ApiError> {
+async fn record_ignored(state: &Services, new: &NewDelivery<'_>) -> Result<Response, ApiError> {
     match state.store.record_delivery(new, &[]).await? {
         Some(d) => Ok(answer(StatusCode::ACCEPTED, "ignored", &d)),
         None => redelivered(state, new.delivery, new.hook_id).await,
@@ -243,7 +243,7 @@ async fn record_ignored(state: &AppState, new: &NewDelivery<'_>) -> Result<Respo
 
 /// The same delivery was recorded concurrently: answer as for any redelivery.
 async fn redelivered(
-    state: &AppState,
+    state: &Services,
     delivery: &str,
     hook_id: &str,
 ) -> Result<Response, ApiError> {
@@ -304,7 +304,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::deploy::{Context, Deployer};
+    use crate::deploy::Deployer;
     use crate::proxy::Proxies;
     use crate::store::Store;
 
@@ -348,14 +348,7 @@ mod tests {
         let config = Arc::new(Config::parse(&text, dir.path()).unwrap().0);
         let store = Store::open(&dir.path().join("dockhand.db")).await.unwrap();
         let (deployer, mut receivers) = Deployer::for_test(&["web"], 4);
-        let proxies = Proxies::default();
-        let state = AppState {
-            ctx: Context::new(config.clone(), store.clone(), proxies.clone()),
-            config,
-            store: store.clone(),
-            deployer,
-            proxies,
-        };
+        let state = Services::new(config, store.clone(), Proxies::default(), deployer);
 
         let mut call = Box::pin(receive_for_app(
             State(state),
