@@ -25,10 +25,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::warn;
 
 use crate::config::{AppConfig, Config, Layout};
-use crate::deploy::steps::Steps;
 use crate::deploy::blocking;
-use crate::services::Services;
+use crate::deploy::steps::Steps;
 use crate::git::{Cache, Oid};
+use crate::services::Services;
 use crate::store::Deploy;
 
 /// The `PATH` every hook gets; nothing of dockhand's own environment is passed on but `HOME`.

@@ -17,8 +17,8 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::deploy::{self, Deployer, Pollers, Workers};
 use crate::http::router;
-use crate::services::Services;
 use crate::proxy::{Proxies, Proxy};
+use crate::services::Services;
 use crate::store::Store;
 
 /// How long shutdown waits for open requests and a running deploy.

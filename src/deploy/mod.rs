@@ -4,9 +4,13 @@
 //! One worker task per app runs that app's deploys one at a time; everything a deploy does is
 //! recorded as steps in the store. git and filesystem work runs on the blocking pool.
 
+mod batch;
+mod check;
+mod decide;
 mod fast;
 mod full;
 mod hold;
+mod pipeline;
 pub mod plan;
 pub mod poll;
 mod queue;

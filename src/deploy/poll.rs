@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use super::QueueError;
-use crate::services::Services;
 use crate::config::AppConfig;
 use crate::git::{Cache, Oid};
+use crate::services::Services;
 use crate::store::{DeployEvent, DeployStatus, TipHistory};
 
 /// The first retry after a failure comes this soon; each further one waits twice as long, up to

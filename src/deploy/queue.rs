@@ -14,10 +14,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::{recover, run};
+use super::{batch, recover};
 use crate::config::Config;
-use crate::services::Services;
 use crate::git::Oid;
+use crate::services::Services;
 
 /// Why a deploy could not be queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,7 +140,7 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
 
 async fn worker(ctx: Services, app: String, rx: mpsc::Receiver<i64>, shutdown: CancellationToken) {
     supervise(ctx, app, rx, shutdown, |ctx, app, batch| async move {
-        run::run_batch(&ctx, &app, batch).await
+        batch::run_batch(&ctx, &app, batch).await
     })
     .await;
 }
@@ -187,7 +187,7 @@ async fn supervise<R, F>(
             recover::settle(&ctx, &batch, &failure, &shutdown).await;
         }
         if rx.is_empty() && !shutdown.is_cancelled() {
-            run::maintain(&ctx, &app).await;
+            batch::maintain(&ctx, &app).await;
         }
     }
     info!(app, "deploy worker stopped");
@@ -261,7 +261,12 @@ mod tests {
         let config = Arc::new(crate::config::Config::parse(&text, dir.path()).unwrap().0);
         let store = Store::open(&dir.path().join("dockhand.db")).await.unwrap();
         let deployer = Deployer::for_test(&[], 1).0;
-        let ctx = Services::new(config, store.clone(), crate::proxy::Proxies::default(), deployer);
+        let ctx = Services::new(
+            config,
+            store.clone(),
+            crate::proxy::Proxies::default(),
+            deployer,
+        );
         let queue = |sha: &str| NewApiDeploy {
             app: "web".into(),
             trigger: Trigger::Manual,

@@ -10,8 +10,8 @@ use tracing::{info, warn};
 
 use super::steps::Steps;
 use super::{blocking, fast, full, reload};
-use crate::services::Services;
 use crate::git::Oid;
+use crate::services::Services;
 use crate::store::DeployStatus;
 
 /// Resolve what a previous run left unfinished. Called once at startup, after the workers start.
@@ -183,7 +183,7 @@ async fn undo_interrupted(
              files of {touched} may remain in the volume: check it, then deploy"
         );
     }
-    let (live, good) = super::run::Live::of(ctx.store.app_state(&app.name).await?)?;
+    let (live, good) = super::decide::Live::of(ctx.store.app_state(&app.name).await?)?;
     let (cache, volume, layout) = (
         ctx.config.cache_path(&app.name),
         app.volume.clone(),
@@ -223,7 +223,7 @@ async fn reload_after_undo(ctx: &Services, deploy: &crate::store::Deploy) -> any
     let Some(app) = ctx.config.app(&deploy.app) else {
         return Ok(());
     };
-    let (live, _) = super::run::Live::of(ctx.store.app_state(&app.name).await?)?;
+    let (live, _) = super::decide::Live::of(ctx.store.app_state(&app.name).await?)?;
     Steps::new(ctx.store.clone(), deploy.id)
         .run("reload", "the app, on the last good commit", async {
             let reloaded = reload::reload(ctx, app, live.container.as_deref()).await?;

@@ -6,9 +6,9 @@
 use anyhow::bail;
 
 use super::{blocking, fast};
-use crate::services::Services;
 use crate::config::{AppConfig, Reload};
 use crate::runtime::Docker;
+use crate::services::Services;
 
 /// How long a restart waits for the container to stop when the app has no `stop_grace`.
 const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -6,12 +6,12 @@
 
 use std::path::Path;
 
+use super::decide::{decide, Ask, Live};
 use super::plan::DeployPath;
-use super::run::{decide, Ask, Live};
 use super::{blocking, fast};
-use crate::services::Services;
 use crate::config::AppConfig;
 use crate::git::{Cache, Change, MissingRef, Oid};
+use crate::services::Services;
 
 /// Most changed paths a dry run lists (the count is always complete).
 pub const MAX_LISTED_CHANGES: usize = 200;

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use super::auth::Reader;
 use super::error::ApiError;
-use crate::services::Services;
 use crate::config::{AppConfig, Reload};
+use crate::services::Services;
 use crate::store::{rfc3339, AppState as Deployed, Deploy, Step};
 
 /// A deploy as the API shows it: its row (times as RFC 3339), its duration and URL, and its

@@ -14,8 +14,8 @@ use axum::http::request::Parts;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::error::ApiError;
-use crate::services::Services;
 use crate::config::{ApiToken, AppConfig, TokenDigest};
+use crate::services::Services;
 
 /// Query parameters that would carry a token.
 const QUERY_TOKEN_NAMES: [&str; 2] = ["token", "access_token"];

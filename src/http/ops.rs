@@ -18,10 +18,10 @@ use super::api::DeployView;
 use super::auth::Writer;
 use super::body::JsonBody;
 use super::error::ApiError;
-use crate::services::Services;
 use crate::config::AppConfig;
 use crate::deploy::plan::DeployPath;
 use crate::deploy::target::{self, RollbackTo, Target};
+use crate::services::Services;
 use crate::store::{is_terminal, rfc3339, DeployEvent, NewApiDeploy, Store, Trigger};
 
 /// `?wait=true`: hold the answer until the deploy is over (at most `server.wait_timeout`).

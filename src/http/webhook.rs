@@ -13,11 +13,11 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::error::ApiError;
-use crate::services::Services;
 use crate::config::AppConfig;
 use crate::deploy::triage::{triage, Triage};
 use crate::github::events::{self, Event, Push};
 use crate::github::signature::{Signature, SignatureError};
+use crate::services::Services;
 use crate::store::{Delivery, DeliveryOutcome, NewDelivery, NewPushDeploy};
 
 const SIGNATURE: &str = "x-hub-signature-256";
