@@ -6,6 +6,7 @@
 //! the host directory a running container mounts, then reloads the app in place.
 //!
 //! # Layout
+//! - [`api`]: the wire types of every JSON answer and event, shared by server and CLI.
 //! - [`config`]: the TOML config, validated once; secrets and API tokens redacted.
 //! - [`http`]: the axum router — webhook receivers, the read API, the token-authenticated
 //!   operations API (deploy, rollback, plan, lock) and deploy events over SSE.
@@ -26,6 +27,7 @@
 //! - [`client`]: the CLI client commands (`deploy`, `history`, `logs --follow`, …) against a
 //!   running server's API.
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -1,5 +1,6 @@
 //! The CLI client: `dockhand deploy|rollback|plan|history|logs|lock|unlock|status|maintenance`
-//! against a running server's JSON API (`render` turns answers into text).
+//! against a running server's JSON API: answers are read as the `api` types the server
+//! writes, and `render` turns them into text.
 //!
 //! The token goes only into the `Authorization` header (marked sensitive) and is never
 //! printed; `--json` prints the API's body exactly as received. Exit codes: 0 done, 1 a
@@ -17,6 +18,10 @@ use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{json, Value};
 
+use crate::api::{
+    AppList, DeployList, DeployView, ErrorBody, LockAnswer, MaintenanceView, PlanView, QueuedView,
+    UnlockAnswer,
+};
 use crate::cli::{ClientCommand, Connection, QueueArgs, Switch};
 use crate::config::redact_url;
 use render::{Follower, Plain, Spinners};
@@ -93,7 +98,7 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
                 None => json!({}),
             };
             let path = format!("/api/apps/{}/plan", segment(&app));
-            let (text, value) = client.call(Method::POST, &path, Some(body)).await?;
+            let (text, value): (_, PlanView) = client.call(Method::POST, &path, Some(body)).await?;
             print_or(json, &text, || render::plan(&value))
         }
         ClientCommand::History {
@@ -104,7 +109,7 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
         } => {
             let client = Client::new(&conn)?;
             let path = format!("/api/apps/{}/deploys?limit={limit}", segment(&app));
-            let (text, value) = client.call(Method::GET, &path, None).await?;
+            let (text, value): (_, DeployList) = client.call(Method::GET, &path, None).await?;
             print_or(json, &text, || render::history(&value))
         }
         ClientCommand::Logs {
@@ -117,7 +122,7 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
             if follow {
                 return client.follow(deploy_id, json).await;
             }
-            let (text, value) = client
+            let (text, value): (_, DeployView) = client
                 .call(Method::GET, &format!("/api/deploys/{deploy_id}"), None)
                 .await?;
             print_or(json, &text, || render::logs(&value))
@@ -125,7 +130,7 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
         ClientCommand::Lock { app, reason, conn } => {
             let client = Client::new(&conn)?;
             let path = format!("/api/apps/{}/lock", segment(&app));
-            let (_, value) = client
+            let (_, value): (_, LockAnswer) = client
                 .call(Method::POST, &path, Some(json!({ "reason": reason })))
                 .await?;
             print_or(false, "", || render::locked(&value))
@@ -133,12 +138,12 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
         ClientCommand::Unlock { app, conn } => {
             let client = Client::new(&conn)?;
             let path = format!("/api/apps/{}/lock", segment(&app));
-            let (_, value) = client.call(Method::DELETE, &path, None).await?;
+            let (_, value): (_, UnlockAnswer) = client.call(Method::DELETE, &path, None).await?;
             print_or(false, "", || render::unlocked(&value))
         }
         ClientCommand::Status { json, conn } => {
             let client = Client::new(&conn)?;
-            let (text, value) = client.call(Method::GET, "/api/apps", None).await?;
+            let (text, value): (_, AppList) = client.call(Method::GET, "/api/apps", None).await?;
             print_or(json, &text, || render::status(&value))
         }
         ClientCommand::Maintenance { app, state, conn } => {
@@ -148,7 +153,7 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
                 Switch::On => Method::POST,
                 Switch::Off => Method::DELETE,
             };
-            let (_, value) = client.call(method, &path, None).await?;
+            let (_, value): (_, MaintenanceView) = client.call(method, &path, None).await?;
             print_or(false, "", || render::maintenance(&value))
         }
     }
@@ -166,9 +171,10 @@ async fn queued(
         body["force"] = json!(true);
     }
     let QueueArgs { follow, json, .. } = *args;
-    let (text, value) = client.call(Method::POST, path, Some(body)).await?;
-    let id = value["deploy_id"]
-        .as_u64()
+    let (text, value): (String, QueuedView) = client.call(Method::POST, path, Some(body)).await?;
+    let id = u64::try_from(value.deploy_id)
+        .ok()
+        .filter(|id| *id > 0)
         .ok_or_else(|| anyhow!("the server's answer names no deploy_id: {text}"))?;
     if json {
         println!("{}", text.trim_end());
@@ -272,12 +278,12 @@ impl Client {
 
     /// One call; the body text as received and parsed. A non-2xx answer is an error carrying
     /// the API's `error` message.
-    async fn call(
+    async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Value>,
-    ) -> anyhow::Result<(String, Value)> {
+    ) -> anyhow::Result<(String, T)> {
         let mut request = self.request(method, path).timeout(CALL_TIMEOUT);
         if let Some(body) = body {
             request = request.json(&body);
@@ -288,16 +294,18 @@ impl Client {
         if !status.is_success() {
             return Err(self.refused(status, &text));
         }
-        let value = serde_json::from_str(&text)
-            .with_context(|| format!("the server answered {status} with non-JSON: {text}"))?;
+        let value = serde_json::from_str(&text).with_context(|| {
+            format!("the server answered {status} with what this client cannot read: {text}")
+        })?;
         Ok((text, value))
     }
 
     /// The API's refusal: its `error` message, as a person can act on it (a hint for 401).
     fn refused(&self, status: StatusCode, text: &str) -> anyhow::Error {
-        let said = serde_json::from_str::<Value>(text)
+        let said = serde_json::from_str::<ErrorBody>(text)
             .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .map(|body| body.error)
+            .filter(|error| !error.is_empty())
             .unwrap_or_else(|| {
                 let text = text.trim();
                 if text.is_empty() {
@@ -364,10 +372,7 @@ impl Client {
                      dockhand logs {id} --follow"
                 )
             })?;
-            let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
-                continue;
-            };
-            if let Some(status) = follower.event(&event.event, &data)? {
+            if let Some(status) = follower.event(&event.event, &event.data)? {
                 follower.finish();
                 return Ok(if status == "succeeded" {
                     Outcome::Done

@@ -1,8 +1,8 @@
 //! The CLI's text: tables for `history` and `status`, `plan` and `logs` as readable text, and
 //! the live view of a followed deploy (spinners on a terminal, plain lines when piped).
 //!
-//! Everything reads the API's JSON as `Value`s and treats every field as possibly missing:
-//! an older or newer server must not make the client panic.
+//! Everything reads the `api` types the server sends; a field an older or newer server leaves
+//! out reads as missing (`-`), never as a panic.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -11,28 +11,28 @@ use std::time::Duration;
 
 use comfy_table::{presets, Table};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// The field as text, `-` when missing or null.
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+use crate::api::{
+    AppList, DeployList, DeployView, LockAnswer, LockView, MaintenanceView, PlanView, QueuedView,
+    StatusEvent, StepEvent, UnlockAnswer,
+};
+
+/// The field as text, `-` when missing or empty.
+fn text(v: Option<&str>) -> String {
+    v.filter(|s| !s.is_empty())
+        .map_or_else(|| "-".to_string(), str::to_string)
 }
 
 /// A commit id as `git log --oneline` shows it.
-fn short_sha(v: &Value) -> String {
-    v.as_str()
-        .map_or_else(|| "-".to_string(), |s| s.chars().take(7).collect())
+fn short_sha(v: Option<&str>) -> String {
+    v.map_or_else(|| "-".to_string(), |s| s.chars().take(7).collect())
 }
 
 /// `refs/heads/main` → `main`, `refs/tags/v1` → `v1`.
-fn short_ref(v: &Value) -> String {
-    v.as_str().map_or_else(
+fn short_ref(v: Option<&str>) -> String {
+    v.map_or_else(
         || "-".to_string(),
         |r| {
             r.strip_prefix("refs/heads/")
@@ -43,12 +43,12 @@ fn short_ref(v: &Value) -> String {
     )
 }
 
-fn parse_time(v: &Value) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(v.as_str()?, &Rfc3339).ok()
+fn parse_time(v: Option<&str>) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(v?, &Rfc3339).ok()
 }
 
 /// `2024-05-01 12:00:01` (UTC, as the server records it).
-fn when(v: &Value) -> String {
+fn when(v: Option<&str>) -> String {
     let Some(t) = parse_time(v) else {
         return text(v);
     };
@@ -64,7 +64,7 @@ fn when(v: &Value) -> String {
 }
 
 /// `12:00:01` (UTC).
-fn clock(v: &Value) -> String {
+fn clock(v: Option<&str>) -> String {
     parse_time(v).map_or_else(
         || "--:--:--".to_string(),
         |t| format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
@@ -80,12 +80,12 @@ fn duration(ms: i64) -> String {
     }
 }
 
-fn duration_of(v: &Value) -> String {
-    v.as_i64().map_or_else(|| "-".to_string(), duration)
+fn duration_of(v: Option<i64>) -> String {
+    v.map_or_else(|| "-".to_string(), duration)
 }
 
 /// Milliseconds from `start` to `end` (RFC 3339 strings), if both parse.
-fn between(start: &Value, end: &Value) -> Option<i64> {
+fn between(start: Option<&str>, end: Option<&str>) -> Option<i64> {
     let d = parse_time(end)? - parse_time(start)?;
     i64::try_from(d.whole_milliseconds()).ok()
 }
@@ -112,9 +112,9 @@ fn lines_of(table: &Table) -> String {
 }
 
 /// `status`, with `(reverted)` when a failed deploy put the previous commit back.
-fn deploy_status(d: &Value) -> String {
-    let status = text(&d["status"]);
-    if d["reverted"].as_bool() == Some(true) {
+fn deploy_status(d: &DeployView) -> String {
+    let status = text(Some(&d.status));
+    if d.reverted {
         format!("{status} (reverted)")
     } else {
         status
@@ -122,20 +122,19 @@ fn deploy_status(d: &Value) -> String {
 }
 
 /// `by alice since 2024-05-01 12:00:01: migrating db`
-fn lock_text(l: &Value) -> String {
+fn lock_text(l: &LockView) -> String {
     format!(
         "by {} since {}: {}",
-        text(&l["locked_by"]),
-        when(&l["locked_at"]),
-        text(&l["reason"])
+        text(Some(&l.locked_by)),
+        when(Some(&l.locked_at)),
+        text(Some(&l.reason))
     )
 }
 
 /// `history`: one row per deploy, newest first.
-pub fn history(v: &Value) -> String {
-    let deploys = v["deploys"].as_array().map_or(&[][..], Vec::as_slice);
-    if deploys.is_empty() {
-        return format!("no deploys of {} yet", text(&v["app"]));
+pub fn history(v: &DeployList) -> String {
+    if v.deploys.is_empty() {
+        return format!("no deploys of {} yet", text(Some(&v.app)));
     }
     let mut t = table(&[
         "ID",
@@ -148,31 +147,25 @@ pub fn history(v: &Value) -> String {
         "STATUS",
         "DURATION",
     ]);
-    for d in deploys {
-        let sha = if d["to_commit"].is_string() {
-            &d["to_commit"]
-        } else {
-            &d["requested_sha"]
-        };
+    for d in &v.deploys {
         t.add_row(vec![
-            text(&d["id"]),
-            when(&d["created_at"]),
-            text(&d["trigger"]),
-            text(&d["actor"]),
-            short_ref(&d["ref"]),
-            short_sha(sha),
-            text(&d["path"]),
+            d.id.to_string(),
+            when(Some(&d.created_at)),
+            text(Some(&d.trigger)),
+            text(d.actor.as_deref()),
+            short_ref(d.git_ref.as_deref()),
+            short_sha(d.commit()),
+            text(d.path.as_deref()),
             deploy_status(d),
-            duration_of(&d["duration_ms"]),
+            duration_of(d.duration_ms),
         ]);
     }
     lines_of(&t)
 }
 
 /// `status`: one row per app.
-pub fn status(v: &Value) -> String {
-    let apps = v["apps"].as_array().map_or(&[][..], Vec::as_slice);
-    if apps.is_empty() {
+pub fn status(v: &AppList) -> String {
+    if v.apps.is_empty() {
         return "no apps (or none this token may see)".to_string();
     }
     let mut t = table(&[
@@ -183,31 +176,29 @@ pub fn status(v: &Value) -> String {
         "LOCKED",
         "PROXY",
     ]);
-    for app in apps {
-        let last = &app["last_deploy"];
-        let last = if last.is_object() {
-            format!("#{} {}", text(&last["id"]), deploy_status(last))
-        } else {
-            "-".to_string()
+    for app in &v.apps {
+        let last = app.last_deploy.as_ref().map_or_else(
+            || "-".to_string(),
+            |last| format!("#{} {}", last.id, deploy_status(last)),
+        );
+        let locked = app
+            .locked
+            .as_ref()
+            .map_or_else(|| "no".to_string(), lock_text);
+        let proxy = match &app.proxy {
+            None => "-".to_string(),
+            Some(p) if p.maintenance => format!("{} maintenance", text(Some(&p.listen))),
+            Some(p) => format!(
+                "{} → {}",
+                text(Some(&p.listen)),
+                text(p.upstream.as_deref())
+            ),
         };
-        let locked = &app["locked"];
-        let locked = if locked.is_object() {
-            lock_text(locked)
-        } else {
-            "no".to_string()
-        };
-        let proxy = &app["proxy"];
-        let proxy = if !proxy.is_object() {
-            "-".to_string()
-        } else if proxy["maintenance"].as_bool() == Some(true) {
-            format!("{} maintenance", text(&proxy["listen"]))
-        } else {
-            format!("{} → {}", text(&proxy["listen"]), text(&proxy["upstream"]))
-        };
+        let deployed = app.deployed.as_ref();
         t.add_row(vec![
-            text(&app["name"]),
-            short_sha(&app["deployed"]["commit"]),
-            when(&app["deployed"]["since"]),
+            text(Some(&app.name)),
+            short_sha(deployed.map(|d| d.commit.as_str())),
+            when(deployed.map(|d| d.since.as_str())),
             last,
             locked,
             proxy,
@@ -217,97 +208,89 @@ pub fn status(v: &Value) -> String {
 }
 
 /// `plan`: what a deploy would do now.
-pub fn plan(v: &Value) -> String {
+pub fn plan(v: &PlanView) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{}: would deploy {} ({})",
-        text(&v["app"]),
-        short_sha(&v["commit"]),
-        text(&v["resolved"])
+        text(Some(&v.app)),
+        short_sha(Some(&v.commit)),
+        text(Some(&v.resolved))
     );
-    let _ = writeln!(out, "deployed now: {}", short_sha(&v["deployed"]));
-    let _ = writeln!(out, "path: {} ({})", text(&v["path"]), text(&v["reason"]));
-    let changes = v["changes"].as_array().map_or(&[][..], Vec::as_slice);
-    let _ = writeln!(out, "changed files: {}", text(&v["changed"]));
-    for c in changes {
-        let _ = writeln!(out, "  {:<6} {}", text(&c["op"]), text(&c["path"]));
+    let _ = writeln!(out, "deployed now: {}", short_sha(v.deployed.as_deref()));
+    let _ = writeln!(
+        out,
+        "path: {} ({})",
+        text(Some(&v.path)),
+        text(Some(&v.reason))
+    );
+    let _ = writeln!(out, "changed files: {}", v.changed);
+    for c in &v.changes {
+        let _ = writeln!(out, "  {:<6} {}", text(Some(&c.op)), text(Some(&c.path)));
     }
-    if v["changes_truncated"].as_bool() == Some(true) {
+    if v.changes_truncated {
         let _ = writeln!(out, "  … (more; see --json for the first 200)");
     }
-    for h in v["hooks"].as_array().map_or(&[][..], Vec::as_slice) {
-        let problem = h["problem"]
-            .as_str()
+    for h in &v.hooks {
+        let problem = h
+            .problem
+            .as_deref()
             .map(|p| format!(" (problem: {p})"))
             .unwrap_or_default();
         let _ = writeln!(
             out,
             "hook: {} {}{problem}",
-            text(&h["stage"]),
-            text(&h["path"])
+            text(Some(&h.stage)),
+            text(Some(&h.path))
         );
     }
-    if v["locked"].is_object() {
-        let _ = writeln!(
-            out,
-            "locked {} (deploy needs --force)",
-            lock_text(&v["locked"])
-        );
+    if let Some(lock) = &v.locked {
+        let _ = writeln!(out, "locked {} (deploy needs --force)", lock_text(lock));
     }
     out
 }
 
 /// `deploy` / `rollback` without `--follow`: the id and where to look.
-pub fn queued(v: &Value, url: &str) -> String {
+pub fn queued(v: &QueuedView, url: &str) -> String {
     format!(
         "deploy {} {} ({}, {}): {url}",
-        text(&v["deploy_id"]),
-        text(&v["status"]),
-        text(&v["app"]),
-        text(&v["resolved"])
+        v.deploy_id,
+        text(Some(&v.deploy.status)),
+        text(Some(&v.deploy.app)),
+        text(Some(&v.resolved))
     )
 }
 
 /// `logs`: the deploy, then each step with its output.
-pub fn logs(d: &Value) -> String {
+pub fn logs(d: &DeployView) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "deploy {} of {}: {} by {}, {} → {}, path {}, {}{}",
-        text(&d["id"]),
-        text(&d["app"]),
-        text(&d["trigger"]),
-        text(&d["actor"]),
-        short_ref(&d["ref"]),
-        short_sha(if d["to_commit"].is_string() {
-            &d["to_commit"]
-        } else {
-            &d["requested_sha"]
-        }),
-        text(&d["path"]),
+        d.id,
+        text(Some(&d.app)),
+        text(Some(&d.trigger)),
+        text(d.actor.as_deref()),
+        short_ref(d.git_ref.as_deref()),
+        short_sha(d.commit()),
+        text(d.path.as_deref()),
         deploy_status(d),
-        d["duration_ms"]
-            .as_i64()
+        d.duration_ms
             .map(|ms| format!(" in {}", duration(ms)))
             .unwrap_or_default()
     );
-    for s in d["steps"].as_array().map_or(&[][..], Vec::as_slice) {
-        let ended = s["finished_at"].is_string();
-        let _ = write!(
-            out,
-            "{}",
-            step_head(&s["stage"], &s["detail"], &s["started_at"])
-        );
-        if ended {
-            let _ = writeln!(out, " {}", step_result(&s["ok"], s["duration_ms"].as_i64()));
+    for s in d.steps.iter().flatten() {
+        let head = step_head(&s.stage, s.detail.as_deref(), Some(&s.started_at));
+        let _ = write!(out, "{head}");
+        if s.finished_at.is_some() {
+            let _ = writeln!(out, " {}", step_result(s.ok, s.duration_ms));
         } else {
             let _ = writeln!(out, " (running)");
         }
-        out.push_str(&indented(&s["output"]));
+        out.push_str(&indented(s.output.as_deref()));
     }
-    for (key, label) in [("reason", "reason"), ("error", "error")] {
-        if let Some(v) = d[key].as_str().filter(|s| !s.is_empty()) {
+    for (said, label) in [(&d.reason, "reason"), (&d.error, "error")] {
+        if let Some(v) = said.as_deref().filter(|s| !s.is_empty()) {
             let _ = writeln!(out, "{label}: {v}");
         }
     }
@@ -315,18 +298,17 @@ pub fn logs(d: &Value) -> String {
 }
 
 /// `[12:00:01] sync detail …`
-fn step_head(stage: &Value, detail: &Value, at: &Value) -> String {
+fn step_head(stage: &str, detail: Option<&str>, at: Option<&str>) -> String {
     let detail = detail
-        .as_str()
         .filter(|d| !d.is_empty())
         .map(|d| format!(" {d}"))
         .unwrap_or_default();
-    format!("[{}] {}{detail} …", clock(at), text(stage))
+    format!("[{}] {}{detail} …", clock(at), text(Some(stage)))
 }
 
 /// `ok (3 ms)` / `FAILED (2.0 s)`.
-fn step_result(ok: &Value, ms: Option<i64>) -> String {
-    let word = match ok.as_bool() {
+fn step_result(ok: Option<bool>, ms: Option<i64>) -> String {
+    let word = match ok {
         Some(true) => "ok",
         Some(false) => "FAILED",
         None => "done",
@@ -338,20 +320,20 @@ fn step_result(ok: &Value, ms: Option<i64>) -> String {
 }
 
 /// A step's output, each line indented by four spaces (nothing for no output).
-fn indented(output: &Value) -> String {
+fn indented(output: Option<&str>) -> String {
     let mut out = String::new();
-    for line in output.as_str().unwrap_or_default().lines() {
+    for line in output.unwrap_or_default().lines() {
         let _ = writeln!(out, "    {line}");
     }
     out
 }
 
 /// The terminal line of a followed deploy.
-fn terminal_line(id: u64, data: &Value) -> String {
-    let status = text(&data["status"]);
-    match data["error"].as_str().filter(|e| !e.is_empty()) {
+fn terminal_line(id: u64, data: &StatusEvent) -> String {
+    let status = text(Some(&data.status));
+    match data.error.as_deref().filter(|e| !e.is_empty()) {
         Some(error) => format!("deploy {id} {status}: {error}"),
-        None => match data["reason"].as_str().filter(|r| !r.is_empty()) {
+        None => match data.reason.as_deref().filter(|r| !r.is_empty()) {
             Some(reason) => format!("deploy {id} {status} ({reason})"),
             None => format!("deploy {id} {status}"),
         },
@@ -359,54 +341,80 @@ fn terminal_line(id: u64, data: &Value) -> String {
 }
 
 /// `lock`
-pub fn locked(v: &Value) -> String {
-    format!("{} locked {}", text(&v["app"]), lock_text(&v["locked"]))
+pub fn locked(v: &LockAnswer) -> String {
+    format!("{} locked {}", text(Some(&v.app)), lock_text(&v.locked))
 }
 
 /// `unlock`
-pub fn unlocked(v: &Value) -> String {
-    let l = &v["unlocked"];
-    if l.is_object() {
-        format!("{} unlocked (was locked {})", text(&v["app"]), lock_text(l))
-    } else {
-        format!("{} was not locked", text(&v["app"]))
+pub fn unlocked(v: &UnlockAnswer) -> String {
+    match &v.unlocked {
+        Some(l) => format!(
+            "{} unlocked (was locked {})",
+            text(Some(&v.app)),
+            lock_text(l)
+        ),
+        None => format!("{} was not locked", text(Some(&v.app))),
     }
 }
 
 /// `maintenance on|off`
-pub fn maintenance(v: &Value) -> String {
-    let state = if v["maintenance"].as_bool() == Some(true) {
+pub fn maintenance(v: &MaintenanceView) -> String {
+    let state = if v.maintenance {
         "on: its proxy answers 503 with the maintenance page"
     } else {
         "off: its proxy forwards requests again"
     };
-    format!("{} maintenance {state}", text(&v["app"]))
+    format!("{} maintenance {state}", text(Some(&v.app)))
+}
+
+/// One SSE event of a followed deploy, read as the API's types.
+#[derive(Debug, Clone)]
+pub enum Heard {
+    Step(StepEvent),
+    Status(StatusEvent),
+    /// An event this client does not know, or data that does not parse: skipped.
+    Other,
+}
+
+impl Heard {
+    pub fn parse(event: &str, data: &str) -> Heard {
+        match event {
+            "step" => serde_json::from_str(data).map_or(Heard::Other, Heard::Step),
+            "status" => serde_json::from_str(data).map_or(Heard::Other, Heard::Status),
+            _ => Heard::Other,
+        }
+    }
+
+    /// The terminal status, if this is one.
+    fn terminal(&self) -> Option<String> {
+        match self {
+            Heard::Status(s) if crate::api::is_terminal(&s.status) => Some(s.status.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// How a followed deploy is shown. `event` gets each SSE event (`step` or `status`) and its
-/// data; it answers the status once the terminal one arrived.
+/// data as sent; it answers the status once the terminal one arrived.
 pub trait Follower {
-    fn event(&mut self, event: &str, data: &Value) -> anyhow::Result<Option<String>>;
+    fn event(&mut self, event: &str, data: &str) -> anyhow::Result<Option<String>>;
     /// Clear spinners, flush.
     fn finish(&mut self);
-}
-
-/// The terminal status in a `status` event, if it is one.
-fn terminal(event: &str, data: &Value) -> Option<String> {
-    let status = data["status"].as_str()?;
-    (event == "status" && crate::store::is_terminal(status)).then(|| status.to_string())
 }
 
 /// `--json --follow`: one `{"event", "data"}` object per line, data as the API sent it.
 pub struct JsonLines;
 
 impl Follower for JsonLines {
-    fn event(&mut self, event: &str, data: &Value) -> anyhow::Result<Option<String>> {
-        let line = serde_json::json!({ "event": event, "data": data });
+    fn event(&mut self, event: &str, data: &str) -> anyhow::Result<Option<String>> {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(data) else {
+            return Ok(None);
+        };
+        let line = serde_json::json!({ "event": event, "data": value });
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{line}")?;
         stdout.flush()?;
-        Ok(terminal(event, data))
+        Ok(Heard::parse(event, data).terminal())
     }
 
     fn finish(&mut self) {}
@@ -414,9 +422,28 @@ impl Follower for JsonLines {
 
 /// When a step started and what it is, for its end line.
 struct Started {
-    stage: Value,
-    detail: Value,
-    at: Value,
+    stage: String,
+    detail: Option<String>,
+    at: Option<String>,
+}
+
+impl Started {
+    fn of(e: &StepEvent) -> Started {
+        Started {
+            stage: e.stage.clone(),
+            detail: e.detail.clone(),
+            at: e.at.clone(),
+        }
+    }
+
+    fn head(&self) -> String {
+        step_head(&self.stage, self.detail.as_deref(), self.at.as_deref())
+    }
+}
+
+/// The head of an ended step whose start was not heard.
+fn head_without_start(e: &StepEvent) -> String {
+    step_head(&e.stage, None, e.at.as_deref())
 }
 
 /// Plain lines for logs and pipes: `[12:00:01] sync … ok (3 ms)`, output indented. The head
@@ -462,56 +489,50 @@ impl<W: Write> Plain<W> {
         }
         Ok(())
     }
+
+    fn step_started(&mut self, e: &StepEvent) -> std::io::Result<()> {
+        self.close_open_line()?;
+        let started = Started::of(e);
+        write!(self.out, "{}", started.head())?;
+        self.open = Some(e.step);
+        self.started.insert(e.step, started);
+        Ok(())
+    }
+
+    fn step_ended(&mut self, e: &StepEvent) -> std::io::Result<()> {
+        let started = self.started.remove(&e.step);
+        let ms = started
+            .as_ref()
+            .and_then(|s| between(s.at.as_deref(), e.at.as_deref()));
+        let result = step_result(e.ok, ms);
+        if self.open == Some(e.step) {
+            self.open = None;
+            writeln!(self.out, " {result}")?;
+            self.write_held()?;
+        } else {
+            self.close_open_line()?;
+            let head = started.map_or_else(|| head_without_start(e), |s| s.head());
+            writeln!(self.out, "{head} {result}")?;
+        }
+        write!(self.out, "{}", indented(e.output.as_deref()))
+    }
 }
 
 impl<W: Write> Follower for Plain<W> {
-    fn event(&mut self, event: &str, data: &Value) -> anyhow::Result<Option<String>> {
-        let step = data["step"].as_i64().unwrap_or_default();
-        match (event, data["state"].as_str()) {
-            ("step", Some("started")) => {
-                self.close_open_line()?;
-                write!(
-                    self.out,
-                    "{}",
-                    step_head(&data["stage"], &data["detail"], &data["at"])
-                )?;
-                self.open = Some(step);
-                self.started.insert(
-                    step,
-                    Started {
-                        stage: data["stage"].clone(),
-                        detail: data["detail"].clone(),
-                        at: data["at"].clone(),
-                    },
-                );
-            }
-            ("step", Some("ended")) => {
-                let started = self.started.remove(&step);
-                let ms = started.as_ref().and_then(|s| between(&s.at, &data["at"]));
-                let result = step_result(&data["ok"], ms);
-                if self.open == Some(step) {
-                    self.open = None;
-                    writeln!(self.out, " {result}")?;
-                    self.write_held()?;
-                } else {
-                    self.close_open_line()?;
-                    let head = match started {
-                        Some(s) => step_head(&s.stage, &s.detail, &s.at),
-                        None => step_head(&data["stage"], &Value::Null, &data["at"]),
-                    };
-                    writeln!(self.out, "{head} {result}")?;
-                }
-                write!(self.out, "{}", indented(&data["output"]))?;
-            }
-            ("status", _) if terminal(event, data).is_some() => {
+    fn event(&mut self, event: &str, data: &str) -> anyhow::Result<Option<String>> {
+        let heard = Heard::parse(event, data);
+        match &heard {
+            Heard::Step(e) if e.state == "started" => self.step_started(e)?,
+            Heard::Step(e) if e.state == "ended" => self.step_ended(e)?,
+            Heard::Status(s) if heard.terminal().is_some() => {
                 self.held = None;
                 self.close_open_line()?;
-                writeln!(self.out, "{}", terminal_line(self.id, data))?;
+                writeln!(self.out, "{}", terminal_line(self.id, s))?;
             }
             // Joining a running deploy replays its running step and then the status: keep
             // that step's line whole and say the status after it.
-            ("status", _) => {
-                self.held = Some(text(&data["status"]));
+            Heard::Status(s) => {
+                self.held = Some(text(Some(&s.status)));
                 if self.open.is_none() {
                     self.write_held()?;
                 }
@@ -519,7 +540,7 @@ impl<W: Write> Follower for Plain<W> {
             _ => {}
         }
         self.out.flush()?;
-        Ok(terminal(event, data))
+        Ok(heard.terminal())
     }
 
     fn finish(&mut self) {
@@ -550,60 +571,51 @@ impl Spinners {
             println!("{line}");
         }
     }
+
+    fn step_started(&mut self, e: &StepEvent) {
+        let bar = self.multi.add(ProgressBar::new_spinner());
+        let style = ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        bar.set_style(style);
+        let started = Started::of(e);
+        bar.set_message(started.head().trim_end_matches(" …").to_string());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        self.running.insert(e.step, (bar, started));
+    }
+
+    fn step_ended(&mut self, e: &StepEvent) {
+        let (head, ms) = match self.running.remove(&e.step) {
+            Some((bar, s)) => {
+                bar.finish_and_clear();
+                self.multi.remove(&bar);
+                (s.head(), between(s.at.as_deref(), e.at.as_deref()))
+            }
+            None => (head_without_start(e), None),
+        };
+        let mark = if e.ok == Some(false) { "✘" } else { "✔" };
+        self.line(&format!("{mark} {head} {}", step_result(e.ok, ms)));
+        let output = indented(e.output.as_deref());
+        if !output.is_empty() {
+            self.line(output.trim_end());
+        }
+    }
 }
 
 impl Follower for Spinners {
-    fn event(&mut self, event: &str, data: &Value) -> anyhow::Result<Option<String>> {
-        let step = data["step"].as_i64().unwrap_or_default();
-        match (event, data["state"].as_str()) {
-            ("step", Some("started")) => {
-                let bar = self.multi.add(ProgressBar::new_spinner());
-                let style = ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
-                bar.set_style(style);
-                let head = step_head(&data["stage"], &data["detail"], &data["at"]);
-                bar.set_message(head.trim_end_matches(" …").to_string());
-                bar.enable_steady_tick(Duration::from_millis(100));
-                let started = Started {
-                    stage: data["stage"].clone(),
-                    detail: data["detail"].clone(),
-                    at: data["at"].clone(),
-                };
-                self.running.insert(step, (bar, started));
+    fn event(&mut self, event: &str, data: &str) -> anyhow::Result<Option<String>> {
+        let heard = Heard::parse(event, data);
+        match &heard {
+            Heard::Step(e) if e.state == "started" => self.step_started(e),
+            Heard::Step(e) if e.state == "ended" => self.step_ended(e),
+            Heard::Status(s) if heard.terminal().is_some() => {
+                self.line(&terminal_line(self.id, s));
             }
-            ("step", Some("ended")) => {
-                let (head, ms) = match self.running.remove(&step) {
-                    Some((bar, s)) => {
-                        bar.finish_and_clear();
-                        self.multi.remove(&bar);
-                        (
-                            step_head(&s.stage, &s.detail, &s.at),
-                            between(&s.at, &data["at"]),
-                        )
-                    }
-                    None => (step_head(&data["stage"], &Value::Null, &data["at"]), None),
-                };
-                let mark = if data["ok"].as_bool() == Some(false) {
-                    "✘"
-                } else {
-                    "✔"
-                };
-                self.line(&format!("{mark} {head} {}", step_result(&data["ok"], ms)));
-                let output = indented(&data["output"]);
-                if !output.is_empty() {
-                    self.line(output.trim_end());
-                }
-            }
-            ("status", _) => {
-                if terminal(event, data).is_some() {
-                    self.line(&terminal_line(self.id, data));
-                } else {
-                    self.line(&format!("deploy {} {}", self.id, text(&data["status"])));
-                }
+            Heard::Status(s) => {
+                self.line(&format!("deploy {} {}", self.id, text(Some(&s.status))));
             }
             _ => {}
         }
-        Ok(terminal(event, data))
+        Ok(heard.terminal())
     }
 
     fn finish(&mut self) {
@@ -635,11 +647,11 @@ mod tests {
                               "at": "2024-05-01T12:00:01Z" });
         let ended = json!({ "step": 1, "stage": "sync", "state": "ended", "ok": true,
                             "output": "write a\nwrite b", "at": "2024-05-01T12:00:01.003Z" });
-        assert_eq!(plain.event("step", &started).unwrap(), None);
-        assert_eq!(plain.event("step", &ended).unwrap(), None);
+        assert_eq!(plain.event("step", &started.to_string()).unwrap(), None);
+        assert_eq!(plain.event("step", &ended.to_string()).unwrap(), None);
         let done = json!({ "status": "failed", "reason": null, "error": "reload: boom" });
         assert_eq!(
-            plain.event("status", &done).unwrap().as_deref(),
+            plain.event("status", &done.to_string()).unwrap().as_deref(),
             Some("failed")
         );
         plain.finish();
@@ -661,12 +673,12 @@ mod tests {
         let running = json!({ "status": "running", "reason": null, "error": null });
         let ended = json!({ "step": 1, "stage": "fetch", "state": "ended", "ok": true,
                             "output": "", "at": "2024-05-01T12:00:01.020Z" });
-        plain.event("step", &started).unwrap();
-        plain.event("status", &running).unwrap();
-        plain.event("step", &ended).unwrap();
-        plain.event("status", &running).unwrap();
+        plain.event("step", &started.to_string()).unwrap();
+        plain.event("status", &running.to_string()).unwrap();
+        plain.event("step", &ended.to_string()).unwrap();
+        plain.event("status", &running.to_string()).unwrap();
         let done = json!({ "status": "succeeded", "reason": null, "error": null });
-        plain.event("status", &done).unwrap();
+        plain.event("status", &done.to_string()).unwrap();
         plain.finish();
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -682,7 +694,7 @@ mod tests {
               "status": "failed", "reverted": true, "duration_ms": 1500 },
             { "id": 2 }
         ]});
-        let t = history(&v);
+        let t = history(&serde_json::from_value(v).unwrap());
         assert!(t.contains("2024-05-01 12:00:01"), "{t}");
         assert!(t.contains("0123456 "), "{t}");
         assert!(t.contains(" main "), "{t}");

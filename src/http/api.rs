@@ -2,116 +2,53 @@
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Deserialize;
 
 use super::auth::Reader;
 use super::error::ApiError;
-use crate::config::{AppConfig, Reload};
+use super::views;
+use crate::api::{AppList, AppView, DeployList, DeployView, Health};
+use crate::config::AppConfig;
 use crate::services::Services;
-use crate::store::{rfc3339, AppState as Deployed, Deploy, Step};
+use crate::store::Deploy;
 
-/// A deploy as the API shows it: its row (times as RFC 3339), its duration and URL, and its
-/// steps when one deploy is asked for.
-#[derive(Serialize)]
-pub struct DeployView {
-    #[serde(flatten)]
-    pub deploy: Deploy,
-    pub duration_ms: Option<i64>,
-    pub url: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub steps: Option<Vec<StepView>>,
-}
-
-/// One step of a deploy, with its duration.
-#[derive(Serialize)]
-pub struct StepView {
-    #[serde(flatten)]
-    pub step: Step,
-    pub duration_ms: Option<i64>,
-}
-
-impl From<Deploy> for DeployView {
-    fn from(deploy: Deploy) -> Self {
-        DeployView {
-            url: format!("/api/deploys/{}", deploy.id),
-            duration_ms: deploy
-                .started_at
-                .zip(deploy.finished_at)
-                .map(|(s, f)| f - s),
-            deploy,
-            steps: None,
-        }
-    }
-}
-
-impl From<Step> for StepView {
-    fn from(step: Step) -> Self {
-        StepView {
-            duration_ms: step.finished_at.map(|f| f - step.started_at),
-            step,
-        }
-    }
-}
-
-async fn app_view(state: &Services, app: &AppConfig) -> Result<Value, ApiError> {
+async fn app_view(state: &Services, app: &AppConfig) -> Result<AppView, ApiError> {
     let deployed = state.store.app_state(&app.name).await?;
-    let container = deployed.as_ref().and_then(|d| {
-        d.container_id.as_ref().map(|id| {
-            json!({ "id": id, "image": d.image, "digest": d.digest, "port": d.port,
-                    "since": rfc3339(d.updated_at) })
-        })
-    });
-    // What the proxy sends requests to right now, and the image digest behind it.
-    let proxy = state.proxies.get(&app.name).map(|p| {
-        let status = p.status();
-        let digest = deployed
-            .as_ref()
-            .filter(|d| d.container_id.is_some() && d.container_id == status.container)
-            .and_then(|d| d.digest.clone());
-        let mut view = serde_json::to_value(status).unwrap_or_default();
-        view["digest"] = json!(digest);
-        view
-    });
-    let last = state.store.last_deploy(&app.name).await?;
-    let lock = state.store.lock(&app.name).await?;
-    let reload = match &app.reload {
-        Reload::Touch(p) => json!({ "touch": p }),
-        Reload::Signal(signal) => json!({ "signal": signal }),
-        Reload::Exec(argv) => json!({ "exec": argv }),
-        Reload::Restart => json!({ "restart": true }),
-        Reload::Swap => json!({ "swap": true }),
-        Reload::None => Value::Null,
+    let proxy = state
+        .proxies
+        .get(&app.name)
+        .map(|p| views::proxy(p.status(), deployed.as_ref()));
+    let (deployed, container) = match deployed.as_ref().map(views::deployed) {
+        Some((deployed, container)) => (Some(deployed), container),
+        None => (None, None),
     };
-    Ok(json!({
-        "name": app.name,
-        "repository": app.repository_label(),
-        "branch": app.branch,
-        "tags": app.tags.as_ref().map(|t| &t.pattern),
-        "volume": app.volume,
-        "reload": reload,
-        "deployed": deployed.map(|Deployed { commit_sha, deploy_id, updated_at, .. }| json!({
-            "commit": commit_sha,
-            "deploy_id": deploy_id,
-            "since": rfc3339(updated_at),
-        })),
-        "last_deploy": last.map(DeployView::from),
-        "container": container,
-        "proxy": proxy,
-        "locked": lock.as_ref().map(super::lock_view),
-    }))
+    let last_deploy = state.store.last_deploy(&app.name).await?.map(views::deploy);
+    let locked = state.store.lock(&app.name).await?.as_ref().map(views::lock);
+    Ok(AppView {
+        name: app.name.clone(),
+        repository: app.repository_label(),
+        branch: app.branch.clone(),
+        tags: app.tags.as_ref().map(|t| t.pattern.clone()),
+        volume: app.volume.display().to_string(),
+        reload: views::reload(&app.reload),
+        deployed,
+        last_deploy,
+        container,
+        proxy,
+        locked,
+    })
 }
 
 /// `GET /api/apps`: the apps the caller's token is scoped to.
 pub async fn list_apps(
     State(state): State<Services>,
     caller: Reader,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AppList>, ApiError> {
     let mut apps = Vec::with_capacity(state.config.apps.len());
     for app in state.config.apps.iter().filter(|a| caller.may(&a.name)) {
         apps.push(app_view(&state, app).await?);
     }
-    Ok(Json(json!({ "apps": apps })))
+    Ok(Json(AppList { apps }))
 }
 
 /// `GET /api/apps/{app}`
@@ -119,7 +56,7 @@ pub async fn get_app(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Reader,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AppView>, ApiError> {
     let app = caller.app(&state, &name)?;
     Ok(Json(app_view(&state, app).await?))
 }
@@ -135,7 +72,7 @@ pub async fn list_deploys(
     Path(name): Path<String>,
     caller: Reader,
     Query(q): Query<Limit>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeployList>, ApiError> {
     let app = caller.app(&state, &name)?;
     let limit = match q.limit.as_deref() {
         None => 20,
@@ -147,14 +84,17 @@ pub async fn list_deploys(
                 ApiError::BadRequest(format!("limit: {s:?} is not a number from 1 to 1000"))
             })?,
     };
-    let deploys: Vec<DeployView> = state
+    let deploys = state
         .store
         .deploys_for_app(&app.name, limit)
         .await?
         .into_iter()
-        .map(DeployView::from)
+        .map(views::deploy)
         .collect();
-    Ok(Json(json!({ "app": app.name, "deploys": deploys })))
+    Ok(Json(DeployList {
+        app: app.name.clone(),
+        deploys,
+    }))
 }
 
 /// `GET /api/deploys/{id}` with its steps.
@@ -170,9 +110,9 @@ pub async fn get_deploy(
         .steps(id)
         .await?
         .into_iter()
-        .map(StepView::from)
+        .map(views::step)
         .collect();
-    let mut view = DeployView::from(deploy);
+    let mut view = views::deploy(deploy);
     view.steps = Some(steps);
     Ok(Json(view))
 }
@@ -196,9 +136,10 @@ pub(super) async fn readable_deploy(
 }
 
 /// `GET /healthz`: the database answers.
-pub async fn health(State(state): State<Services>) -> Result<Json<Value>, ApiError> {
+pub async fn health(State(state): State<Services>) -> Result<Json<Health>, ApiError> {
     state.store.ping().await?;
-    Ok(Json(
-        json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
-    ))
+    Ok(Json(Health {
+        status: "ok".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }))
 }

@@ -4,8 +4,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
+use crate::api::ErrorBody;
 use crate::deploy::target::TargetError;
 use crate::deploy::QueueError;
 use crate::github::events::PayloadError;
@@ -59,10 +59,13 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(e) = &self {
             tracing::error!(error = format!("{e:#}"), "internal error");
         }
-        let mut body = json!({ "error": self.to_string() });
-        if let ApiError::Locked(lock) = &self {
-            body["lock"] = super::lock_view(lock);
-        }
+        let body = ErrorBody {
+            error: self.to_string(),
+            lock: match &self {
+                ApiError::Locked(lock) => Some(super::views::lock(lock)),
+                _ => None,
+            },
+        };
         let mut response = (self.status_code(), Json(body)).into_response();
         if let ApiError::Unauthenticated(_) = &self {
             response.headers_mut().insert(

@@ -15,13 +15,14 @@ use std::convert::Infallible;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use serde_json::json;
+
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 
 use super::api::readable_deploy;
 use super::auth::Reader;
 use super::error::ApiError;
+use crate::api::{StatusEvent, StepEvent};
 use crate::services::Services;
 use crate::store::{is_terminal, rfc3339, Deploy, DeployEvent, Step, Store};
 
@@ -159,13 +160,16 @@ async fn replay(
 }
 
 fn step_started(step: i64, stage: &str, detail: Option<&str>, at: i64) -> Event {
-    Event::default()
-        .event("step")
-        .id(format!("{step}-started"))
-        .data(
-            json!({ "step": step, "stage": stage, "state": "started", "detail": detail, "at": rfc3339(at) })
-                .to_string(),
-        )
+    let data = StepEvent {
+        step,
+        stage: stage.to_string(),
+        state: "started".to_string(),
+        detail: detail.map(str::to_string),
+        ok: None,
+        output: None,
+        at: Some(rfc3339(at)),
+    };
+    json_event("step", Some(format!("{step}-started")), &data)
 }
 
 fn step_ended(
@@ -175,20 +179,33 @@ fn step_ended(
     output: Option<&str>,
     at: Option<i64>,
 ) -> Event {
-    Event::default()
-        .event("step")
-        .id(format!("{step}-ended"))
-        .data(
-            json!({
-                "step": step, "stage": stage, "state": "ended", "ok": ok, "output": output,
-                "at": at.map(rfc3339),
-            })
-            .to_string(),
-        )
+    let data = StepEvent {
+        step,
+        stage: stage.to_string(),
+        state: "ended".to_string(),
+        detail: None,
+        ok,
+        output: output.map(str::to_string),
+        at: at.map(rfc3339),
+    };
+    json_event("step", Some(format!("{step}-ended")), &data)
 }
 
 fn status_event(status: &str, reason: Option<&str>, error: Option<&str>) -> Event {
-    Event::default()
-        .event("status")
-        .data(json!({ "status": status, "reason": reason, "error": error }).to_string())
+    let data = StatusEvent {
+        status: status.to_string(),
+        reason: reason.map(str::to_string),
+        error: error.map(str::to_string),
+    };
+    json_event("status", None, &data)
+}
+
+/// An SSE event named `name` whose data is `data` as JSON.
+fn json_event(name: &str, id: Option<String>, data: &impl serde::Serialize) -> Event {
+    let event = Event::default().event(name);
+    let event = match id {
+        Some(id) => event.id(id),
+        None => event,
+    };
+    event.data(serde_json::to_string(data).unwrap_or_default())
 }

@@ -9,6 +9,7 @@ mod body;
 mod error;
 mod events;
 mod ops;
+mod views;
 mod webhook;
 
 use std::sync::Arc;
@@ -30,15 +31,6 @@ use tower_http::trace::TraceLayer;
 use crate::services::Services;
 
 pub use error::ApiError;
-
-/// An app lock as every answer shows it: who, when (RFC 3339) and why.
-fn lock_view(lock: &crate::store::AppLock) -> serde_json::Value {
-    serde_json::json!({
-        "reason": lock.reason,
-        "locked_by": lock.locked_by,
-        "locked_at": crate::store::rfc3339(lock.locked_at),
-    })
-}
 
 /// Webhook deliveries whose bodies (each up to `body_limit`) may be read at once; more wait
 /// for a slot with their body unread, bounded by the listener's connection cap.

@@ -10,14 +10,17 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::info;
 
-use super::api::DeployView;
 use super::auth::Writer;
 use super::body::JsonBody;
 use super::error::ApiError;
+use super::views;
+use crate::api::{
+    ChangeView, HookView, LockAnswer, MaintenanceView, PlanView, QueuedView, UnlockAnswer,
+};
 use crate::config::AppConfig;
 use crate::deploy::plan::DeployPath;
 use crate::deploy::target::{self, RollbackTo, Target};
@@ -141,37 +144,42 @@ pub async fn plan(
     Path(name): Path<String>,
     caller: Writer,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PlanView>, ApiError> {
     let app = caller.app(&state, &name)?;
     let body = JsonBody::parse(&body, &["ref"])?;
     let target = target::resolve_ref(&state, app, "ref", body.string("ref")?).await?;
     let dry = target::dry_run(&state, app, &target).await?;
-    let changes: Vec<Value> = dry
+    let changes = dry
         .changes
         .iter()
-        .map(|(op, path)| json!({ "op": op, "path": path }))
-        .collect();
-    let hooks: Vec<Value> = dry
-        .hooks
-        .iter()
-        .map(|(stage, path, problem)| {
-            json!({ "stage": stage.as_str(), "path": path, "problem": problem })
+        .map(|(op, path)| ChangeView {
+            op: op.to_string(),
+            path: path.clone(),
         })
         .collect();
-    Ok(Json(json!({
-        "app": app.name,
-        "commit": target.sha,
-        "ref": target.git_ref,
-        "resolved": target.how,
-        "deployed": dry.deployed,
-        "path": dry.path.as_str(),
-        "reason": dry.reason,
-        "changed": dry.changed,
-        "changes": changes,
-        "changes_truncated": dry.changed > dry.changes.len(),
-        "hooks": hooks,
-        "locked": state.store.lock(&app.name).await?.as_ref().map(super::lock_view),
-    })))
+    let hooks = dry
+        .hooks
+        .into_iter()
+        .map(|(stage, path, problem)| HookView {
+            stage: stage.as_str().to_string(),
+            path: path.display().to_string(),
+            problem,
+        })
+        .collect();
+    Ok(Json(PlanView {
+        app: app.name.clone(),
+        commit: target.sha,
+        git_ref: target.git_ref,
+        resolved: target.how,
+        deployed: dry.deployed,
+        path: dry.path.as_str().to_string(),
+        reason: dry.reason,
+        changed: dry.changed,
+        changes,
+        changes_truncated: dry.changed > dry.changes.len(),
+        hooks,
+        locked: state.store.lock(&app.name).await?.as_ref().map(views::lock),
+    }))
 }
 
 /// `POST /api/apps/{app}/lock` `{reason}`
@@ -180,7 +188,7 @@ pub async fn lock(
     Path(name): Path<String>,
     caller: Writer,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LockAnswer>, ApiError> {
     let app = caller.app(&state, &name)?;
     let body = JsonBody::parse(&body, &["reason"])?;
     let reason = body
@@ -196,9 +204,10 @@ pub async fn lock(
         return Err(ApiError::Locked(lock));
     }
     info!(app = app.name, by = caller.name(), reason, "app locked");
-    Ok(Json(
-        json!({ "app": app.name, "locked": super::lock_view(&lock) }),
-    ))
+    Ok(Json(LockAnswer {
+        app: app.name.clone(),
+        locked: views::lock(&lock),
+    }))
 }
 
 /// `DELETE /api/apps/{app}/lock`: pushes deploy again from the next one; pushes recorded as
@@ -207,15 +216,16 @@ pub async fn unlock(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UnlockAnswer>, ApiError> {
     let app = caller.app(&state, &name)?;
     let removed = state.store.unlock_app(&app.name).await?;
     if removed.is_some() {
         info!(app = app.name, by = caller.name(), "app unlocked");
     }
-    Ok(Json(
-        json!({ "app": app.name, "unlocked": removed.as_ref().map(super::lock_view) }),
-    ))
+    Ok(Json(UnlockAnswer {
+        app: app.name.clone(),
+        unlocked: removed.as_ref().map(views::lock),
+    }))
 }
 
 fn short(sha: &str) -> &str {
@@ -228,7 +238,7 @@ pub async fn maintenance_on(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MaintenanceView>, ApiError> {
     set_maintenance(&state, &name, &caller, true).await
 }
 
@@ -237,7 +247,7 @@ pub async fn maintenance_off(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MaintenanceView>, ApiError> {
     set_maintenance(&state, &name, &caller, false).await
 }
 
@@ -246,7 +256,7 @@ async fn set_maintenance(
     name: &str,
     caller: &Writer,
     enabled: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MaintenanceView>, ApiError> {
     let app = caller.app(state, name)?;
     let proxy = state.proxies.get(&app.name).ok_or_else(|| {
         ApiError::BadRequest(format!(
@@ -264,12 +274,12 @@ async fn set_maintenance(
         Ok(stored)
     })
     .await?;
-    Ok(Json(json!({
-        "app": app.name,
-        "maintenance": enabled,
-        "changed_by": stored.changed_by,
-        "changed_at": rfc3339(stored.changed_at),
-    })))
+    Ok(Json(MaintenanceView {
+        app: app.name.clone(),
+        maintenance: enabled,
+        changed_by: stored.changed_by,
+        changed_at: rfc3339(stored.changed_at),
+    }))
 }
 
 /// What deploy and rollback share before resolving: `force` and `?wait` read, and a 409 while
@@ -359,9 +369,11 @@ async fn queue(
     } else {
         StatusCode::ACCEPTED
     };
-    let mut body = serde_json::to_value(DeployView::from(deploy)).map_err(anyhow::Error::from)?;
-    body["deploy_id"] = json!(id);
-    body["resolved"] = json!(target.how);
+    let body = QueuedView {
+        deploy: views::deploy(deploy),
+        deploy_id: id,
+        resolved: target.how.clone(),
+    };
     let mut response = (status, Json(body)).into_response();
     if let Ok(location) = format!("/api/deploys/{id}").parse() {
         response.headers_mut().insert(header::LOCATION, location);

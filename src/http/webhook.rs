@@ -9,10 +9,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
 use tracing::info;
 
 use super::error::ApiError;
+use crate::api::{QueuedDeploy, WebhookAnswer};
 use crate::config::AppConfig;
 use crate::deploy::triage::{triage, Triage};
 use crate::github::events::{self, Event, Push};
@@ -151,7 +151,11 @@ async fn handle(
             return match state.store.record_delivery(&new, &[]).await? {
                 Some(d) => Ok((
                     StatusCode::OK,
-                    Json(json!({ "status": "pong", "delivery": d.delivery })),
+                    Json(WebhookAnswer {
+                        status: "pong".to_string(),
+                        delivery: d.delivery,
+                        ..WebhookAnswer::default()
+                    }),
                 )
                     .into_response()),
                 None => Ok(redelivered(state, delivery_id, hook_id).await?),
@@ -261,30 +265,26 @@ fn duplicate(first: &Delivery) -> Response {
 
 /// The JSON answer for a recorded delivery; `Location` names its (first) deploy.
 fn answer(status: StatusCode, word: &str, d: &Delivery) -> Response {
-    let deploys: Vec<Value> = d
+    let deploys = d
         .deploys
         .iter()
-        .map(|(app, id)| {
-            let mut deploy =
-                json!({ "app": app, "deploy_id": id, "url": format!("/api/deploys/{id}") });
-            if d.locked.contains(id) {
-                deploy["status"] = json!("locked");
-            }
-            deploy
+        .map(|(app, id)| QueuedDeploy {
+            app: app.clone(),
+            deploy_id: *id,
+            url: format!("/api/deploys/{id}"),
+            status: d.locked.contains(id).then(|| "locked".to_string()),
         })
         .collect();
-    let mut body = json!({ "status": word, "delivery": d.delivery, "deploys": deploys });
-    if let Some(reason) = &d.reason {
-        body["reason"] = json!(reason);
-    }
     let first = d.deploys.first();
-    if let Some((app, id)) = first {
-        body["deploy_id"] = json!(id);
-        body["app"] = json!(app);
-    }
-    if word == "duplicate" {
-        body["outcome"] = json!(d.outcome);
-    }
+    let body = WebhookAnswer {
+        status: word.to_string(),
+        delivery: d.delivery.clone(),
+        deploys: Some(deploys),
+        reason: d.reason.clone(),
+        deploy_id: first.map(|(_, id)| *id),
+        app: first.map(|(app, _)| app.clone()),
+        outcome: (word == "duplicate").then(|| d.outcome.clone()),
+    };
     let mut response = (status, Json(body)).into_response();
     if let Some(location) = first.and_then(|(_, id)| format!("/api/deploys/{id}").parse().ok()) {
         response.headers_mut().insert(header::LOCATION, location);

@@ -1,10 +1,9 @@
 //! Deploys, their steps, and the per-app deployed commit.
 
-use serde::Serialize;
 use sqlx::FromRow;
 
 use super::events::DeployEvent;
-use super::{now_ms, ser_opt_rfc3339, ser_rfc3339, Store};
+use super::{now_ms, Store};
 
 /// Longest step output kept; the tail beyond it is cut with a marker.
 const MAX_STEP_OUTPUT: usize = 64 * 1024;
@@ -47,7 +46,7 @@ impl DeployStatus {
 
 /// Whether a status (as stored) is terminal: anything but `queued` and `running`.
 pub fn is_terminal(status: &str) -> bool {
-    !matches!(status, "queued" | "running")
+    crate::api::is_terminal(status)
 }
 
 /// What started a deploy.
@@ -89,15 +88,14 @@ pub struct NewApiDeploy {
     /// Why, for the record (e.g. "rollback to deploy 7 (tag v1)").
     pub reason: Option<String>,
 }
-/// One row of `deploys`.
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// One row of `deploys` (the API shows it as `api::DeployView`).
+#[derive(Debug, Clone, FromRow)]
 pub struct Deploy {
     pub id: i64,
     pub app: String,
     pub delivery_id: Option<i64>,
     pub trigger: String,
     pub actor: Option<String>,
-    #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub requested_sha: Option<String>,
     pub forced: bool,
@@ -108,11 +106,8 @@ pub struct Deploy {
     pub status: String,
     pub superseded_by: Option<i64>,
     pub error: Option<String>,
-    #[serde(serialize_with = "ser_rfc3339")]
     pub created_at: i64,
-    #[serde(serialize_with = "ser_opt_rfc3339")]
     pub started_at: Option<i64>,
-    #[serde(serialize_with = "ser_opt_rfc3339")]
     pub finished_at: Option<i64>,
     /// Full deploys: the image reference run and the digest it resolved to.
     pub image: Option<String>,
@@ -139,18 +134,15 @@ impl Deploy {
     }
 }
 
-/// One row of `deploy_steps`.
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// One row of `deploy_steps` (the API shows it as `api::StepView`).
+#[derive(Debug, Clone, FromRow)]
 pub struct Step {
-    #[serde(skip)]
     pub id: i64,
     pub stage: String,
     pub detail: Option<String>,
     pub output: Option<String>,
     pub ok: Option<bool>,
-    #[serde(serialize_with = "ser_rfc3339")]
     pub started_at: i64,
-    #[serde(serialize_with = "ser_opt_rfc3339")]
     pub finished_at: Option<i64>,
 }
 

@@ -107,22 +107,6 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// `#[serde(serialize_with)]` for unix-millisecond columns the API shows as RFC 3339.
-pub(crate) fn ser_rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*ms))
-}
-
-/// [`ser_rfc3339`] for a column that may be NULL.
-pub(crate) fn ser_opt_rfc3339<S: serde::Serializer>(
-    ms: &Option<i64>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_some(&rfc3339(*ms)),
-        None => s.serialize_none(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

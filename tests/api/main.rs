@@ -20,3 +20,4 @@ mod releases;
 mod reload;
 mod uwsgi;
 mod webhook;
+mod wire;

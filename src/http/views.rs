@@ -1,0 +1,113 @@
+//! The server's side of the wire: its records (store rows, config, proxy status) turned into
+//! the `api` types the answers carry.
+
+use crate::api::{
+    ContainerView, DeployView, DeployedView, LockView, ProxyView, ReloadView, StepView,
+};
+use crate::config::Reload;
+use crate::proxy::ProxyStatus;
+use crate::store::{rfc3339, AppLock, AppState, Deploy, Step};
+
+/// A deploy row, with its duration and URL (no steps).
+pub(super) fn deploy(d: Deploy) -> DeployView {
+    DeployView {
+        url: format!("/api/deploys/{}", d.id),
+        duration_ms: d.started_at.zip(d.finished_at).map(|(s, f)| f - s),
+        id: d.id,
+        app: d.app,
+        delivery_id: d.delivery_id,
+        trigger: d.trigger,
+        actor: d.actor,
+        git_ref: d.git_ref,
+        requested_sha: d.requested_sha,
+        forced: d.forced,
+        from_commit: d.from_commit,
+        to_commit: d.to_commit,
+        path: d.path,
+        reason: d.reason,
+        status: d.status,
+        superseded_by: d.superseded_by,
+        error: d.error,
+        created_at: rfc3339(d.created_at),
+        started_at: d.started_at.map(rfc3339),
+        finished_at: d.finished_at.map(rfc3339),
+        image: d.image,
+        digest: d.digest,
+        reverted: d.reverted,
+        requested_path: d.requested_path,
+        rollback_of: d.rollback_of,
+        steps: None,
+    }
+}
+
+/// A step row, with its duration.
+pub(super) fn step(s: Step) -> StepView {
+    StepView {
+        duration_ms: s.finished_at.map(|f| f - s.started_at),
+        stage: s.stage,
+        detail: s.detail,
+        output: s.output,
+        ok: s.ok,
+        started_at: rfc3339(s.started_at),
+        finished_at: s.finished_at.map(rfc3339),
+    }
+}
+
+/// An app lock: who, when and why.
+pub(super) fn lock(l: &AppLock) -> LockView {
+    LockView {
+        reason: l.reason.clone(),
+        locked_by: l.locked_by.clone(),
+        locked_at: rfc3339(l.locked_at),
+    }
+}
+
+/// An app's configured reload; `None` for none.
+pub(super) fn reload(r: &Reload) -> Option<ReloadView> {
+    Some(match r {
+        Reload::Touch(p) => ReloadView::Touch(p.display().to_string()),
+        Reload::Signal(signal) => ReloadView::Signal(signal.clone()),
+        Reload::Exec(argv) => ReloadView::Exec(argv.clone()),
+        Reload::Restart => ReloadView::Restart(true),
+        Reload::Swap => ReloadView::Swap(true),
+        Reload::None => return None,
+    })
+}
+
+/// The deployed commit, and the live container when there is one.
+pub(super) fn deployed(d: &AppState) -> (DeployedView, Option<ContainerView>) {
+    let deployed = DeployedView {
+        commit: d.commit_sha.clone(),
+        deploy_id: d.deploy_id,
+        since: rfc3339(d.updated_at),
+    };
+    let container = d.container_id.as_ref().map(|id| ContainerView {
+        id: id.clone(),
+        image: d.image.clone(),
+        digest: d.digest.clone(),
+        port: d.port,
+        since: rfc3339(d.updated_at),
+    });
+    (deployed, container)
+}
+
+/// What the proxy sends to now, with the digest of the image behind it (when it sends to the
+/// recorded live container).
+pub(super) fn proxy(status: ProxyStatus, deployed: Option<&AppState>) -> ProxyView {
+    let digest = deployed
+        .filter(|d| d.container_id.is_some() && d.container_id == status.container)
+        .and_then(|d| d.digest.clone());
+    ProxyView {
+        listen: status.listen.to_string(),
+        upstream: status.upstream,
+        container: status.container,
+        since: status.since.and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        }),
+        in_flight: status.in_flight,
+        maintenance: status.maintenance,
+        held: status.held,
+        digest,
+    }
+}
