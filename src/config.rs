@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::git::{Access, Credentials, FetchLimits};
 use crate::github::events::Repository;
+use crate::redact::{redact_url, Secret};
 
 /// GitHub's own maximum webhook payload size, our default body cap.
 pub const DEFAULT_BODY_LIMIT: u64 = 25 * 1024 * 1024;
@@ -359,22 +360,6 @@ pub enum Layout {
     Releases { keep: usize },
 }
 
-/// A webhook secret. Never printed.
-#[derive(Clone)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 impl fmt::Debug for AppConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AppConfig")
@@ -464,20 +449,6 @@ fn normalize_repo_url(url: &str) -> String {
     }
     let s = s.trim_end_matches('/');
     s.strip_suffix(".git").unwrap_or(s).to_string()
-}
-
-/// `https://user:token@host/x` → `https://host/x`, for anything that is shown or logged. The
-/// authority ends at the first `/`, `?` or `#`; scp-like and plain paths are left as they are.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]),
-        None => url.to_owned(),
-    }
 }
 
 #[derive(Deserialize)]
@@ -1282,7 +1253,7 @@ fn validate_container(raw: RawContainer, base: &Path) -> anyhow::Result<Containe
                 base,
                 "registry_password",
             )?;
-            let password = String::from_utf8(password.0)
+            let password = String::from_utf8(password.into_bytes())
                 .map_err(|_| anyhow::anyhow!("registry_password: must be UTF-8"))?;
             Some(crate::runtime::Credentials {
                 username,
@@ -1443,14 +1414,15 @@ fn validate_access(
         }
         (Some(_), None, None) => {
             let (token, _) = read_secret(&None, &raw.token_env, &None, base, "token")?;
-            let token =
-                String::from_utf8(token.0).map_err(|_| anyhow::anyhow!("token: must be UTF-8"))?;
+            let token = String::from_utf8(token.into_bytes())
+                .map_err(|_| anyhow::anyhow!("token: must be UTF-8"))?;
             Credentials::Token(token.trim().to_string())
         }
         (None, Some(file), None) => {
             // Read now so `check` and startup report a missing or empty file.
             let (token, _) = read_secret(&None, &None, &raw.token_file, base, "token")?;
-            String::from_utf8(token.0).map_err(|_| anyhow::anyhow!("token_file: must be UTF-8"))?;
+            String::from_utf8(token.into_bytes())
+                .map_err(|_| anyhow::anyhow!("token_file: must be UTF-8"))?;
             Credentials::TokenFile(absolute(base, file))
         }
         _ => bail!("token_env, token_file and ssh_key: set at most one"),
@@ -1517,7 +1489,7 @@ fn read_secret(
     if value.iter().all(|b| b.is_ascii_whitespace()) {
         bail!("{field}: the {what} is empty (an empty secret would let anyone deploy)");
     }
-    Ok((Secret(value), inline.is_some()))
+    Ok((Secret::new(value), inline.is_some()))
 }
 
 fn check_relative(path: &Path) -> anyhow::Result<()> {
@@ -1869,15 +1841,6 @@ mod tests {
             let err = format!("{:#}", with_tokens(&tokens).unwrap_err());
             assert!(err.contains(expected), "{expected:?} not in {err:?}");
         }
-    }
-
-    #[test]
-    fn credentials_in_urls_are_redacted() {
-        assert_eq!(
-            redact_url("https://u:tok@github.com/a/b"),
-            "https://github.com/a/b"
-        );
-        assert_eq!(redact_url("/srv/origin.git"), "/srv/origin.git");
     }
 
     #[test]

@@ -9,9 +9,10 @@ use super::hold::Held;
 use super::plan::{self, Decision, DeployPath, Running};
 use super::steps::Steps;
 use super::{blocking, fast, full, pick_latest, reload, rollback, Candidate, Context};
-use crate::config::{redact_url, render, AppConfig, FastCheck, Layout, Reload};
+use crate::config::{render, AppConfig, FastCheck, Layout, Reload};
 use crate::git::{Cache, Change, Oid};
 use crate::hooks::{self, Stage};
+use crate::redact::redact_url;
 use crate::runtime::{Docker, HealthCheck};
 use crate::store::{now_ms, AppState, Deploy, DeployStatus, Trigger};
 
