@@ -1287,13 +1287,10 @@ fn validate_container(raw: RawContainer, base: &Path) -> anyhow::Result<Containe
     }
     let mut full_paths: Vec<String> = match raw.full_paths {
         Some(list) => list,
-        None => crate::deploy::plan::DEFAULT_FULL_PATHS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        None => DEFAULT_FULL_PATHS.iter().map(|s| s.to_string()).collect(),
     };
     full_paths.extend(raw.full_paths_extra);
-    let full_paths = crate::deploy::plan::compile_globs(&full_paths).context("full_paths")?;
+    let full_paths = compile_globs(&full_paths).context("full_paths")?;
     Ok(ContainerConfig {
         image: raw.image,
         mount: raw.mount,
@@ -1324,6 +1321,44 @@ fn validate_container(raw: RawContainer, base: &Path) -> anyhow::Result<Containe
         watch: raw.watch.unwrap_or(Duration::ZERO),
         full_paths,
     })
+}
+
+/// Paths whose change means the image must be rebuilt: image definitions and dependency
+/// manifests/lockfiles of the common ecosystems. An app may replace or extend this list.
+pub const DEFAULT_FULL_PATHS: &[&str] = &[
+    "Containerfile",
+    "Dockerfile*",
+    ".dockerignore",
+    "compose*.y*ml",
+    "requirements*.txt",
+    "Pipfile.lock",
+    "poetry.lock",
+    "uv.lock",
+    "package.json",
+    "package-lock.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "Gemfile",
+    "Gemfile.lock",
+    "go.sum",
+    "Cargo.lock",
+    "composer.lock",
+];
+
+/// Compile glob patterns (matched against whole relative paths; a pattern without `/` also
+/// matches the file name in any directory, as `.gitignore` users expect): how `full_paths`
+/// matches, for the config and the planner alike.
+pub fn compile_globs(patterns: &[impl AsRef<str>]) -> Result<globset::GlobSet, globset::Error> {
+    let glob = |p: &str| globset::GlobBuilder::new(p).literal_separator(true).build();
+    let mut set = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let p = p.as_ref();
+        set.add(glob(p)?);
+        if !p.contains('/') {
+            set.add(glob(&format!("**/{p}"))?);
+        }
+    }
+    set.build()
 }
 
 /// `{short_sha}`'s length: git's default abbreviation, and what CI tags images with
