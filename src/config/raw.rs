@@ -388,7 +388,68 @@ pub(super) struct RawContainer {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::*;
     use crate::config::testing::{parse, APP};
+
+    /// The constants were inline literals once; README documents these values.
+    #[test]
+    fn defaults_are_the_values_they_have_always_had() {
+        assert_eq!(DEFAULT_LISTEN, SocketAddr::from(([127, 0, 0, 1], 8700)));
+        assert_eq!(DEFAULT_BODY_LIMIT, 25 * 1024 * 1024);
+        assert_eq!(DEFAULT_REQUEST_TIMEOUT, Duration::from_secs(30));
+        assert_eq!(DEFAULT_QUEUE_LIMIT, 64);
+        assert_eq!(
+            DEFAULT_HISTORY_RETENTION,
+            Duration::from_secs(90 * 24 * 3600)
+        );
+        assert_eq!(DEFAULT_WAIT_TIMEOUT, Duration::from_secs(300));
+        assert_eq!(DEFAULT_HOOK_TIMEOUT, Duration::from_secs(60));
+        assert_eq!(DEFAULT_BRANCH, "main");
+        assert_eq!(DEFAULT_KEEP_RELEASES, 5);
+        assert_eq!(DEFAULT_FETCH_TIMEOUT, Duration::from_secs(300));
+        assert_eq!(DEFAULT_MAX_FETCH_SIZE, 2 * 1024 * 1024 * 1024);
+        assert_eq!(DEFAULT_MAX_TREE_SIZE, 8 * 1024 * 1024 * 1024);
+        assert_eq!(DEFAULT_RELOAD_TIMEOUT, Duration::from_secs(60));
+        const { assert!(DEFAULT_LOCK_ON_ROLLBACK) };
+        assert_eq!(
+            (
+                DEFAULT_CHECK_GRACE,
+                DEFAULT_CHECK_INTERVAL,
+                DEFAULT_CHECK_TIMEOUT
+            ),
+            (
+                Duration::ZERO,
+                Duration::from_millis(250),
+                Duration::from_secs(2)
+            )
+        );
+        assert_eq!(DEFAULT_CHECK_DEADLINE, Duration::from_secs(30));
+        assert_eq!(DEFAULT_CHECK_WATCH, Duration::ZERO);
+        assert_eq!(DEFAULT_PROXY_TIMEOUT, Duration::from_secs(60));
+        assert_eq!(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs(30));
+        assert_eq!(DEFAULT_RESTART, "unless-stopped");
+        assert_eq!(DEFAULT_HEALTH_PATH, "/");
+        assert_eq!(
+            (
+                DEFAULT_HEALTH_GRACE,
+                DEFAULT_HEALTH_INTERVAL,
+                DEFAULT_HEALTH_TIMEOUT
+            ),
+            (
+                Duration::ZERO,
+                Duration::from_millis(250),
+                Duration::from_secs(2)
+            )
+        );
+        assert_eq!(DEFAULT_HEALTH_FAILURES, u32::MAX);
+        assert_eq!(DEFAULT_HEALTH_DEADLINE, Duration::from_secs(60));
+        assert_eq!(DEFAULT_STOP_GRACE, Duration::from_secs(10));
+        assert_eq!(DEFAULT_KEEP_IMAGES, 5);
+        assert_eq!(DEFAULT_CONTAINER_WATCH, Duration::ZERO);
+        assert_eq!(DEFAULT_DOCKER_CONFIG_DIR, "/root/.docker");
+    }
 
     #[test]
     fn unknown_key_is_named() {

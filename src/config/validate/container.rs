@@ -183,3 +183,72 @@ fn full_paths(raw: Option<Vec<String>>, extra: Vec<String>) -> anyhow::Result<gl
     full_paths.extend(extra);
     compile_globs(&full_paths).context("full_paths")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::{parse, APP};
+    use crate::config::{
+        Strategy, DEFAULT_CONTAINER_WATCH, DEFAULT_HEALTH_DEADLINE, DEFAULT_HEALTH_FAILURES,
+        DEFAULT_HEALTH_GRACE, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH, DEFAULT_HEALTH_TIMEOUT,
+        DEFAULT_KEEP_IMAGES, DEFAULT_RESTART, DEFAULT_STOP_GRACE,
+    };
+
+    #[test]
+    fn a_minimal_container_gets_the_named_defaults_and_starts_first() {
+        let container = "[apps.container]\nimage = \"web:1\"\nmount = \"/app\"\n";
+        let (config, _) = parse(&format!("{APP}{container}")).unwrap();
+        let c = config.apps[0].container.as_ref().unwrap();
+        assert_eq!(c.restart, DEFAULT_RESTART);
+        assert_eq!(c.health_path, DEFAULT_HEALTH_PATH);
+        assert_eq!(
+            (c.health_grace, c.health_interval, c.health_timeout),
+            (
+                DEFAULT_HEALTH_GRACE,
+                DEFAULT_HEALTH_INTERVAL,
+                DEFAULT_HEALTH_TIMEOUT
+            )
+        );
+        assert_eq!(c.health_failures, DEFAULT_HEALTH_FAILURES);
+        assert_eq!(c.health_deadline, DEFAULT_HEALTH_DEADLINE);
+        assert_eq!(c.stop_grace, DEFAULT_STOP_GRACE);
+        assert_eq!(c.keep_images, DEFAULT_KEEP_IMAGES);
+        assert_eq!(c.watch, DEFAULT_CONTAINER_WATCH);
+        assert_eq!(c.strategy, Strategy::StartFirst);
+        assert!(c.full_paths.is_match("Dockerfile") && c.full_paths.is_match("sub/package.json"));
+        assert!(!c.full_paths.is_match("app/views.py"));
+    }
+
+    #[test]
+    fn container_keys_are_refused_naming_the_field() {
+        let container = "[apps.container]\nimage = \"web:1\"\nmount = \"/app\"\n";
+        for (extra, want) in [
+            ("port = 0\n", "container: port: must not be 0"),
+            (
+                "restart = \"sometimes\"\n",
+                "container: restart: \"sometimes\" is not one of",
+            ),
+            (
+                "health_path = \"healthz\"\n",
+                "container: health_path: \"healthz\" must start with /",
+            ),
+            (
+                "env = { PORT = \"1\" }\n",
+                "container: env: \"PORT\" cannot be set",
+            ),
+            (
+                "registry_password_env = \"X\"\n",
+                "container: registry_username: missing",
+            ),
+            (
+                "strategy = \"start-first\"\nport = 8000\n",
+                "container: strategy: start-first runs two containers at once",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                parse(&format!("{APP}{container}{extra}")).unwrap_err()
+            );
+            assert!(err.contains(want), "{extra:?}: {want:?} not in {err}");
+        }
+    }
+}
