@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{redact_url, Config, TokenScope};
+use crate::config::{Config, TokenScope};
+use crate::redact::redact_url;
 
 /// dockhand: signed GitHub pushes become fast in-place or full container deploys.
 #[derive(Debug, Parser)]

@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - [`api`]: the wire types of every JSON answer and event, shared by server and CLI.
-//! - [`config`]: the TOML config, validated once; secrets and API tokens redacted.
+//! - [`config`]: the TOML config, validated once; API tokens kept as digests.
+//! - [`redact`]: secrets that never print and URLs without their credentials (a leaf).
 //! - [`http`]: the axum router — webhook receivers, the read API, the token-authenticated
 //!   operations API (deploy, rollback, plan, lock) and deploy events over SSE.
 //! - [`github`]: signature verification and payload parsing.
@@ -39,6 +40,7 @@ pub mod hooks;
 pub mod http;
 mod listener;
 pub mod proxy;
+pub mod redact;
 pub mod releases;
 pub mod runtime;
 pub mod services;

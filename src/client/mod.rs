@@ -23,7 +23,7 @@ use crate::api::{
     UnlockAnswer,
 };
 use crate::cli::{ClientCommand, Connection, QueueArgs, Switch};
-use crate::config::redact_url;
+use crate::redact::redact_url;
 use render::{Follower, Plain, Spinners};
 
 /// How long one non-streaming call may take (a `plan` fetches, so not short).

@@ -10,9 +10,9 @@ use tracing::{info, instrument, warn};
 use super::decide::Live;
 use super::run::fail;
 use super::{pick_latest, Candidate};
-use crate::config::redact_url;
 use crate::config::AppConfig;
 use crate::git::{Cache, Oid};
+use crate::redact::redact_url;
 use crate::services::Services;
 use crate::store::{now_ms, Deploy, DeployStatus, Trigger};
 

@@ -7,29 +7,7 @@
 
 use std::path::Path;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-
-/// Paths whose change means the image must be rebuilt: image definitions and dependency
-/// manifests/lockfiles of the common ecosystems. An app may replace or extend this list.
-pub const DEFAULT_FULL_PATHS: &[&str] = &[
-    "Containerfile",
-    "Dockerfile*",
-    ".dockerignore",
-    "compose*.y*ml",
-    "requirements*.txt",
-    "Pipfile.lock",
-    "poetry.lock",
-    "uv.lock",
-    "package.json",
-    "package-lock.json",
-    "yarn.lock",
-    "pnpm-lock.yaml",
-    "Gemfile",
-    "Gemfile.lock",
-    "go.sum",
-    "Cargo.lock",
-    "composer.lock",
-];
+use globset::GlobSet;
 
 /// The commit-message trailer that overrides the decision: `Deploy-Path: full` or `fast`.
 pub const TRAILER: &str = "Deploy-Path";
@@ -64,7 +42,8 @@ pub struct Inputs<'a> {
     pub has_container: bool,
     /// The app has a code volume (without one, only the full path exists).
     pub has_volume: bool,
-    /// Globs that force the full path, matched against every changed path.
+    /// Globs that force the full path, matched against every changed path (the app's
+    /// `full_paths`, compiled by [`crate::config::compile_globs`]).
     pub full_paths: &'a GlobSet,
     /// Paths changed between the deployed commit and the target.
     pub changed: &'a [&'a Path],
@@ -76,21 +55,6 @@ pub struct Inputs<'a> {
     pub running: &'a Running,
     /// An explicit request (API/CLI), which wins over everything the app allows.
     pub requested: Option<DeployPath>,
-}
-
-/// Compile glob patterns (matched against whole relative paths; a pattern without `/` also
-/// matches the file name in any directory, as `.gitignore` users expect).
-pub fn compile_globs(patterns: &[impl AsRef<str>]) -> Result<GlobSet, globset::Error> {
-    let glob = |p: &str| GlobBuilder::new(p).literal_separator(true).build();
-    let mut set = GlobSetBuilder::new();
-    for p in patterns {
-        let p = p.as_ref();
-        set.add(glob(p)?);
-        if !p.contains('/') {
-            set.add(glob(&format!("**/{p}"))?);
-        }
-    }
-    set.build()
 }
 
 /// The `Deploy-Path` trailer of a commit message, if any (last one wins, case-insensitive).
@@ -196,6 +160,7 @@ impl DeployPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{compile_globs, DEFAULT_FULL_PATHS};
 
     struct Case {
         has_container: bool,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::config::redact_url;
+use crate::redact::redact_url;
 
 mod transport;
 

@@ -13,8 +13,8 @@ use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
 use super::Reach;
-use crate::config::redact_url;
 use crate::git::Credentials;
+use crate::redact::redact_url;
 
 /// Smart-protocol servers check for a `git/` agent (GitHub serves some features only to it).
 const AGENT: &str = concat!("git/2.0 (dockhand/", env!("CARGO_PKG_VERSION"), ")");
