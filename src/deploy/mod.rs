@@ -6,6 +6,7 @@
 
 mod batch;
 mod check;
+mod container;
 mod decide;
 mod fast;
 mod full;

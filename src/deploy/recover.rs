@@ -327,7 +327,7 @@ async fn reconcile_app(
             );
             Ok(true)
         }
-        None => match full::revive(docker, app, container, &state).await {
+        None => match super::container::revive(docker, app, container, &state).await {
             Ok(c) => {
                 ctx.store.set_live_container(&app.name, &c).await?;
                 info!(

@@ -1,7 +1,9 @@
 //! Rolling back on the full path: run the image digest recorded for the deploy rolled back to,
-//! not whatever its tag names today (SECURITY.md 38), and pull only if it is no longer here.
+//! not whatever its tag names today (SECURITY.md 38), and pull only if it is no longer here
+//! (`container::pull_if_missing`, the policy crash recovery uses too).
 
-use super::full::{credentials, FullDeploy};
+use super::container::pull_if_missing;
+use super::full::FullDeploy;
 use super::steps::Steps;
 use crate::runtime::Docker;
 use crate::store::Store;
@@ -19,14 +21,12 @@ pub(super) async fn reuse_image(
 ) -> anyhow::Result<(String, Option<String>)> {
     steps
         .run("pull", digest, async {
-            if docker.image_digest(digest).await?.is_some() {
+            let Some(pulled) = pull_if_missing(docker, d.container, digest).await? else {
                 return Ok((
                     (),
                     format!("recorded image {digest} is present locally: not pulled"),
                 ));
-            }
-            let auth = credentials(d.container, digest).await?;
-            let pulled = docker.pull(digest, auth.as_ref()).await?;
+            };
             Ok((
                 (),
                 format!(
