@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::local::{local_origin, open_origin};
+use super::local::{local_origin, local_tips};
 use super::{transport, valid_ref_name, Cache, Oid};
 use crate::config::redact_url;
 
@@ -85,17 +85,7 @@ impl Cache {
         limits: &FetchLimits,
     ) -> anyhow::Result<()> {
         let shown = redact_url(url);
-        if url.is_empty() || url.starts_with('-') {
-            bail!("refusing to fetch from origin {shown:?}");
-        }
-        if refs.is_empty() {
-            bail!("nothing to fetch from {shown}: no refs given");
-        }
-        for r in refs {
-            if !is_fetchable_ref(r) {
-                bail!("refusing to fetch {r:?} from {shown}: not a full ref name");
-            }
-        }
+        check_fetch(url, refs, &shown)?;
         // A local origin: the first fetch copies its object files (as `git clone --local`
         // does; libgit2's local transport rebuilt a pack, ~33 s for 20,000 files), later ones
         // only the objects the cache lacks.
@@ -106,40 +96,26 @@ impl Cache {
                 false => self.clone_local(&origin, refs, limits, &shown),
             };
         }
-        let refspecs: Vec<String> = refs.iter().map(|r| format!("+{r}:{r}")).collect();
+        self.fetch_remote(url, refs, access, limits, &shown)
+    }
 
-        let start = Instant::now();
+    /// [`Cache::fetch`] from a network origin, through dockhand's transports.
+    fn fetch_remote(
+        &self,
+        url: &str,
+        refs: &[String],
+        access: &Access,
+        limits: &FetchLimits,
+        shown: &str,
+    ) -> anyhow::Result<()> {
+        let refspecs: Vec<String> = refs.iter().map(|r| format!("+{r}:{r}")).collect();
+        let meter = Meter::new(limits);
         let reach = transport::Reach::new(
             access.clone(),
             limits.timeout,
             self.repo.path().join("dockhand-ssh"),
         );
-        let aborted: Cell<Option<Abort>> = Cell::new(None);
-        let over_limit = |received: u64| -> bool {
-            if start.elapsed() > limits.timeout {
-                aborted.set(Some(Abort::Timeout));
-            } else if received > limits.max_bytes {
-                aborted.set(Some(Abort::Size));
-            }
-            aborted.get().is_some()
-        };
-        // Every ref a refspec matched, changed or not (with `report_unchanged`).
-        let updated: RefCell<BTreeSet<String>> = RefCell::new(BTreeSet::new());
-
-        let mut callbacks = git2::RemoteCallbacks::new();
-        callbacks.transfer_progress(|p| !over_limit(p.received_bytes() as u64));
-        callbacks.sideband_progress(|_| !over_limit(0));
-        callbacks.update_tips(|name, _, _| {
-            updated.borrow_mut().insert(name.to_owned());
-            true
-        });
-        let mut options = git2::FetchOptions::new();
-        options
-            .remote_callbacks(callbacks)
-            .download_tags(git2::AutotagOption::None)
-            .update_fetchhead(false)
-            .report_unchanged(true);
-
+        let mut options = meter.options();
         let mut remote = self
             .repo
             .remote_anonymous(url)
@@ -147,42 +123,26 @@ impl Cache {
         let fetched =
             transport::with_reach(&reach, || remote.fetch(&refspecs, Some(&mut options), None));
         if reach.timed_out() {
-            aborted.set(Some(Abort::Timeout));
+            meter.aborted.set(Some(Abort::Timeout));
         }
-        match aborted.get() {
-            Some(Abort::Timeout) => bail!(
-                "fetch timed out after {:.1}s from {shown}: fetch_timeout is {}s",
-                start.elapsed().as_secs_f64(),
-                limits.timeout.as_secs_f64()
-            ),
-            Some(Abort::Size) => bail!(
-                "fetch exceeded the {}-byte size cap from {shown}",
-                limits.max_bytes
-            ),
-            None => {}
+        if let Some(abort) = meter.aborted.get() {
+            return Err(abort.error(meter.start, limits, shown));
         }
         if let Err(e) = fetched {
-            // The transport's own account says what to fix; libgit2's wraps or replaces it.
-            // libgit2 may echo the URL it was given; never let userinfo reach a log line.
-            let message = reach
-                .failure()
-                .unwrap_or_else(|| e.message().to_string())
-                .replace(url, &shown);
+            let message = failure(&reach, &e, url, shown);
             bail!("fetching {} from {shown}: {message}", refs.join(", "));
         }
         // A refspec whose source the origin does not advertise matches nothing, and libgit2
         // reports success; a deploy of a ref that vanished must fail instead.
-        let updated = updated.borrow();
-        for r in refs {
-            if !updated.contains(r) {
-                return Err(MissingRef {
-                    origin: shown,
-                    name: r.clone(),
-                }
-                .into());
+        let updated = meter.updated.borrow();
+        match refs.iter().find(|r| !updated.contains(*r)) {
+            Some(r) => Err(MissingRef {
+                origin: shown.to_string(),
+                name: r.clone(),
             }
+            .into()),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// What the origin's refs point at, from one ref listing and no fetch: each full ref name
@@ -218,84 +178,174 @@ impl Cache {
                 false => name == r,
             })
         };
-        let mut tips = BTreeMap::new();
         if let Some(origin) = local_origin(url) {
-            let src = open_origin(&origin, &shown)?;
-            for reference in src
-                .references()
-                .with_context(|| format!("listing refs of {shown}"))?
-            {
-                let reference = reference.with_context(|| format!("listing refs of {shown}"))?;
-                let Some(name) = reference.name().filter(|n| wanted(n)) else {
-                    continue;
-                };
-                let Some(target) = reference.resolve().ok().and_then(|r| r.target()) else {
-                    continue; // a dangling symbolic ref names nothing
-                };
-                let commit = src
-                    .find_object(target, None)
-                    .and_then(|o| o.peel_to_commit())
-                    .map_or(target, |c| c.id());
-                tips.insert(name.to_owned(), commit);
-            }
-            return Ok(tips);
+            return local_tips(&origin, wanted, &shown);
         }
+        let heads = list_heads(url, access, limits, control_dir, &shown)?;
+        Ok(advertised_tips(heads, wanted))
+    }
+}
 
-        let start = Instant::now();
-        let reach = transport::Reach::new(access.clone(), limits.timeout, control_dir.into());
-        let mut remote = git2::Remote::create_detached(url)
-            .with_context(|| format!("setting up a ref listing of {shown}"))?;
-        let failed = |e: git2::Error| {
-            if reach.timed_out() {
-                return anyhow::anyhow!(
-                    "listing refs of {shown} timed out after {:.1}s: fetch_timeout is {}s",
-                    start.elapsed().as_secs_f64(),
-                    limits.timeout.as_secs_f64()
-                );
-            }
-            // The transport's own account first; libgit2 may echo the URL it was given, and
-            // userinfo never reaches a log line.
-            let message = reach
-                .failure()
-                .unwrap_or_else(|| e.message().to_string())
-                .replace(url, &shown);
-            anyhow::anyhow!("listing refs of {shown}: {message}")
-        };
-        let heads = transport::with_reach(&reach, || -> Result<Vec<(String, Oid)>, git2::Error> {
-            let connection = remote.connect_auth(git2::Direction::Fetch, None, None)?;
-            let heads = connection.list()?;
-            Ok(heads
-                .iter()
-                .map(|h| (h.name().to_owned(), h.oid()))
-                .collect())
-        })
-        .map_err(&failed)?;
-        let mut peeled = Vec::new();
-        for (name, oid) in heads {
-            let (name, head_oid) = (name.as_str(), oid);
-            match name.strip_suffix("^{}") {
-                Some(tag) if wanted(tag) => peeled.push((tag.to_owned(), head_oid)),
-                Some(_) => {}
-                None if wanted(name) => {
-                    tips.insert(name.to_owned(), head_oid);
-                }
-                None => {}
-            }
+/// Refuse a fetch from a URL that would read as an option, of no refs, or of anything but full
+/// ref names.
+fn check_fetch(url: &str, refs: &[String], shown: &str) -> anyhow::Result<()> {
+    if url.is_empty() || url.starts_with('-') {
+        bail!("refusing to fetch from origin {shown:?}");
+    }
+    if refs.is_empty() {
+        bail!("nothing to fetch from {shown}: no refs given");
+    }
+    for r in refs {
+        if !is_fetchable_ref(r) {
+            bail!("refusing to fetch {r:?} from {shown}: not a full ref name");
         }
-        for (tag, commit) in peeled {
-            if let Some(tip) = tips.get_mut(&tag) {
-                *tip = commit;
-            }
+    }
+    Ok(())
+}
+
+/// What a network fetch's callbacks record: whether a limit stopped it, and every ref a refspec
+/// matched, changed or not (with `report_unchanged`).
+struct Meter<'l> {
+    start: Instant,
+    limits: &'l FetchLimits,
+    aborted: Cell<Option<Abort>>,
+    updated: RefCell<BTreeSet<String>>,
+}
+
+impl<'l> Meter<'l> {
+    /// A meter for a fetch starting now.
+    fn new(limits: &'l FetchLimits) -> Meter<'l> {
+        Meter {
+            start: Instant::now(),
+            limits,
+            aborted: Cell::new(None),
+            updated: RefCell::new(BTreeSet::new()),
         }
-        Ok(tips)
+    }
+
+    /// Whether the fetch, having received `received` bytes, has run out of time or gone over
+    /// the size cap; the first limit hit is recorded.
+    fn over_limit(&self, received: u64) -> bool {
+        if self.start.elapsed() > self.limits.timeout {
+            self.aborted.set(Some(Abort::Timeout));
+        } else if received > self.limits.max_bytes {
+            self.aborted.set(Some(Abort::Size));
+        }
+        self.aborted.get().is_some()
+    }
+
+    /// Options for the fetch: its progress and ref updates reported here, no tags followed, no
+    /// `FETCH_HEAD` written.
+    fn options(&self) -> git2::FetchOptions<'_> {
+        let mut callbacks = git2::RemoteCallbacks::new();
+        callbacks.transfer_progress(|p| !self.over_limit(p.received_bytes() as u64));
+        callbacks.sideband_progress(|_| !self.over_limit(0));
+        callbacks.update_tips(|name, _, _| {
+            self.updated.borrow_mut().insert(name.to_owned());
+            true
+        });
+        let mut options = git2::FetchOptions::new();
+        options
+            .remote_callbacks(callbacks)
+            .download_tags(git2::AutotagOption::None)
+            .update_fetchhead(false)
+            .report_unchanged(true);
+        options
     }
 }
 
 /// Which limit stopped a fetch.
 #[derive(Debug, Clone, Copy)]
-enum Abort {
+pub(super) enum Abort {
     Timeout,
     Size,
+}
+
+impl Abort {
+    /// The error for a fetch from `shown`, begun at `start`, that this limit stopped.
+    pub(super) fn error(self, start: Instant, limits: &FetchLimits, shown: &str) -> anyhow::Error {
+        match self {
+            Abort::Timeout => anyhow::anyhow!(
+                "fetch timed out after {:.1}s from {shown}: fetch_timeout is {}s",
+                start.elapsed().as_secs_f64(),
+                limits.timeout.as_secs_f64()
+            ),
+            Abort::Size => anyhow::anyhow!(
+                "fetch exceeded the {}-byte size cap from {shown}",
+                limits.max_bytes
+            ),
+        }
+    }
+}
+
+/// Why a transport call failed. The transport's own account first: it says what to fix, and
+/// libgit2's wraps or replaces it. libgit2 may echo the URL it was given; `url` is shown as
+/// `shown`, so userinfo never reaches a log line.
+fn failure(reach: &transport::Reach, e: &git2::Error, url: &str, shown: &str) -> String {
+    reach
+        .failure()
+        .unwrap_or_else(|| e.message().to_string())
+        .replace(url, shown)
+}
+
+/// The refs a network origin advertises (with the `^{}` entries of annotated tags), listed
+/// through dockhand's transports within `limits.timeout`.
+fn list_heads(
+    url: &str,
+    access: &Access,
+    limits: &FetchLimits,
+    control_dir: &Path,
+    shown: &str,
+) -> anyhow::Result<Vec<(String, Oid)>> {
+    let start = Instant::now();
+    let reach = transport::Reach::new(access.clone(), limits.timeout, control_dir.into());
+    let mut remote = git2::Remote::create_detached(url)
+        .with_context(|| format!("setting up a ref listing of {shown}"))?;
+    transport::with_reach(&reach, || -> Result<Vec<(String, Oid)>, git2::Error> {
+        let connection = remote.connect_auth(git2::Direction::Fetch, None, None)?;
+        let heads = connection.list()?;
+        Ok(heads
+            .iter()
+            .map(|h| (h.name().to_owned(), h.oid()))
+            .collect())
+    })
+    .map_err(|e| {
+        if reach.timed_out() {
+            return anyhow::anyhow!(
+                "listing refs of {shown} timed out after {:.1}s: fetch_timeout is {}s",
+                start.elapsed().as_secs_f64(),
+                limits.timeout.as_secs_f64()
+            );
+        }
+        let message = failure(&reach, &e, url, shown);
+        anyhow::anyhow!("listing refs of {shown}: {message}")
+    })
+}
+
+/// The tips of the advertised `heads` that `wanted` picks, each annotated tag mapped to the
+/// commit of its `^{}` entry when there is one.
+fn advertised_tips(
+    heads: Vec<(String, Oid)>,
+    wanted: impl Fn(&str) -> bool,
+) -> BTreeMap<String, Oid> {
+    let mut tips = BTreeMap::new();
+    let mut peeled = Vec::new();
+    for (name, oid) in heads {
+        match name.strip_suffix("^{}") {
+            Some(tag) if wanted(tag) => peeled.push((tag.to_owned(), oid)),
+            Some(_) => {}
+            None if wanted(&name) => {
+                tips.insert(name, oid);
+            }
+            None => {}
+        }
+    }
+    for (tag, commit) in peeled {
+        if let Some(tip) = tips.get_mut(&tag) {
+            *tip = commit;
+        }
+    }
+    tips
 }
 
 /// A full ref name a fetch may ask for: `refs/…`, valid by git's rules.

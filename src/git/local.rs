@@ -8,11 +8,13 @@
 //! parents before children), so an object present in the cache always has everything below it,
 //! even after a crash mid-copy. Every copy counts against the fetch's size cap and timeout.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use super::fetch::Abort;
 use super::{files_with_extension, Cache, FetchLimits, MissingRef, Oid};
 
 impl Cache {
@@ -34,59 +36,16 @@ impl Cache {
         }
         // The tips first: whatever they reach was written before them.
         let tips = origin_tips(&src, refs, shown)?;
-        // Packs whose index is there (a pack being written has none yet), then loose objects.
-        let mut files: Vec<PathBuf> = Vec::new();
-        for pack in files_with_extension(&from.join("pack"), "pack")? {
-            if pack.with_extension("idx").exists() {
-                files.push(pack.clone());
-                files.push(pack.with_extension("idx"));
-            }
-        }
-        for dir in
-            std::fs::read_dir(&from).with_context(|| format!("listing {}", from.display()))?
-        {
-            let dir = dir?.path();
-            let fanout = dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.len() == 2 && n.bytes().all(|b| b.is_ascii_hexdigit()));
-            if fanout {
-                for object in std::fs::read_dir(&dir)? {
-                    files.push(object?.path());
-                }
-            }
-        }
+        let files = object_files(&from)?;
         let start = Instant::now();
         let mut bytes = 0u64;
         for file in &files {
             bytes += std::fs::metadata(file)?.len();
             if bytes > limits.max_bytes {
-                bail!(
-                    "fetch exceeded the {}-byte size cap from {shown}",
-                    limits.max_bytes
-                );
+                return Err(Abort::Size.error(start, limits, shown));
             }
         }
-        let to = self.repo.path().join("objects");
-        for file in &files {
-            if start.elapsed() > limits.timeout {
-                bail!(
-                    "fetch timed out after {:.1}s from {shown}: fetch_timeout is {}s",
-                    start.elapsed().as_secs_f64(),
-                    limits.timeout.as_secs_f64()
-                );
-            }
-            let rel = file.strip_prefix(&from).expect("listed under it");
-            let dest = to.join(rel);
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            // Through a temp name: a crash never leaves a truncated object under its real name.
-            let tmp = dest.with_extension("dockhand-tmp");
-            std::fs::copy(file, &tmp)
-                .with_context(|| format!("copying {} from {shown}", rel.display()))?;
-            std::fs::rename(&tmp, &dest)?;
-        }
+        self.copy_object_files(&from, &files, start, limits, shown)?;
         self.repo.odb()?.refresh()?;
         for (r, tip) in &tips {
             let commit = self
@@ -98,6 +57,35 @@ impl Cache {
                 return self.fetch_local(origin, refs, limits, shown);
             }
             self.repo.reference(r, *tip, true, "dockhand fetch")?;
+        }
+        Ok(())
+    }
+
+    /// Copy `files`, listed under an origin's objects directory `from`, to the same place in
+    /// the cache's, within the timeout of a fetch begun at `start`.
+    fn copy_object_files(
+        &self,
+        from: &Path,
+        files: &[PathBuf],
+        start: Instant,
+        limits: &FetchLimits,
+        shown: &str,
+    ) -> anyhow::Result<()> {
+        let to = self.repo.path().join("objects");
+        for file in files {
+            if start.elapsed() > limits.timeout {
+                return Err(Abort::Timeout.error(start, limits, shown));
+            }
+            let rel = file.strip_prefix(from).expect("listed under it");
+            let dest = to.join(rel);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // Through a temp name: a crash never leaves a truncated object under its real name.
+            let tmp = dest.with_extension("dockhand-tmp");
+            std::fs::copy(file, &tmp)
+                .with_context(|| format!("copying {} from {shown}", rel.display()))?;
+            std::fs::rename(&tmp, &dest)?;
         }
         Ok(())
     }
@@ -252,11 +240,7 @@ impl Copier<'_> {
         let object = self.src_odb.read(id)?;
         self.bytes += object.len() as u64;
         if self.bytes > self.limits.max_bytes {
-            bail!(
-                "fetch exceeded the {}-byte size cap from {}",
-                self.limits.max_bytes,
-                self.shown
-            );
+            return Err(Abort::Size.error(self.start, self.limits, self.shown));
         }
         let written = self.dst.write(object.kind(), object.data())?;
         if written != id {
@@ -267,6 +251,60 @@ impl Copier<'_> {
         }
         Ok(())
     }
+}
+
+/// The object files under a repository's objects directory `from`: packs whose index is there
+/// (a pack being written has none yet), each followed by its index, then loose objects.
+fn object_files(from: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for pack in files_with_extension(&from.join("pack"), "pack")? {
+        if pack.with_extension("idx").exists() {
+            files.push(pack.clone());
+            files.push(pack.with_extension("idx"));
+        }
+    }
+    for dir in std::fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
+        let dir = dir?.path();
+        let fanout = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.len() == 2 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+        if fanout {
+            for object in std::fs::read_dir(&dir)? {
+                files.push(object?.path());
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// What the refs of a same-host origin that `wanted` picks point at, read from its ref store:
+/// an annotated tag maps to the commit it peels to; a dangling symbolic ref names nothing.
+pub(super) fn local_tips(
+    origin: &Path,
+    wanted: impl Fn(&str) -> bool,
+    shown: &str,
+) -> anyhow::Result<BTreeMap<String, Oid>> {
+    let mut tips = BTreeMap::new();
+    let src = open_origin(origin, shown)?;
+    for reference in src
+        .references()
+        .with_context(|| format!("listing refs of {shown}"))?
+    {
+        let reference = reference.with_context(|| format!("listing refs of {shown}"))?;
+        let Some(name) = reference.name().filter(|n| wanted(n)) else {
+            continue;
+        };
+        let Some(target) = reference.resolve().ok().and_then(|r| r.target()) else {
+            continue; // a dangling symbolic ref names nothing
+        };
+        let commit = src
+            .find_object(target, None)
+            .and_then(|o| o.peel_to_commit())
+            .map_or(target, |c| c.id());
+        tips.insert(name.to_owned(), commit);
+    }
+    Ok(tips)
 }
 
 /// The repository at a same-host origin's path, never searching upwards.
