@@ -9,10 +9,11 @@
 use std::io::{self, Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream};
 use sha2::{Digest, Sha256};
@@ -33,6 +34,59 @@ pub(super) struct Ssh {
 impl Ssh {
     pub fn new(reach: Reach) -> Ssh {
         Ssh { reach }
+    }
+
+    /// The `ssh` command that runs `git-upload-pack` at `target` with dockhand's options (see
+    /// the module doc), its connection attempt bounded by `left`, the time the fetch has left.
+    fn command(&self, target: &Target, left: Duration) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("ConnectTimeout={}", left.as_secs().max(1)));
+        if let Some(file) = &self.reach.access.known_hosts {
+            command
+                .arg("-o")
+                .arg(format!("UserKnownHostsFile={}", ssh_path(file)))
+                .args(["-o", "GlobalKnownHostsFile=/dev/null"]);
+        }
+        if let Credentials::SshKey(key) = &self.reach.access.credentials {
+            command
+                .arg("-i")
+                .arg(key)
+                .args(["-o", "IdentitiesOnly=yes"]);
+        }
+        match control_socket(&self.reach, target) {
+            Some(socket) => {
+                command
+                    .args(["-o", "ControlMaster=auto", "-o", "ControlPersist=60"])
+                    .arg("-o")
+                    .arg(format!("ControlPath={}", ssh_path(&socket)));
+            }
+            None => {
+                command.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
+            }
+        }
+        if let Some(port) = target.port.filter(|p| *p != 22) {
+            // Look the host key up as `[host]:port` only: without an alias OpenSSH falls back
+            // to a port-less entry, which is for port 22 (and maybe another server).
+            command
+                .arg("-o")
+                .arg(format!("HostKeyAlias=[{}]:{port}", target.host))
+                .arg("-p")
+                .arg(port.to_string());
+        }
+        if let Some(user) = &target.user {
+            command.arg("-l").arg(user);
+        }
+        command
+            .arg("--")
+            .arg(&target.host)
+            .arg(remote_command(&target.path))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
     }
 }
 
@@ -123,54 +177,7 @@ impl SmartSubtransport for Ssh {
             .reach
             .remaining()
             .map_err(|e| self.reach.fail_git(e.to_string()))?;
-        let mut command = Command::new("ssh");
-        command
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-            .arg("-o")
-            .arg(format!("ConnectTimeout={}", left.as_secs().max(1)));
-        if let Some(file) = &self.reach.access.known_hosts {
-            command
-                .arg("-o")
-                .arg(format!("UserKnownHostsFile={}", ssh_path(file)))
-                .args(["-o", "GlobalKnownHostsFile=/dev/null"]);
-        }
-        if let Credentials::SshKey(key) = &self.reach.access.credentials {
-            command
-                .arg("-i")
-                .arg(key)
-                .args(["-o", "IdentitiesOnly=yes"]);
-        }
-        match control_socket(&self.reach, &target) {
-            Some(socket) => {
-                command
-                    .args(["-o", "ControlMaster=auto", "-o", "ControlPersist=60"])
-                    .arg("-o")
-                    .arg(format!("ControlPath={}", ssh_path(&socket)));
-            }
-            None => {
-                command.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
-            }
-        }
-        if let Some(port) = target.port.filter(|p| *p != 22) {
-            // Look the host key up as `[host]:port` only: without an alias OpenSSH falls back
-            // to a port-less entry, which is for port 22 (and maybe another server).
-            command
-                .arg("-o")
-                .arg(format!("HostKeyAlias=[{}]:{port}", target.host))
-                .arg("-p")
-                .arg(port.to_string());
-        }
-        if let Some(user) = &target.user {
-            command.arg("-l").arg(user);
-        }
-        command
-            .arg("--")
-            .arg(&target.host)
-            .arg(remote_command(&target.path))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| {
+        let mut child = self.command(&target, left).spawn().map_err(|e| {
             self.reach.fail_git(if e.kind() == io::ErrorKind::NotFound {
                 "an ssh:// origin needs OpenSSH's client (`ssh`) on this host: install openssh-client"
                     .to_string()
@@ -181,37 +188,11 @@ impl SmartSubtransport for Ssh {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let errors = child.stderr.take().map(|mut pipe| {
-            let stderr = stderr.clone();
-            std::thread::spawn(move || {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut kept = stderr.lock().unwrap_or_else(|e| e.into_inner());
-                    let room = STDERR_CAP.saturating_sub(kept.len());
-                    kept.extend_from_slice(&chunk[..n.min(room)]);
-                }
-            })
-        });
-        // The deadline: ssh is killed when the fetch's time is up.
-        let (stop, stopped) = mpsc::channel::<()>();
-        let pid = child.id();
-        let reach = self.reach.clone();
-        let watchdog = std::thread::spawn(move || {
-            let left = reach
-                .deadline
-                .saturating_duration_since(std::time::Instant::now());
-            if let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(left) {
-                reach
-                    .timed_out
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
-            }
-        });
+        let errors = child
+            .stderr
+            .take()
+            .map(|pipe| keep_stderr(pipe, stderr.clone()));
+        let (stop, watchdog) = watchdog(self.reach.clone(), child.id());
         Ok(Box::new(Stream {
             reach: self.reach.clone(),
             target,
@@ -228,6 +209,42 @@ impl SmartSubtransport for Ssh {
     fn close(&self) -> Result<(), git2::Error> {
         Ok(())
     }
+}
+
+/// Read ssh's stderr to its end on a thread of its own, keeping the first [`STDERR_CAP`] bytes
+/// in `kept` to explain a failure.
+fn keep_stderr(mut pipe: ChildStderr, kept: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+            let room = STDERR_CAP.saturating_sub(kept.len());
+            kept.extend_from_slice(&chunk[..n.min(room)]);
+        }
+    })
+}
+
+/// The deadline: kill ssh (`pid`) when the fetch's time is up, recording the timeout, unless
+/// the returned sender is dropped first.
+fn watchdog(reach: Reach, pid: u32) -> (mpsc::Sender<()>, JoinHandle<()>) {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let left = reach
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(left) {
+            reach
+                .timed_out
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    });
+    (stop, watchdog)
 }
 
 /// A path as an `ssh -o` value: `%` would start a token, and a space would end the value.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::git::tests::{cache_in, Origin, FILE};
+use crate::git::test_support::{cache_in, Origin, FILE};
 use crate::git::{Access, Cache, Credentials, FetchLimits};
 
 /// The servers of scripts/git-servers, serving `origin` as `app.git`; stopped on drop.

@@ -1,0 +1,572 @@
+//! Fetching from an origin on this host (a path or `file://` URL): its object files or objects
+//! are copied straight into the cache, with no pack built in between.
+//!
+//! The first fetch copies the origin's object files (packs with their index, loose objects),
+//! as `git clone --local` does; later ones copy only the objects the cache lacks. Either way a
+//! ref is pointed at a tip only once everything it reaches is in the cache, and single objects
+//! are written below-first (blobs and subtrees before their tree, the tree before its commit,
+//! parents before children), so an object present in the cache always has everything below it,
+//! even after a crash mid-copy. Every copy counts against the fetch's size cap and timeout.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use super::fetch::Abort;
+use super::{files_with_extension, Cache, FetchLimits, MissingRef, Oid};
+
+impl Cache {
+    /// The first fetch from a repository on this host: copy its object files (packs with their
+    /// index, loose objects), bounded by the size cap and the timeout, then point `refs` at the
+    /// origin's tips. An origin with alternates (objects kept elsewhere) is copied object by
+    /// object instead.
+    pub(super) fn clone_local(
+        &self,
+        origin: &Path,
+        refs: &[String],
+        limits: &FetchLimits,
+        shown: &str,
+    ) -> anyhow::Result<()> {
+        let src = open_origin(origin, shown)?;
+        let from = src.path().join("objects");
+        if from.join("info/alternates").exists() {
+            return self.fetch_local(origin, refs, limits, shown);
+        }
+        // The tips first: whatever they reach was written before them.
+        let tips = origin_tips(&src, refs, shown)?;
+        let files = object_files(&from)?;
+        let start = Instant::now();
+        let mut bytes = 0u64;
+        for file in &files {
+            bytes += std::fs::metadata(file)?.len();
+            if bytes > limits.max_bytes {
+                return Err(Abort::Size.error(start, limits, shown));
+            }
+        }
+        self.copy_object_files(&from, &files, start, limits, shown)?;
+        self.repo.odb()?.refresh()?;
+        for (r, tip) in &tips {
+            let commit = self
+                .repo
+                .find_object(*tip, None)
+                .and_then(|o| o.peel_to_commit());
+            if commit.is_err() {
+                // The origin was repacked while it was copied: copy object by object.
+                return self.fetch_local(origin, refs, limits, shown);
+            }
+            self.repo.reference(r, *tip, true, "dockhand fetch")?;
+        }
+        Ok(())
+    }
+
+    /// Copy `files`, listed under an origin's objects directory `from`, to the same place in
+    /// the cache's, within the timeout of a fetch begun at `start`.
+    fn copy_object_files(
+        &self,
+        from: &Path,
+        files: &[PathBuf],
+        start: Instant,
+        limits: &FetchLimits,
+        shown: &str,
+    ) -> anyhow::Result<()> {
+        let to = self.repo.path().join("objects");
+        for file in files {
+            if start.elapsed() > limits.timeout {
+                return Err(Abort::Timeout.error(start, limits, shown));
+            }
+            let rel = file.strip_prefix(from).expect("listed under it");
+            let dest = to.join(rel);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // Through a temp name: a crash never leaves a truncated object under its real name.
+            let tmp = dest.with_extension("dockhand-tmp");
+            std::fs::copy(file, &tmp)
+                .with_context(|| format!("copying {} from {shown}", rel.display()))?;
+            std::fs::rename(&tmp, &dest)?;
+        }
+        Ok(())
+    }
+
+    /// Fetch from a repository on this host by copying only the objects the cache lacks.
+    ///
+    /// libgit2's local transport builds a pack in-process and first marks every object of the
+    /// previous tree as uninteresting: O(repository) per fetch. Here new commits are found with a
+    /// revwalk that hides what the cache already has, and only trees the cache lacks are
+    /// descended into: O(changed). Objects are written children first (blobs and subtrees before
+    /// their tree, the tree before its commit, parents before children), so an object present in
+    /// the cache always has everything below it, even after a crash mid-copy.
+    pub(super) fn fetch_local(
+        &self,
+        origin: &Path,
+        refs: &[String],
+        limits: &FetchLimits,
+        shown: &str,
+    ) -> anyhow::Result<()> {
+        let src = open_origin(origin, shown)?;
+        let mut copy = Copier {
+            src: &src,
+            src_odb: src.odb()?,
+            dst: self.repo.odb()?,
+            bytes: 0,
+            start: Instant::now(),
+            limits,
+            shown,
+        };
+        let tips = origin_tips(&src, refs, shown)?;
+        let mut walk = src.revwalk()?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)?;
+        for (r, tip) in &tips {
+            let commit = src
+                .find_object(*tip, None)
+                .and_then(|o| o.peel_to_commit())
+                .with_context(|| format!("{r} at origin {shown} does not point at a commit"))?;
+            walk.push(commit.id())?;
+        }
+        for known in self.repo.references()?.flatten() {
+            let commit = known
+                .target()
+                .and_then(|id| src.find_object(id, None).ok())
+                .and_then(|o| o.peel_to_commit().ok());
+            if let Some(commit) = commit {
+                walk.hide(commit.id())?;
+            }
+        }
+        for id in walk {
+            let id = id?;
+            if copy.dst.exists(id) {
+                continue;
+            }
+            let commit = src.find_commit(id)?;
+            copy.tree(commit.tree_id())?;
+            copy.object(id)?;
+        }
+        for (_, tip) in &tips {
+            copy.tag_chain(*tip)?;
+        }
+        for (r, tip) in &tips {
+            self.repo.reference(r, *tip, true, "dockhand fetch")?;
+        }
+        Ok(())
+    }
+}
+
+/// The local path of an origin given as a plain path or `file://` URL; `None` for anything that
+/// needs a network transport (`https://`, `ssh://`, `git@host:path`).
+pub(super) fn local_origin(url: &str) -> Option<PathBuf> {
+    if let Some(path) = url.strip_prefix("file://") {
+        return Some(PathBuf::from(path));
+    }
+    if url.contains("://") {
+        return None;
+    }
+    match url.split_once(':') {
+        Some((host, _)) if !host.contains('/') => None, // scp-like `host:path`
+        _ => Some(PathBuf::from(url)),
+    }
+}
+
+/// Copies objects from a local origin into the cache, counting bytes against the fetch limits.
+struct Copier<'a> {
+    src: &'a git2::Repository,
+    src_odb: git2::Odb<'a>,
+    dst: git2::Odb<'a>,
+    bytes: u64,
+    start: Instant,
+    limits: &'a FetchLimits,
+    shown: &'a str,
+}
+
+impl Copier<'_> {
+    /// Copy a tree the cache lacks, everything below it first. A tree the cache has is
+    /// complete (see `fetch_local`), so it is not descended into. Walked with a stack on the
+    /// heap, not by recursion: a crafted commit can nest trees deeper than any thread's stack.
+    fn tree(&mut self, root: Oid) -> anyhow::Result<()> {
+        if self.dst.exists(root) {
+            return Ok(());
+        }
+        // Each tree being copied, with the index of its next entry.
+        let mut open = vec![(self.src.find_tree(root)?, 0)];
+        while let Some((tree, next)) = open.last_mut() {
+            let Some((kind, id)) = tree.get(*next).map(|e| (e.kind(), e.id())) else {
+                let id = tree.id();
+                open.pop();
+                self.object(id)?;
+                continue;
+            };
+            *next += 1;
+            match kind {
+                Some(git2::ObjectType::Tree) if !self.dst.exists(id) => {
+                    open.push((self.src.find_tree(id)?, 0));
+                }
+                Some(git2::ObjectType::Blob) => self.object(id)?,
+                _ => {} // a tree the cache has; gitlinks name commits of other repositories
+            }
+        }
+        Ok(())
+    }
+
+    /// Copy an annotated tag and the tags it points at, innermost first; their commits are
+    /// already copied. A loop, not recursion: a chain of tags can be arbitrarily long.
+    fn tag_chain(&mut self, id: Oid) -> anyhow::Result<()> {
+        let mut chain = Vec::new();
+        let mut next = id;
+        while !self.dst.exists(next) {
+            let object = self.src.find_object(next, None)?;
+            let Some(tag) = object.as_tag() else { break };
+            chain.push(next);
+            next = tag.target_id();
+        }
+        for tag in chain.into_iter().rev() {
+            self.object(tag)?;
+        }
+        Ok(())
+    }
+
+    /// Copy one object if the cache lacks it.
+    fn object(&mut self, id: Oid) -> anyhow::Result<()> {
+        if self.dst.exists(id) {
+            return Ok(());
+        }
+        if self.start.elapsed() > self.limits.timeout {
+            bail!(
+                "fetch timed out after {}s from {}",
+                self.limits.timeout.as_secs_f64(),
+                self.shown
+            );
+        }
+        let object = self.src_odb.read(id)?;
+        self.bytes += object.len() as u64;
+        if self.bytes > self.limits.max_bytes {
+            return Err(Abort::Size.error(self.start, self.limits, self.shown));
+        }
+        let written = self.dst.write(object.kind(), object.data())?;
+        if written != id {
+            bail!(
+                "object {id} from {} hashes to {written}: the origin is corrupt",
+                self.shown
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The object files under a repository's objects directory `from`: packs whose index is there
+/// (a pack being written has none yet), each followed by its index, then loose objects.
+fn object_files(from: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for pack in files_with_extension(&from.join("pack"), "pack")? {
+        if pack.with_extension("idx").exists() {
+            files.push(pack.clone());
+            files.push(pack.with_extension("idx"));
+        }
+    }
+    for dir in std::fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
+        let dir = dir?.path();
+        let fanout = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.len() == 2 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+        if fanout {
+            for object in std::fs::read_dir(&dir)? {
+                files.push(object?.path());
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// What the refs of a same-host origin that `wanted` picks point at, read from its ref store:
+/// an annotated tag maps to the commit it peels to; a dangling symbolic ref names nothing.
+pub(super) fn local_tips(
+    origin: &Path,
+    wanted: impl Fn(&str) -> bool,
+    shown: &str,
+) -> anyhow::Result<BTreeMap<String, Oid>> {
+    let mut tips = BTreeMap::new();
+    let src = open_origin(origin, shown)?;
+    for reference in src
+        .references()
+        .with_context(|| format!("listing refs of {shown}"))?
+    {
+        let reference = reference.with_context(|| format!("listing refs of {shown}"))?;
+        let Some(name) = reference.name().filter(|n| wanted(n)) else {
+            continue;
+        };
+        let Some(target) = reference.resolve().ok().and_then(|r| r.target()) else {
+            continue; // a dangling symbolic ref names nothing
+        };
+        let commit = src
+            .find_object(target, None)
+            .and_then(|o| o.peel_to_commit())
+            .map_or(target, |c| c.id());
+        tips.insert(name.to_owned(), commit);
+    }
+    Ok(tips)
+}
+
+/// The repository at a same-host origin's path, never searching upwards.
+pub(super) fn open_origin(origin: &Path, shown: &str) -> anyhow::Result<git2::Repository> {
+    git2::Repository::open_ext(
+        origin,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&std::ffi::OsStr>(),
+    )
+    .with_context(|| format!("opening origin {shown}"))
+}
+
+/// What each of `refs` points at in a same-host origin; a ref it lacks is a [`MissingRef`].
+fn origin_tips<'r>(
+    src: &git2::Repository,
+    refs: &'r [String],
+    shown: &str,
+) -> anyhow::Result<Vec<(&'r String, Oid)>> {
+    refs.iter()
+        .map(|r| {
+            src.find_reference(r)
+                .and_then(|reference| reference.resolve())
+                .ok()
+                .and_then(|reference| reference.target())
+                .map(|target| (r, target))
+                .ok_or_else(|| {
+                    MissingRef {
+                        origin: shown.to_string(),
+                        name: r.clone(),
+                    }
+                    .into()
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use git2::Signature;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::git::test_support::{
+        cache_in, fetched, limits, listed, nested_dirs, tagged_origin, Origin, FILE,
+    };
+    use crate::git::Access;
+
+    fn object_count(cache: &Cache) -> usize {
+        let mut n = 0;
+        cache
+            .repo()
+            .odb()
+            .unwrap()
+            .foreach(|_| {
+                n += 1;
+                true
+            })
+            .unwrap();
+        n
+    }
+
+    #[test]
+    fn local_fetch_copies_only_the_objects_the_cache_lacks() {
+        let origin = Origin::new();
+        let files: Vec<(String, Vec<u8>)> = (0..60)
+            .map(|i| (format!("d{}/e/f{i}.txt", i % 3), vec![b'x'; i]))
+            .collect();
+        let spec: Vec<(&str, i32, &[u8])> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), FILE, c.as_slice()))
+            .collect();
+        origin.commit("refs/heads/main", &spec);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+        let before = object_count(&cache);
+
+        let mut spec = spec.clone();
+        spec[0].2 = b"changed";
+        let tip = origin.commit("refs/heads/main", &spec);
+        cache
+            .fetch(
+                &origin.url(),
+                &["refs/heads/main".to_owned()],
+                &Access::default(),
+                &limits(),
+            )
+            .unwrap();
+
+        assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(tip));
+        // The new blob, the trees d0/e, d0 and the root, and the commit: nothing else.
+        assert_eq!(object_count(&cache) - before, 5);
+        assert!(
+            cache.changes(None, Some(tip)).unwrap().len() == 60,
+            "the new tree is complete"
+        );
+    }
+
+    #[test]
+    fn incremental_local_fetch_enforces_the_size_cap_and_leaves_the_ref_alone() {
+        let origin = Origin::new();
+        let first = origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+        let big: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        origin.commit(
+            "refs/heads/main",
+            &[("a", FILE, b"1"), ("big.bin", FILE, &big)],
+        );
+        let tiny = FetchLimits {
+            timeout: Duration::from_secs(60),
+            max_bytes: 1000,
+        };
+        let err = cache
+            .fetch(
+                &origin.url(),
+                &["refs/heads/main".to_owned()],
+                &Access::default(),
+                &tiny,
+            )
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("size cap"), "{err:#}");
+        assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(first));
+    }
+
+    #[test]
+    fn fetch_copies_a_branch_from_a_file_url() {
+        let origin = Origin::new();
+        let tip = origin.commit("refs/heads/main", &[("index.html", FILE, b"hi")]);
+
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+
+        assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(tip));
+    }
+
+    #[test]
+    fn fetch_copies_a_branch_from_a_plain_path_and_follows_force_pushes() {
+        let origin = Origin::new();
+        origin.commit("refs/heads/main", &[("a", FILE, b"1")]);
+        let state = TempDir::new().unwrap();
+        let cache = cache_in(state.path());
+        let url = origin.path().display().to_string();
+        let refs = ["refs/heads/main".to_owned()];
+        cache
+            .fetch(&url, &refs, &Access::default(), &limits())
+            .unwrap();
+        // Rewrite history: a root commit that does not descend from the fetched tip.
+        let tree = origin.tree(&[("b", FILE, b"2")]);
+        let sig = Signature::now("x", "x@example.com").unwrap();
+        let rewritten = origin
+            .repo
+            .commit(
+                None,
+                &sig,
+                &sig,
+                "rewritten",
+                &origin.repo.find_tree(tree).unwrap(),
+                &[],
+            )
+            .unwrap();
+        origin
+            .repo
+            .reference("refs/heads/main", rewritten, true, "force")
+            .unwrap();
+
+        cache
+            .fetch(&url, &refs, &Access::default(), &limits())
+            .unwrap();
+
+        assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(rewritten));
+    }
+
+    #[test]
+    fn remote_tips_of_a_local_origin_are_its_refs_with_tags_peeled() {
+        let (origin, want) = tagged_origin();
+        for url in [origin.url(), origin.path().display().to_string()] {
+            let tips = Cache::remote_tips(
+                &url,
+                &listed(),
+                &Access::default(),
+                &limits(),
+                Path::new("/nonexistent"),
+            )
+            .unwrap();
+            assert_eq!(tips, want, "{url}");
+        }
+        let none = Cache::remote_tips(
+            &origin.url(),
+            &["refs/heads/gone".to_owned()],
+            &Access::default(),
+            &limits(),
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
+        assert!(none.is_empty(), "{none:?}");
+    }
+
+    #[test]
+    fn remote_tips_of_a_missing_local_origin_fail_naming_it_and_refuse_bad_names() {
+        let origin = Origin::new();
+        let gone = origin.dir.path().join("moved-away.git");
+        let err = Cache::remote_tips(
+            &gone.display().to_string(),
+            &listed(),
+            &Access::default(),
+            &limits(),
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains(&format!("opening origin {}", gone.display())),
+            "{err:#}"
+        );
+        for (url, refs) in [
+            ("-x", listed()),
+            (&origin.url()[..], vec!["main".to_owned()]),
+        ] {
+            assert!(Cache::remote_tips(
+                url,
+                &refs,
+                &Access::default(),
+                &limits(),
+                Path::new("/nonexistent")
+            )
+            .is_err());
+        }
+    }
+
+    #[test]
+    fn a_fetch_of_a_deeply_nested_tree_or_tag_chain_does_not_overflow_its_stack() {
+        // The first fetch copies object files; the next copies objects one by one, walking the
+        // new trees and tags — as deep as a crafted commit makes them.
+        let origin = Origin::new();
+        origin.commit("refs/heads/main", &[("a", 0o100644, b"a")]);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+        let repo = &origin.repo;
+        let tree = nested_dirs(repo, 20_000);
+        let tip = origin.commit_tree("refs/heads/main", tree, "deep");
+        let sig = Signature::now("Ada Lovelace", "ada@example.com").unwrap();
+        let mut tag = tip;
+        for i in 0..20_000 {
+            let target = repo.find_object(tag, None).unwrap();
+            tag = repo
+                .tag_annotation_create(&format!("t{i}"), &target, &sig, "t")
+                .unwrap();
+        }
+        repo.reference("refs/tags/deep", tag, true, "").unwrap();
+        let url = origin.url();
+        let fetch = std::thread::Builder::new()
+            .stack_size(2 << 20) // a tokio blocking thread's
+            .spawn(move || {
+                let refs = ["refs/heads/main".to_owned(), "refs/tags/deep".to_owned()];
+                cache.fetch(&url, &refs, &Access::default(), &limits())?;
+                anyhow::Ok(cache)
+            })
+            .unwrap()
+            .join()
+            .expect("the fetch must not overflow its stack")
+            .unwrap();
+        assert_eq!(fetch.resolve("refs/tags/deep").unwrap(), Some(tip));
+        assert!(fetch.repo.find_tree(tree).is_ok());
+        let err = format!("{:#}", fetch.changes(None, Some(tip)).unwrap_err());
+        assert!(err.contains("more than 1024 directories"), "{err}");
+    }
+}
