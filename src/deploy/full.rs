@@ -99,20 +99,7 @@ pub(super) async fn swap(
 ) -> anyhow::Result<(LiveContainer, Option<Kept>)> {
     let Tree { trial, put, back } = tree;
     let port = container_port(d.container)?;
-    let grace = d.container.stop_grace;
-    let stop_first = d.container.strategy == Strategy::StopFirst;
-    let mut old = match d.old_container.as_deref() {
-        Some(old) if stop_first => Some(Old::Stopped(stop_old(docker, steps, d, old, port).await?)),
-        Some(old) if needs_trial(d) => {
-            // The new version proves itself first while the old one serves, unchanged: a
-            // deploy that fails here has cost nobody anything.
-            if let Some(tree) = trial {
-                run_trial(docker, steps, d, &image, tree).await?;
-            }
-            Some(Old::Paused(pause_old(docker, steps, d.proxy, old).await?))
-        }
-        _ => None,
-    };
+    let old = make_room(docker, steps, d, &image, port, trial).await?;
     let started = match put.await {
         Ok(()) => start_healthy(docker, steps, d, &image, port).await,
         Err(e) => Err(e),
@@ -121,20 +108,81 @@ pub(super) async fn swap(
         Ok(id) => id,
         Err(e) => {
             back.await;
-            if let (Some(old), Some(id)) = (old.take(), d.old_container.as_deref()) {
-                if let Err(again) = old.resume(docker, steps, d.proxy, id).await {
-                    return Err(e.context(format!(
-                        "and the previous container did not serve again: {again:#}"
-                    )));
-                }
-            }
-            return Err(e);
+            return Err(serve_old_again(docker, steps, d, old, e).await);
         }
     };
     // From here on the new container is live: nothing below fails the deploy.
+    let (retired, paused) = go_live(steps, d, &id, port, old).await;
+    let live = LiveContainer {
+        id,
+        image,
+        digest,
+        port,
+    };
+    let kept = match &d.old_container {
+        Some(old) => keep_or_retire(docker, steps, d, old, retired, paused).await,
+        None => None,
+    };
+    Ok((live, kept))
+}
+
+/// Before the new container starts: stop-first stops the old one (its port is needed); on a
+/// shared tree the new version first proves itself in a trial, then the old one is paused
+/// while its tree changes. Otherwise the old one serves on, untouched.
+async fn make_room<'a>(
+    docker: &Docker,
+    steps: &'a Steps,
+    d: &FullDeploy<'a>,
+    image: &str,
+    port: u16,
+    trial: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Old<'a>>> {
+    let stop_first = d.container.strategy == Strategy::StopFirst;
+    Ok(match d.old_container.as_deref() {
+        Some(old) if stop_first => Some(Old::Stopped(stop_old(docker, steps, d, old, port).await?)),
+        Some(old) if needs_trial(d) => {
+            // The new version proves itself first while the old one serves, unchanged: a
+            // deploy that fails here has cost nobody anything.
+            if let Some(tree) = trial {
+                run_trial(docker, steps, d, image, tree).await?;
+            }
+            Some(Old::Paused(pause_old(docker, steps, d.proxy, old).await?))
+        }
+        _ => None,
+    })
+}
+
+/// The new container did not come up (the tree is back already): the old one serves again.
+/// Returns the deploy's error, saying so if the old one could not be brought back.
+async fn serve_old_again(
+    docker: &Docker,
+    steps: &Steps,
+    d: &FullDeploy<'_>,
+    old: Option<Old<'_>>,
+    e: anyhow::Error,
+) -> anyhow::Error {
+    if let (Some(old), Some(id)) = (old, d.old_container.as_deref()) {
+        if let Err(again) = old.resume(docker, steps, d.proxy, id).await {
+            return e.context(format!(
+                "and the previous container did not serve again: {again:#}"
+            ));
+        }
+    }
+    e
+}
+
+/// The proxy sends to the new container; a paused old one's hold is released. Returns what
+/// the proxy switched away from, and whether the old container is paused.
+async fn go_live(
+    steps: &Steps,
+    d: &FullDeploy<'_>,
+    id: &str,
+    port: u16,
+    old: Option<Old<'_>>,
+) -> (Option<Retired>, bool) {
     let mut retired = None;
     if let Some(proxy) = d.proxy {
-        retired = switch(steps, proxy, Some(upstream(&id, port)))
+        retired = switch(steps, proxy, Some(upstream(id, port)))
             .await
             .unwrap_or(None);
     }
@@ -144,21 +192,27 @@ pub(super) async fn swap(
         retired = retired.or(p.switched);
         paused = true;
     }
-    let live = LiveContainer {
-        id,
-        image,
-        digest,
-        port,
-    };
-    let Some(old) = &d.old_container else {
-        return Ok((live, None));
-    };
+    (retired, paused)
+}
+
+/// After the switch: drain the old container's requests, then retire it — or, with the
+/// container's `watch`, keep it paused (stopped, stop-first) to switch back to.
+async fn keep_or_retire(
+    docker: &Docker,
+    steps: &Steps,
+    d: &FullDeploy<'_>,
+    old: &str,
+    retired: Option<Retired>,
+    paused: bool,
+) -> Option<Kept> {
+    let grace = d.container.stop_grace;
+    let stop_first = d.container.strategy == Strategy::StopFirst;
     if let (Some(proxy), Some(retired)) = (d.proxy, &retired) {
         let _ = drain(steps, proxy, retired).await;
     }
     if d.container.watch.is_zero() {
         retire(docker, steps, old, grace).await;
-        return Ok((live, None));
+        return None;
     }
     // Kept to switch back to while the new one is watched: paused (stopped, stop-first).
     if !paused && !stop_first {
@@ -174,15 +228,14 @@ pub(super) async fn swap(
             .await;
         if paused.is_err() {
             retire(docker, steps, old, grace).await;
-            return Ok((live, None));
+            return None;
         }
     }
-    let kept = Kept {
-        id: old.clone(),
+    Some(Kept {
+        id: old.to_string(),
         target: retired.map(|r| r.target().clone()),
         stopped: stop_first,
-    };
-    Ok((live, Some(kept)))
+    })
 }
 
 /// The old container a watched deploy keeps to switch back to: paused, or stopped

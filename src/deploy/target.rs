@@ -173,79 +173,10 @@ pub async fn resolve_rollback(
     app: &AppConfig,
     to: &RollbackTo,
 ) -> Result<Target, TargetError> {
-    let store = &ctx.store;
-    let from_deploy = |d: crate::store::Deploy, how: String| -> Result<Target, TargetError> {
-        let sha = d
-            .to_commit
-            .ok_or_else(|| TargetError::NotFound(format!("deploy {} recorded no commit", d.id)))?;
-        Ok(Target {
-            sha,
-            git_ref: d.git_ref,
-            rollback_of: Some(d.id),
-            how,
-        })
-    };
     let target = match to {
-        RollbackTo::Previous => {
-            let state = store.app_state(&app.name).await?.ok_or_else(|| {
-                TargetError::NotFound(format!("app {} was never deployed", app.name))
-            })?;
-            let d = store
-                .succeeded_before(&app.name, state.deploy_id, &state.commit_sha)
-                .await?
-                .ok_or_else(|| {
-                    TargetError::NotFound(format!(
-                        "app {} has no succeeded deploy of another commit before deploy {}",
-                        app.name, state.deploy_id
-                    ))
-                })?;
-            let how = format!("the previous succeeded deploy, {}", d.id);
-            from_deploy(d, how)?
-        }
-        RollbackTo::Deploy(id) => {
-            let d = store
-                .deploy(*id)
-                .await?
-                .filter(|d| d.app == app.name)
-                .ok_or_else(|| {
-                    TargetError::NotFound(format!("app {} has no deploy {id}", app.name))
-                })?;
-            if d.status != "succeeded" {
-                return Err(TargetError::Bad {
-                    field: "to",
-                    message: format!(
-                        "deploy {id} is {}; roll back to a deploy that succeeded",
-                        d.status
-                    ),
-                });
-            }
-            from_deploy(d, format!("deploy {id}"))?
-        }
-        RollbackTo::Spec(spec) => {
-            check_spec("to", spec)?;
-            let tag = spec.strip_prefix("refs/tags/").unwrap_or(spec);
-            let recorded = if is_commit_id(spec) {
-                None
-            } else {
-                store
-                    .succeeded_with_ref(&app.name, &format!("refs/tags/{tag}"))
-                    .await?
-            };
-            match recorded {
-                Some(d) => {
-                    let how = format!("tag {tag} as deploy {} ran it", d.id);
-                    from_deploy(d, how)?
-                }
-                None => {
-                    let mut t = resolve_commit_or_tag(ctx, app, spec, tag).await?;
-                    t.rollback_of = store
-                        .succeeded_with_commit(&app.name, &t.sha)
-                        .await?
-                        .map(|d| d.id);
-                    t
-                }
-            }
-        }
+        RollbackTo::Previous => previous_succeeded(ctx, app).await?,
+        RollbackTo::Deploy(id) => succeeded_deploy(ctx, app, *id).await?,
+        RollbackTo::Spec(spec) => rollback_spec(ctx, app, spec).await?,
     };
     // The commit must be in the cache: the rollback itself fetches nothing.
     let (cache, sha) = (ctx.config.cache_path(&app.name), target.sha.clone());
@@ -258,6 +189,84 @@ pub async fn resolve_rollback(
         )));
     }
     Ok(target)
+}
+
+/// A rollback that runs deploy `d` again, resolved as `how` says.
+fn from_deploy(d: crate::store::Deploy, how: String) -> Result<Target, TargetError> {
+    let sha = d
+        .to_commit
+        .ok_or_else(|| TargetError::NotFound(format!("deploy {} recorded no commit", d.id)))?;
+    Ok(Target {
+        sha,
+        git_ref: d.git_ref,
+        rollback_of: Some(d.id),
+        how,
+    })
+}
+
+/// The default: the newest succeeded deploy of another commit before the one live now.
+async fn previous_succeeded(ctx: &Services, app: &AppConfig) -> Result<Target, TargetError> {
+    let store = &ctx.store;
+    let state = store
+        .app_state(&app.name)
+        .await?
+        .ok_or_else(|| TargetError::NotFound(format!("app {} was never deployed", app.name)))?;
+    let d = store
+        .succeeded_before(&app.name, state.deploy_id, &state.commit_sha)
+        .await?
+        .ok_or_else(|| {
+            TargetError::NotFound(format!(
+                "app {} has no succeeded deploy of another commit before deploy {}",
+                app.name, state.deploy_id
+            ))
+        })?;
+    let how = format!("the previous succeeded deploy, {}", d.id);
+    from_deploy(d, how)
+}
+
+/// `to` a deploy id: that deploy of this app, which must have succeeded.
+async fn succeeded_deploy(ctx: &Services, app: &AppConfig, id: i64) -> Result<Target, TargetError> {
+    let d = ctx
+        .store
+        .deploy(id)
+        .await?
+        .filter(|d| d.app == app.name)
+        .ok_or_else(|| TargetError::NotFound(format!("app {} has no deploy {id}", app.name)))?;
+    if d.status != "succeeded" {
+        return Err(TargetError::Bad {
+            field: "to",
+            message: format!(
+                "deploy {id} is {}; roll back to a deploy that succeeded",
+                d.status
+            ),
+        });
+    }
+    from_deploy(d, format!("deploy {id}"))
+}
+
+/// `to` a commit id or tag: a tag as the deploy that ran it recorded it (its commit then,
+/// whatever the tag names now), else the commit or tag resolved now.
+async fn rollback_spec(ctx: &Services, app: &AppConfig, spec: &str) -> Result<Target, TargetError> {
+    check_spec("to", spec)?;
+    let store = &ctx.store;
+    let tag = spec.strip_prefix("refs/tags/").unwrap_or(spec);
+    let recorded = if is_commit_id(spec) {
+        None
+    } else {
+        store
+            .succeeded_with_ref(&app.name, &format!("refs/tags/{tag}"))
+            .await?
+    };
+    if let Some(d) = recorded {
+        let how = format!("tag {tag} as deploy {} ran it", d.id);
+        return from_deploy(d, how);
+    }
+    let mut t = resolve_commit_or_tag(ctx, app, spec, tag).await?;
+    t.rollback_of = store
+        .succeeded_with_commit(&app.name, &t.sha)
+        .await?
+        .map(|d| d.id);
+    Ok(t)
 }
 
 /// A commit id (cache first, then the tracked branch) or a tag at the origin.
