@@ -40,6 +40,7 @@ pub mod hooks;
 pub mod http;
 mod listener;
 pub mod proxy;
+pub mod queue;
 pub mod redact;
 pub mod releases;
 pub mod runtime;

@@ -8,8 +8,10 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::deploy::{blocking, Deployer};
+use anyhow::Context as _;
+
 use crate::proxy::Proxies;
+use crate::queue::Deployer;
 use crate::runtime::Docker;
 use crate::store::Store;
 
@@ -81,4 +83,16 @@ impl Services {
     pub(crate) async fn docker(&self) -> anyhow::Result<Docker> {
         self.docker.get_or_try_init(Docker::connect).await.cloned()
     }
+}
+
+/// Run blocking work (git2, filesystem) on the blocking pool, inside the caller's tracing span.
+pub(crate) async fn blocking<T, F>(f: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> anyhow::Result<T> + Send + 'static,
+{
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .context("blocking task failed")?
 }

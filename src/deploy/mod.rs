@@ -23,20 +23,9 @@ pub(crate) mod steps;
 pub mod target;
 pub mod triage;
 
-use anyhow::Context as _;
-
+pub use crate::queue::{Deployer, QueueError};
 pub use poll::Pollers;
-pub use queue::{pick_latest, Candidate, Deployer, QueueError, Workers};
+pub use queue::{pick_latest, Candidate, Workers};
 pub use recover::recover;
 
-/// Run blocking work (git2, filesystem) on the blocking pool, inside the caller's tracing span.
-pub(crate) async fn blocking<T, F>(f: F) -> anyhow::Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> anyhow::Result<T> + Send + 'static,
-{
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(f))
-        .await
-        .context("blocking task failed")?
-}
+pub(crate) use crate::services::blocking;

@@ -1,12 +1,10 @@
-//! The per-app deploy queue: one worker per app, latest wins.
+//! The per-app deploy workers: one per app, latest wins.
 //!
-//! Deploy ids (already persisted as `queued`) are sent to the app's worker. While a deploy runs,
+//! Deploy ids (already persisted as `queued`) are sent to the app's worker (`crate::queue`). While a deploy runs,
 //! new ones wait in the channel; when it ends the worker takes all that are waiting as one batch,
 //! deploys the newest and marks the rest `superseded`. A storm of pushes therefore costs at most
 //! one follow-up deploy, and the channel's bound turns an endless storm into 503s.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -15,26 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::{batch, recover};
-use crate::config::Config;
 use crate::git::Oid;
+use crate::queue::Inboxes;
 use crate::services::Services;
-
-/// Why a deploy could not be queued.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueueError {
-    #[error("deploy queue of app {0} is full; try again later")]
-    Full(String),
-    #[error("unknown app {0}")]
-    UnknownApp(String),
-    #[error("dockhand is shutting down")]
-    Closed,
-}
-
-/// Sends deploys to the per-app workers. Cheap to clone.
-#[derive(Clone)]
-pub struct Deployer {
-    senders: Arc<HashMap<String, mpsc::Sender<i64>>>,
-}
 
 /// The running workers, to wait for on shutdown.
 pub struct Workers {
@@ -42,75 +23,12 @@ pub struct Workers {
     shutdown: CancellationToken,
 }
 
-/// Each app's end of its queue, until [`Workers::spawn`] hands it to the app's worker.
-pub struct Inboxes(HashMap<String, mpsc::Receiver<i64>>);
-
-impl Deployer {
-    /// One bounded queue per configured app (`queue_limit` waiting deploys): the sending ends
-    /// and the receiving ones, which the workers take once the shared services exist.
-    pub fn channels(config: &Config) -> (Deployer, Inboxes) {
-        let names = config.apps.iter().map(|a| a.name.as_str());
-        let (deployer, inboxes) = Deployer::bounded(names, config.server.queue_limit);
-        (deployer, Inboxes(inboxes))
-    }
-
-    fn bounded<'a>(
-        apps: impl Iterator<Item = &'a str>,
-        bound: usize,
-    ) -> (Deployer, HashMap<String, mpsc::Receiver<i64>>) {
-        let mut senders = HashMap::new();
-        let mut receivers = HashMap::new();
-        for app in apps {
-            let (tx, rx) = mpsc::channel(bound);
-            senders.insert(app.to_string(), tx);
-            receivers.insert(app.to_string(), rx);
-        }
-        let deployer = Deployer {
-            senders: Arc::new(senders),
-        };
-        (deployer, receivers)
-    }
-
-    /// Reserve a place in an app's queue without waiting: full → [`QueueError::Full`]. Reserve
-    /// before persisting, so a delivery is never acknowledged and then dropped. The permit is
-    /// owned, so the persisting and the sending can run in a task of their own (see
-    /// `http::to_the_end`).
-    pub fn reserve(&self, app: &str) -> Result<mpsc::OwnedPermit<i64>, QueueError> {
-        let tx = self
-            .senders
-            .get(app)
-            .ok_or_else(|| QueueError::UnknownApp(app.to_string()))?;
-        tx.clone().try_reserve_owned().map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => QueueError::Full(app.to_string()),
-            mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
-        })
-    }
-
-    /// Queue a persisted deploy, waiting for room (startup resume).
-    pub async fn enqueue(&self, app: &str, deploy_id: i64) -> Result<(), QueueError> {
-        let tx = self
-            .senders
-            .get(app)
-            .ok_or_else(|| QueueError::UnknownApp(app.to_string()))?;
-        tx.send(deploy_id).await.map_err(|_| QueueError::Closed)
-    }
-
-    /// A deployer whose apps' deploys arrive on the returned receivers instead of at workers.
-    #[cfg(test)]
-    pub fn for_test(
-        apps: &[&str],
-        bound: usize,
-    ) -> (Deployer, HashMap<String, mpsc::Receiver<i64>>) {
-        Deployer::bounded(apps.iter().copied(), bound)
-    }
-}
-
 impl Workers {
     /// Start one worker per app, each on its inbox.
     pub fn spawn(services: &Services, inboxes: Inboxes) -> Workers {
         let shutdown = CancellationToken::new();
         let handles = inboxes
-            .0
+            .into_inner()
             .into_iter()
             .map(|(app, rx)| tokio::spawn(worker(services.clone(), app, rx, shutdown.clone())))
             .collect();
@@ -258,9 +176,10 @@ mod tests {
             state = dir.path().join("state").display(),
             volume = dir.path().join("web").display(),
         );
-        let config = Arc::new(crate::config::Config::parse(&text, dir.path()).unwrap().0);
+        let config =
+            std::sync::Arc::new(crate::config::Config::parse(&text, dir.path()).unwrap().0);
         let store = Store::open(&dir.path().join("dockhand.db")).await.unwrap();
-        let deployer = Deployer::for_test(&[], 1).0;
+        let deployer = crate::queue::Deployer::for_test(&[], 1).0;
         let ctx = Services::new(
             config,
             store.clone(),
