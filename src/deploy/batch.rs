@@ -61,7 +61,7 @@ async fn still_queued(
     let mut batch = Vec::with_capacity(ids.len());
     for id in ids {
         match ctx.store.deploy(id).await? {
-            Some(d) if d.status == DeployStatus::Queued.as_str() => batch.push(d),
+            Some(d) if d.status == DeployStatus::Queued => batch.push(d),
             _ => {}
         }
     }
@@ -94,7 +94,7 @@ struct Fetched {
 async fn fetch(ctx: &Services, app: &AppConfig, batch: &[Deploy]) -> Fetched {
     let refs: Vec<String> = batch
         .iter()
-        .filter(|d| d.trigger != Trigger::Rollback.as_str())
+        .filter(|d| d.trigger != Trigger::Rollback)
         .filter_map(|d| d.git_ref.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -138,7 +138,7 @@ fn tip_note(won: &Deploy, target: Oid) -> String {
     let (Some(named), Some(git_ref)) = (&won.requested_sha, &won.git_ref) else {
         return String::new();
     };
-    if won.trigger != Trigger::Push.as_str() || named.eq_ignore_ascii_case(&target.to_string()) {
+    if won.trigger != Trigger::Push || named.eq_ignore_ascii_case(&target.to_string()) {
         return String::new();
     }
     warn!(%target, pushed = named.as_str(), "the origin's tip is not the pushed commit");

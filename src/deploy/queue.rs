@@ -224,7 +224,7 @@ mod tests {
         let failed = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 let d = store.deploy(first).await.unwrap().unwrap();
-                if d.status != DeployStatus::Queued.as_str() {
+                if d.status != DeployStatus::Queued {
                     return d;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -232,7 +232,7 @@ mod tests {
         })
         .await
         .expect("the deploy that panicked is still queued");
-        assert_eq!(failed.status, DeployStatus::Failed.as_str());
+        assert_eq!(failed.status, DeployStatus::Failed);
         let error = failed.error.unwrap_or_default();
         assert!(
             error.contains("dockhand panicked during this deploy: boom in the first batch"),

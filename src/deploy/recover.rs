@@ -132,13 +132,13 @@ async fn settle_one(ctx: &Services, id: i64, error: &str, last_try: bool) -> any
         return Ok(());
     };
     let mut error = error.to_string();
-    if deploy.status == DeployStatus::Running.as_str() {
+    if deploy.status == DeployStatus::Running {
         match undo_interrupted(ctx, &deploy, true).await {
             Ok(_) => {}
             Err(e) if last_try => error = format!("{error}; undoing it failed: {e:#}"),
             Err(e) => return Err(e.context("undoing the deploy")),
         }
-    } else if deploy.status != DeployStatus::Queued.as_str() {
+    } else if deploy.status != DeployStatus::Queued {
         return Ok(()); // already terminal
     }
     ctx.store

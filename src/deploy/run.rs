@@ -237,7 +237,7 @@ pub(super) async fn post_deploy_hooks(
     target: Oid,
     live: Option<&crate::store::LiveContainer>,
 ) -> anyhow::Result<()> {
-    let stage = Stage::after_deploy(&deploy.trigger);
+    let stage = Stage::after_deploy(deploy.trigger.as_str());
     let (config, name) = (ctx.config.clone(), app.name.clone());
     if !blocking(move || Ok(hooks::has_hooks(&config, &name, stage))).await? {
         return Ok(());

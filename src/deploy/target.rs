@@ -232,7 +232,7 @@ async fn succeeded_deploy(ctx: &Services, app: &AppConfig, id: i64) -> Result<Ta
         .await?
         .filter(|d| d.app == app.name)
         .ok_or_else(|| TargetError::NotFound(format!("app {} has no deploy {id}", app.name)))?;
-    if d.status != "succeeded" {
+    if d.status != crate::store::DeployStatus::Succeeded {
         return Err(TargetError::Bad {
             field: "to",
             message: format!(

@@ -151,12 +151,12 @@ async fn replay(
         }
     }
     let event = status_event(
-        &deploy.status,
+        deploy.status.as_str(),
         deploy.reason.as_deref(),
         deploy.error.as_deref(),
     );
     tx.send(event).await.map_err(|_| ())?;
-    Ok(is_terminal(&deploy.status))
+    Ok(deploy.status.is_terminal())
 }
 
 fn step_started(step: i64, stage: &str, detail: Option<&str>, at: i64) -> Event {

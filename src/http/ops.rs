@@ -364,7 +364,7 @@ async fn queue(
         .deploy(id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("deploy {id} vanished"))?;
-    let status = if wait && is_terminal(&deploy.status) {
+    let status = if wait && deploy.status.is_terminal() {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
@@ -400,7 +400,7 @@ async fn wait_terminal(
                     if store
                         .deploy(id)
                         .await?
-                        .is_none_or(|d| is_terminal(&d.status))
+                        .is_none_or(|d| d.status.is_terminal())
                     {
                         return Ok(());
                     }

@@ -9,7 +9,9 @@ use super::{now_ms, Store};
 const MAX_STEP_OUTPUT: usize = 64 * 1024;
 
 /// Where a deploy is in its life. `Queued` and `Running` are the only non-terminal ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Stored as its lowercase name (the CHECK of `deploys.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(rename_all = "lowercase")]
 pub enum DeployStatus {
     Queued,
     Running,
@@ -44,13 +46,26 @@ impl DeployStatus {
     }
 }
 
+impl std::fmt::Display for DeployStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Whether a status (as stored) is terminal: anything but `queued` and `running`.
 pub fn is_terminal(status: &str) -> bool {
     crate::api::is_terminal(status)
 }
 
-/// What started a deploy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What started a deploy. Stored as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(rename_all = "lowercase")]
 pub enum Trigger {
     Push,
     Manual,
@@ -94,7 +109,7 @@ pub struct Deploy {
     pub id: i64,
     pub app: String,
     pub delivery_id: Option<i64>,
-    pub trigger: String,
+    pub trigger: Trigger,
     pub actor: Option<String>,
     pub git_ref: Option<String>,
     pub requested_sha: Option<String>,
@@ -103,7 +118,7 @@ pub struct Deploy {
     pub to_commit: Option<String>,
     pub path: Option<String>,
     pub reason: Option<String>,
-    pub status: String,
+    pub status: DeployStatus,
     pub superseded_by: Option<i64>,
     pub error: Option<String>,
     pub created_at: i64,
@@ -130,7 +145,7 @@ impl Deploy {
     /// A push or a poll: a doorbell for its ref, which deploys the ref's tip as the origin
     /// has it when the deploy runs (never the commit it named when it was queued).
     pub fn follows_tip(&self) -> bool {
-        self.trigger == Trigger::Push.as_str() || self.trigger == Trigger::Poll.as_str()
+        self.trigger == Trigger::Push || self.trigger == Trigger::Poll
     }
 }
 

@@ -196,7 +196,7 @@ mod tests {
         let recorded = store.record_delivery(&new, &[push]).await.unwrap().unwrap();
         assert_eq!(recorded.locked.len(), 1);
         let held = store.deploy(recorded.locked[0]).await.unwrap().unwrap();
-        assert_eq!(held.status, "locked");
+        assert_eq!(held.status, DeployStatus::Locked);
         assert!(sqlx::query(
             "INSERT INTO deploy_steps (deploy_id, stage, started_at) VALUES (999, 'x', 1)"
         )
