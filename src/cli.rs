@@ -2,11 +2,12 @@
 //! (`deploy`, `rollback`, `plan`, `history`, `logs`, `lock`, `unlock`, `status`, `maintenance`)
 //! talk to a running server (`crate::client`).
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, TokenScope};
+use crate::config::{AppConfig, Config, TokenScope};
 use crate::redact::redact_url;
 
 /// dockhand: signed GitHub pushes become fast in-place or full container deploys.
@@ -227,7 +228,6 @@ fn access_label(app: &crate::config::AppConfig) -> String {
 }
 
 pub fn check_report(path: &Path) -> anyhow::Result<String> {
-    use std::fmt::Write;
     let (config, warnings) = Config::load(path)?;
     let problems = crate::hooks::problems(&config);
     if !problems.is_empty() {
@@ -239,8 +239,24 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
     }
     let hooks = crate::hooks::inventory(&config);
     let mut out = String::new();
-    let s = &config.server;
     let _ = writeln!(out, "config ok: {}", path.display());
+    report_server(&mut out, &config);
+    for app in &config.apps {
+        report_app(&mut out, app, &hooks);
+    }
+    report_tokens(&mut out, &config);
+    for w in warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    Ok(out)
+}
+
+/// One hook as `hooks::inventory` lists it: app, stage, path, problem.
+type HookEntry = (String, crate::hooks::Stage, PathBuf, Option<String>);
+
+/// The `server:` and `hooks:` lines of `check_report`.
+fn report_server(out: &mut String, config: &Config) {
+    let s = &config.server;
     let _ = writeln!(
         out,
         "server: listen {}, state in {}, body limit {} bytes",
@@ -256,100 +272,121 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
             s.hook_timeout
         );
     }
-    for app in &config.apps {
-        let reload = app.reload.to_string();
-        let _ = writeln!(out, "app {}", app.name);
-        let _ = writeln!(
-            out,
-            "  tracks   {} ({}), {}",
-            app.repository_label(),
-            redact_url(&app.repo),
-            app.tracking_label()
-        );
-        let _ = writeln!(out, "  fetches  {}", access_label(app));
-        let layout = match app.layout {
-            crate::config::Layout::InPlace => "in place".to_string(),
-            crate::config::Layout::Releases { keep } => {
-                format!("releases/<sha> + current, keeping {keep}")
-            }
+}
+
+/// One app's block of `check_report`: how it deploys, then its full path, then what triggers it.
+fn report_app(out: &mut String, app: &AppConfig, hooks: &[HookEntry]) {
+    report_fast_path(out, app, hooks);
+    report_full_path(out, app);
+    report_triggers(out, app);
+}
+
+/// What an app tracks, where it deploys, its check and its hooks.
+fn report_fast_path(out: &mut String, app: &AppConfig, hooks: &[HookEntry]) {
+    let reload = app.reload.to_string();
+    let _ = writeln!(out, "app {}", app.name);
+    let _ = writeln!(
+        out,
+        "  tracks   {} ({}), {}",
+        app.repository_label(),
+        redact_url(&app.repo),
+        app.tracking_label()
+    );
+    let _ = writeln!(out, "  fetches  {}", access_label(app));
+    let layout = match app.layout {
+        crate::config::Layout::InPlace => "in place".to_string(),
+        crate::config::Layout::Releases { keep } => {
+            format!("releases/<sha> + current, keeping {keep}")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "  deploys  into {} ({layout}; fast path), reload: {reload}",
+        app.volume.display()
+    );
+    if let Some(check) = &app.check {
+        let watch = match check.watch.is_zero() {
+            true => String::new(),
+            false => format!(", watched for {:?} after", check.watch),
         };
         let _ = writeln!(
             out,
-            "  deploys  into {} ({layout}; fast path), reload: {reload}",
-            app.volume.display()
+            "  check    {} within {:?} after each fast deploy ({} wrong-status answers in a row fail it{watch}); reverts on failure",
+            check.url,
+            check.deadline,
+            check.failures + 1
         );
-        if let Some(check) = &app.check {
-            let watch = match check.watch.is_zero() {
-                true => String::new(),
-                false => format!(", watched for {:?} after", check.watch),
-            };
-            let _ = writeln!(
-                out,
-                "  check    {} within {:?} after each fast deploy ({} wrong-status answers in a row fail it{watch}); reverts on failure",
-                check.url,
-                check.deadline,
-                check.failures + 1
-            );
-        }
-        let app_hooks: Vec<String> = hooks
-            .iter()
-            .filter(|(name, ..)| *name == app.name)
-            .map(|(_, stage, path, _)| format!("{stage} {}", path.display()))
-            .collect();
-        if !app_hooks.is_empty() {
-            let _ = writeln!(out, "  hooks    {}", app_hooks.join(", "));
-        }
-        if let Some(c) = &app.container {
-            let _ = writeln!(
-                out,
-                "  full     image {}, mounted at {}, health http://127.0.0.1:$PORT{} within {:?}",
-                c.image, c.mount, c.health_path, c.health_deadline
-            );
-        }
-        if let Some(p) = &app.proxy {
-            let upstream = p
-                .upstream
-                .map_or("the live container".to_string(), |u| u.to_string());
-            let _ = writeln!(
-                out,
-                "  proxy    {} -> {upstream}, drain {:?}{}; {}",
-                p.listen,
-                p.drain_timeout,
-                if p.maintenance {
-                    ", in maintenance"
-                } else {
-                    ""
-                },
-                match p.hold_timeout.is_zero() {
-                    true => "no hold during reloads".to_string(),
-                    false => format!("holds requests during reloads (up to {:?})", p.hold_timeout),
-                }
-            );
-        }
-        if !app.lock_on_rollback {
-            let _ = writeln!(
-                out,
-                "  rollback does not lock the app (lock_on_rollback = false)"
-            );
-        }
-        let _ = match app.secret {
-            Some(_) => writeln!(
-                out,
-                "  webhook  POST /hooks/github/{} (or /hooks/github)",
-                app.name
-            ),
-            None => writeln!(out, "  webhook  none (no secret: deliveries are refused)"),
-        };
-        let poll = match app.poll.is_zero() {
-            true => "never (poll = \"0s\"): only webhooks and API calls deploy".to_string(),
-            false => format!(
-                "{} every {} (one ref listing; a tip not deployed is deployed)",
-                app.tracking_label(),
-                humantime_serde::re::humantime::format_duration(app.poll)
-            ),
-        };
-        let _ = writeln!(out, "  polls    {poll}");
     }
+    let app_hooks: Vec<String> = hooks
+        .iter()
+        .filter(|(name, ..)| *name == app.name)
+        .map(|(_, stage, path, _)| format!("{stage} {}", path.display()))
+        .collect();
+    if !app_hooks.is_empty() {
+        let _ = writeln!(out, "  hooks    {}", app_hooks.join(", "));
+    }
+}
+
+/// An app's container and proxy, when it has them.
+fn report_full_path(out: &mut String, app: &AppConfig) {
+    if let Some(c) = &app.container {
+        let _ = writeln!(
+            out,
+            "  full     image {}, mounted at {}, health http://127.0.0.1:$PORT{} within {:?}",
+            c.image, c.mount, c.health_path, c.health_deadline
+        );
+    }
+    if let Some(p) = &app.proxy {
+        let upstream = p
+            .upstream
+            .map_or("the live container".to_string(), |u| u.to_string());
+        let _ = writeln!(
+            out,
+            "  proxy    {} -> {upstream}, drain {:?}{}; {}",
+            p.listen,
+            p.drain_timeout,
+            if p.maintenance {
+                ", in maintenance"
+            } else {
+                ""
+            },
+            match p.hold_timeout.is_zero() {
+                true => "no hold during reloads".to_string(),
+                false => format!("holds requests during reloads (up to {:?})", p.hold_timeout),
+            }
+        );
+    }
+}
+
+/// Whether a rollback locks the app, and what deploys it: webhook and poll.
+fn report_triggers(out: &mut String, app: &AppConfig) {
+    if !app.lock_on_rollback {
+        let _ = writeln!(
+            out,
+            "  rollback does not lock the app (lock_on_rollback = false)"
+        );
+    }
+    let _ = match app.secret {
+        Some(_) => writeln!(
+            out,
+            "  webhook  POST /hooks/github/{} (or /hooks/github)",
+            app.name
+        ),
+        None => writeln!(out, "  webhook  none (no secret: deliveries are refused)"),
+    };
+    let poll = match app.poll.is_zero() {
+        true => "never (poll = \"0s\"): only webhooks and API calls deploy".to_string(),
+        false => format!(
+            "{} every {} (one ref listing; a tip not deployed is deployed)",
+            app.tracking_label(),
+            humantime_serde::re::humantime::format_duration(app.poll)
+        ),
+    };
+    let _ = writeln!(out, "  polls    {poll}");
+}
+
+/// The `api:` line when there are no tokens, and one line per token (never its value).
+fn report_tokens(out: &mut String, config: &Config) {
     if config.tokens.is_empty() {
         let _ = writeln!(
             out,
@@ -363,10 +400,6 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
         };
         let _ = writeln!(out, "token {} (redacted) for {apps}", t.name);
     }
-    for w in warnings {
-        let _ = writeln!(out, "warning: {w}");
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

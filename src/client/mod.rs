@@ -44,11 +44,13 @@ pub async fn main(command: ClientCommand) -> ExitCode {
 /// How a command ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// The command did what it was asked.
     Done,
     /// A followed deploy reached a terminal status other than `succeeded`.
     DeployNotSucceeded,
 }
 
+/// One command: its client, its call, its output.
 async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
     match command {
         ClientCommand::Deploy {
@@ -60,17 +62,8 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
             conn,
         } => {
             let client = Client::new(&conn)?;
-            let mut body = json!({});
-            if let Some(r) = git_ref {
-                body["ref"] = json!(r);
-            }
-            if full {
-                body["path"] = json!("full");
-            } else if fast {
-                body["path"] = json!("fast");
-            }
             let path = format!("/api/apps/{}/deploy", segment(&app));
-            queued(&client, &path, body, &queue).await
+            queued(&client, &path, deploy_body(git_ref, full, fast), &queue).await
         }
         ClientCommand::Rollback {
             app,
@@ -79,84 +72,129 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
             conn,
         } => {
             let client = Client::new(&conn)?;
-            let mut body = json!({});
-            if let Some(to) = to {
-                body["to"] = rollback_target(&to);
-            }
             let path = format!("/api/apps/{}/rollback", segment(&app));
-            queued(&client, &path, body, &queue).await
+            queued(&client, &path, rollback_body(to), &queue).await
         }
         ClientCommand::Plan {
             app,
             git_ref,
             json,
             conn,
-        } => {
-            let client = Client::new(&conn)?;
-            let body = match git_ref {
-                Some(r) => json!({ "ref": r }),
-                None => json!({}),
-            };
-            let path = format!("/api/apps/{}/plan", segment(&app));
-            let (text, value): (_, PlanView) = client.call(Method::POST, &path, Some(body)).await?;
-            print_or(json, &text, || render::plan(&value))
-        }
+        } => plan(&Client::new(&conn)?, &app, git_ref, json).await,
         ClientCommand::History {
             app,
             limit,
             json,
             conn,
-        } => {
-            let client = Client::new(&conn)?;
-            let path = format!("/api/apps/{}/deploys?limit={limit}", segment(&app));
-            let (text, value): (_, DeployList) = client.call(Method::GET, &path, None).await?;
-            print_or(json, &text, || render::history(&value))
-        }
+        } => history(&Client::new(&conn)?, &app, limit, json).await,
         ClientCommand::Logs {
             deploy_id,
             follow,
             json,
             conn,
-        } => {
-            let client = Client::new(&conn)?;
-            if follow {
-                return client.follow(deploy_id, json).await;
-            }
-            let (text, value): (_, DeployView) = client
-                .call(Method::GET, &format!("/api/deploys/{deploy_id}"), None)
-                .await?;
-            print_or(json, &text, || render::logs(&value))
-        }
-        ClientCommand::Lock { app, reason, conn } => {
-            let client = Client::new(&conn)?;
-            let path = format!("/api/apps/{}/lock", segment(&app));
-            let (_, value): (_, LockAnswer) = client
-                .call(Method::POST, &path, Some(json!({ "reason": reason })))
-                .await?;
-            print_or(false, "", || render::locked(&value))
-        }
-        ClientCommand::Unlock { app, conn } => {
-            let client = Client::new(&conn)?;
-            let path = format!("/api/apps/{}/lock", segment(&app));
-            let (_, value): (_, UnlockAnswer) = client.call(Method::DELETE, &path, None).await?;
-            print_or(false, "", || render::unlocked(&value))
-        }
-        ClientCommand::Status { json, conn } => {
-            let client = Client::new(&conn)?;
-            let (text, value): (_, AppList) = client.call(Method::GET, "/api/apps", None).await?;
-            print_or(json, &text, || render::status(&value))
-        }
+        } => logs(&Client::new(&conn)?, deploy_id, follow, json).await,
+        ClientCommand::Lock { app, reason, conn } => lock(&Client::new(&conn)?, &app, reason).await,
+        ClientCommand::Unlock { app, conn } => unlock(&Client::new(&conn)?, &app).await,
+        ClientCommand::Status { json, conn } => status(&Client::new(&conn)?, json).await,
         ClientCommand::Maintenance { app, state, conn } => {
-            let client = Client::new(&conn)?;
-            let path = format!("/api/apps/{}/maintenance", segment(&app));
-            let method = match state {
-                Switch::On => Method::POST,
-                Switch::Off => Method::DELETE,
-            };
-            let (_, value): (_, MaintenanceView) = client.call(method, &path, None).await?;
-            print_or(false, "", || render::maintenance(&value))
+            maintenance(&Client::new(&conn)?, &app, state).await
         }
     }
+}
+
+/// The body of `dockhand deploy`: the ref and the path, when given.
+fn deploy_body(git_ref: Option<String>, full: bool, fast: bool) -> Value {
+    let mut body = json!({});
+    if let Some(r) = git_ref {
+        body["ref"] = json!(r);
+    }
+    if full {
+        body["path"] = json!("full");
+    } else if fast {
+        body["path"] = json!("fast");
+    }
+    body
+}
+
+/// The body of `dockhand rollback`: the target, when given.
+fn rollback_body(to: Option<String>) -> Value {
+    let mut body = json!({});
+    if let Some(to) = to {
+        body["to"] = rollback_target(&to);
+    }
+    body
+}
+
+/// `dockhand plan`: what a deploy of `git_ref` would do.
+async fn plan(
+    client: &Client,
+    app: &str,
+    git_ref: Option<String>,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    let body = match git_ref {
+        Some(r) => json!({ "ref": r }),
+        None => json!({}),
+    };
+    let path = format!("/api/apps/{}/plan", segment(app));
+    let (text, value): (_, PlanView) = client.call(Method::POST, &path, Some(body)).await?;
+    print_or(json, &text, || render::plan(&value))
+}
+
+/// `dockhand history`: an app's last `limit` deploys.
+async fn history(client: &Client, app: &str, limit: u32, json: bool) -> anyhow::Result<Outcome> {
+    let path = format!("/api/apps/{}/deploys?limit={limit}", segment(app));
+    let (text, value): (_, DeployList) = client.call(Method::GET, &path, None).await?;
+    print_or(json, &text, || render::history(&value))
+}
+
+/// `dockhand logs`: one deploy's steps, or its events as they come with `--follow`.
+async fn logs(
+    client: &Client,
+    deploy_id: u64,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    if follow {
+        return client.follow(deploy_id, json).await;
+    }
+    let (text, value): (_, DeployView) = client
+        .call(Method::GET, &format!("/api/deploys/{deploy_id}"), None)
+        .await?;
+    print_or(json, &text, || render::logs(&value))
+}
+
+/// `dockhand lock`: lock an app with a reason.
+async fn lock(client: &Client, app: &str, reason: String) -> anyhow::Result<Outcome> {
+    let path = format!("/api/apps/{}/lock", segment(app));
+    let (_, value): (_, LockAnswer) = client
+        .call(Method::POST, &path, Some(json!({ "reason": reason })))
+        .await?;
+    print_or(false, "", || render::locked(&value))
+}
+
+/// `dockhand unlock`.
+async fn unlock(client: &Client, app: &str) -> anyhow::Result<Outcome> {
+    let path = format!("/api/apps/{}/lock", segment(app));
+    let (_, value): (_, UnlockAnswer) = client.call(Method::DELETE, &path, None).await?;
+    print_or(false, "", || render::unlocked(&value))
+}
+
+/// `dockhand status`: every app.
+async fn status(client: &Client, json: bool) -> anyhow::Result<Outcome> {
+    let (text, value): (_, AppList) = client.call(Method::GET, "/api/apps", None).await?;
+    print_or(json, &text, || render::status(&value))
+}
+
+/// `dockhand maintenance on|off`.
+async fn maintenance(client: &Client, app: &str, state: Switch) -> anyhow::Result<Outcome> {
+    let path = format!("/api/apps/{}/maintenance", segment(app));
+    let method = match state {
+        Switch::On => Method::POST,
+        Switch::Off => Method::DELETE,
+    };
+    let (_, value): (_, MaintenanceView) = client.call(method, &path, None).await?;
+    print_or(false, "", || render::maintenance(&value))
 }
 
 /// POST a deploy or rollback (`force` added to `body`); print its id and URL (or the JSON),

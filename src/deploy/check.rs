@@ -26,7 +26,21 @@ pub(super) async fn run_check(
     commit: Oid,
     git_ref: &str,
 ) -> anyhow::Result<()> {
-    let full = HealthCheck {
+    let full = health_check(check, commit, git_ref);
+    let detail = match &full.expect_body_contains {
+        Some(text) => format!("{} answers containing {text:?}", check.url),
+        None => check.url.clone(),
+    };
+    let retouch = matches!(app.reload, Reload::Touch(_));
+    steps
+        .run(stage, &detail, wait_retouching(app, &full, retouch))
+        .await
+}
+
+/// The `[apps.check]` of a fast deploy as a probe: the expected text rendered for `commit`,
+/// any number of failed connections tolerated, `check.failures` wrong answers.
+fn health_check(check: &FastCheck, commit: Oid, git_ref: &str) -> HealthCheck {
+    HealthCheck {
         url: check.url.clone(),
         expect_status: check.status,
         expect_body_contains: check
@@ -39,66 +53,64 @@ pub(super) async fn run_check(
         failures: u32::MAX,
         answer_failures: Some(check.failures),
         deadline: check.deadline,
-    };
-    let detail = match &full.expect_body_contains {
-        Some(text) => format!("{} answers containing {text:?}", check.url),
-        None => check.url.clone(),
-    };
-    let retouch = matches!(app.reload, Reload::Touch(_));
-    steps
-        .run(stage, &detail, async {
-            let started = tokio::time::Instant::now();
-            let mut touched = 0u32;
-            loop {
-                let left = full.deadline.saturating_sub(started.elapsed());
-                let mut attempt = full.clone();
-                attempt.deadline = if retouch {
-                    left.min(RETOUCH_AFTER)
-                } else {
-                    left
-                };
-                attempt.grace = if touched == 0 {
-                    full.grace
-                } else {
-                    Default::default()
-                };
-                let waited =
-                    crate::runtime::wait_healthy(&attempt, "the app", || async { Ok(()) }).await;
-                let again = match &waited {
-                    Err(e) => e
-                        .downcast_ref::<crate::runtime::NotHealthyInTime>()
-                        .is_some(),
-                    Ok(_) => false,
-                };
-                match waited {
-                    Ok(report) => {
-                        let mut out = format!(
-                            "healthy after {:?} (the last {} probes)",
-                            started.elapsed(),
-                            report.attempts
-                        );
-                        if touched > 0 {
-                            out.push_str(&format!("; touched again {touched} times"));
-                        }
-                        return Ok(((), out));
-                    }
-                    Err(_) if again && retouch && started.elapsed() < full.deadline => {
-                        let (volume, layout, reload) =
-                            (app.volume.clone(), app.layout, app.reload.clone());
-                        blocking(move || fast::reload(&volume, layout, &reload)).await?;
-                        touched += 1;
-                    }
-                    Err(e) if again => {
-                        return Err(e.context(format!(
-                            "not healthy within {:?} (touched again {touched} times)",
-                            full.deadline
-                        )))
-                    }
-                    Err(e) => return Err(e),
+    }
+}
+
+/// Wait for `full` to pass; with `retouch`, in rounds of at most [`RETOUCH_AFTER`], the reload
+/// file touched again after each round that ran out of time. The step's output on success.
+async fn wait_retouching(
+    app: &AppConfig,
+    full: &HealthCheck,
+    retouch: bool,
+) -> anyhow::Result<((), String)> {
+    let started = tokio::time::Instant::now();
+    let mut touched = 0u32;
+    loop {
+        let left = full.deadline.saturating_sub(started.elapsed());
+        let mut attempt = full.clone();
+        attempt.deadline = if retouch {
+            left.min(RETOUCH_AFTER)
+        } else {
+            left
+        };
+        attempt.grace = if touched == 0 {
+            full.grace
+        } else {
+            Default::default()
+        };
+        let waited = crate::runtime::wait_healthy(&attempt, "the app", || async { Ok(()) }).await;
+        let again = match &waited {
+            Err(e) => e
+                .downcast_ref::<crate::runtime::NotHealthyInTime>()
+                .is_some(),
+            Ok(_) => false,
+        };
+        match waited {
+            Ok(report) => {
+                let mut out = format!(
+                    "healthy after {:?} (the last {} probes)",
+                    started.elapsed(),
+                    report.attempts
+                );
+                if touched > 0 {
+                    out.push_str(&format!("; touched again {touched} times"));
                 }
+                return Ok(((), out));
             }
-        })
-        .await
+            Err(_) if again && retouch && started.elapsed() < full.deadline => {
+                let (volume, layout, reload) = (app.volume.clone(), app.layout, app.reload.clone());
+                blocking(move || fast::reload(&volume, layout, &reload)).await?;
+                touched += 1;
+            }
+            Err(e) if again => {
+                return Err(e.context(format!(
+                    "not healthy within {:?} (touched again {touched} times)",
+                    full.deadline
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// What a watch window probes after a new version went live, and for how long.

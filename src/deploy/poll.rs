@@ -184,6 +184,9 @@ struct Poller {
     given_up: BTreeSet<Oid>,
 }
 
+/// A tracked ref at the origin: its name, its tip, and whether it is a tag.
+type Tracked = (String, Oid, bool);
+
 /// How a poll went, for the schedule.
 enum Polled {
     /// The origin answered; a retry was queued (its outcome decides the next delay).
@@ -257,20 +260,62 @@ impl Poller {
 
     /// One poll: list the origin's tracked refs, decide each, queue what needs a deploy.
     async fn poll(&mut self) -> Polled {
+        if !self.unlocked().await {
+            return Polled::Skipped;
+        }
+        let Some(tips) = self.list_tips().await else {
+            return Polled::Unreachable;
+        };
+        let deployed = match self.ctx.store.app_state(&self.app.name).await {
+            Ok(state) => state.and_then(|s| Oid::from_str(&s.commit_sha).ok()),
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "poll: reading the deployed commit failed"
+                );
+                return Polled::Skipped;
+            }
+        };
+        let (found, tags) = self.tracked_tips(&tips);
+        // What the next poll compares tags with; a tag that could not be queued stays new.
+        let mut now_known = tags.clone();
+
+        let mut polled = Polled::Settled;
+        for (git_ref, tip, tag) in found {
+            match self
+                .consider(git_ref, tip, tag, deployed, &mut now_known)
+                .await
+            {
+                Ok(true) => polled = Polled::Retrying,
+                Ok(false) => {}
+                Err(stop) => return stop,
+            }
+        }
+        self.tags = Some(now_known);
+        polled
+    }
+
+    /// Whether the app may be polled: it is not locked, and its lock could be read.
+    async fn unlocked(&self) -> bool {
         match self.ctx.store.lock(&self.app.name).await {
-            Ok(None) => {}
+            Ok(None) => true,
             Ok(Some(lock)) => {
                 debug!(locked_by = lock.locked_by, "app locked: not polled");
-                return Polled::Skipped;
+                false
             }
             Err(e) => {
                 warn!(
                     error = format!("{e:#}"),
                     "poll: reading the app's lock failed"
                 );
-                return Polled::Skipped;
+                false
             }
         }
+    }
+
+    /// The origin's refs, or `None` when it could not be listed (warned once until it answers
+    /// again, then said once that it does).
+    async fn list_tips(&mut self) -> Option<BTreeMap<String, Oid>> {
         let tips = match list(&self.app, self.ctx.config.cache_path(&self.app.name)).await {
             Ok(tips) => tips,
             Err(e) => {
@@ -285,24 +330,20 @@ impl Poller {
                     debug!(error = format!("{e:#}"), retry_in = ?next, "origin still unreachable");
                 }
                 self.unreachable = true;
-                return Polled::Unreachable;
+                return None;
             }
         };
         if std::mem::take(&mut self.unreachable) {
             info!("the origin answers again");
         }
-        let deployed = match self.ctx.store.app_state(&self.app.name).await {
-            Ok(state) => state.and_then(|s| Oid::from_str(&s.commit_sha).ok()),
-            Err(e) => {
-                warn!(
-                    error = format!("{e:#}"),
-                    "poll: reading the deployed commit failed"
-                );
-                return Polled::Skipped;
-            }
-        };
+        Some(tips)
+    }
+
+    /// The tracked refs among `tips`: the branch (when the origin has it) and the matching
+    /// tags, each as `(ref, tip, is a tag)`; and the matching tags alone.
+    fn tracked_tips(&self, tips: &BTreeMap<String, Oid>) -> (Vec<Tracked>, BTreeMap<String, Oid>) {
         let branch = self.app.branch_ref();
-        let mut found: Vec<(String, Oid, bool)> = Vec::new();
+        let mut found: Vec<Tracked> = Vec::new();
         match tips.get(&branch) {
             Some(tip) => found.push((branch.clone(), *tip, false)),
             None => debug!(git_ref = branch, "the origin has no such branch"),
@@ -319,66 +360,74 @@ impl Poller {
             None => BTreeMap::new(),
         };
         found.extend(tags.iter().map(|(name, tip)| (name.clone(), *tip, true)));
-        // What the next poll compares tags with; a tag that could not be queued stays new.
-        let mut now_known = tags.clone();
+        (found, tags)
+    }
 
-        let mut polled = Polled::Settled;
-        for (git_ref, tip, tag) in found {
-            let history = match self
-                .ctx
-                .store
-                .tip_history(&self.app.name, &git_ref, &tip.to_string())
-                .await
-            {
-                Ok(history) => history,
-                Err(e) => {
-                    warn!(
-                        error = format!("{e:#}"),
-                        "poll: reading the deploy history failed"
-                    );
-                    return Polled::Skipped;
+    /// Decide one tracked ref's tip and queue a deploy when it needs one. `Ok(true)`: a retry
+    /// was queued. `Err`: the poll ends there with that outcome (the store failed, the queue is
+    /// closed). A tag whose deploy could not be queued goes back to its previous tip in
+    /// `now_known`, so the next poll sees it as new again.
+    async fn consider(
+        &mut self,
+        git_ref: String,
+        tip: Oid,
+        tag: bool,
+        deployed: Option<Oid>,
+        now_known: &mut BTreeMap<String, Oid>,
+    ) -> Result<bool, Polled> {
+        let history = match self
+            .ctx
+            .store
+            .tip_history(&self.app.name, &git_ref, &tip.to_string())
+            .await
+        {
+            Ok(history) => history,
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "poll: reading the deploy history failed"
+                );
+                return Err(Polled::Skipped);
+            }
+        };
+        let known = self
+            .tags
+            .as_ref()
+            .is_none_or(|previous| previous.get(&git_ref) == Some(&tip));
+        let seen = Seen {
+            git_ref,
+            tip,
+            tag,
+            known,
+            history,
+        };
+        let (reason, retry) = match decide(&seen, deployed) {
+            Verdict::Skip(reason) => {
+                debug!(reason, "nothing to deploy");
+                return Ok(false);
+            }
+            Verdict::GiveUp(reason) => {
+                if self.given_up.insert(tip) {
+                    warn!(reason, "giving up on a tip that cannot be fetched");
                 }
-            };
-            let known = self
-                .tags
-                .as_ref()
-                .is_none_or(|previous| previous.get(&git_ref) == Some(&tip));
-            let seen = Seen {
-                git_ref,
-                tip,
-                tag,
-                known,
-                history,
-            };
-            let (reason, retry) = match decide(&seen, deployed) {
-                Verdict::Skip(reason) => {
-                    debug!(reason, "nothing to deploy");
-                    continue;
-                }
-                Verdict::GiveUp(reason) => {
-                    if self.given_up.insert(tip) {
-                        warn!(reason, "giving up on a tip that cannot be fetched");
-                    }
-                    continue;
-                }
-                Verdict::Deploy(reason) => (reason, false),
-                Verdict::Retry { reason, .. } => (reason, true),
-            };
-            match self.queue(&seen, &reason).await {
-                Ok(true) if retry => polled = Polled::Retrying,
-                Ok(_) => {}
-                Err(QueueError::Closed) => return Polled::Closed,
-                Err(e) => {
-                    warn!(error = %e, git_ref = seen.git_ref, "poll: could not queue a deploy; the next poll tries again");
-                    match self.tags.as_ref().and_then(|t| t.get(&seen.git_ref)) {
-                        Some(previous) => now_known.insert(seen.git_ref.clone(), *previous),
-                        None => now_known.remove(&seen.git_ref),
-                    };
-                }
+                return Ok(false);
+            }
+            Verdict::Deploy(reason) => (reason, false),
+            Verdict::Retry { reason, .. } => (reason, true),
+        };
+        match self.queue(&seen, &reason).await {
+            Ok(true) if retry => return Ok(true),
+            Ok(_) => {}
+            Err(QueueError::Closed) => return Err(Polled::Closed),
+            Err(e) => {
+                warn!(error = %e, git_ref = seen.git_ref, "poll: could not queue a deploy; the next poll tries again");
+                match self.tags.as_ref().and_then(|t| t.get(&seen.git_ref)) {
+                    Some(previous) => now_known.insert(seen.git_ref.clone(), *previous),
+                    None => now_known.remove(&seen.git_ref),
+                };
             }
         }
-        self.tags = Some(now_known);
-        polled
+        Ok(false)
     }
 
     /// Reserve queue room, persist the poll deploy, hand it to the worker. `Ok(false)`: the app

@@ -169,33 +169,7 @@ mod tests {
     #[tokio::test]
     async fn a_deploy_that_panics_is_recorded_failed_and_the_worker_runs_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[server]\nstate_dir = \"{state}\"\n[[apps]]\nname = \"web\"\n\
-             repo = \"https://github.com/Acme/Web.git\"\nsecret = \"s3cret\"\n\
-             volume = \"{volume}\"\n",
-            state = dir.path().join("state").display(),
-            volume = dir.path().join("web").display(),
-        );
-        let config =
-            std::sync::Arc::new(crate::config::Config::parse(&text, dir.path()).unwrap().0);
-        let store = Store::open(&dir.path().join("dockhand.db")).await.unwrap();
-        let deployer = crate::queue::Deployer::for_test(&[], 1).0;
-        let ctx = Services::new(
-            config,
-            store.clone(),
-            crate::proxy::Proxies::default(),
-            deployer,
-        );
-        let queue = |sha: &str| NewApiDeploy {
-            app: "web".into(),
-            trigger: Trigger::Manual,
-            actor: "ops".into(),
-            git_ref: None,
-            sha: sha.into(),
-            path: None,
-            rollback_of: None,
-            reason: None,
-        };
+        let (ctx, store) = one_app_services(dir.path()).await;
         let (tx, rx) = mpsc::channel(4);
         let (ran_tx, mut ran) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
@@ -216,22 +190,14 @@ mod tests {
         ));
 
         let first = store
-            .queue_api_deploy(&queue(&"a".repeat(40)))
+            .queue_api_deploy(&manual_deploy(&"a".repeat(40)))
             .await
             .unwrap();
         tx.send(first).await.unwrap();
         assert_eq!(ran.recv().await, Some(vec![first]));
-        let failed = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let d = store.deploy(first).await.unwrap().unwrap();
-                if d.status != DeployStatus::Queued {
-                    return d;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the deploy that panicked is still queued");
+        let failed = tokio::time::timeout(Duration::from_secs(10), left_queued(&store, first))
+            .await
+            .expect("the deploy that panicked is still queued");
         assert_eq!(failed.status, DeployStatus::Failed);
         let error = failed.error.unwrap_or_default();
         assert!(
@@ -240,7 +206,7 @@ mod tests {
         );
 
         let second = store
-            .queue_api_deploy(&queue(&"b".repeat(40)))
+            .queue_api_deploy(&manual_deploy(&"b".repeat(40)))
             .await
             .unwrap();
         tx.send(second)
@@ -254,6 +220,52 @@ mod tests {
         );
         shutdown.cancel();
         worker.await.unwrap();
+    }
+
+    /// Services for one app `web` (state, store and volume under `dir`), and their store.
+    async fn one_app_services(dir: &std::path::Path) -> (Services, Store) {
+        let text = format!(
+            "[server]\nstate_dir = \"{state}\"\n[[apps]]\nname = \"web\"\n\
+             repo = \"https://github.com/Acme/Web.git\"\nsecret = \"s3cret\"\n\
+             volume = \"{volume}\"\n",
+            state = dir.join("state").display(),
+            volume = dir.join("web").display(),
+        );
+        let config = std::sync::Arc::new(crate::config::Config::parse(&text, dir).unwrap().0);
+        let store = Store::open(&dir.join("dockhand.db")).await.unwrap();
+        let deployer = crate::queue::Deployer::for_test(&[], 1).0;
+        let ctx = Services::new(
+            config,
+            store.clone(),
+            crate::proxy::Proxies::default(),
+            deployer,
+        );
+        (ctx, store)
+    }
+
+    /// A manual deploy of `sha` to `web`.
+    fn manual_deploy(sha: &str) -> NewApiDeploy {
+        NewApiDeploy {
+            app: "web".into(),
+            trigger: Trigger::Manual,
+            actor: "ops".into(),
+            git_ref: None,
+            sha: sha.into(),
+            path: None,
+            rollback_of: None,
+            reason: None,
+        }
+    }
+
+    /// Deploy `id` once its status is no longer `queued`.
+    async fn left_queued(store: &Store, id: i64) -> crate::store::Deploy {
+        loop {
+            let d = store.deploy(id).await.unwrap().unwrap();
+            if d.status != DeployStatus::Queued {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn oid(n: u8) -> Oid {

@@ -82,51 +82,60 @@ async fn follow(
             }
             Err(RecvError::Closed) => return,
         };
-        let (sse, terminal) = match event {
-            DeployEvent::StepStarted {
-                step,
-                stage,
-                detail,
-                at,
-                ..
-            } => {
-                let Entry::Vacant(unseen) = seen.entry(step) else {
-                    continue;
-                };
-                unseen.insert(false);
-                (step_started(step, &stage, detail.as_deref(), at), false)
-            }
-            DeployEvent::StepEnded {
-                step,
-                stage,
-                ok,
-                output,
-                at,
-                ..
-            } => {
-                if seen.get(&step) == Some(&true) {
-                    continue;
-                }
-                seen.insert(step, true);
-                (
-                    step_ended(step, &stage, Some(ok), Some(&output), Some(at)),
-                    false,
-                )
-            }
-            DeployEvent::Status {
-                status,
-                reason,
-                error,
-                ..
-            } => (
-                status_event(&status, reason.as_deref(), error.as_deref()),
-                is_terminal(&status),
-            ),
+        let Some((sse, terminal)) = live_event(event, &mut seen) else {
+            continue;
         };
         if tx.send(sse).await.is_err() || terminal {
             return;
         }
     }
+}
+
+/// A live event of this deploy as the SSE event to send and whether it is the terminal status;
+/// `None` for a step the stream has shown already (the replay read it from the rows).
+fn live_event(event: DeployEvent, seen: &mut Seen) -> Option<(Event, bool)> {
+    let shown = match event {
+        DeployEvent::StepStarted {
+            step,
+            stage,
+            detail,
+            at,
+            ..
+        } => {
+            let Entry::Vacant(unseen) = seen.entry(step) else {
+                return None;
+            };
+            unseen.insert(false);
+            (step_started(step, &stage, detail.as_deref(), at), false)
+        }
+        DeployEvent::StepEnded {
+            step,
+            stage,
+            ok,
+            output,
+            at,
+            ..
+        } => {
+            if seen.get(&step) == Some(&true) {
+                return None;
+            }
+            seen.insert(step, true);
+            (
+                step_ended(step, &stage, Some(ok), Some(&output), Some(at)),
+                false,
+            )
+        }
+        DeployEvent::Status {
+            status,
+            reason,
+            error,
+            ..
+        } => (
+            status_event(&status, reason.as_deref(), error.as_deref()),
+            is_terminal(&status),
+        ),
+    };
+    Some(shown)
 }
 
 /// Send what the rows show and the stream has not: each step, then the current status.

@@ -117,6 +117,7 @@ fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str
     Ok(Some(value))
 }
 
+/// A verified delivery: read its headers and body, record it, queue what it deploys, answer.
 async fn handle(
     state: &Services,
     apps: &[&AppConfig],
@@ -146,21 +147,7 @@ async fn handle(
         reason: None,
     };
     let push = match &event {
-        Event::Ping { .. } => {
-            new.outcome = DeliveryOutcome::Ping;
-            return match state.store.record_delivery(&new, &[]).await? {
-                Some(d) => Ok((
-                    StatusCode::OK,
-                    Json(WebhookAnswer {
-                        status: "pong".to_string(),
-                        delivery: d.delivery,
-                        ..WebhookAnswer::default()
-                    }),
-                )
-                    .into_response()),
-                None => Ok(redelivered(state, delivery_id, hook_id).await?),
-            };
-        }
+        Event::Ping { .. } => return record_ping(state, new).await,
         Event::Other(name) => {
             let reason = format!("event {name:?} is not handled; dockhand deploys on push");
             new.reason = Some(&reason);
@@ -173,17 +160,47 @@ async fn handle(
     new.after_sha = Some(&push.after);
 
     let (deploying, reasons) = triage_all(apps, push);
+    let reason = reasons.join("; ");
     if deploying.is_empty() {
-        let reason = reasons.join("; ");
         new.reason = Some(&reason);
         return record_ignored(state, &new).await;
     }
+    queue_push(state, new, push, &deploying, &reason).await
+}
 
+/// A ping: recorded, answered `pong`.
+async fn record_ping(state: &Services, mut new: NewDelivery<'_>) -> Result<Response, ApiError> {
+    new.outcome = DeliveryOutcome::Ping;
+    match state.store.record_delivery(&new, &[]).await? {
+        Some(d) => Ok((
+            StatusCode::OK,
+            Json(WebhookAnswer {
+                status: "pong".to_string(),
+                delivery: d.delivery,
+                ..WebhookAnswer::default()
+            }),
+        )
+            .into_response()),
+        None => Ok(redelivered(state, new.delivery, new.hook_id).await?),
+    }
+}
+
+/// A push that deploys `deploying`: queue room reserved for each, then the delivery and its
+/// deploys recorded in one transaction, then the workers told (all but the locked apps'), then
+/// 202. `reason` says why the other apps do not deploy it.
+async fn queue_push<'a>(
+    state: &Services,
+    mut new: NewDelivery<'a>,
+    push: &Push,
+    deploying: &[&AppConfig],
+    reason: &'a str,
+) -> Result<Response, ApiError> {
+    let (delivery_id, hook_id) = (new.delivery, new.hook_id);
     // Reserve queue room before persisting, so an acknowledged delivery always reaches a worker.
     // A redelivery is caught by the unique key when it is recorded; only when the queue is full
     // must it be looked up first, to answer 200 rather than 503.
     let mut permits = Vec::with_capacity(deploying.len());
-    for app in &deploying {
+    for app in deploying {
         match state.deployer.reserve(&app.name) {
             Ok(permit) => permits.push(permit),
             Err(e) => {
@@ -205,9 +222,8 @@ async fn handle(
             actor,
         })
         .collect();
-    let reason = reasons.join("; ");
     new.outcome = DeliveryOutcome::Deploy;
-    new.reason = (!reason.is_empty()).then_some(reason.as_str());
+    new.reason = (!reason.is_empty()).then_some(reason);
     let Some(recorded) = state.store.record_delivery(&new, &queued).await? else {
         return redelivered(state, delivery_id, hook_id).await;
     };

@@ -67,73 +67,97 @@ pub(super) async fn handle(
     if proxy.maintenance.load(Ordering::Acquire) {
         return Ok(maintenance(&proxy.maintenance_page));
     }
-    let mut pass = proxy.wait_while_held().await;
+    let pass = proxy.wait_while_held().await;
     if pass == Pass::Full {
         return Ok(hold_full(&proxy));
     }
     let upgrade = upgrade_protocol(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-    let timeout = proxy.config.timeout;
-    // A request without a body whose method may be repeated (RFC 9110 9.2.2) can be sent again
-    // when its connection fails before any answer (RFC 9112 9.3.1), as nginx's
-    // `proxy_next_upstream error` does; others get one try.
-    let replayable =
-        upgrade.is_none() && req.method().is_idempotent() && req.body().is_end_stream();
-    let (replay, mut first) = if replayable {
-        let (parts, _) = req.into_parts();
-        let first = Request::from_parts(parts.clone(), Either::Right(Empty::new()));
-        (Some(parts), Some(first))
-    } else {
-        (None, Some(req.map(Either::Left)))
+    let outgoing = Outgoing::new(req, forwarded_for, upgrade);
+    let (resp, lease) = match send(&proxy, outgoing, pass).await {
+        Ok(answered) => answered,
+        Err(page) => return Ok(page),
     };
-    let mut tries = 0;
-    let (mut resp, lease) = loop {
-        tries += 1;
-        let Some(lease) = proxy.lease() else {
-            return Ok(page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("{} has no healthy upstream right now.", proxy.app),
-            ));
+    Ok(respond(&proxy, resp, lease, client_upgrade))
+}
+
+/// The request to forward, kept so that it can be sent again when that is safe.
+struct Outgoing {
+    /// The head of a replayable request (no body, an idempotent method), to send it again.
+    replay: Option<hyper::http::request::Parts>,
+    /// The request for its first try.
+    first: Option<Request<UpstreamBody>>,
+    forwarded_for: HeaderValue,
+    upgrade: Option<HeaderValue>,
+}
+
+impl Outgoing {
+    fn new(
+        req: Request<Incoming>,
+        forwarded_for: HeaderValue,
+        upgrade: Option<HeaderValue>,
+    ) -> Outgoing {
+        // A request without a body whose method may be repeated (RFC 9110 9.2.2) can be sent
+        // again when its connection fails before any answer (RFC 9112 9.3.1), as nginx's
+        // `proxy_next_upstream error` does; others get one try.
+        let replayable =
+            upgrade.is_none() && req.method().is_idempotent() && req.body().is_end_stream();
+        let (replay, first) = if replayable {
+            let (parts, _) = req.into_parts();
+            let first = Request::from_parts(parts.clone(), Either::Right(Empty::new()));
+            (Some(parts), Some(first))
+        } else {
+            (None, Some(req.map(Either::Left)))
         };
-        let this = match (first.take(), &replay) {
+        Outgoing {
+            replay,
+            first,
+            forwarded_for,
+            upgrade,
+        }
+    }
+
+    /// The next try of the request, as the upstream at `authority` gets it.
+    fn next(&mut self, authority: &Authority) -> Request<UpstreamBody> {
+        let this = match (self.first.take(), &self.replay) {
             (Some(r), _) => r,
             (None, Some(parts)) => Request::from_parts(parts.clone(), Either::Right(Empty::new())),
             (None, None) => unreachable!("only a replayable request is sent twice"),
         };
-        let this = upstream_request(
+        upstream_request(
             this,
-            &lease.upstream().authority,
-            forwarded_for.clone(),
-            upgrade.clone(),
-        );
-        // A held request waits for its turn, until its answer's head.
-        let turn = match pass {
-            Pass::Held => Some(proxy.released_turn().await),
-            Pass::Open | Pass::Full => None,
+            authority,
+            self.forwarded_for.clone(),
+            self.upgrade.clone(),
+        )
+    }
+}
+
+/// Send the request to the live upstream until it answers: a replayable one again (up to
+/// [`RETRIES`] times) when it failed before any answer. `Err` is the page the client gets
+/// instead (no upstream, hold full, 502, 504).
+async fn send(
+    proxy: &Arc<Proxy>,
+    mut outgoing: Outgoing,
+    mut pass: Pass,
+) -> Result<(Response<Incoming>, Lease), Response<ProxyBody>> {
+    let timeout = proxy.config.timeout;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let Some(lease) = proxy.lease() else {
+            return Err(page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{} has no healthy upstream right now.", proxy.app),
+            ));
         };
-        // A retry goes over a fresh connection: the pool may hold more the app has closed.
-        let sent = async {
-            match tries {
-                1 => lease
-                    .upstream()
-                    .client
-                    .request(this)
-                    .await
-                    .map_err(|e| Failed {
-                        connect: e.is_connect(),
-                        why: error_chain(&e),
-                    }),
-                _ => send_fresh(lease.upstream().target.addr, this).await,
-            }
-        };
-        let answered = tokio::time::timeout(timeout, sent).await;
-        drop(turn);
-        match answered {
+        let this = outgoing.next(&lease.upstream().authority);
+        match send_once(proxy, &lease, this, tries, pass).await {
             Ok(Ok(resp)) => {
                 lease.upstream().count(resp.status());
-                break (resp, lease);
+                return Ok((resp, lease));
             }
-            Ok(Err(e)) if replay.is_some() && tries <= RETRIES => {
+            Ok(Err(e)) if outgoing.replay.is_some() && tries <= RETRIES => {
                 debug!(
                     app = proxy.app,
                     tries,
@@ -146,7 +170,7 @@ pub(super) async fn handle(
                 }
                 // A hold that began meanwhile (a reload) is waited out before the next try.
                 pass = match proxy.wait_while_held().await {
-                    Pass::Full => return Ok(hold_full(&proxy)),
+                    Pass::Full => return Err(hold_full(proxy)),
                     Pass::Open => pass,
                     Pass::Held => Pass::Held,
                 };
@@ -154,32 +178,76 @@ pub(super) async fn handle(
             Ok(Err(e)) => {
                 debug!(app = proxy.app, error = e.why, "upstream request failed");
                 lease.upstream().count(StatusCode::BAD_GATEWAY);
-                return Ok(page(
+                return Err(page(
                     StatusCode::BAD_GATEWAY,
                     &format!("{} did not answer.", proxy.app),
                 ));
             }
             Err(_) => {
                 lease.upstream().count(StatusCode::GATEWAY_TIMEOUT);
-                return Ok(page(
+                return Err(page(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!("{} did not answer within {timeout:?}.", proxy.app),
                 ));
             }
         }
+    }
+}
+
+/// One try of `req` over `lease`'s upstream, bounded by the proxy's timeout: the first over
+/// the pool, a retry over a fresh connection (the pool may hold more the app has closed). A
+/// held request waits for its turn, until its answer's head.
+async fn send_once(
+    proxy: &Proxy,
+    lease: &Lease,
+    req: Request<UpstreamBody>,
+    tries: u32,
+    pass: Pass,
+) -> Result<Result<Response<Incoming>, Failed>, tokio::time::error::Elapsed> {
+    let turn = match pass {
+        Pass::Held => Some(proxy.released_turn().await),
+        Pass::Open | Pass::Full => None,
     };
+    let sent = async {
+        match tries {
+            1 => lease
+                .upstream()
+                .client
+                .request(req)
+                .await
+                .map_err(|e| Failed {
+                    connect: e.is_connect(),
+                    why: error_chain(&e),
+                }),
+            _ => send_fresh(lease.upstream().target.addr, req).await,
+        }
+    };
+    let answered = tokio::time::timeout(proxy.config.timeout, sent).await;
+    drop(turn);
+    answered
+}
+
+/// The upstream's answer as the client gets it: a 101 tunnels both connections (holding the
+/// lease), anything else has its hop-by-hop headers stripped and its body streamed back, the
+/// lease held until the body ends.
+fn respond(
+    proxy: &Proxy,
+    mut resp: Response<Incoming>,
+    lease: Lease,
+    client_upgrade: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
-            return Ok(page(
+            return page(
                 StatusCode::BAD_GATEWAY,
                 &format!("{} switched protocols unasked.", proxy.app),
-            ));
+            );
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         tokio::spawn(tunnel(client_upgrade, upstream_upgrade, lease));
         // The 101 keeps its Connection/Upgrade headers: they are the point of it.
         let (parts, _) = resp.into_parts();
-        return Ok(Response::from_parts(parts, empty()));
+        return Response::from_parts(parts, empty());
     }
     strip_hop_by_hop(resp.headers_mut());
     let (parts, body) = resp.into_parts();
@@ -191,7 +259,7 @@ pub(super) async fn handle(
         })
         .map_err(BoxError::from)
         .boxed_unsync();
-    Ok(Response::from_parts(parts, body))
+    Response::from_parts(parts, body)
 }
 
 /// A request that got no answer: whether the connection was never made, and why.

@@ -361,13 +361,7 @@ where
     let started = tokio::time::Instant::now();
     let deadline = started + check.deadline;
     let probes_from = started + check.grace;
-    while tokio::time::Instant::now() < probes_from.min(deadline) {
-        alive().await?;
-        let left = probes_from
-            .min(deadline)
-            .saturating_duration_since(tokio::time::Instant::now());
-        tokio::time::sleep(left.min(ALIVE_POLL)).await;
-    }
+    wait_out_grace(&mut alive, probes_from.min(deadline)).await?;
     let mut attempts = 0u32;
     let mut failed_in_a_row = 0u32;
     let mut wrong_in_a_row = 0u32;
@@ -375,16 +369,7 @@ where
     loop {
         alive().await?;
         if tokio::time::Instant::now() >= deadline {
-            return Err(NotHealthyInTime(format!(
-                "{what} was not healthy within {:?} ({attempts} probes of {}); last probe: {}",
-                check.deadline,
-                check.url,
-                last.map_or_else(
-                    || "none sent (grace outlasted the deadline)".to_string(),
-                    |o| o.to_string()
-                )
-            ))
-            .into());
+            return Err(not_in_time(check, what, attempts, last));
         }
         attempts += 1;
         let per_probe = check
@@ -429,6 +414,41 @@ where
         let next = tokio::time::Instant::now() + check.interval;
         tokio::time::sleep_until(next.min(deadline)).await;
     }
+}
+
+/// Wait until `until`, asking `alive` every [`ALIVE_POLL`] meanwhile (and once at least, when
+/// `until` has not passed yet).
+async fn wait_out_grace<A, F>(alive: &mut A, until: tokio::time::Instant) -> anyhow::Result<()>
+where
+    A: FnMut() -> F,
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    while tokio::time::Instant::now() < until {
+        alive().await?;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(left.min(ALIVE_POLL)).await;
+    }
+    Ok(())
+}
+
+/// The error of a wait that reached its deadline: how many probes went out, and how the last
+/// one ended.
+fn not_in_time(
+    check: &HealthCheck,
+    what: &str,
+    attempts: u32,
+    last: Option<ProbeOutcome>,
+) -> anyhow::Error {
+    NotHealthyInTime(format!(
+        "{what} was not healthy within {:?} ({attempts} probes of {}); last probe: {}",
+        check.deadline,
+        check.url,
+        last.map_or_else(
+            || "none sent (grace outlasted the deadline)".to_string(),
+            |o| o.to_string()
+        )
+    ))
+    .into()
 }
 
 /// One HTTP/1.1 GET over a fresh connection (hyper's client): status and body, the body cut

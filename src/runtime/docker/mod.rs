@@ -3,6 +3,15 @@
 //! Every engine answer is `Option`-typed by bollard; nothing here unwraps one. Missing
 //! containers are not errors where the caller wants them gone (`stop`, `remove`) or asks
 //! whether they exist (`inspect`).
+//!
+//! Layout: this file holds the connection and one method per engine call; `convert` turns
+//! dockhand's container types into bollard's and back; `refs` checks image and container
+//! references before they go into a URL path; `retry` repeats an idempotent call after a lost
+//! connection.
+
+mod convert;
+mod refs;
+mod retry;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,11 +19,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use bollard::auth::DockerCredentials;
-use bollard::errors::Error as BollardError;
-use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, HealthStatusEnum, HostConfig, MountType,
-    RestartPolicy, RestartPolicyNameEnum,
-};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
@@ -26,6 +30,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, instrument};
 
 use super::{ContainerInfo, ContainerSpec, Credentials, HealthCheck, HealthReport, Pulled};
+use convert::{container_info, create_body};
+use refs::{check_container_ref, check_image_ref, pull_parts, repo_digest};
+use retry::{retrying, status, transient, RETRY_DELAYS};
 
 /// Where the engine is when `DOCKER_HOST` is unset.
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -506,54 +513,6 @@ impl Docker {
     }
 }
 
-/// Waits before retrying a call whose connection was lost (SECURITY.md 37): the engine may be
-/// restarting, or the socket closed mid-call.
-const RETRY_DELAYS: [Duration; 3] = [
-    Duration::from_millis(200),
-    Duration::from_secs(1),
-    Duration::from_secs(3),
-];
-
-/// The call may not have reached the engine, or its answer was lost: nothing the engine said.
-fn transient(e: &BollardError) -> bool {
-    matches!(
-        e,
-        BollardError::IOError { .. }
-            | BollardError::HyperResponseError { .. }
-            | BollardError::HyperLegacyError { .. }
-            | BollardError::SocketNotFoundError(_)
-    )
-}
-
-/// Run an idempotent engine call, again after a lost connection.
-async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T, BollardError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, BollardError>>,
-{
-    let mut delays = RETRY_DELAYS.iter();
-    loop {
-        match call().await {
-            Err(e) if transient(&e) => match delays.next() {
-                Some(delay) => {
-                    tracing::warn!(error = %e, ?delay, "{what}: lost the engine connection; retrying");
-                    tokio::time::sleep(*delay).await;
-                }
-                None => return Err(e),
-            },
-            other => return other,
-        }
-    }
-}
-
-/// The HTTP status of an engine error answer, if it was one.
-fn status(e: &BollardError) -> Option<u16> {
-    match e {
-        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
-}
-
 /// A stop grace in the engine's whole seconds.
 fn grace_secs(grace: Duration) -> i32 {
     i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)
@@ -565,204 +524,4 @@ fn parse_api_version(text: &str) -> Option<ClientVersion> {
         major_version: major.parse().ok()?,
         minor_version: minor.parse().ok()?,
     })
-}
-
-/// Refuses references the engine (or a CLI behind it) could read as something else.
-fn check_image_ref(image: &str) -> anyhow::Result<()> {
-    if image.is_empty() {
-        bail!("image reference is empty");
-    }
-    if image.starts_with('-') {
-        bail!("image reference {image:?} starts with '-'");
-    }
-    // The reference goes into URL paths (`/images/{image}/json`): nothing the engine's router
-    // could read as another path or a query.
-    if !image
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@'))
-        || image.contains("..")
-    {
-        bail!("image reference {image:?} has characters or '..' no image reference has");
-    }
-    Ok(())
-}
-
-/// Container ids and names go into URL paths: only what Docker allows in either
-/// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, optionally with the leading `/` of an engine name).
-fn check_container_ref(id: &str) -> anyhow::Result<()> {
-    let name = id.strip_prefix('/').unwrap_or(id);
-    let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !valid {
-        bail!("{id:?} is not a container id or name");
-    }
-    Ok(())
-}
-
-/// The repository part of a reference: without `@digest` and without `:tag`.
-fn repository(image: &str) -> &str {
-    let name = image.split('@').next().unwrap_or(image);
-    match name.rsplit_once(':') {
-        // A colon after the last slash is a tag; before it, a registry port.
-        Some((repo, tag)) if !tag.contains('/') => repo,
-        _ => name,
-    }
-}
-
-/// `(fromImage, tag)` for the create-image call. A digest goes whole in `fromImage`; a
-/// reference without a tag gets `latest` (an empty tag would pull every tag).
-fn pull_parts(image: &str) -> (&str, Option<&str>) {
-    if image.contains('@') {
-        return (image, None);
-    }
-    let repo = repository(image);
-    match image.get(repo.len() + 1..) {
-        Some(tag) if !tag.is_empty() => (repo, Some(tag)),
-        _ => (repo, Some("latest")),
-    }
-}
-
-fn repo_digest(image: &str, repo_digests: &[String]) -> Option<String> {
-    let repo = repository(image);
-    repo_digests
-        .iter()
-        .find(|d| d.split_once('@').is_some_and(|(r, _)| r == repo))
-        .cloned()
-}
-
-fn create_body(spec: &ContainerSpec) -> anyhow::Result<ContainerCreateBody> {
-    let mut env = Vec::with_capacity(spec.env.len());
-    for (key, value) in &spec.env {
-        if key.is_empty() || key.contains('=') {
-            bail!("environment variable name {key:?} is empty or contains '='");
-        }
-        env.push(format!("{key}={value}"));
-    }
-    let mut mounts = Vec::with_capacity(spec.mounts.len());
-    for m in &spec.mounts {
-        let source = m
-            .source
-            .to_str()
-            .with_context(|| format!("mount source {} is not UTF-8", m.source.display()))?;
-        if !m.source.is_absolute() {
-            bail!("mount source {source} is not an absolute path");
-        }
-        mounts.push(bollard::models::Mount {
-            source: Some(source.to_string()),
-            target: Some(m.target.clone()),
-            typ: Some(MountType::BIND),
-            read_only: Some(m.read_only),
-            ..Default::default()
-        });
-    }
-    let restart_policy = match &spec.restart_policy {
-        None => None,
-        Some(name) => Some(RestartPolicy {
-            name: Some(
-                name.parse::<RestartPolicyNameEnum>()
-                    .map_err(|_| anyhow::anyhow!("unknown restart policy {name:?}"))?,
-            ),
-            maximum_retry_count: None,
-        }),
-    };
-    Ok(ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        cmd: spec.cmd.clone(),
-        env: Some(env),
-        labels: Some(spec.labels.clone().into_iter().collect()),
-        host_config: Some(HostConfig {
-            network_mode: Some(spec.network_mode.clone()),
-            mounts: Some(mounts),
-            restart_policy,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-}
-
-fn container_info(r: ContainerInspectResponse) -> anyhow::Result<ContainerInfo> {
-    let id = r.id.context("no container id")?;
-    let state = r.state.unwrap_or_default();
-    // A container the engine is restarting after a crash is not serving.
-    let running = state.running.unwrap_or(false) && !state.restarting.unwrap_or(false);
-    let config = r.config.unwrap_or_default();
-    let health = state
-        .health
-        .and_then(|h| h.status)
-        .filter(|s| *s != HealthStatusEnum::EMPTY)
-        .map(|s| s.to_string());
-    Ok(ContainerInfo {
-        id,
-        name: r
-            .name
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_string(),
-        image_ref: config.image.unwrap_or_default(),
-        image_id: r.image.unwrap_or_default(),
-        running,
-        paused: state.paused.unwrap_or(false),
-        exit_code: if running { None } else { state.exit_code },
-        health,
-        labels: config.labels.unwrap_or_default().into_iter().collect(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_split_into_repository_and_tag() {
-        assert_eq!(
-            repository("127.0.0.1:5000/a/app:v1"),
-            "127.0.0.1:5000/a/app"
-        );
-        assert_eq!(repository("127.0.0.1:5000/a/app"), "127.0.0.1:5000/a/app");
-        assert_eq!(repository("app@sha256:ab"), "app");
-        assert_eq!(
-            pull_parts("127.0.0.1:5000/a/app:v1"),
-            ("127.0.0.1:5000/a/app", Some("v1"))
-        );
-        assert_eq!(
-            pull_parts("127.0.0.1:5000/a/app"),
-            ("127.0.0.1:5000/a/app", Some("latest"))
-        );
-        assert_eq!(pull_parts("app@sha256:ab"), ("app@sha256:ab", None));
-    }
-
-    #[test]
-    fn repo_digest_matches_the_reference_repository() {
-        let digests = vec![
-            "other/app@sha256:1".to_string(),
-            "r:5000/app@sha256:2".to_string(),
-        ];
-        assert_eq!(
-            repo_digest("r:5000/app:v1", &digests).as_deref(),
-            Some("r:5000/app@sha256:2")
-        );
-        assert_eq!(repo_digest("app:v1", &digests), None);
-    }
-
-    #[test]
-    fn option_like_or_empty_references_are_refused() {
-        assert!(check_image_ref("").is_err());
-        assert!(check_image_ref("-v").is_err());
-        assert!(check_image_ref("a b").is_err());
-        assert!(check_image_ref("../../containers/x").is_err());
-        assert!(check_image_ref("app?force=1").is_err());
-        assert!(check_image_ref("app@sha256:0123abcd").is_ok());
-        assert!(check_image_ref("127.0.0.1:5000/a/app:v1").is_ok());
-    }
-
-    #[test]
-    fn container_refs_are_docker_names_or_ids() {
-        for ok in ["a", "/dockhand-web-1", "0123abcdef", "web_2.blue"] {
-            assert!(check_container_ref(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "/", "-x", "../images/x", "a/b", "a?b", "a b", ".a"] {
-            assert!(check_container_ref(bad).is_err(), "{bad}");
-        }
-    }
 }
