@@ -229,7 +229,7 @@ fn access_label(app: &crate::config::AppConfig) -> String {
 
 pub fn check_report(path: &Path) -> anyhow::Result<String> {
     let (config, warnings) = Config::load(path)?;
-    let problems = crate::hooks::problems(&config);
+    let problems = crate::deploy::hooks::problems(&config);
     if !problems.is_empty() {
         anyhow::bail!(
             "invalid hooks in {}: {}",
@@ -237,7 +237,7 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
             problems.join("; ")
         );
     }
-    let hooks = crate::hooks::inventory(&config);
+    let hooks = crate::deploy::hooks::inventory(&config);
     let mut out = String::new();
     let _ = writeln!(out, "config ok: {}", path.display());
     report_server(&mut out, &config);
@@ -252,7 +252,7 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
 }
 
 /// One hook as `hooks::inventory` lists it: app, stage, path, problem.
-type HookEntry = (String, crate::hooks::Stage, PathBuf, Option<String>);
+type HookEntry = (String, crate::deploy::hooks::Stage, PathBuf, Option<String>);
 
 /// The `server:` and `hooks:` lines of `check_report`.
 fn report_server(out: &mut String, config: &Config) {

@@ -15,7 +15,6 @@
 //! - [`deploy`]: the per-app queue (latest wins), the pure triage and planner, the fast and full
 //!   paths, API targets resolved to full SHAs, rollback by recorded digest, recovery, and the
 //!   polls that deploy a push whose webhook never arrived.
-//! - [`hooks`]: the operator's deploy hooks (argv-only, clean env, process group, timeout).
 //! - [`git`]: the bare cache repository of each app (git2).
 //! - [`releases`]: the releases layout (`releases/<sha>/` + an atomically switched `current`).
 //! - [`volume`]: symlink-safe, atomic, O(changed) writes into the volume (cap-std).
@@ -36,7 +35,6 @@ pub mod deploy;
 pub mod git;
 pub mod github;
 pub mod handover;
-pub mod hooks;
 pub mod http;
 mod listener;
 pub mod proxy;

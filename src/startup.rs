@@ -117,7 +117,7 @@ impl App {
         }
         let store = Store::open(&config.database_path()).await?;
         // Not fatal: a deploy that reaches a broken hook fails at that stage (never skips it).
-        for problem in crate::hooks::problems(&config) {
+        for problem in crate::deploy::hooks::problems(&config) {
             error!("{problem}; deploys that reach it will fail");
         }
         let config = Arc::new(config);

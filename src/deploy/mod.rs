@@ -11,6 +11,7 @@ mod decide;
 mod fast;
 mod full;
 mod hold;
+pub mod hooks;
 mod pipeline;
 pub mod plan;
 pub mod poll;

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::check::{run_check, watch, Watched};
 use super::decide::{decide, Ask, Live};
 use super::hold::Held;
+use super::hooks::{self, Stage};
 use super::plan::{Decision, DeployPath};
 use super::run::{
     fail, fail_reverted, full_deploy, hold_detail, post_deploy_hooks, proxy_of, releases_in_use,
@@ -21,7 +22,6 @@ use super::steps::Steps;
 use super::{blocking, fast, full, rollback};
 use crate::config::{AppConfig, Layout, Reload};
 use crate::git::{Cache, Oid};
-use crate::hooks::{self, Stage};
 use crate::runtime::Docker;
 use crate::services::Services;
 use crate::store::{Deploy, DeployStatus, LiveContainer};

@@ -6,11 +6,11 @@ use anyhow::Context as _;
 use tracing::warn;
 
 use super::check::run_check;
+use super::hooks::{self, Stage};
 use super::steps::Steps;
 use super::{blocking, fast, full, reload};
 use crate::config::AppConfig;
 use crate::git::Oid;
-use crate::hooks::{self, Stage};
 use crate::runtime::Docker;
 use crate::services::Services;
 use crate::store::{Deploy, DeployStatus};

@@ -301,7 +301,7 @@ pub struct DryRun {
     pub changes: Vec<(&'static str, String)>,
     pub changed: usize,
     /// The hooks a manual deploy would run, in order, each with its problem if it cannot run.
-    pub hooks: Vec<(crate::hooks::Stage, std::path::PathBuf, Option<String>)>,
+    pub hooks: Vec<(super::hooks::Stage, std::path::PathBuf, Option<String>)>,
 }
 
 /// What deploying `target` would do now: the diff against the deployed commit and the
@@ -314,7 +314,7 @@ pub async fn dry_run(ctx: &Services, app: &AppConfig, target: &Target) -> anyhow
     let (config, name) = (ctx.config.clone(), app.name.clone());
     let (plan, hooks) = blocking(move || {
         let plan = fast::diff(&Cache::open_or_init(&cache)?, from, to)?;
-        Ok((plan, crate::hooks::would_run(&config, &name, "manual")))
+        Ok((plan, super::hooks::would_run(&config, &name, "manual")))
     })
     .await?;
     let ask = Ask {

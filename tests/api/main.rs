@@ -9,6 +9,7 @@ mod full_path;
 mod handover;
 mod helpers;
 mod hooks;
+mod layering;
 mod limits;
 mod ops;
 mod ops_full;

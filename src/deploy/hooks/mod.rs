@@ -28,9 +28,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use tracing::warn;
 
+use super::blocking;
+use super::steps::Steps;
 use crate::config::{AppConfig, Config, Layout};
-use crate::deploy::blocking;
-use crate::deploy::steps::Steps;
 use crate::git::{Cache, Oid};
 use crate::services::Services;
 use crate::store::Deploy;

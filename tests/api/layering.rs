@@ -1,0 +1,164 @@
+//! The code's layering, as ARCHITECTURE.md states it, checked on the source itself: which
+//! module may import which, and no cycle between the crate's top-level modules. A change that
+//! breaks a rule fails here with the file and the line, not in a review.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Every `.rs` file under `dir`, with its text minus comments and test modules.
+fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+                let code: Vec<&str> = code
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .collect();
+                out.push((path, code.join("\n")));
+            }
+        }
+    }
+    out
+}
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// The crate's top-level module a file belongs to (`src/deploy/run.rs` → `deploy`).
+fn top(path: &Path) -> String {
+    let rel = path.strip_prefix(src()).unwrap();
+    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    first.trim_end_matches(".rs").to_string()
+}
+
+/// The top-level modules a file's code names as `crate::<module>`.
+fn imports(code: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.insert(name);
+        }
+        // `crate::{a, b::c}`
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = group.split('}').next().unwrap_or_default();
+            for item in group.split(',') {
+                let name: String = item
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    out.insert(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (path, code) in sources(&src()) {
+        let from = top(&path);
+        if from == "lib" || from == "main" {
+            continue;
+        }
+        let deps = graph.entry(from.clone()).or_default();
+        deps.extend(imports(&code).into_iter().filter(|d| *d != from));
+    }
+    graph
+}
+
+#[test]
+fn the_wire_types_and_redaction_import_nothing_of_the_server() {
+    for (path, code) in sources(&src()) {
+        let leaf = matches!(top(&path).as_str(), "api" | "redact");
+        if leaf {
+            assert!(
+                !code.contains("crate::"),
+                "{} imports from the crate; api and redact are leaves",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn http_never_calls_git2_or_the_container_engine_directly() {
+    for (path, code) in sources(&src().join("http")) {
+        for crate_name in ["git2::", "bollard::"] {
+            assert!(
+                !code.contains(crate_name),
+                "{} uses {crate_name}: HTTP handlers go through deploy and runtime",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn running_a_hook_process_knows_nothing_of_the_store() {
+    let process = src().join("deploy/hooks/process.rs");
+    let (_, code) = sources(&src().join("deploy/hooks"))
+        .into_iter()
+        .find(|(path, _)| *path == process)
+        .expect("deploy/hooks/process.rs runs a hook's process");
+    for name in ["store", "Services", "Steps"] {
+        assert!(
+            !code.contains(name),
+            "{} names {name}: running a process must not reach the store",
+            process.display()
+        );
+    }
+}
+
+#[test]
+fn config_and_the_cli_client_do_not_import_what_runs() {
+    let graph = graph();
+    for (module, forbidden) in [
+        ("config", ["deploy", "http", "store", "services"]),
+        ("client", ["deploy", "http", "store", "config"]),
+    ] {
+        let deps = &graph[module];
+        for f in forbidden {
+            assert!(!deps.contains(f), "{module} imports {f}: {deps:?}");
+        }
+    }
+}
+
+#[test]
+fn no_two_top_level_modules_import_each_other_even_through_others() {
+    let graph = graph();
+    // Depth-first search for a path back to the start.
+    for start in graph.keys() {
+        let mut stack: Vec<Vec<&String>> = vec![vec![start]];
+        let mut seen = BTreeSet::new();
+        while let Some(path) = stack.pop() {
+            let last = *path.last().unwrap();
+            for next in graph.get(last).into_iter().flatten() {
+                if next == start {
+                    let cycle: Vec<&str> = path.iter().map(|s| s.as_str()).collect();
+                    panic!("module cycle: {} -> {start}", cycle.join(" -> "));
+                }
+                if seen.insert(next) {
+                    let mut longer = path.clone();
+                    longer.push(next);
+                    stack.push(longer);
+                }
+            }
+        }
+    }
+}
