@@ -16,7 +16,10 @@ fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
                 todo.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+                let code = text
+                    .split("#[cfg(test)]\nmod tests")
+                    .next()
+                    .unwrap_or_default();
                 let code: Vec<&str> = code
                     .lines()
                     .filter(|l| !l.trim_start().starts_with("//"))
@@ -35,7 +38,12 @@ fn src() -> PathBuf {
 /// The crate's top-level module a file belongs to (`src/deploy/run.rs` → `deploy`).
 fn top(path: &Path) -> String {
     let rel = path.strip_prefix(src()).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_string()
 }
 
