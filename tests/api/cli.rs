@@ -7,8 +7,8 @@ use std::process::Stdio;
 
 use serde_json::{json, Value};
 
-use crate::helpers::*;
-use crate::ops::{spawn_ops, spawn_ops_edited, Ops, ADMIN};
+use crate::support::helpers::*;
+use crate::support::ops::{spawn_ops, spawn_ops_edited, Ops, ADMIN};
 
 /// What one run of the CLI did.
 struct Run {

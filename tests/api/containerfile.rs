@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::docker::{docker, unique};
-use crate::helpers::*;
+use crate::support::engine::{docker, unique};
+use crate::support::helpers::*;
 
 #[tokio::test]
 async fn the_containerised_dockhand_performs_a_full_and_a_fast_deploy() {
@@ -48,8 +48,8 @@ async fn the_containerised_dockhand_performs_a_full_and_a_fast_deploy() {
         restart_policy: None,
     };
     let id = engine.create(&spec).await.unwrap();
-    let _dockhand = crate::docker::Cleanup::test(name.clone());
-    let _apps = crate::docker::Cleanup::app(&name);
+    let _dockhand = crate::support::engine::Cleanup::test(name.clone());
+    let _apps = crate::support::engine::Cleanup::app(&name);
     engine.start(&id).await.unwrap();
 
     let remote = Remote::on_port(port);

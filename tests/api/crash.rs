@@ -1,89 +1,11 @@
 //! Crashes and signals, with dockhand as a real process.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::*;
-
-/// A dockhand process on a loopback port.
-pub(crate) struct Server {
-    child: Child,
-    remote: Remote,
-}
-
-impl std::ops::Deref for Server {
-    type Target = Remote;
-    fn deref(&self) -> &Remote {
-        &self.remote
-    }
-}
-
-impl Server {
-    pub(crate) async fn start(config: &Path, log: &Path) -> Server {
-        let server = Server::spawn(config, log);
-        let up = server.up_within(Duration::from_secs(30)).await;
-        assert!(
-            up,
-            "dockhand did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        server
-    }
-
-    /// Start dockhand and return at once: startup recovery runs before it answers.
-    pub(crate) fn spawn(config: &Path, log: &Path) -> Server {
-        Server::spawn_with_env(config, log, &[])
-    }
-
-    /// [`Server::spawn`] with extra environment variables.
-    pub(crate) fn spawn_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Server {
-        let text = std::fs::read_to_string(config).unwrap();
-        let port = text
-            .split("127.0.0.1:")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_dockhand"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap();
-        Server {
-            child,
-            remote: Remote::on_port(port.parse().unwrap()),
-        }
-    }
-}
-
-impl Server {
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub(crate) fn child_mut(&mut self) -> &mut Child {
-        &mut self.child
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::helpers::*;
+use crate::support::server::Server;
 
 fn setup(origin: &Origin) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -474,8 +396,8 @@ async fn killed_between_stopping_the_old_container_and_starting_the_new_one_the_
     let origin = Origin::new();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let name = crate::docker::unique("kill").replace("dockhand-test-", "");
-    let _cleanup = crate::docker::Cleanup::app(&name);
+    let name = crate::support::engine::unique("kill").replace("dockhand-test-", "");
+    let _cleanup = crate::support::engine::Cleanup::app(&name);
     let app_port = free_port();
     let container = format!(
         "[apps.container]\nimage = \"127.0.0.1:5000/dockhand-test/app:v1\"\nmount = \"/code\"\nport = {app_port}\n\
@@ -492,7 +414,7 @@ async fn killed_between_stopping_the_old_container_and_starting_the_new_one_the_
     let log = dir.path().join("dockhand.log");
     let answers_v1 = || async move {
         let url = format!("http://127.0.0.1:{app_port}/");
-        matches!(crate::helpers::client().get(url).send().await, Ok(r) if r.status() == 200)
+        matches!(crate::support::helpers::client().get(url).send().await, Ok(r) if r.status() == 200)
     };
 
     let mut server = Server::start(&config, &log).await;
@@ -533,7 +455,7 @@ async fn killed_between_stopping_the_old_container_and_starting_the_new_one_the_
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let containers = crate::docker::app_containers(&name).await;
+    let containers = crate::support::engine::app_containers(&name).await;
     assert_eq!(
         containers.len(),
         1,
@@ -547,8 +469,8 @@ async fn killed_while_a_full_deploy_has_the_old_container_paused_the_restart_res
     let origin = Origin::new();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let name = crate::docker::unique("paused").replace("dockhand-test-", "");
-    let _cleanup = crate::docker::Cleanup::app(&name);
+    let name = crate::support::engine::unique("paused").replace("dockhand-test-", "");
+    let _cleanup = crate::support::engine::Cleanup::app(&name);
     // start-first on a fresh port per container; the new one boots for 3 s.
     let container =
         "[apps.container]\nimage = \"127.0.0.1:5000/dockhand-test/app:v1\"\nmount = \"/code\"\n\
@@ -569,7 +491,7 @@ async fn killed_while_a_full_deploy_has_the_old_container_paused_the_restart_res
         server.wait_terminal(server.push(&first).await).await["status"],
         "succeeded"
     );
-    let state: serde_json::Value = crate::helpers::client()
+    let state: serde_json::Value = crate::support::helpers::client()
         .get(format!("http://127.0.0.1:{api_port}/api/apps/{name}"))
         .send()
         .await
@@ -580,7 +502,7 @@ async fn killed_while_a_full_deploy_has_the_old_container_paused_the_restart_res
     let port = state["container"]["port"].as_u64().unwrap();
     let answers = || async move {
         let url = format!("http://127.0.0.1:{port}/");
-        let sent = crate::helpers::client()
+        let sent = crate::support::helpers::client()
             .get(url)
             .timeout(Duration::from_secs(1))
             .send()
@@ -612,7 +534,7 @@ async fn killed_while_a_full_deploy_has_the_old_container_paused_the_restart_res
         "VERSION = 2\n",
         "the tree is back on the old commit"
     );
-    let containers = crate::docker::app_containers(&name).await;
+    let containers = crate::support::engine::app_containers(&name).await;
     assert_eq!(
         containers.len(),
         1,
@@ -832,8 +754,8 @@ async fn stop_first_whose_old_container_will_not_stop_sends_requests_back_to_it(
     let origin = Origin::new();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let name = crate::docker::unique("nostop").replace("dockhand-test-", "");
-    let _cleanup = crate::docker::Cleanup::app(&name);
+    let name = crate::support::engine::unique("nostop").replace("dockhand-test-", "");
+    let _cleanup = crate::support::engine::Cleanup::app(&name);
     let proxy_port = free_port();
     let container = format!(
         "[apps.container]\nimage = \"127.0.0.1:5000/dockhand-test/app:v1\"\nmount = \"/code\"\n\

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 fn mtime(path: &std::path::Path) -> SystemTime {
     std::fs::symlink_metadata(path).unwrap().modified().unwrap()

@@ -5,69 +5,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::docker::{docker, unique, Cleanup};
-use crate::helpers::*;
-
-pub(crate) const V1: &str = "127.0.0.1:5000/dockhand-test/app:v1";
-pub(crate) const BROKEN: &str = "127.0.0.1:5000/dockhand-test/broken:v1";
+use crate::support::engine::{docker, unique, Cleanup};
+use crate::support::full::*;
+use crate::support::helpers::*;
 
 /// A test app with its own name (containers are labelled with it) and a container spec.
 async fn spawn(origin: &Origin, image: &str) -> (TestApp, String) {
     spawn_with(origin, image, "").await
-}
-
-pub(crate) async fn spawn_with(origin: &Origin, image: &str, extra: &str) -> (TestApp, String) {
-    let name = unique("full").replace("dockhand-test-", "");
-    // Health answers must contain "v1" unless the test says otherwise.
-    let expect = if extra.contains("expect_body_contains") {
-        ""
-    } else {
-        "expect_body_contains = \"v1\"\n"
-    };
-    let container = format!(
-        "[apps.container]\nimage = \"{image}\"\nmount = \"/code\"\n{expect}\
-         health_interval = \"100ms\"\nhealth_deadline = \"20s\"\nstop_grace = \"1s\"\n{extra}"
-    );
-    let app = spawn_app_edited(origin, "", &container, |t| {
-        t.replace("name = \"web\"", &format!("name = \"{name}\""))
-    })
-    .await;
-    (app, name)
-}
-
-/// An image repository of the test's own in the test registry, so no shared image is touched.
-pub(crate) fn own_repository(test: &str) -> String {
-    format!(
-        "127.0.0.1:5000/dockhand-test/{}",
-        unique(test).replace("dockhand-test-", "")
-    )
-}
-
-/// Publish `source` as `repository:<short sha of commit>` in the registry (not kept locally),
-/// the tag an image template `{short_sha}` names for that commit.
-pub(crate) fn publish_for_commit(source: &str, repository: &str, commit: &str) -> String {
-    let tag = format!("{repository}:{}", &commit[..dockhand::config::SHORT_SHA]);
-    for args in [
-        ["tag", source, tag.as_str()].as_slice(),
-        &["push", &tag],
-        &["rmi", &tag],
-    ] {
-        docker_cli(args);
-    }
-    tag
-}
-
-/// Run the docker CLI, which must succeed.
-fn docker_cli(args: &[&str]) {
-    let out = std::process::Command::new("/usr/bin/docker")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 async fn answer(port: u64) -> String {
@@ -76,10 +20,6 @@ async fn answer(port: u64) -> String {
 
 async fn answer_at(port: u64, path: &str) -> String {
     get_page(&format!("http://127.0.0.1:{port}{path}")).await.1
-}
-
-pub(crate) async fn live(app: &TestApp, name: &str) -> Value {
-    app.get(&format!("/api/apps/{name}")).await["container"].clone()
 }
 
 /// An app whose first deploy put V1 live, and what it served then.
@@ -218,7 +158,7 @@ async fn a_new_image_that_never_gets_healthy_fails_and_the_old_container_keeps_s
         origin.snapshot(&good),
         "the volume is back on the deployed commit"
     );
-    let containers = crate::docker::app_containers(&name).await;
+    let containers = crate::support::engine::app_containers(&name).await;
     assert_eq!(
         containers.len(),
         1,
@@ -290,7 +230,7 @@ async fn after_a_crash_lost_the_live_container_and_left_a_stray_one_a_restart_se
         engine.inspect(&stray).await.unwrap().is_none(),
         "the stray container must be removed"
     );
-    let containers = crate::docker::app_containers(&name).await;
+    let containers = crate::support::engine::app_containers(&name).await;
     assert_eq!(containers.len(), 1, "{containers:?}");
 }
 
@@ -396,7 +336,7 @@ async fn a_lost_live_container_comes_back_at_boot_from_the_local_image_while_its
         answer(after["port"].as_u64().unwrap()).await.contains("v1"),
         "the app must serve again"
     );
-    assert_eq!(crate::docker::app_containers(&name).await.len(), 1);
+    assert_eq!(crate::support::engine::app_containers(&name).await.len(), 1);
 }
 
 #[tokio::test]
@@ -549,7 +489,9 @@ async fn a_private_registry_image_needs_the_configured_credentials() {
     let deploy = app.wait_deploy(id).await;
     assert_eq!(deploy["status"], "failed", "{deploy:#}");
     assert_eq!(stages(&deploy), ["fetch", "plan", "pull"]);
-    assert!(crate::docker::app_containers(&name).await.is_empty());
+    assert!(crate::support::engine::app_containers(&name)
+        .await
+        .is_empty());
 
     // With them it deploys. The password comes from an env var of dockhand's.
     let var = format!("DOCKHAND_TEST_REGISTRY_PASSWORD_{}", std::process::id());

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::crash::Server;
-use crate::helpers::*;
+use crate::support::helpers::*;
+use crate::support::server::Server;
 
 /// A plain upstream the proxy forwards to: python's http.server on a loopback port.
 struct Upstream(std::process::Child);
@@ -362,13 +362,13 @@ async fn sockets_systemd_holds_are_served_by_name_and_the_connection_that_starte
 #[tokio::test]
 async fn a_reload_that_changes_a_real_apps_image_refuses_nothing_and_the_next_push_runs_the_new_image(
 ) {
-    use crate::uwsgi::{image, origin_with, UWSGI_INI};
+    use crate::support::uwsgi::{image, origin_with, UWSGI_INI};
     let origin = origin_with(UWSGI_INI);
     let head = origin.commit("v0");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let name = crate::docker::unique("reimage").replace("dockhand-test-", "");
-    let _cleanup = crate::docker::Cleanup::app(&name);
+    let name = crate::support::engine::unique("reimage").replace("dockhand-test-", "");
+    let _cleanup = crate::support::engine::Cleanup::app(&name);
     let (api, proxy) = (free_port(), free_port());
     let v2 = std::env::var("DOCKHAND_TEST_IMAGE_UWSGI2").expect("DOCKHAND_TEST_IMAGE_UWSGI2");
     let text = |image: &str| {

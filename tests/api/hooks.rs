@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::helpers::{spawn_app_with, stages, step, Origin, TestApp};
+use crate::support::helpers::{spawn_app_with, stages, step, Origin, TestApp};
 
 /// The operator's hooks directory, and a scratch directory the hooks write what they saw into.
 struct Hooks {
@@ -516,7 +516,7 @@ async fn a_hooks_dir_inside_a_volume_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), "s\n").unwrap();
     std::fs::create_dir_all(dir.path().join("volume/hooks")).unwrap();
-    let text = crate::helpers::config_text(
+    let text = crate::support::helpers::config_text(
         dir.path(),
         &origin,
         &format!(
@@ -637,7 +637,8 @@ async fn plan_lists_the_hooks_a_deploy_would_run_in_order() {
     let post = hooks.install("web/post-deploy", "true");
     hooks.install("web/on-failure", "true");
     hooks.install("web/post-rollback", "true");
-    let ops = crate::ops::spawn_ops_edited(&origin, &hooks.server_extra(), "", |t| t).await;
+    let ops =
+        crate::support::ops::spawn_ops_edited(&origin, &hooks.server_extra(), "", |t| t).await;
     let (status, plan) = ops.post("/api/apps/web/plan", serde_json::json!({})).await;
     assert_eq!(status, 200, "{plan:#}");
     let listed: Vec<(&str, &str)> = plan["hooks"]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 /// Read the status code of the first response on `stream`.
 async fn status_of(stream: &mut TcpStream) -> u16 {

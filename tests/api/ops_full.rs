@@ -7,9 +7,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::docker::{unique, Cleanup};
-use crate::helpers::*;
-use crate::ops::{spawn_ops_edited, sse_events, Ops, ADMIN};
+use crate::support::engine::{unique, Cleanup};
+use crate::support::helpers::*;
+use crate::support::ops::{spawn_ops_edited, sse_events, Ops, ADMIN};
 
 const V1: &str = "127.0.0.1:5000/dockhand-test/app:v1";
 const V2: &str = "127.0.0.1:5000/dockhand-test/app:v2";

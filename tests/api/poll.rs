@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::crash::Server;
-use crate::helpers::*;
+use crate::support::helpers::*;
+use crate::support::server::Server;
 
 /// Poll every second: a test sees several polls in a few seconds.
 const POLL: &str = "poll = \"1s\"\n";
@@ -325,7 +325,7 @@ async fn newest_terminal(server: &Remote) -> Value {
     }
 }
 
-/// The config of [`crate::crash`]'s real-binary tests, polling every second.
+/// The config of the real-binary polling tests, polling every second.
 fn polling_config(dir: &std::path::Path, origin: &Origin) -> std::path::PathBuf {
     std::fs::write(dir.join("secret"), SECRET).unwrap();
     let text = config_text(dir, origin, "", POLL)

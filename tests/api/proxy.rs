@@ -19,8 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::crash::Server;
-use crate::helpers::*;
+use crate::support::helpers::*;
+use crate::support::server::Server;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -350,7 +350,7 @@ async fn maintenance_mode_answers_503_with_the_configured_body_and_never_reaches
 }
 
 async fn switch(
-    ops: &crate::ops::Ops,
+    ops: &crate::support::ops::Ops,
     method: reqwest::Method,
     token: Option<&str>,
     app: &str,
@@ -365,7 +365,7 @@ async fn the_maintenance_switch_is_set_over_the_api_with_a_token_and_survives_a_
     let origin = Origin::new();
     let upstream = upstream(Arc::default()).await;
     let proxy_port = free_port();
-    let ops = crate::ops::spawn_ops(
+    let ops = crate::support::ops::spawn_ops(
         &origin,
         &format!(
             "[apps.proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\nupstream = \"{upstream}\"\n\
@@ -380,11 +380,17 @@ async fn the_maintenance_switch_is_set_over_the_api_with_a_token_and_survives_a_
     let refused = switch(&ops, Method::POST, None, "web").await;
     assert_eq!(refused.status(), 401);
     assert_eq!(page().await.0, 200, "nothing changed without a token");
-    let no_proxy = switch(&ops, Method::POST, Some(crate::ops::ADMIN), "other").await;
+    let no_proxy = switch(
+        &ops,
+        Method::POST,
+        Some(crate::support::ops::ADMIN),
+        "other",
+    )
+    .await;
     assert_eq!(no_proxy.status(), 400);
     assert!(no_proxy.text().await.unwrap().contains("no [apps.proxy]"));
 
-    let on = switch(&ops, Method::POST, Some(crate::ops::ADMIN), "web").await;
+    let on = switch(&ops, Method::POST, Some(crate::support::ops::ADMIN), "web").await;
     assert_eq!(on.status(), 200);
     let on: Value = on.json().await.unwrap();
     assert_eq!(on["maintenance"], true);
@@ -394,7 +400,13 @@ async fn the_maintenance_switch_is_set_over_the_api_with_a_token_and_survives_a_
     // A restart keeps the switch as set.
     let ops = ops.restart().await;
     assert_eq!(page().await, (503, "Back soon".to_string()));
-    let off = switch(&ops, Method::DELETE, Some(crate::ops::ADMIN), "web").await;
+    let off = switch(
+        &ops,
+        Method::DELETE,
+        Some(crate::support::ops::ADMIN),
+        "web",
+    )
+    .await;
     assert_eq!(off.status(), 200);
     assert_eq!(page().await.0, 200);
 }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 /// Add `n` files so the next deploy takes long enough for pushes to pile up behind it.
 fn add_bulk(origin: &Origin, n: usize) {

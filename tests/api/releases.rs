@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::helpers::*;
+use crate::support::helpers::*;
 
 const RELEASES: &str = "layout = \"releases\"\nkeep_releases = 3\n";
 
@@ -209,7 +209,7 @@ async fn an_app_deployed_in_place_before_gets_a_full_release_on_its_next_deploy(
 #[tokio::test]
 async fn a_rollback_over_the_api_to_a_kept_release_only_switches_current() {
     let origin = Origin::new();
-    let ops = crate::ops::spawn_ops(&origin, RELEASES).await;
+    let ops = crate::support::ops::spawn_ops(&origin, RELEASES).await;
     let first = origin.head();
     ops.pushed(&first).await;
     origin.write("app.py", "VERSION = 2\n");

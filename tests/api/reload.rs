@@ -4,9 +4,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::docker::Cleanup;
-use crate::full_path::{live, spawn_with, V1};
-use crate::helpers::*;
+use crate::support::engine::Cleanup;
+use crate::support::full::{live, spawn_with, V1};
+use crate::support::helpers::*;
 
 /// The test app's supervisor (PID 1 of its container): serves a copy of `version.txt` made at
 /// start and on each reload — SIGHUP, or a new mtime of `reload.txt` — so the new code answers

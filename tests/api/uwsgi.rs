@@ -6,34 +6,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::docker::{unique, Cleanup};
-use crate::full_path::{own_repository, publish_for_commit};
-use crate::helpers::*;
-use crate::proxy_deploy::{Load, Sample};
+use crate::support::engine::{unique, Cleanup};
+use crate::support::full::{own_repository, publish_for_commit};
+use crate::support::helpers::*;
+use crate::support::load::{Load, Sample};
+use crate::support::uwsgi::*;
 
-const APP_PY: &str = include_str!("../fixtures/uwsgi-app/app.py");
-pub(crate) const UWSGI_INI: &str = include_str!("../fixtures/uwsgi-app/uwsgi.ini");
 const UWSGI_CHAIN_INI: &str = include_str!("../fixtures/uwsgi-app/uwsgi-chain.ini");
 /// Requests per second through the proxy while deploying.
 const RATE: u32 = 100;
-
-pub(crate) fn image() -> String {
-    std::env::var("DOCKHAND_TEST_IMAGE_UWSGI1").expect(
-        "DOCKHAND_TEST_IMAGE_UWSGI1 is not set: run scripts/test-env and source its env file",
-    )
-}
-
-/// The fixture app with `ini` as its uwsgi.ini, 200 filler files and VERSION `v0`.
-pub(crate) fn origin_with(ini: &str) -> Origin {
-    let origin = Origin::new();
-    origin.write("app.py", APP_PY);
-    origin.write("uwsgi.ini", ini);
-    origin.write("VERSION", "v0\n");
-    for i in 0..200 {
-        origin.write(&format!("static/f{i:03}.txt"), &format!("filler {i}\n"));
-    }
-    origin
-}
 
 /// A uWSGI app behind the proxy on a fixed container port, with the fast path's check on
 /// `/version` expecting the deployed commit; first deployed (full path), the proxy's URL.
@@ -436,7 +417,7 @@ async fn ten_swaps_fail_no_request_and_never_mix_versions() {
     }
     assert_no_failures_and_no_mix(&samples);
     // Only the live container is left.
-    let containers = crate::docker::app_containers(&cleanup.value).await;
+    let containers = crate::support::engine::app_containers(&cleanup.value).await;
     assert_eq!(containers.len(), 1, "{containers:?}");
 }
 
@@ -714,7 +695,7 @@ async fn a_swap_that_breaks_while_watched(file: &str) -> (Value, Vec<Sample>, Va
     );
     assert_eq!(after["deployed"]["commit"], head.as_str(), "{after:#}");
     assert_eq!(get_page(&url).await, (200, "v0\n".to_string()));
-    let containers = crate::docker::app_containers(&cleanup.value).await;
+    let containers = crate::support::engine::app_containers(&cleanup.value).await;
     assert_eq!(
         containers.len(),
         1,
@@ -813,7 +794,7 @@ async fn a_watched_full_deploy_of_an_in_place_app_that_breaks_puts_the_tree_back
         !app.volume.join("FAIL_AFTER").exists(),
         "the tree is back on v0"
     );
-    let containers = crate::docker::app_containers(&cleanup.value).await;
+    let containers = crate::support::engine::app_containers(&cleanup.value).await;
     assert_eq!(containers.len(), 1, "{containers:?}");
     let late: Vec<&Sample> = samples
         .iter()

@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::helpers::*;
-use crate::ops::{spawn_ops, sse_events, ADMIN};
+use crate::support::helpers::*;
+use crate::support::ops::{spawn_ops, sse_events, ADMIN};
 use dockhand::api::{
     AppList, AppView, DeployList, DeployView, ErrorBody, Health, LockAnswer, PlanView, QueuedView,
     StatusEvent, StepEvent, UnlockAnswer, WebhookAnswer,

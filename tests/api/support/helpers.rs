@@ -303,7 +303,7 @@ async fn start(dir: TempDir, config_path: PathBuf) -> TestApp {
     }));
     TestApp {
         addr,
-        client: crate::helpers::client(),
+        client: crate::support::helpers::client(),
         dir,
         volume,
         bearer: None,
