@@ -136,7 +136,7 @@ impl Cache {
         }
         for id in walk {
             let id = id?;
-            if copy.dst.exists(id) {
+            if copy.has(id) {
                 continue;
             }
             let commit = src.find_commit(id)?;
@@ -180,11 +180,20 @@ struct Copier<'a> {
 }
 
 impl Copier<'_> {
+    /// Whether the cache has `id`, without re-reading its pack directory on a miss (libgit2's
+    /// default: a directory listing and a stat per pack for every object the cache lacks,
+    /// which is most objects a fetch copies). The cache was opened for this fetch and only
+    /// this copier adds to it, so its pack list is current; a stale "no" would only copy an
+    /// object twice.
+    fn has(&self, id: Oid) -> bool {
+        self.dst.exists_ext(id, git2::OdbLookupFlags::NO_REFRESH)
+    }
+
     /// Copy a tree the cache lacks, everything below it first. A tree the cache has is
     /// complete (see `fetch_local`), so it is not descended into. Walked with a stack on the
     /// heap, not by recursion: a crafted commit can nest trees deeper than any thread's stack.
     fn tree(&mut self, root: Oid) -> anyhow::Result<()> {
-        if self.dst.exists(root) {
+        if self.has(root) {
             return Ok(());
         }
         // Each tree being copied, with the index of its next entry.
@@ -198,7 +207,7 @@ impl Copier<'_> {
             };
             *next += 1;
             match kind {
-                Some(git2::ObjectType::Tree) if !self.dst.exists(id) => {
+                Some(git2::ObjectType::Tree) if !self.has(id) => {
                     open.push((self.src.find_tree(id)?, 0));
                 }
                 Some(git2::ObjectType::Blob) => self.object(id)?,
@@ -213,7 +222,7 @@ impl Copier<'_> {
     fn tag_chain(&mut self, id: Oid) -> anyhow::Result<()> {
         let mut chain = Vec::new();
         let mut next = id;
-        while !self.dst.exists(next) {
+        while !self.has(next) {
             let object = self.src.find_object(next, None)?;
             let Some(tag) = object.as_tag() else { break };
             chain.push(next);
@@ -227,7 +236,7 @@ impl Copier<'_> {
 
     /// Copy one object if the cache lacks it.
     fn object(&mut self, id: Oid) -> anyhow::Result<()> {
-        if self.dst.exists(id) {
+        if self.has(id) {
             return Ok(());
         }
         if self.start.elapsed() > self.limits.timeout {
@@ -309,6 +318,7 @@ pub(super) fn local_tips(
 
 /// The repository at a same-host origin's path, never searching upwards.
 pub(super) fn open_origin(origin: &Path, shown: &str) -> anyhow::Result<git2::Repository> {
+    super::configure_libgit2();
     git2::Repository::open_ext(
         origin,
         git2::RepositoryOpenFlags::NO_SEARCH,

@@ -46,7 +46,7 @@ pub struct Cache {
 impl Cache {
     /// Open the bare cache at `path`, creating it (and parents) if missing.
     pub fn open_or_init(path: &Path) -> anyhow::Result<Cache> {
-        bound_pack_maps();
+        configure_libgit2();
         std::fs::create_dir_all(path)
             .with_context(|| format!("creating cache directory {}", path.display()))?;
         let repo = if path.join("HEAD").exists() {
@@ -211,17 +211,35 @@ impl Cache {
 const MWINDOW_SIZE: usize = 32 * 1024 * 1024;
 const MWINDOW_MAPPED_LIMIT: usize = 128 * 1024 * 1024;
 
-fn bound_pack_maps() {
+/// libgit2's process-wide settings, set once before any repository is opened:
+/// - pack maps bounded (see [`MWINDOW_SIZE`]);
+/// - no global, XDG or system git config: a cache and an origin are read with their own
+///   config only. dockhand's transports take nothing from git config, and a user's
+///   `~/.gitconfig` (an `insteadOf`, a `core.*` setting) must not change what a daemon
+///   deploys. It also spares a `stat` of each of those files at every config read (about 150
+///   per deploy).
+pub(crate) fn configure_libgit2() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: libgit2 reads these globals when it maps a pack window; this runs once, in
-        // the first Cache::open_or_init, before this process maps any pack.
+        // SAFETY: libgit2 reads these globals when it maps a pack window or loads a config;
+        // this runs once, from the first open of a cache or an origin, before this process
+        // opens any repository (every open goes through here first).
         let set = unsafe {
             git2::opts::set_mwindow_size(MWINDOW_SIZE)
                 .and_then(|()| git2::opts::set_mwindow_mapped_limit(MWINDOW_MAPPED_LIMIT))
+                .and_then(|()| {
+                    [
+                        git2::ConfigLevel::System,
+                        git2::ConfigLevel::XDG,
+                        git2::ConfigLevel::Global,
+                        git2::ConfigLevel::ProgramData,
+                    ]
+                    .into_iter()
+                    .try_for_each(|level| git2::opts::set_search_path(level, ""))
+                })
         };
         if let Err(e) = set {
-            tracing::warn!("bounding libgit2's pack maps: {e}");
+            tracing::warn!("configuring libgit2: {e}");
         }
     });
 }

@@ -554,3 +554,40 @@ async fn a_commit_whose_paths_share_one_blob_cannot_write_past_max_tree_size() {
     );
     assert_eq!(app.volume_snapshot(), origin.snapshot(&first));
 }
+
+/// The host's git config is not dockhand's: a `~/.gitconfig` that git itself cannot parse
+/// (or one with an `insteadOf`, a `core.*` setting) must not change or stop what a daemon
+/// deploys. Run as the real binary, with `HOME` pointing at that config.
+#[tokio::test]
+async fn a_broken_gitconfig_in_home_does_not_stop_a_deploy() {
+    let origin = Origin::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let text = config_text(dir.path(), &origin, "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
+    let config = dir.path().join("dockhand.toml");
+    std::fs::write(&config, text).unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".config/git")).unwrap();
+    for file in [home.join(".gitconfig"), home.join(".config/git/config")] {
+        std::fs::write(file, "[core\n\tthis is = not [ a config\n").unwrap();
+    }
+    let home = home.to_str().unwrap();
+    let server = crate::support::server::Server::spawn_with_env(
+        &config,
+        &dir.path().join("dockhand.log"),
+        &[
+            ("HOME", home),
+            ("XDG_CONFIG_HOME", &format!("{home}/.config")),
+        ],
+    );
+    assert!(server.up_within(Duration::from_secs(30)).await);
+    let deploy = server
+        .wait_terminal(server.push(&origin.head()).await)
+        .await;
+    assert_eq!(deploy["status"], "succeeded", "{deploy:#}");
+    assert_eq!(
+        snapshot(&dir.path().join("volume")),
+        origin.snapshot(&origin.head())
+    );
+}
