@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use cap_fs_ext::DirExt;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
 
-use crate::git::{Change, Oid};
+use crate::git::{Cache, Change, Oid};
 use crate::volume::{random, ApplyReport, Volume};
 
 /// The directory holding the releases.
@@ -132,7 +132,7 @@ impl Releases {
     /// that already exists is reused as it is.
     pub fn build(
         &self,
-        repo: &git2::Repository,
+        cache: &Cache,
         base: Option<Oid>,
         target: Oid,
         changes: &[Change],
@@ -161,7 +161,7 @@ impl Releases {
                 None => 0,
             };
             let volume = Volume::from_dir(self.root.join(RELEASES).join(&building), dir);
-            let applied = volume.apply(repo, changes)?;
+            let applied = volume.apply(cache, changes)?;
             self.releases
                 .rename(&building, &self.releases, &name)
                 .context("renaming the finished release into place")?;
@@ -306,10 +306,10 @@ mod tests {
     /// A volume with empty releases of `commits`, built (hence dated) in order.
     fn with_releases(commits: &[Oid]) -> (tempfile::TempDir, Releases) {
         let dir = tempfile::tempdir().unwrap();
-        let repo = git2::Repository::init_bare(dir.path().join("repo.git")).unwrap();
+        let cache = Cache::open_or_init(&dir.path().join("repo.git")).unwrap();
         let releases = Releases::open(&dir.path().join("volume")).unwrap();
         for (i, c) in commits.iter().enumerate() {
-            releases.build(&repo, None, *c, &[]).unwrap();
+            releases.build(&cache, None, *c, &[]).unwrap();
             let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000 + i as u64);
             std::fs::File::open(dir.path().join("volume/releases").join(c.to_string()))
                 .unwrap()

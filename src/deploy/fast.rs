@@ -208,9 +208,7 @@ pub(super) fn sync(
             bail!("in place, nothing can be written ahead of the switch");
         }
         let changes = with_revision(&cache, changes, revision, to)?;
-        return Ok(describe(
-            &Volume::open(volume)?.apply(cache.repo(), &changes)?,
-        ));
+        return Ok(describe(&Volume::open(volume)?.apply(&cache, &changes)?));
     }
     let releases = Releases::open(volume)?;
     let built = build(&releases, &cache, from, to, changes, revision)?;
@@ -266,7 +264,7 @@ pub(super) fn stage(
     let cache = Cache::open_or_init(cache)?;
     if layout == Layout::InPlace {
         let changes = with_revision(&cache, &cache.changes(None, Some(to))?, revision, to)?;
-        return Ok(describe(&Volume::open(dir)?.apply(cache.repo(), &changes)?));
+        return Ok(describe(&Volume::open(dir)?.apply(&cache, &changes)?));
     }
     let releases = Releases::open(dir)?;
     let built = release(&releases, &cache, None, to, None, revision)?;
@@ -300,11 +298,11 @@ fn release(
     match changes {
         Some(changes) => {
             let changes = with_revision(cache, changes, revision, to)?;
-            releases.build(cache.repo(), base, to, &changes)
+            releases.build(cache, base, to, &changes)
         }
         None => {
             let changes = with_revision(cache, &cache.changes(None, Some(to))?, revision, to)?;
-            releases.build(cache.repo(), None, to, &changes)
+            releases.build(cache, None, to, &changes)
         }
     }
 }
@@ -341,7 +339,7 @@ pub(super) fn restore(
         volume
             .remove_temp_files(&changes, tracked)
             .context("removing leftover temp files")?;
-        return Ok(describe(&volume.apply(cache.repo(), &changes)?));
+        return Ok(describe(&volume.apply(&cache, &changes)?));
     }
     let releases = Releases::open(volume)?;
     releases.remove_leftovers()?;

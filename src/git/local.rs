@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use super::fetch::Abort;
-use super::{files_with_extension, Cache, FetchLimits, MissingRef, Oid};
+use super::{files_with_extension, Cache, FetchLimits, MissingRef, Oid, STREAM_ABOVE};
 
 impl Cache {
     /// The first fetch from a repository on this host: copy its object files (packs with their
@@ -246,12 +246,20 @@ impl Copier<'_> {
                 self.shown
             );
         }
-        let object = self.src_odb.read(id)?;
-        self.bytes += object.len() as u64;
+        let (size, kind) = self.src_odb.read_header(id)?;
+        self.bytes += size as u64;
         if self.bytes > self.limits.max_bytes {
             return Err(Abort::Size.error(self.start, self.limits, self.shown));
         }
-        let written = self.dst.write(object.kind(), object.data())?;
+        let written = if kind == git2::ObjectType::Blob && size > STREAM_ABOVE {
+            // Through a buffer, not whole: a 200 MB file must not be 200 MB of memory.
+            let mut writer = self.dst.writer(size, kind)?;
+            super::blob::copy_blob(self.src, id, &mut writer)?;
+            writer.finalize()?
+        } else {
+            let object = self.src_odb.read(id)?;
+            self.dst.write(object.kind(), object.data())?
+        };
         if written != id {
             bail!(
                 "object {id} from {} hashes to {written}: the origin is corrupt",
@@ -377,6 +385,37 @@ mod tests {
             })
             .unwrap();
         n
+    }
+
+    #[test]
+    fn a_big_file_is_copied_from_a_packed_or_loose_origin_blob_intact() {
+        let big: Vec<u8> = (0..STREAM_ABOVE as u32 + 4099)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for packed in [false, true] {
+            let origin = Origin::new();
+            origin.commit("refs/heads/main", &[("a", FILE, b"a\n")]);
+            let (_state, cache) = fetched(&origin, "refs/heads/main");
+            let tip = origin.commit(
+                "refs/heads/main",
+                &[("a", FILE, b"a\n"), ("big", FILE, &big)],
+            );
+            if packed {
+                origin.repack();
+            }
+            let refs = ["refs/heads/main".to_owned()];
+            cache
+                .fetch(&origin.url(), &refs, &Access::default(), &limits())
+                .unwrap();
+            let tree = cache.repo().find_commit(tip).unwrap().tree().unwrap();
+            let id = tree.get_name("big").unwrap().id();
+            let mut copied = Vec::new();
+            cache.copy_blob(id, &mut copied).unwrap();
+            assert!(
+                copied == big,
+                "the copied blob differs (origin packed: {packed})"
+            );
+        }
     }
 
     #[test]

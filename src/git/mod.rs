@@ -9,6 +9,7 @@
 //!   metadata, compaction, and the repository the volume sync reads blobs from.
 //! - `fetch.rs`: fetching exact refs from an origin within its limits, and listing its refs.
 //! - `local.rs`: the same-host copier behind a fetch from a path or `file://` origin.
+//! - `blob.rs`: copying a blob into a writer, streaming the big ones.
 //! - `diff.rs`: the changes between two trees, and the path safety every deployed path passes.
 //! - `transport.rs` (and `transport/`): dockhand's smart subtransports for `http(s)://`,
 //!   `ssh://` and `git://`.
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+mod blob;
 mod diff;
 mod fetch;
 mod local;
@@ -24,6 +26,7 @@ mod local;
 mod test_support;
 mod transport;
 
+pub use blob::STREAM_ABOVE;
 pub use diff::{Change, Diff, EntryMode, MAX_PATH_BYTES, MAX_TREE_DEPTH};
 pub use fetch::{Access, Credentials, FetchLimits, MissingRef};
 pub use git2::Oid;
@@ -208,8 +211,8 @@ impl Cache {
 
 /// How much of the packs libgit2 keeps mapped at once, process-wide: by default up to 8 GiB
 /// in 1 GiB windows, so reading a 200 MB blob kept the whole pack resident on top of the blob.
-const MWINDOW_SIZE: usize = 32 * 1024 * 1024;
-const MWINDOW_MAPPED_LIMIT: usize = 128 * 1024 * 1024;
+const MWINDOW_SIZE: usize = 4 * 1024 * 1024;
+const MWINDOW_MAPPED_LIMIT: usize = 32 * 1024 * 1024;
 
 /// libgit2's process-wide settings, set once before any repository is opened:
 /// - pack maps bounded (see [`MWINDOW_SIZE`]);

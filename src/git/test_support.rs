@@ -36,6 +36,16 @@ impl Origin {
         format!("file://{}", self.path().display())
     }
 
+    /// Put every object in one pack, as a server's `git gc` does (`git repack -a -d`).
+    pub(crate) fn repack(&self) {
+        let status = std::process::Command::new("git")
+            .args(["repack", "-a", "-d", "-q"])
+            .current_dir(self.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git repack failed in the origin");
+    }
+
     /// Commit exactly `files` (path, mode, content; a symlink's content is its target) on
     /// `refname`, on top of its current tip.
     pub(crate) fn commit(&self, refname: &str, files: &[(&str, i32, &[u8])]) -> Oid {

@@ -21,7 +21,7 @@ use anyhow::Context;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
-use crate::git::{Change, EntryMode, Oid};
+use crate::git::{Cache, Change, EntryMode, Oid};
 pub(crate) use temp::random;
 pub use temp::TEMP_PREFIX;
 use temp::{create_temp, write_temp_file};
@@ -97,11 +97,7 @@ impl Volume {
     /// something the container made), and a path below a symlink or file is already absent.
     /// A write replaces a file or symlink where a parent directory must be, and a directory
     /// where the file must be, but refuses to go through a symlinked parent.
-    pub fn apply(
-        &self,
-        repo: &git2::Repository,
-        changes: &[Change],
-    ) -> anyhow::Result<ApplyReport> {
+    pub fn apply(&self, cache: &Cache, changes: &[Change]) -> anyhow::Result<ApplyReport> {
         let mut report = ApplyReport::default();
         for change in changes {
             if let Change::Delete { path } = change {
@@ -116,7 +112,7 @@ impl Volume {
         for change in changes {
             if let Change::Write { path, oid, mode } = change {
                 report.bytes += self
-                    .write(repo, path, *oid, *mode)
+                    .write(cache, path, *oid, *mode)
                     .with_context(|| format!("writing {}", path.display()))?;
                 report.written += 1;
             }
@@ -162,42 +158,38 @@ impl Volume {
     }
 
     /// Write blob `oid` at `path` as `mode`, atomically replacing what is there. Returns the
-    /// number of bytes written.
-    fn write(
-        &self,
-        repo: &git2::Repository,
-        path: &Path,
-        oid: Oid,
-        mode: EntryMode,
-    ) -> anyhow::Result<u64> {
+    /// number of bytes written. A big file is streamed from the cache, never held whole.
+    fn write(&self, cache: &Cache, path: &Path, oid: Oid, mode: EntryMode) -> anyhow::Result<u64> {
         let (parents, name) = split(path)?;
         let stack = self.walk(&parents, path, Walk::Write)?.unwrap_or_default();
         let dir = stack.last().unwrap_or(&self.dir);
-        let blob = repo
-            .find_blob(oid)
-            .with_context(|| format!("reading blob {oid}"))?;
-        let content = blob.content();
-
         if dir.symlink_metadata(name).is_ok_and(|m| m.is_dir()) {
             dir.remove_dir_all(name)
                 .context("removing the directory in the way")?;
         }
-        let temp = match mode {
-            EntryMode::File => write_temp_file(dir, content, 0o644)?,
-            EntryMode::Executable => write_temp_file(dir, content, 0o755)?,
+        let (temp, written) = match mode {
+            EntryMode::File => write_temp_file(dir, 0o644, |file| cache.copy_blob(oid, file))?,
+            EntryMode::Executable => {
+                write_temp_file(dir, 0o755, |file| cache.copy_blob(oid, file))?
+            }
             EntryMode::Symlink => {
+                let blob = cache
+                    .repo()
+                    .find_blob(oid)
+                    .with_context(|| format!("reading blob {oid}"))?;
                 // The target is taken literally; it may point anywhere, as nothing is ever
                 // written through a symlink.
-                let target = OsStr::from_bytes(content);
-                create_temp(|temp| dir.symlink_contents(target, temp))
-                    .context("creating the symlink")?
+                let target = OsStr::from_bytes(blob.content());
+                let temp = create_temp(|temp| dir.symlink_contents(target, temp))
+                    .context("creating the symlink")?;
+                (temp, blob.content().len() as u64)
             }
         };
         if let Err(e) = dir.rename(&temp, dir, name) {
             let _ = dir.remove_file(&temp);
             return Err(e).context("renaming the temp file into place");
         }
-        Ok(content.len() as u64)
+        Ok(written)
     }
 }
 
@@ -304,7 +296,7 @@ mod tests {
 
         pub(super) fn go(&self, from: Option<Oid>, to: Oid) -> anyhow::Result<ApplyReport> {
             let changes = self.cache.changes(from, Some(to)).unwrap();
-            self.volume.apply(self.cache.repo(), &changes)
+            self.volume.apply(&self.cache, &changes)
         }
 
         pub(super) fn vol(&self) -> PathBuf {
@@ -411,7 +403,7 @@ mod tests {
             .position(|c| matches!(c, Change::Write { .. }))
             .unwrap();
         f.volume
-            .apply(f.cache.repo(), &changes[..first_write + 2])
+            .apply(&f.cache, &changes[..first_write + 2])
             .unwrap();
 
         f.go(Some(ids[1]), ids[0]).unwrap();
@@ -525,8 +517,8 @@ mod tests {
             let delete = [Change::Delete {
                 path: PathBuf::from(bad),
             }];
-            assert!(f.volume.apply(f.cache.repo(), &write).is_err(), "{bad:?}");
-            assert!(f.volume.apply(f.cache.repo(), &delete).is_err(), "{bad:?}");
+            assert!(f.volume.apply(&f.cache, &write).is_err(), "{bad:?}");
+            assert!(f.volume.apply(&f.cache, &delete).is_err(), "{bad:?}");
         }
         assert!(!f.root.path().join("escaped").exists());
     }

@@ -67,8 +67,14 @@ impl Volume {
     }
 }
 
-/// Write `content` to a new temp file in `dir` with permissions `mode` (not masked by umask).
-pub(super) fn write_temp_file(dir: &Dir, content: &[u8], mode: u32) -> anyhow::Result<OsString> {
+/// A new temp file in `dir` with permissions `mode` (not masked by umask), its content written
+/// by `fill` (which returns how many bytes it wrote). Returns the temp file's name and `fill`'s
+/// count; on any error the temp file is removed again.
+pub(super) fn write_temp_file(
+    dir: &Dir,
+    mode: u32,
+    fill: impl FnOnce(&mut io::BufWriter<&mut cap_std::fs::File>) -> anyhow::Result<u64>,
+) -> anyhow::Result<(OsString, u64)> {
     let mut file = None;
     let name = create_temp(|temp| {
         let mut options = OpenOptions::new();
@@ -84,15 +90,22 @@ pub(super) fn write_temp_file(dir: &Dir, content: &[u8], mode: u32) -> anyhow::R
     let Some(mut file) = file else {
         bail!("temp file was not created");
     };
-    let written = file
-        .write_all(content)
-        .and_then(|()| file.set_permissions(Permissions::from_mode(mode)));
-    if let Err(e) = written {
-        drop(file);
-        let _ = dir.remove_file(&name);
-        return Err(e).context("writing the temp file");
+    let written = (|| {
+        let mut out = io::BufWriter::with_capacity(64 * 1024, &mut file);
+        let n = fill(&mut out)?;
+        out.flush()?;
+        drop(out);
+        file.set_permissions(Permissions::from_mode(mode))?;
+        anyhow::Ok(n)
+    })();
+    match written {
+        Ok(n) => Ok((name, n)),
+        Err(e) => {
+            drop(file);
+            let _ = dir.remove_file(&name);
+            Err(e.context("writing the temp file"))
+        }
     }
-    Ok(name)
 }
 
 /// Whether `name` is one `apply` gives its temp files: the prefix and 16 lower-case hex digits.
