@@ -25,7 +25,7 @@ use crate::git::{Cache, Change, EntryMode, Oid};
 pub(crate) use temp::random;
 pub use temp::TEMP_PREFIX;
 use temp::{create_temp, write_temp_file};
-use walk::{split, Walk};
+use walk::{split, Opened, Walk};
 
 /// What one `apply` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,10 +109,11 @@ impl Volume {
                 }
             }
         }
+        let mut opened = Opened::default();
         for change in changes {
             if let Change::Write { path, oid, mode } = change {
                 report.bytes += self
-                    .write(cache, path, *oid, *mode)
+                    .write(cache, &mut opened, path, *oid, *mode)
                     .with_context(|| format!("writing {}", path.display()))?;
                 report.written += 1;
             }
@@ -159,10 +160,33 @@ impl Volume {
 
     /// Write blob `oid` at `path` as `mode`, atomically replacing what is there. Returns the
     /// number of bytes written. A big file is streamed from the cache, never held whole.
-    fn write(&self, cache: &Cache, path: &Path, oid: Oid, mode: EntryMode) -> anyhow::Result<u64> {
+    fn write(
+        &self,
+        cache: &Cache,
+        opened: &mut Opened,
+        path: &Path,
+        oid: Oid,
+        mode: EntryMode,
+    ) -> anyhow::Result<u64> {
         let (parents, name) = split(path)?;
-        let stack = self.walk(&parents, path, Walk::Write)?.unwrap_or_default();
-        let dir = stack.last().unwrap_or(&self.dir);
+        let reused = opened.take_prefix(&parents);
+        let stack = self
+            .walk_on(reused, &parents, path, Walk::Write)?
+            .unwrap_or_default();
+        let written = self.write_in(cache, stack.last().unwrap_or(&self.dir), name, oid, mode)?;
+        opened.keep(&parents, stack);
+        Ok(written)
+    }
+
+    /// [`Volume::write`] once the parent directory is open.
+    fn write_in(
+        &self,
+        cache: &Cache,
+        dir: &Dir,
+        name: &OsStr,
+        oid: Oid,
+        mode: EntryMode,
+    ) -> anyhow::Result<u64> {
         if dir.symlink_metadata(name).is_ok_and(|m| m.is_dir()) {
             dir.remove_dir_all(name)
                 .context("removing the directory in the way")?;

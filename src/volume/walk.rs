@@ -22,8 +22,20 @@ impl Volume {
         rel: &Path,
         how: Walk,
     ) -> anyhow::Result<Option<Vec<Dir>>> {
-        let mut stack: Vec<Dir> = Vec::with_capacity(components.len());
-        for (i, &component) in components.iter().enumerate() {
+        self.walk_on(Vec::with_capacity(components.len()), components, rel, how)
+    }
+
+    /// [`Volume::walk`] on from `stack`, the directories of `components[..stack.len()]` that an
+    /// earlier walk of this apply opened.
+    pub(super) fn walk_on(
+        &self,
+        mut stack: Vec<Dir>,
+        components: &[&OsStr],
+        rel: &Path,
+        how: Walk,
+    ) -> anyhow::Result<Option<Vec<Dir>>> {
+        debug_assert!(stack.len() <= components.len());
+        for (i, &component) in components.iter().enumerate().skip(stack.len()) {
             let here = || components[..=i].iter().collect::<PathBuf>();
             let cur = stack.last().unwrap_or(&self.dir);
             match cur.symlink_metadata(component) {
@@ -93,6 +105,37 @@ impl Volume {
             stack.push(next);
         }
         Ok(Some(stack))
+    }
+}
+
+/// The directories the last write of an apply went through, open, for the next write: changes
+/// come sorted by path, so most writes share their parent directories with the one before, and
+/// a first deploy of 2,000 files would otherwise open each parent again for every file (a
+/// `statx` and an `openat2` per level). Only directories this apply opened are reused.
+#[derive(Default)]
+pub(super) struct Opened {
+    names: Vec<std::ffi::OsString>,
+    dirs: Vec<Dir>,
+}
+
+impl Opened {
+    /// The open directories of the longest common prefix of `components` and the last walk.
+    pub(super) fn take_prefix(&mut self, components: &[&OsStr]) -> Vec<Dir> {
+        let common = self
+            .names
+            .iter()
+            .zip(components)
+            .take_while(|(kept, wanted)| kept.as_os_str() == **wanted)
+            .count();
+        self.names.clear();
+        self.dirs.truncate(common);
+        std::mem::take(&mut self.dirs)
+    }
+
+    /// Keep `dirs`, the open directories of `components`, for the next write.
+    pub(super) fn keep(&mut self, components: &[&OsStr], dirs: Vec<Dir>) {
+        self.names = components.iter().map(|c| c.to_os_string()).collect();
+        self.dirs = dirs;
     }
 }
 
