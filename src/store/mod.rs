@@ -58,7 +58,11 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // sqlx pings a pooled connection before every acquire by default: one more round trip to
+        // SQLite's worker thread per query, which a file on this host never needs (a broken
+        // file fails the query itself).
         let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .connect_with(options.clone())
             .await
@@ -68,6 +72,7 @@ impl Store {
             .await
             .context("running database migrations")?;
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await
