@@ -1,6 +1,6 @@
 //! `Services`: what the HTTP handlers, the deploy workers, the pollers and startup recovery
 //! share — the configuration, the store, the deploy queue, the apps' proxies, the container
-//! engine and each app's git cache lock. One value, built once at startup, cheap to clone (an
+//! engine and each app's git cache, opened once and locked for each use. One value, built once at startup, cheap to clone (an
 //! `Arc`); it is the axum state and what every worker holds. Nothing else is shared.
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use anyhow::Context as _;
 
+use crate::git::Cache;
 use crate::proxy::Proxies;
 use crate::queue::Deployer;
 use crate::runtime::Docker;
@@ -30,9 +31,11 @@ pub struct Inner {
     /// Connected on first use and kept: connecting costs a version and a ping round trip, and
     /// the client opens a connection per request anyway. A failed connect is tried again later.
     docker: tokio::sync::OnceCell<Docker>,
-    /// One per app: held while its bare cache fetches, so a worker's fetch and an API call's
-    /// (resolving a ref, a dry run) never race for the same ref lock files.
-    caches: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// One per app: its bare cache, opened on first use and kept open (opening it reads its
+    /// config, refs and pack indexes: five opens per deploy before), behind a lock held for each
+    /// use, so a worker's fetch and an API call's (resolving a ref, a dry run) never race for
+    /// the same ref lock files, and nothing reads while a compaction swaps the packs.
+    caches: HashMap<String, Arc<tokio::sync::Mutex<Option<Cache>>>>,
 }
 
 impl Deref for Services {
@@ -60,21 +63,50 @@ impl Services {
         }))
     }
 
-    /// Run `f` on the blocking pool with exclusive use of `app`'s cache. The lock moves into
-    /// the blocking task: a caller that is cancelled (an API request past `request_timeout`)
-    /// stops waiting, but the cache stays locked until `f` itself has finished.
+    /// Run `f` on the blocking pool with exclusive use of `app`'s cache (opened, and created,
+    /// if need be). The lock moves into the blocking task: a caller that is cancelled (an API
+    /// request past `request_timeout`) stops waiting, but the cache stays locked until `f`
+    /// itself has finished.
     pub(crate) async fn with_cache<T, F>(&self, app: &str, f: F) -> anyhow::Result<T>
     where
         T: Send + 'static,
-        F: FnOnce() -> anyhow::Result<T> + Send + 'static,
+        F: FnOnce(&Cache) -> anyhow::Result<T> + Send + 'static,
     {
-        let lock = match self.caches.get(app) {
-            Some(lock) => Some(lock.clone().lock_owned().await),
-            None => None,
+        let path = self.config.cache_path(app);
+        let Some(slot) = self.caches.get(app) else {
+            // Not an app of this config (a test's own cache): opened for this call only.
+            return blocking(move || f(&Cache::open_or_init(&path)?)).await;
         };
+        let mut slot = slot.clone().lock_owned().await;
         blocking(move || {
-            let _lock = lock;
-            f()
+            let cache = match slot.take() {
+                Some(cache) => cache,
+                None => Cache::open_or_init(&path)?,
+            };
+            let result = f(&cache);
+            *slot = Some(cache);
+            result
+        })
+        .await
+    }
+
+    /// [`Cache::compact`] `app`'s cache, if it exists, under its lock; after a compaction (or a
+    /// failed one) the open repository is dropped, so that the next use opens the new pack set.
+    pub(crate) async fn compact_cache(&self, app: &str) -> anyhow::Result<Option<usize>> {
+        let path = self.config.cache_path(app);
+        let slot = self.caches.get(app).context("no such app")?;
+        let mut slot = slot.clone().lock_owned().await;
+        blocking(move || {
+            let cache = match slot.take() {
+                Some(cache) => cache,
+                None if path.join("HEAD").exists() => Cache::open_or_init(&path)?,
+                None => return Ok(None),
+            };
+            let compacted = cache.compact();
+            if let Ok(None) = compacted {
+                *slot = Some(cache); // nothing was due: the packs are the ones it has open
+            }
+            compacted
         })
         .await
     }

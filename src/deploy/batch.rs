@@ -114,10 +114,12 @@ async fn fetch(ctx: &Services, app: &AppConfig, batch: &[Deploy]) -> Fetched {
         .collect();
     let started = now_ms();
     let picked = {
-        let (cache, app, refs) = (ctx.config.cache_path(&app.name), app.clone(), refs.clone());
+        let (app, refs) = (app.clone(), refs.clone());
         let name = app.name.clone();
-        ctx.with_cache(&name, move || fetch_and_pick(&cache, &app, &refs, &wanted))
-            .await
+        ctx.with_cache(&name, move |cache| {
+            fetch_and_pick(cache, &app, &refs, &wanted)
+        })
+        .await
     };
     let ran = (started, now_ms());
     let tip_note = match &picked {
@@ -189,12 +191,11 @@ impl Fetched {
 
 /// Fetch `refs`, resolve each candidate's commit, and pick the one to deploy.
 fn fetch_and_pick(
-    cache: &std::path::Path,
+    cache: &Cache,
     app: &AppConfig,
     refs: &[String],
     wanted: &[(Option<String>, bool)],
 ) -> anyhow::Result<(usize, Option<Oid>)> {
-    let cache = Cache::open_or_init(cache)?;
     if !refs.is_empty() {
         cache.fetch(&app.repo, refs, &app.access, &app.fetch_limits)?;
     }
@@ -214,13 +215,8 @@ fn fetch_and_pick(
 /// Between deploys, when nothing is queued: compact the app's cache if fetches have left too
 /// many packs ([`Cache::compact`]), under the cache lock, so the next push finds one index.
 pub(super) async fn maintain(ctx: &Services, app_name: &str) {
-    let cache = ctx.config.cache_path(app_name);
     let started = std::time::Instant::now();
-    let compacted = ctx.with_cache(app_name, move || match cache.join("HEAD").exists() {
-        true => Cache::open_or_init(&cache)?.compact(),
-        false => Ok(None),
-    });
-    match compacted.await {
+    match ctx.compact_cache(app_name).await {
         Ok(Some(objects)) => info!(
             app = app_name,
             objects,

@@ -77,7 +77,7 @@ pub(super) struct Plan {
 /// Compute what turns `from` into `to` in the volume. On a first deploy (`from` is `None`) the
 /// volume must be empty unless the app adopts whatever is there.
 pub(super) fn plan(
-    cache: &Path,
+    cache: &Cache,
     volume: &Path,
     layout: Layout,
     from: Option<Oid>,
@@ -95,7 +95,7 @@ pub(super) fn plan(
             volume.display()
         );
     }
-    let plan = diff(&Cache::open_or_init(cache)?, from, to)?;
+    let plan = diff(cache, from, to)?;
     if plan.bytes > max_tree_size {
         bail!(
             "this deploy would write {} of file content, over max_tree_size ({}); nothing was written",
@@ -190,13 +190,12 @@ pub(super) enum Switch {
 /// releases, build `to`'s release (or reuse a kept one) and, by `switch`, point `current` at
 /// it. Returns what was done, for the step output.
 pub(super) fn sync(
-    cache: &Path,
+    cache: &Cache,
     volume: &Path,
     layout: Layout,
     write: &Write<'_>,
     switch: Switch,
 ) -> anyhow::Result<String> {
-    let cache = Cache::open_or_init(cache)?;
     let Write {
         from,
         to,
@@ -207,11 +206,11 @@ pub(super) fn sync(
         if switch == Switch::Later {
             bail!("in place, nothing can be written ahead of the switch");
         }
-        let changes = with_revision(&cache, changes, revision, to)?;
-        return Ok(describe(&Volume::open(volume)?.apply(&cache, &changes)?));
+        let changes = with_revision(cache, changes, revision, to)?;
+        return Ok(describe(&Volume::open(volume)?.apply(cache, &changes)?));
     }
     let releases = Releases::open(volume)?;
-    let built = build(&releases, &cache, from, to, changes, revision)?;
+    let built = build(&releases, cache, from, to, changes, revision)?;
     if switch == Switch::Later {
         return Ok(match built.reused {
             true => format!("release {to} was kept"),
@@ -250,7 +249,7 @@ fn build(
 /// (in releases: `releases/<sha>` and `current`), revision file included: what a full
 /// deploy's trial container mounts. Returns what was written.
 pub(super) fn stage(
-    cache: &Path,
+    cache: &Cache,
     dir: &Path,
     layout: Layout,
     to: Oid,
@@ -261,13 +260,12 @@ pub(super) fn stage(
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let cache = Cache::open_or_init(cache)?;
     if layout == Layout::InPlace {
-        let changes = with_revision(&cache, &cache.changes(None, Some(to))?, revision, to)?;
-        return Ok(describe(&Volume::open(dir)?.apply(&cache, &changes)?));
+        let changes = with_revision(cache, &cache.changes(None, Some(to))?, revision, to)?;
+        return Ok(describe(&Volume::open(dir)?.apply(cache, &changes)?));
     }
     let releases = Releases::open(dir)?;
-    let built = release(&releases, &cache, None, to, None, revision)?;
+    let built = release(&releases, cache, None, to, None, revision)?;
     releases.switch(Some(to))?;
     Ok(describe_release(to, &built))
 }
@@ -312,18 +310,17 @@ fn release(
 /// left there removed); with releases, `current` is switched back (the release rebuilt first
 /// if it is no longer kept).
 pub(super) fn restore(
-    cache: &Path,
+    cache: &Cache,
     volume: &Path,
     layout: Layout,
     current: Oid,
     back_to: Option<Oid>,
     revision: Option<&Revision>,
 ) -> anyhow::Result<String> {
-    let cache = Cache::open_or_init(cache)?;
     if layout == Layout::InPlace {
         let mut changes = cache.changes(Some(current), back_to)?;
         match back_to {
-            Some(back_to) => changes = with_revision(&cache, &changes, revision, back_to)?,
+            Some(back_to) => changes = with_revision(cache, &changes, revision, back_to)?,
             // Back to empty: the revision file goes too (a tracked one is among the changes).
             None => changes.extend(revision.map(|r| Change::Delete {
                 path: r.file.clone(),
@@ -339,7 +336,7 @@ pub(super) fn restore(
         volume
             .remove_temp_files(&changes, tracked)
             .context("removing leftover temp files")?;
-        return Ok(describe(&volume.apply(&cache, &changes)?));
+        return Ok(describe(&volume.apply(cache, &changes)?));
     }
     let releases = Releases::open(volume)?;
     releases.remove_leftovers()?;
@@ -347,7 +344,7 @@ pub(super) fn restore(
         releases.switch(None)?;
         return Ok("current removed (nothing was deployed before)".to_string());
     };
-    let built = release(&releases, &cache, None, back_to, None, revision)?;
+    let built = release(&releases, cache, None, back_to, None, revision)?;
     releases.switch(Some(back_to))?;
     Ok(describe_release(back_to, &built))
 }

@@ -21,7 +21,7 @@ use super::run::{
 use super::steps::Steps;
 use super::{blocking, fast, full, rollback};
 use crate::config::{AppConfig, Layout, Reload};
-use crate::git::{Cache, Oid};
+use crate::git::Oid;
 use crate::runtime::Docker;
 use crate::services::Services;
 use crate::store::{Deploy, DeployStatus, LiveContainer};
@@ -149,9 +149,12 @@ impl<'a> Run<'a> {
         let Some(current) = self.deployed.filter(|_| !deploy.forced) else {
             return Ok(());
         };
-        let cache = self.ctx.config.cache_path(&self.app.name);
-        let older =
-            blocking(move || Cache::open_or_init(&cache)?.is_ancestor(target, current)).await?;
+        let older = self
+            .ctx
+            .with_cache(&self.app.name, move |cache| {
+                cache.is_ancestor(target, current)
+            })
+            .await?;
         if !older {
             return Ok(());
         }
@@ -167,17 +170,17 @@ impl<'a> Run<'a> {
 
     /// The diff against the deployed commit, as the `plan` step.
     async fn plan(&self) -> Result<fast::Plan, End> {
-        let app = self.app;
-        let cache = self.ctx.config.cache_path(&app.name);
+        let (app, ctx) = (self.app, self.ctx);
         let (volume, adopt, layout, max) =
             (app.volume.clone(), app.adopt, app.layout, app.max_tree_size);
         let (deployed, target) = (self.deployed, self.target);
         self.steps
             .run("plan", "diff against the deployed commit", async move {
-                let plan = blocking(move || {
-                    fast::plan(&cache, &volume, layout, deployed, target, adopt, max)
-                })
-                .await?;
+                let plan = ctx
+                    .with_cache(&app.name, move |cache| {
+                        fast::plan(cache, &volume, layout, deployed, target, adopt, max)
+                    })
+                    .await?;
                 let summary = plan.summary.clone();
                 Ok((plan, summary))
             })
@@ -271,12 +274,8 @@ impl<'a> Run<'a> {
         stage: &'static str,
         switch: fast::Switch,
     ) -> anyhow::Result<()> {
-        let app = self.app;
-        let (cache, volume, layout) = (
-            self.ctx.config.cache_path(&app.name),
-            app.volume.clone(),
-            app.layout,
-        );
+        let (app, ctx) = (self.app, self.ctx);
+        let (volume, layout) = (app.volume.clone(), app.layout);
         let (changes, revision) = (plan.changes.clone(), self.revision());
         let (from, to) = (self.deployed, self.target);
         let detail = match switch {
@@ -285,16 +284,17 @@ impl<'a> Run<'a> {
         };
         self.steps
             .run(stage, &detail, async move {
-                let done = blocking(move || {
-                    let write = fast::Write {
-                        from,
-                        to,
-                        changes: &changes,
-                        revision: revision.as_ref(),
-                    };
-                    fast::sync(&cache, &volume, layout, &write, switch)
-                })
-                .await?;
+                let done = ctx
+                    .with_cache(&app.name, move |cache| {
+                        let write = fast::Write {
+                            from,
+                            to,
+                            changes: &changes,
+                            revision: revision.as_ref(),
+                        };
+                        fast::sync(cache, &volume, layout, &write, switch)
+                    })
+                    .await?;
                 Ok(((), done))
             })
             .await

@@ -184,11 +184,7 @@ async fn undo_interrupted(
         );
     }
     let (live, good) = super::decide::Live::of(ctx.store.app_state(&app.name).await?)?;
-    let (cache, volume, layout) = (
-        ctx.config.cache_path(&app.name),
-        app.volume.clone(),
-        app.layout,
-    );
+    let (volume, layout) = (app.volume.clone(), app.layout);
     let detail = match good {
         Some(c) => format!("re-apply the last good commit {c}"),
         None => "remove the partial first deploy".to_string(),
@@ -196,10 +192,11 @@ async fn undo_interrupted(
     let revision = super::run::live_revision(ctx, app).await;
     Steps::new(ctx.store.clone(), deploy.id)
         .run("recover", &detail, async move {
-            let restored = blocking(move || {
-                fast::restore(&cache, &volume, layout, touched, good, revision.as_ref())
-            })
-            .await?;
+            let restored = ctx
+                .with_cache(&app.name, move |cache| {
+                    fast::restore(cache, &volume, layout, touched, good, revision.as_ref())
+                })
+                .await?;
             match good {
                 Some(_) if reload => {
                     let reloaded = reload::reload(ctx, app, live.container.as_deref()).await?;

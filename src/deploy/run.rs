@@ -87,11 +87,14 @@ pub(super) async fn stage_trial(
     revision: Option<fast::Revision>,
 ) -> anyhow::Result<std::path::PathBuf> {
     let dir = ctx.config.trial_path(&app.name);
-    let (cache, layout, d) = (ctx.config.cache_path(&app.name), app.layout, dir.clone());
+    let (layout, d) = (app.layout, dir.clone());
     let detail = format!("a copy of {target} in {}", dir.display());
     steps
         .run("stage", &detail, async move {
-            let done = blocking(move || fast::stage(&cache, &d, layout, target, revision.as_ref()))
+            let done = ctx
+                .with_cache(&app.name, move |cache| {
+                    fast::stage(cache, &d, layout, target, revision.as_ref())
+                })
                 .await?;
             Ok(((), done))
         })
@@ -179,11 +182,7 @@ pub(super) async fn restore(
     current: Oid,
     back_to: Option<Oid>,
 ) {
-    let (cache, volume, layout) = (
-        ctx.config.cache_path(&app.name),
-        app.volume.clone(),
-        app.layout,
-    );
+    let (volume, layout) = (app.volume.clone(), app.layout);
     let detail = match back_to {
         Some(c) => format!("back to {c}"),
         None => "back to an empty volume".to_string(),
@@ -191,10 +190,11 @@ pub(super) async fn restore(
     let revision = live_revision(ctx, app).await;
     let restored = steps
         .run("restore", &detail, async move {
-            let done = blocking(move || {
-                fast::restore(&cache, &volume, layout, current, back_to, revision.as_ref())
-            })
-            .await?;
+            let done = ctx
+                .with_cache(&app.name, move |cache| {
+                    fast::restore(cache, &volume, layout, current, back_to, revision.as_ref())
+                })
+                .await?;
             Ok(((), done))
         })
         .await;

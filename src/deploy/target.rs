@@ -4,11 +4,9 @@
 //! git work runs here, on the blocking pool, with the app's cache held against concurrent
 //! fetches; http only sees [`Target`] and [`TargetError`].
 
-use std::path::Path;
-
 use super::decide::{decide, Ask, Live};
+use super::fast;
 use super::plan::DeployPath;
-use super::{blocking, fast};
 use crate::config::AppConfig;
 use crate::git::{Cache, Change, MissingRef, Oid};
 use crate::services::Services;
@@ -91,25 +89,20 @@ pub async fn resolve_ref(
     if let Some(spec) = spec {
         check_spec(field, spec)?;
     }
-    let (cache, app2, spec) = (
-        ctx.config.cache_path(&app.name),
-        app.clone(),
-        spec.map(str::to_string),
-    );
-    ctx.with_cache(&app.name, move || {
-        Ok(resolve_ref_blocking(&cache, &app2, field, spec.as_deref()))
+    let (app2, spec) = (app.clone(), spec.map(str::to_string));
+    ctx.with_cache(&app.name, move |cache| {
+        Ok(resolve_ref_blocking(cache, &app2, field, spec.as_deref()))
     })
     .await
     .map_err(TargetError::Other)?
 }
 
 fn resolve_ref_blocking(
-    cache: &Path,
+    cache: &Cache,
     app: &AppConfig,
     field: &'static str,
     spec: Option<&str>,
 ) -> Result<Target, TargetError> {
-    let cache = Cache::open_or_init(cache)?;
     let fetch = |r: &str| cache.fetch(&app.repo, &[r.to_string()], &app.access, &app.fetch_limits);
     let at_ref = |r: String, how: String| -> Result<Target, TargetError> {
         let sha = cache
@@ -179,9 +172,10 @@ pub async fn resolve_rollback(
         RollbackTo::Spec(spec) => rollback_spec(ctx, app, spec).await?,
     };
     // The commit must be in the cache: the rollback itself fetches nothing.
-    let (cache, sha) = (ctx.config.cache_path(&app.name), target.sha.clone());
-    let present =
-        blocking(move || Ok(Cache::open_or_init(&cache)?.resolve(&sha)?.is_some())).await?;
+    let sha = target.sha.clone();
+    let present = ctx
+        .with_cache(&app.name, move |cache| Ok(cache.resolve(&sha)?.is_some()))
+        .await?;
     if !present {
         return Err(TargetError::NotFound(format!(
             "commit {} is not in the cache of app {}",
@@ -310,13 +304,13 @@ pub struct DryRun {
 pub async fn dry_run(ctx: &Services, app: &AppConfig, target: &Target) -> anyhow::Result<DryRun> {
     let (live, from) = Live::of(ctx.store.app_state(&app.name).await?)?;
     let to = Oid::from_str(&target.sha)?;
-    let cache = ctx.config.cache_path(&app.name);
     let (config, name) = (ctx.config.clone(), app.name.clone());
-    let (plan, hooks) = blocking(move || {
-        let plan = fast::diff(&Cache::open_or_init(&cache)?, from, to)?;
-        Ok((plan, super::hooks::would_run(&config, &name, "manual")))
-    })
-    .await?;
+    let (plan, hooks) = ctx
+        .with_cache(&app.name, move |cache| {
+            let plan = fast::diff(cache, from, to)?;
+            Ok((plan, super::hooks::would_run(&config, &name, "manual")))
+        })
+        .await?;
     let ask = Ask {
         git_ref: target.git_ref.as_deref().unwrap_or_default(),
         requested: None,

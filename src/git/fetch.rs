@@ -162,6 +162,7 @@ impl Cache {
         limits: &FetchLimits,
         control_dir: &Path,
     ) -> anyhow::Result<BTreeMap<String, Oid>> {
+        super::configure_libgit2();
         let shown = redact_url(url);
         if url.is_empty() || url.starts_with('-') {
             bail!("refusing to list refs of origin {shown:?}");

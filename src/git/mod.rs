@@ -225,8 +225,8 @@ pub(crate) fn configure_libgit2() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: libgit2 reads these globals when it maps a pack window or loads a config;
-        // this runs once, from the first open of a cache or an origin, before this process
-        // opens any repository (every open goes through here first).
+        // this runs once, before this process opens any repository or lists an origin's refs
+        // (opening a cache or an origin and `remote_tips` all call it first).
         let set = unsafe {
             git2::opts::set_mwindow_size(MWINDOW_SIZE)
                 .and_then(|()| git2::opts::set_mwindow_mapped_limit(MWINDOW_MAPPED_LIMIT))

@@ -31,7 +31,7 @@ use tracing::warn;
 use super::blocking;
 use super::steps::Steps;
 use crate::config::{AppConfig, Config, Layout};
-use crate::git::{Cache, Oid};
+use crate::git::Oid;
 use crate::services::Services;
 use crate::store::Deploy;
 pub use process::{run, Outcome, Ran, OUTPUT_LIMIT};
@@ -330,8 +330,8 @@ async fn run_hooks(
         .context("the deploy is not recorded")?;
     let message = match deploy.to_commit.as_deref() {
         Some(to) => {
-            let (cache, to) = (ctx.config.cache_path(&app.name), Oid::from_str(to)?);
-            blocking(move || Ok(Cache::open_or_init(&cache)?.commit_info(to)?.message))
+            let to = Oid::from_str(to)?;
+            ctx.with_cache(&app.name, move |cache| Ok(cache.commit_info(to)?.message))
                 .await
                 .unwrap_or_default()
         }
