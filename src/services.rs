@@ -1,7 +1,8 @@
 //! `Services`: what the HTTP handlers, the deploy workers, the pollers and startup recovery
 //! share — the configuration, the store, the deploy queue, the apps' proxies, the container
-//! engine and each app's git cache, opened once and locked for each use. One value, built once at startup, cheap to clone (an
-//! `Arc`); it is the axum state and what every worker holds. Nothing else is shared.
+//! engine and each app's git cache, opened once and locked for each use. One value, built
+//! once at startup, cheap to clone (an `Arc`); it is the axum state and what every worker
+//! holds. Nothing else is shared.
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -79,10 +80,7 @@ impl Services {
         };
         let mut slot = slot.clone().lock_owned().await;
         blocking(move || {
-            let cache = match slot.take() {
-                Some(cache) => cache,
-                None => Cache::open_or_init(&path)?,
-            };
+            let cache = slot.take().map_or_else(|| Cache::open_or_init(&path), Ok)?;
             let result = f(&cache);
             *slot = Some(cache);
             result

@@ -40,13 +40,23 @@ pub(super) fn copy_blob(
     id: Oid,
     out: &mut impl Write,
 ) -> anyhow::Result<u64> {
-    let odb = repo.odb()?;
-    let (size, kind) = odb
+    let (size, kind) = repo
+        .odb()?
         .read_header(id)
         .with_context(|| format!("reading blob {id}"))?;
     if kind != git2::ObjectType::Blob {
         bail!("object {id} is a {kind}, not a blob");
     }
+    copy_blob_of_size(repo, id, size, out)
+}
+
+/// [`copy_blob`] when the blob's `size` is known (its header was read).
+pub(super) fn copy_blob_of_size(
+    repo: &git2::Repository,
+    id: Oid,
+    size: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<u64> {
     if size > STREAM_ABOVE {
         if let Some(copied) = stream_packed(repo, id, size as u64, out)? {
             return Ok(copied);

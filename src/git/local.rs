@@ -254,7 +254,7 @@ impl Copier<'_> {
         let written = if kind == git2::ObjectType::Blob && size > STREAM_ABOVE {
             // Through a buffer, not whole: a 200 MB file must not be 200 MB of memory.
             let mut writer = self.dst.writer(size, kind)?;
-            super::blob::copy_blob(self.src, id, &mut writer)?;
+            super::blob::copy_blob_of_size(self.src, id, size, &mut writer)?;
             writer.finalize()?
         } else {
             let object = self.src_odb.read(id)?;

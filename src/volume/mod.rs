@@ -192,9 +192,13 @@ impl Volume {
                 .context("removing the directory in the way")?;
         }
         let (temp, written) = match mode {
-            EntryMode::File => write_temp_file(dir, 0o644, |file| cache.copy_blob(oid, file))?,
-            EntryMode::Executable => {
-                write_temp_file(dir, 0o755, |file| cache.copy_blob(oid, file))?
+            EntryMode::File | EntryMode::Executable => {
+                let perms = if mode == EntryMode::Executable {
+                    0o755
+                } else {
+                    0o644
+                };
+                write_temp_file(dir, perms, |file| cache.copy_blob(oid, file))?
             }
             EntryMode::Symlink => {
                 let blob = cache

@@ -5,22 +5,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::helpers::*;
-use crate::support::server::Server;
-
-fn setup(origin: &Origin) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let text = config_text(dir.path(), origin, "", "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
-    let config = dir.path().join("dockhand.toml");
-    std::fs::write(&config, text).unwrap();
-    (dir, config)
-}
+use crate::support::server::{config_on_a_free_port, Server};
 
 #[tokio::test]
 async fn killed_mid_deploy_the_deploy_is_interrupted_undone_and_the_queued_push_still_deploys() {
     let origin = Origin::new();
-    let (dir, config) = setup(&origin);
+    let (dir, config) = config_on_a_free_port(&origin);
     let log = dir.path().join("dockhand.log");
     let volume = dir.path().join("volume");
     let server = Server::start(&config, &log).await;
@@ -134,7 +124,7 @@ fn files_under(dir: &Path) -> usize {
 #[tokio::test]
 async fn killed_again_while_startup_recovery_undoes_a_deploy_the_next_start_finishes_the_undo() {
     let origin = Origin::new();
-    let (dir, config) = setup(&origin);
+    let (dir, config) = config_on_a_free_port(&origin);
     let log = dir.path().join("dockhand.log");
     let volume = dir.path().join("volume");
     let server = Server::start(&config, &log).await;
@@ -283,7 +273,7 @@ async fn a_deploy_whose_startup_recovery_was_cut_short_twice_is_not_undone_a_thi
 #[tokio::test]
 async fn sigterm_stops_accepting_and_exits_cleanly() {
     let origin = Origin::new();
-    let (dir, config) = setup(&origin);
+    let (dir, config) = config_on_a_free_port(&origin);
     let log = dir.path().join("dockhand.log");
     let mut server = Server::start(&config, &log).await;
     let id = server.push(&origin.head()).await;
@@ -316,7 +306,7 @@ async fn sigterm_stops_accepting_and_exits_cleanly() {
 #[tokio::test]
 async fn a_second_dockhand_on_the_same_state_dir_refuses_to_start() {
     let origin = Origin::new();
-    let (dir, config) = setup(&origin);
+    let (dir, config) = config_on_a_free_port(&origin);
     let _server = Server::start(&config, &dir.path().join("a.log")).await;
     let other = config_text(dir.path(), &origin, "", "")
         .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
@@ -338,7 +328,7 @@ async fn a_second_dockhand_on_the_same_state_dir_refuses_to_start() {
 #[tokio::test]
 async fn check_names_the_bad_field_and_refuses_an_empty_secret() {
     let origin = Origin::new();
-    let (dir, config) = setup(&origin);
+    let (dir, config) = config_on_a_free_port(&origin);
     let run = |path: &Path| {
         Command::new(env!("CARGO_BIN_EXE_dockhand"))
             .args(["check", "--config"])
@@ -609,12 +599,7 @@ async fn fetch_timeout_bounds_a_fetch_from_an_origin_that_accepts_and_never_answ
 #[tokio::test]
 async fn the_log_written_to_a_file_has_no_colour_codes() {
     let origin = Origin::new();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let text = config_text(dir.path(), &origin, "", "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
-    let config = dir.path().join("dockhand.toml");
-    std::fs::write(&config, text).unwrap();
+    let (dir, config) = config_on_a_free_port(&origin);
     let log = dir.path().join("dockhand.log");
     let server = Server::start(&config, &log).await;
     server

@@ -561,12 +561,7 @@ async fn a_commit_whose_paths_share_one_blob_cannot_write_past_max_tree_size() {
 #[tokio::test]
 async fn a_broken_gitconfig_in_home_does_not_stop_a_deploy() {
     let origin = Origin::new();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
-    let text = config_text(dir.path(), &origin, "", "")
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
-    let config = dir.path().join("dockhand.toml");
-    std::fs::write(&config, text).unwrap();
+    let (dir, config) = crate::support::server::config_on_a_free_port(&origin);
     let home = dir.path().join("home");
     std::fs::create_dir_all(home.join(".config/git")).unwrap();
     for file in [home.join(".gitconfig"), home.join(".config/git/config")] {

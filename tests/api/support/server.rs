@@ -7,6 +7,18 @@ use std::time::Duration;
 
 use crate::support::helpers::*;
 
+/// A state dir holding the secret and a config for `origin` on a free loopback port, as
+/// [`Server::start`] takes it: `(dir, dir/dockhand.toml)`.
+pub(crate) fn config_on_a_free_port(origin: &Origin) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let text = config_text(dir.path(), origin, "", "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()));
+    let config = dir.path().join("dockhand.toml");
+    std::fs::write(&config, text).unwrap();
+    (dir, config)
+}
+
 /// A dockhand process on a loopback port.
 pub(crate) struct Server {
     pub(crate) child: Child,
