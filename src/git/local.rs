@@ -2,7 +2,8 @@
 //! are copied straight into the cache, with no pack built in between.
 //!
 //! The first fetch copies the origin's object files (packs with their index, loose objects),
-//! as `git clone --local` does; later ones copy only the objects the cache lacks. Either way a
+//! as `git clone --local` does; later ones copy only the objects the cache lacks, an object the
+//! origin holds loose as its file (hard-linked where allowed). Either way a
 //! ref is pointed at a tip only once everything it reaches is in the cache, and single objects
 //! are written below-first (blobs and subtrees before their tree, the tree before its commit,
 //! parents before children), so an object present in the cache always has everything below it,
@@ -110,6 +111,8 @@ impl Cache {
             src: &src,
             src_odb: src.odb()?,
             dst: self.repo.odb()?,
+            from: src.path().join("objects"),
+            to: self.repo.path().join("objects"),
             bytes: 0,
             start: Instant::now(),
             limits,
@@ -173,6 +176,9 @@ struct Copier<'a> {
     src: &'a git2::Repository,
     src_odb: git2::Odb<'a>,
     dst: git2::Odb<'a>,
+    /// The origin's and the cache's objects directories.
+    from: PathBuf,
+    to: PathBuf,
     bytes: u64,
     start: Instant,
     limits: &'a FetchLimits,
@@ -246,6 +252,9 @@ impl Copier<'_> {
                 self.shown
             );
         }
+        if self.copy_loose_file(id)? {
+            return Ok(());
+        }
         let (size, kind) = self.src_odb.read_header(id)?;
         self.bytes += size as u64;
         if self.bytes > self.limits.max_bytes {
@@ -267,6 +276,50 @@ impl Copier<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Copy `id` as the file it is in the origin when the origin holds it loose (what a `git
+    /// push` of a few objects leaves): hard-linked, or copied through a temp name where a link
+    /// is not allowed (another file system, another owner). Nothing is inflated, hashed or
+    /// deflated again; its stored size counts against the cap, as a pack's bytes do over a
+    /// network. A loose file holding other bytes than its name says is refused when read
+    /// (libgit2 checks every object's hash). `false`: not a loose file at the origin.
+    fn copy_loose_file(&mut self, id: Oid) -> anyhow::Result<bool> {
+        let hex = id.to_string();
+        let rel = Path::new(&hex[..2]).join(&hex[2..]);
+        let src = self.from.join(&rel);
+        let size = match std::fs::symlink_metadata(&src) {
+            Ok(meta) if meta.is_file() => meta.len(),
+            _ => return Ok(false),
+        };
+        self.bytes += size;
+        if self.bytes > self.limits.max_bytes {
+            return Err(Abort::Size.error(self.start, self.limits, self.shown));
+        }
+        let dest = self.to.join(&rel);
+        let linked = match std::fs::hard_link(&src, &dest) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(self.to.join(&hex[..2]))?;
+                std::fs::hard_link(&src, &dest)
+            }
+            other => other,
+        };
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
+            // Gone since the stat (the origin was repacked): copy it as an object.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(_) => {
+                let tmp = dest.with_extension("dockhand-tmp");
+                match std::fs::copy(&src, &tmp) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                    copied => copied
+                        .with_context(|| format!("copying object {id} from {}", self.shown))?,
+                };
+                std::fs::rename(&tmp, &dest)?;
+                Ok(true)
+            }
+        }
     }
 }
 
@@ -435,14 +488,7 @@ mod tests {
         let mut spec = spec.clone();
         spec[0].2 = b"changed";
         let tip = origin.commit("refs/heads/main", &spec);
-        cache
-            .fetch(
-                &origin.url(),
-                &["refs/heads/main".to_owned()],
-                &Access::default(),
-                &limits(),
-            )
-            .unwrap();
+        fetch_main(&cache, &origin).unwrap();
 
         assert_eq!(cache.resolve("refs/heads/main").unwrap(), Some(tip));
         // The new blob, the trees d0/e, d0 and the root, and the commit: nothing else.
@@ -451,6 +497,57 @@ mod tests {
             cache.changes(None, Some(tip)).unwrap().len() == 60,
             "the new tree is complete"
         );
+    }
+
+    /// Fetch the origin's `main` into `cache` again.
+    fn fetch_main(cache: &Cache, origin: &Origin) -> anyhow::Result<()> {
+        let refs = ["refs/heads/main".to_owned()];
+        cache.fetch(&origin.url(), &refs, &Access::default(), &limits())
+    }
+
+    /// The loose file of `id` under a repository's objects directory.
+    fn loose_file(repo: &Path, id: Oid) -> std::path::PathBuf {
+        let hex = id.to_string();
+        repo.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    #[test]
+    fn objects_the_origin_holds_loose_are_linked_into_the_cache_not_rewritten() {
+        use std::os::unix::fs::MetadataExt;
+        let origin = Origin::new();
+        origin.commit("refs/heads/main", &[("a.txt", FILE, b"one")]);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+        let tip = origin.commit("refs/heads/main", &[("a.txt", FILE, b"two")]);
+        fetch_main(&cache, &origin).unwrap();
+        let blob = cache.repo().find_commit(tip).unwrap().tree().unwrap();
+        let blob = blob.get_name("a.txt").unwrap().id();
+        for id in [tip, blob] {
+            let at_origin = std::fs::metadata(loose_file(&origin.path(), id)).unwrap();
+            let in_cache = std::fs::metadata(loose_file(cache.repo().path(), id)).unwrap();
+            assert_eq!(at_origin.ino(), in_cache.ino(), "{id} is one file in both");
+        }
+        assert_eq!(cache.changes(None, Some(tip)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_loose_origin_file_holding_other_bytes_than_its_name_is_refused_when_read() {
+        let origin = Origin::new();
+        origin.commit("refs/heads/main", &[("a.txt", FILE, b"one")]);
+        let (_state, cache) = fetched(&origin, "refs/heads/main");
+        let tip = origin.commit("refs/heads/main", &[("a.txt", FILE, b"two")]);
+        let repo = git2::Repository::open(origin.path()).unwrap();
+        let blob = repo.find_commit(tip).unwrap().tree().unwrap();
+        let blob = blob.get_name("a.txt").unwrap().id();
+        // Swap the blob's file for another object's (a valid object, the wrong one).
+        let other = repo.blob(b"not what the tree names").unwrap();
+        let path = loose_file(&origin.path(), blob);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::copy(loose_file(&origin.path(), other), &path).unwrap();
+        fetch_main(&cache, &origin).unwrap();
+        let mut out = Vec::new();
+        let err = cache.copy_blob(blob, &mut out).unwrap_err();
+        assert!(format!("{err:#}").contains("hash"), "{err:#}");
+        assert!(out.is_empty(), "no byte of the wrong content is handed out");
     }
 
     #[test]
