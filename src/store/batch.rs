@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 
-use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Row, Sqlite};
 use tokio::sync::{mpsc, oneshot};
+
+use super::writer::Writer;
 
 /// Most rows in one statement (9 bound values each, far below SQLite's variable limit).
 const MAX_BATCH: usize = 256;
@@ -44,7 +45,7 @@ pub(super) struct Batcher {
 
 impl Batcher {
     /// Start the writer task on the current runtime; it ends when every handle is dropped.
-    pub(super) fn spawn(writer: SqlitePool) -> Batcher {
+    pub(super) fn spawn(writer: Writer) -> Batcher {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(run(writer, rx));
         Batcher { tx }
@@ -64,7 +65,7 @@ impl Batcher {
     }
 }
 
-async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Pending>) {
+async fn run(writer: Writer, mut rx: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -96,7 +97,7 @@ async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Pending>) {
 }
 
 async fn insert_all(
-    writer: &SqlitePool,
+    writer: &Writer,
     batch: &[Pending],
 ) -> anyhow::Result<HashMap<(String, String), i64>> {
     let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -115,7 +116,7 @@ async fn insert_all(
             .push_bind(r.received_at);
     });
     query.push(" ON CONFLICT (delivery, hook_id) DO NOTHING RETURNING id, delivery, hook_id");
-    let rows = query.build().fetch_all(writer).await?;
+    let rows = query.build().fetch_all(&mut *writer.lock().await).await?;
     let mut ids = HashMap::with_capacity(rows.len());
     for row in rows {
         ids.insert(

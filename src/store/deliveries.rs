@@ -1,6 +1,6 @@
 //! Webhook deliveries, and the deploys a delivery queues, written in one transaction.
 
-use sqlx::Row;
+use sqlx::{Connection as _, Row};
 
 use super::batch::DeliveryRow;
 use super::{now_ms, Store};
@@ -90,7 +90,8 @@ impl Store {
                 locked: Vec::new(),
             }));
         }
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.lock().await;
+        let mut tx = conn.begin().await?;
         let id = insert_delivery(new, now).fetch_optional(&mut *tx).await?;
         let Some(id) = id else {
             return Ok(None);

@@ -1,6 +1,6 @@
 //! Deploys, their steps, and the per-app deployed commit.
 
-use sqlx::FromRow;
+use sqlx::{Connection as _, FromRow};
 
 use super::events::DeployEvent;
 use super::{now_ms, Store};
@@ -237,7 +237,7 @@ impl Store {
         .bind(now_ms())
         .bind(from_commit)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await)
         .await?;
         self.publish_status(id, DeployStatus::Running.as_str(), None, None);
         Ok(())
@@ -257,7 +257,7 @@ impl Store {
             .bind(path)
             .bind(reason)
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await)
             .await?;
         Ok(())
     }
@@ -303,7 +303,7 @@ impl Store {
         .bind(now)
         .bind(reverted)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await)
         .await?;
         self.publish_status(id, status.as_str(), reason, error);
         Ok(())
@@ -320,7 +320,7 @@ impl Store {
             .bind(image)
             .bind(digest)
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await)
             .await?;
         Ok(())
     }
@@ -335,7 +335,8 @@ impl Store {
         container: Option<&LiveContainer>,
     ) -> anyhow::Result<()> {
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.lock().await;
+        let mut tx = conn.begin().await?;
         sqlx::query("UPDATE deploys SET status = 'succeeded', finished_at = ? WHERE id = ?")
             .bind(now)
             .bind(id)
@@ -369,7 +370,7 @@ impl Store {
         commit: &str,
         container: Option<&LiveContainer>,
     ) -> anyhow::Result<()> {
-        let mut conn = self.writer.acquire().await?;
+        let mut conn = self.writer.lock().await;
         set_app_state(&mut conn, id, app, commit, container, now_ms()).await
     }
 
@@ -388,7 +389,7 @@ impl Store {
             None => {
                 sqlx::query("DELETE FROM app_state WHERE app = ?")
                     .bind(app)
-                    .execute(&self.writer)
+                    .execute(&mut *self.writer.lock().await)
                     .await?;
                 Ok(())
             }
@@ -398,7 +399,8 @@ impl Store {
     /// Mark queued deploys as covered by deploy `by` (latest wins).
     pub async fn supersede(&self, ids: &[i64], by: i64) -> anyhow::Result<()> {
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.lock().await;
+        let mut tx = conn.begin().await?;
         let reason = format!("covered by deploy {by}, which deploys a newer push");
         for id in ids {
             sqlx::query(
@@ -434,7 +436,7 @@ impl Store {
         .bind(stage)
         .bind(detail)
         .bind(at)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.lock().await)
         .await?;
         self.publish(DeployEvent::StepStarted {
             deploy_id,
@@ -468,7 +470,7 @@ impl Store {
         .bind(ok)
         .bind(ran.0)
         .bind(ran.1)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.lock().await)
         .await?;
         self.publish(DeployEvent::StepStarted {
             deploy_id,
@@ -500,7 +502,7 @@ impl Store {
         .bind(output.as_ref())
         .bind(at)
         .bind(step_id)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.lock().await)
         .await?;
         self.publish(DeployEvent::StepEnded {
             deploy_id,
@@ -533,7 +535,7 @@ impl Store {
         .bind(i64::from(c.port))
         .bind(now_ms())
         .bind(app)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await)
         .await?;
         Ok(())
     }
@@ -571,7 +573,7 @@ impl Store {
         .bind(d.rollback_of)
         .bind(&d.reason)
         .bind(now_ms())
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.lock().await)
         .await?)
     }
 

@@ -36,7 +36,7 @@ impl Store {
         .bind(reason)
         .bind(by)
         .bind(now_ms())
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.lock().await)
         .await?)
     }
 
@@ -46,7 +46,7 @@ impl Store {
             "DELETE FROM app_locks WHERE app = ? RETURNING app, reason, locked_by, locked_at",
         )
         .bind(app)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *self.writer.lock().await)
         .await?)
     }
 }

@@ -41,7 +41,7 @@ impl Store {
         .bind(enabled)
         .bind(by)
         .bind(now_ms())
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *self.writer.lock().await)
         .await?)
     }
 }

@@ -12,6 +12,7 @@ mod locks;
 mod maintenance;
 mod poll;
 mod prune;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -21,6 +22,9 @@ use anyhow::Context;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::ConnectOptions;
+
+use writer::Writer;
 
 pub use deliveries::{Delivery, DeliveryOutcome, NewDelivery, NewPushDeploy};
 pub use deploys::{
@@ -39,7 +43,7 @@ pub struct Store {
     pool: SqlitePool,
     /// The one connection that writes. SQLite takes one writer at a time anyway; several
     /// writing connections only collide and sleep in the busy handler (whole milliseconds).
-    writer: SqlitePool,
+    writer: Writer,
     /// Group-commits deliveries that queue no deploy.
     batcher: batch::Batcher,
     /// Live deploy events, published after each commit.
@@ -61,16 +65,15 @@ impl Store {
         // sqlx pings a pooled connection before every acquire by default: one more round trip to
         // SQLite's worker thread per query, which a file on this host never needs (a broken
         // file fails the query itself).
-        let writer = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(1)
-            .connect_with(options.clone())
+        let mut writer = options
+            .connect()
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
         sqlx::migrate!("./migrations")
-            .run(&writer)
+            .run(&mut writer)
             .await
             .context("running database migrations")?;
+        let writer = Writer::new(writer);
         let pool = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(4)
@@ -205,7 +208,7 @@ mod tests {
         assert!(sqlx::query(
             "INSERT INTO deploy_steps (deploy_id, stage, started_at) VALUES (999, 'x', 1)"
         )
-        .execute(&store.writer)
+        .execute(&mut *store.writer.lock().await)
         .await
         .is_err());
     }

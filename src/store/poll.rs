@@ -104,7 +104,7 @@ impl Store {
             .bind(commit)
             .bind(reason)
             .bind(now_ms())
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *self.writer.lock().await)
             .await?)
     }
 }

@@ -5,6 +5,8 @@
 //! removable: newer deploys only push it further from the newest `keep_per_app`, and each batch
 //! checks again that it is finished and not what an app's state names.
 
+use sqlx::Connection as _;
+
 use super::{now_ms, Store};
 
 /// What one prune removed.
@@ -62,7 +64,7 @@ impl Store {
                    AND NOT EXISTS (SELECT 1 FROM deploys WHERE delivery_id = deliveries.id)",
             )
             .bind(json_ids(batch))
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await)
             .await?
             .rows_affected();
         }
@@ -72,7 +74,8 @@ impl Store {
     /// Remove one batch of deploys (a JSON array of ids) that are still removable, with their
     /// steps, in one transaction.
     async fn prune_deploys(&self, ids: &str) -> anyhow::Result<u64> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.lock().await;
+        let mut tx = conn.begin().await?;
         let going: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM deploys
              WHERE id IN (SELECT value FROM json_each(?))
@@ -139,14 +142,14 @@ mod tests {
         )
         .bind(APPS * PER_APP)
         .bind(APPS)
-        .execute(&store.writer)
+        .execute(&mut *store.writer.lock().await)
         .await
         .unwrap();
         sqlx::query(
             "INSERT INTO deploy_steps (deploy_id, stage, ok, started_at, finished_at)
              SELECT id, 'sync', 1, 1, 1 FROM deploys",
         )
-        .execute(&store.writer)
+        .execute(&mut *store.writer.lock().await)
         .await
         .unwrap();
         let all = deploys(&store).await;
