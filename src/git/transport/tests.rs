@@ -400,19 +400,74 @@ fn a_cache_fed_by_many_fetches_is_compacted_into_one_pack_keeping_every_object()
     assert_eq!(reopened.compact().unwrap(), None, "nothing due right after");
 }
 
-#[test]
-fn the_size_cap_holds_on_the_first_fetch_over_every_transport() {
-    let origin = Origin::new();
-    // Incompressible (xorshift): 3 MB on the wire whatever the transport compresses.
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let big: Vec<u8> = (0..3_000_000)
+/// `len` bytes no compressor shrinks (xorshift from `seed`).
+fn incompressible(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x as u8
         })
+        .collect()
+}
+
+#[test]
+fn compaction_rewrites_only_the_small_packs_while_the_largest_holds_most_bytes() {
+    let origin = Origin::new();
+    let servers = Servers::start(&origin);
+    let tmp = TempDir::new().unwrap();
+    let cache = cache_in(tmp.path());
+    // A first fetch of 200 files of incompressible bytes: the base pack.
+    let files: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| (format!("f{i}"), incompressible(i + 1, 2_000)))
         .collect();
+    let mut spec: Vec<(&str, i32, &[u8])> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), FILE, c.as_slice()))
+        .collect();
+    let first = origin.commit("refs/heads/main", &spec);
+    fetch(&cache, &servers.git(), &Access::default()).unwrap();
+    let pack_dir = cache.repo().path().join("objects/pack");
+    let packs = || super::super::files_with_extension(&pack_dir, "pack").unwrap();
+    let base = packs();
+    assert_eq!(base.len(), 1);
+    let mut commits = vec![first];
+    let contents: Vec<String> = (0..=crate::git::MAX_PACKS)
+        .map(|i| format!("{i}"))
+        .collect();
+    for c in &contents {
+        spec[0].2 = c.as_bytes();
+        commits.push(origin.commit("refs/heads/main", &spec));
+        fetch(&cache, &servers.git(), &Access::default()).unwrap();
+    }
+    assert!(packs().len() > crate::git::MAX_PACKS, "{}", packs().len());
+
+    let repacked = cache.compact().unwrap().expect("compaction was due");
+    assert!(
+        repacked < 4 * contents.len(),
+        "only the small packs: {repacked}"
+    );
+    let after = packs();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.contains(&base[0]), "the base pack is kept as it was");
+    let reopened = Cache::open_or_init(cache.repo().path()).unwrap();
+    for c in &commits {
+        assert_eq!(reopened.resolve(&c.to_string()).unwrap(), Some(*c));
+    }
+    let changes = reopened
+        .changes(None, Some(*commits.last().unwrap()))
+        .unwrap();
+    assert_eq!(changes.len(), 200);
+    assert_eq!(reopened.compact().unwrap(), None, "nothing due right after");
+}
+
+#[test]
+fn the_size_cap_holds_on_the_first_fetch_over_every_transport() {
+    let origin = Origin::new();
+    // 3 MB on the wire whatever the transport compresses.
+    let big = incompressible(0x2545_f491_4f6c_dd1d, 3_000_000);
     origin.commit("refs/heads/main", &[("big.bin", FILE, &big)]);
     let servers = Servers::start(&origin);
     let tmp = TempDir::new().unwrap();
