@@ -160,7 +160,8 @@ impl Releases {
                 }
                 None => 0,
             };
-            let volume = Volume::from_dir(self.root.join(RELEASES).join(&building), dir);
+            // Not a release until renamed: nothing reads it yet.
+            let volume = Volume::from_dir(self.root.join(RELEASES).join(&building), dir).unseen();
             let applied = volume.apply(cache, changes)?;
             self.releases
                 .rename(&building, &self.releases, &name)

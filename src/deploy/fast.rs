@@ -207,7 +207,12 @@ pub(super) fn sync(
             bail!("in place, nothing can be written ahead of the switch");
         }
         let changes = with_revision(cache, changes, revision, to)?;
-        return Ok(describe(&Volume::open(volume)?.apply(cache, &changes)?));
+        let mut volume = Volume::open(volume)?;
+        // A first deploy into an empty volume: no app reads it yet.
+        if from.is_none() && volume.is_empty()? {
+            volume = volume.unseen();
+        }
+        return Ok(describe(&volume.apply(cache, &changes)?));
     }
     let releases = Releases::open(volume)?;
     let built = build(&releases, cache, from, to, changes, revision)?;
@@ -262,7 +267,9 @@ pub(super) fn stage(
     }
     if layout == Layout::InPlace {
         let changes = with_revision(cache, &cache.changes(None, Some(to))?, revision, to)?;
-        return Ok(describe(&Volume::open(dir)?.apply(cache, &changes)?));
+        return Ok(describe(
+            &Volume::open(dir)?.unseen().apply(cache, &changes)?,
+        ));
     }
     let releases = Releases::open(dir)?;
     let built = release(&releases, cache, None, to, None, revision)?;

@@ -24,7 +24,7 @@ use cap_std::fs::Dir;
 use crate::git::{Cache, Change, EntryMode, Oid};
 pub(crate) use temp::random;
 pub use temp::TEMP_PREFIX;
-use temp::{create_temp, write_temp_file};
+use temp::{create_temp, write_new_file, write_temp_file};
 use walk::{split, Opened, Walk};
 
 /// What one `apply` did.
@@ -42,6 +42,8 @@ pub struct ApplyReport {
 pub struct Volume {
     root: PathBuf,
     dir: Dir,
+    /// Nothing reads the tree yet: a file not there yet is created under its own name.
+    unseen: bool,
 }
 
 impl Volume {
@@ -58,13 +60,31 @@ impl Volume {
         Ok(Volume {
             root: root.to_owned(),
             dir,
+            unseen: false,
         })
     }
 
     /// A volume on a directory already opened (without following symlinks) by the caller;
     /// `root` is its path, for messages.
     pub fn from_dir(root: PathBuf, dir: Dir) -> Volume {
-        Volume { root, dir }
+        Volume {
+            root,
+            dir,
+            unseen: false,
+        }
+    }
+
+    /// This volume as one nothing reads yet (a first deploy's empty volume, a release being
+    /// built, a trial's stage): `apply` creates a file that is not there yet under its own
+    /// name, without a temp name and a rename (a third of a 20,000-file first deploy's
+    /// metadata writes). A file already there is still replaced through a temp name. After a
+    /// crash a half-written file is under its own name; putting the previous tree back (the
+    /// empty one) removes it as it removes every path of the commit.
+    pub fn unseen(self) -> Volume {
+        Volume {
+            unseen: true,
+            ..self
+        }
     }
 
     /// The directory handle.
@@ -187,17 +207,22 @@ impl Volume {
         oid: Oid,
         mode: EntryMode,
     ) -> anyhow::Result<u64> {
+        let perms = if mode == EntryMode::Executable {
+            0o755
+        } else {
+            0o644
+        };
+        if self.unseen && mode != EntryMode::Symlink {
+            if let Some(n) = write_new_file(dir, name, perms, |file| cache.copy_blob(oid, file))? {
+                return Ok(n);
+            }
+        }
         if dir.symlink_metadata(name).is_ok_and(|m| m.is_dir()) {
             dir.remove_dir_all(name)
                 .context("removing the directory in the way")?;
         }
         let (temp, written) = match mode {
             EntryMode::File | EntryMode::Executable => {
-                let perms = if mode == EntryMode::Executable {
-                    0o755
-                } else {
-                    0o644
-                };
                 write_temp_file(dir, perms, |file| cache.copy_blob(oid, file))?
             }
             EntryMode::Symlink => {
@@ -396,6 +421,32 @@ mod tests {
 
         f.assert_holds(ids[1]);
         assert!(!f.vol().join("docs/a").exists());
+    }
+
+    #[test]
+    fn an_unseen_volume_creates_new_files_in_place_and_never_writes_through_a_hard_link() {
+        let (f, ids) = Fixture::new(&[SITE, SITE_V2]);
+        let vol = f.root.path().join("vol");
+        // A release being built: hard links to the previous release's files.
+        let outside = f.root.path().join("previous-index.html");
+        fs::write(&outside, b"<h1>previous</h1>").unwrap();
+        fs::hard_link(&outside, vol.join("index.html")).unwrap();
+        let changes = f.cache.changes(None, Some(ids[0])).unwrap();
+        let unseen = Volume::open(&vol).unwrap().unseen();
+
+        unseen.apply(&f.cache, &changes).unwrap();
+
+        f.assert_holds(ids[0]);
+        assert_eq!(fs::read(&outside).unwrap(), b"<h1>previous</h1>");
+        let mode = fs::metadata(vol.join("bin/run"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        let mode = fs::metadata(vol.join("conf")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        unseen.apply(&f.cache, &changes).unwrap();
+        f.assert_holds(ids[0]);
     }
 
     #[test]

@@ -77,19 +77,52 @@ pub(super) fn write_temp_file(
 ) -> anyhow::Result<(OsString, u64)> {
     let mut file = None;
     let name = create_temp(|temp| {
-        let mut options = OpenOptions::new();
-        options
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .follow(FollowSymlinks::No);
-        file = Some(dir.open_with(temp, &options)?);
+        file = Some(create_new(dir, temp)?);
         Ok(())
     })
     .context("creating a temp file")?;
-    let Some(mut file) = file else {
+    let Some(file) = file else {
         bail!("temp file was not created");
     };
+    let n = fill_new(dir, &name, file, mode, fill).context("writing the temp file")?;
+    Ok((name, n))
+}
+
+/// Create file `name` in `dir` under its own name, as [`write_temp_file`] writes a temp file.
+/// `Ok(None)` when something is there already (nothing is changed then).
+pub(super) fn write_new_file(
+    dir: &Dir,
+    name: &OsStr,
+    mode: u32,
+    fill: impl FnOnce(&mut io::BufWriter<&mut cap_std::fs::File>) -> anyhow::Result<u64>,
+) -> anyhow::Result<Option<u64>> {
+    let file = match create_new(dir, name) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(e) => return Err(e).context("creating the file"),
+    };
+    fill_new(dir, name, file, mode, fill).map(Some)
+}
+
+/// A file created at `name` in `dir`, which must not exist; never through a symlink.
+fn create_new(dir: &Dir, name: &OsStr) -> io::Result<cap_std::fs::File> {
+    let mut options = OpenOptions::new();
+    options
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .follow(FollowSymlinks::No);
+    dir.open_with(name, &options)
+}
+
+/// Fill the new `file` (at `name` in `dir`) and give it `mode`; removed again on any error.
+fn fill_new(
+    dir: &Dir,
+    name: &OsStr,
+    mut file: cap_std::fs::File,
+    mode: u32,
+    fill: impl FnOnce(&mut io::BufWriter<&mut cap_std::fs::File>) -> anyhow::Result<u64>,
+) -> anyhow::Result<u64> {
     let written = (|| {
         let mut out = io::BufWriter::with_capacity(64 * 1024, &mut file);
         let n = fill(&mut out)?;
@@ -98,14 +131,11 @@ pub(super) fn write_temp_file(
         file.set_permissions(Permissions::from_mode(mode))?;
         anyhow::Ok(n)
     })();
-    match written {
-        Ok(n) => Ok((name, n)),
-        Err(e) => {
-            drop(file);
-            let _ = dir.remove_file(&name);
-            Err(e.context("writing the temp file"))
-        }
+    if written.is_err() {
+        drop(file);
+        let _ = dir.remove_file(name);
     }
+    written
 }
 
 /// Whether `name` is one `apply` gives its temp files: the prefix and 16 lower-case hex digits.
