@@ -12,6 +12,7 @@ mod locks;
 mod maintenance;
 mod poll;
 mod prune;
+mod steps;
 mod writer;
 
 use std::path::Path;
@@ -28,13 +29,14 @@ use writer::Writer;
 
 pub use deliveries::{Delivery, DeliveryOutcome, NewDelivery, NewPushDeploy};
 pub use deploys::{
-    is_terminal, AppState, Deploy, DeployStatus, LiveContainer, NewApiDeploy, Step, Trigger,
+    is_terminal, AppState, Deploy, DeployStatus, LiveContainer, NewApiDeploy, Trigger,
 };
 pub use events::DeployEvent;
 pub use locks::AppLock;
 pub use maintenance::Maintenance;
 pub use poll::{Attempt, TipHistory};
 pub use prune::Pruned;
+pub use steps::Step;
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
