@@ -16,6 +16,8 @@
 //! Secrets and URL redaction are [`crate::redact`]'s, a leaf that every module may use.
 
 mod raw;
+#[cfg(test)]
+mod readme;
 mod resolve;
 mod tokens;
 mod validate;
