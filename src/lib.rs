@@ -20,7 +20,8 @@
 //! - [`volume`]: symlink-safe, atomic, O(changed) writes into the volume (cap-std).
 //! - [`store`]: SQLite (sqlx), migrations embedded from `migrations/`.
 //! - [`proxy`]: the built-in reverse proxy in front of an app (atomic upstream switch, drain).
-//! - [`runtime`]: the container engine (Docker via bollard) and the loopback HTTP health probe.
+//! - [`runtime`]: the engine boundary ([`runtime::Engine`]; Docker via bollard today) and the
+//!   loopback HTTP health probe.
 //! - [`services`]: `Services`, the one shared value (config, store, queue, proxies, engine,
 //!   cache locks) that handlers, workers and pollers hold.
 //! - [`startup`]: `App::build` / `port` / `run`; [`cli`] and [`telemetry`] for the binary.

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use crate::git::Cache;
 use crate::proxy::Proxies;
 use crate::queue::Deployer;
-use crate::runtime::Docker;
+use crate::runtime::{Docker, Engine};
 use crate::store::Store;
 
 /// Everything shared, behind one `Arc`. Read its fields through `Deref` (`services.store`).
@@ -31,7 +31,7 @@ pub struct Inner {
     pub proxies: Proxies,
     /// Connected on first use and kept: connecting costs a version and a ping round trip, and
     /// the client opens a connection per request anyway. A failed connect is tried again later.
-    docker: tokio::sync::OnceCell<Docker>,
+    engine: tokio::sync::OnceCell<Arc<dyn Engine>>,
     /// One per app: its bare cache, opened on first use and kept open (opening it reads its
     /// config, refs and pack indexes: five opens per deploy before), behind a lock held for each
     /// use, so a worker's fetch and an API call's (resolving a ref, a dry run) never race for
@@ -59,7 +59,7 @@ impl Services {
             store,
             deployer,
             proxies,
-            docker: tokio::sync::OnceCell::new(),
+            engine: tokio::sync::OnceCell::new(),
             caches,
         }))
     }
@@ -109,9 +109,13 @@ impl Services {
         .await
     }
 
-    /// The container engine.
-    pub(crate) async fn docker(&self) -> anyhow::Result<Docker> {
-        self.docker.get_or_try_init(Docker::connect).await.cloned()
+    /// The container engine, connected on first use (an app without a container never needs
+    /// one).
+    pub(crate) async fn engine(&self) -> anyhow::Result<Arc<dyn Engine>> {
+        let connect = || async {
+            Ok::<_, anyhow::Error>(Arc::new(Docker::connect().await?) as Arc<dyn Engine>)
+        };
+        self.engine.get_or_try_init(connect).await.cloned()
     }
 }
 

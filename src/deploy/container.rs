@@ -10,13 +10,13 @@ use anyhow::Context as _;
 use super::full::{FullDeploy, LABEL_APP, LABEL_COMMIT, LABEL_DEPLOY};
 use super::steps::Steps;
 use crate::config::{render, AppConfig, ContainerConfig, Layout, Reload};
-use crate::runtime::{ContainerSpec, Docker, HealthCheck, Mount};
+use crate::runtime::{ContainerSpec, Engine, HealthCheck, Mount};
 use crate::store::{AppState, LiveContainer};
 
 /// Pull `image` (with the app's registry credentials): every deploy of the image template
 /// does, since a tag may name a new image.
 pub(super) async fn pull(
-    docker: &Docker,
+    docker: &dyn Engine,
     c: &ContainerConfig,
     image: &str,
 ) -> anyhow::Result<crate::runtime::Pulled> {
@@ -28,7 +28,7 @@ pub(super) async fn pull(
 /// `image` as the engine has it, pulled only when it is missing: the policy for a recorded
 /// image (a rollback's digest, the image crash recovery starts again). `None`: it was here.
 pub(super) async fn pull_if_missing(
-    docker: &Docker,
+    docker: &dyn Engine,
     c: &ContainerConfig,
     image: &str,
 ) -> anyhow::Result<Option<crate::runtime::Pulled>> {
@@ -41,7 +41,7 @@ pub(super) async fn pull_if_missing(
 /// Create and start a container of `image` on `port` and wait until it is healthy; on failure
 /// it is removed, its last log lines kept in the step.
 pub(super) async fn start_healthy(
-    docker: &Docker,
+    docker: &dyn Engine,
     steps: &Steps,
     d: &FullDeploy<'_>,
     image: &str,
@@ -70,7 +70,7 @@ pub(super) struct Recorded<'a> {
 /// On failure the container is removed, its last log lines kept in the error. What deploys,
 /// swaps, trials and crash recovery all start a container with.
 pub(super) async fn launch_healthy(
-    docker: &Docker,
+    docker: &dyn Engine,
     d: &FullDeploy<'_>,
     spec: &ContainerSpec,
     port: u16,
@@ -125,14 +125,14 @@ pub(super) async fn launch_healthy(
 
 /// Whether container `id` runs an image with its own HEALTHCHECK: then Docker's health status
 /// judges it, else dockhand's HTTP probe.
-pub(super) async fn has_own_healthcheck(docker: &Docker, id: &str) -> bool {
+pub(super) async fn has_own_healthcheck(docker: &dyn Engine, id: &str) -> bool {
     matches!(docker.inspect(id).await, Ok(Some(info)) if !matches!(info.health.as_deref(), None | Some("" | "none")))
 }
 
 /// Wait until container `id` is healthy, by Docker's HEALTHCHECK status or the HTTP probe;
 /// what it took, for a step's output.
 async fn wait_until_healthy(
-    docker: &Docker,
+    docker: &dyn Engine,
     d: &FullDeploy<'_>,
     id: &str,
     port: u16,
@@ -154,7 +154,7 @@ async fn wait_until_healthy(
 /// a crash lost it, pulled only when this host no longer has it; health-gated like a deploy
 /// (the image's HEALTHCHECK, else the HTTP probe). Recovery only: nothing else is running.
 pub(super) async fn revive(
-    docker: &Docker,
+    docker: &dyn Engine,
     app: &AppConfig,
     container: &ContainerConfig,
     state: &AppState,

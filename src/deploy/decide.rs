@@ -1,13 +1,15 @@
 //! The I/O shell around `plan::decide`: what runs now (`Live`, from `app_state`), what the
 //! engine says of the live container, and the image a deploy wants — then the pure decision.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 
 use super::fast;
 use super::plan::{self, Decision, DeployPath, Running};
 use crate::config::{render, AppConfig};
 use crate::git::{Change, Oid};
-use crate::runtime::Docker;
+use crate::runtime::Engine;
 use crate::services::Services;
 use crate::store::AppState;
 
@@ -73,7 +75,7 @@ pub(super) async fn decide(
     plan: &fast::Plan,
     target: Oid,
     live: &Live,
-) -> anyhow::Result<(Decision, Option<Docker>)> {
+) -> anyhow::Result<(Decision, Option<Arc<dyn Engine>>)> {
     let Some(container) = &app.container else {
         return Ok((
             Decision {
@@ -83,7 +85,7 @@ pub(super) async fn decide(
             None,
         ));
     };
-    let docker = ctx.docker().await?;
+    let docker = ctx.engine().await?;
     let running = match &live.container {
         Some(id) => match docker.inspect(id).await? {
             Some(info) if info.running => Running::Image(info.image_ref),

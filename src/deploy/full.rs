@@ -13,7 +13,7 @@ use super::hold::Held;
 use super::steps::Steps;
 use crate::config::{render, AppConfig, ContainerConfig, Reload, Strategy};
 use crate::proxy::{Proxy, Retired, Target};
-use crate::runtime::Docker;
+use crate::runtime::Engine;
 use crate::store::{LiveContainer, Store};
 
 /// Labels dockhand puts on every container it starts.
@@ -44,7 +44,7 @@ pub(super) fn upstream(container: &str, port: u16) -> Target {
 
 /// Pull the deploy's image and record its digest; returns the image reference and digest.
 pub(super) async fn pull(
-    docker: &Docker,
+    docker: &dyn Engine,
     store: &Store,
     steps: &Steps,
     d: &FullDeploy<'_>,
@@ -90,7 +90,7 @@ pub(super) struct Tree<'a, P, B> {
 /// one keeps serving throughout. With the container's `watch`, the old container is not
 /// removed but kept (paused, or stopped) and returned, for [`switch_back`] or [`retire`].
 pub(super) async fn swap(
-    docker: &Docker,
+    docker: &dyn Engine,
     steps: &Steps,
     d: &FullDeploy<'_>,
     image: String,
@@ -130,7 +130,7 @@ pub(super) async fn swap(
 /// shared tree the new version first proves itself in a trial, then the old one is paused
 /// while its tree changes. Otherwise the old one serves on, untouched.
 async fn make_room<'a>(
-    docker: &Docker,
+    docker: &dyn Engine,
     steps: &'a Steps,
     d: &FullDeploy<'a>,
     image: &str,
@@ -155,7 +155,7 @@ async fn make_room<'a>(
 /// The new container did not come up (the tree is back already): the old one serves again.
 /// Returns the deploy's error, saying so if the old one could not be brought back.
 async fn serve_old_again(
-    docker: &Docker,
+    docker: &dyn Engine,
     steps: &Steps,
     d: &FullDeploy<'_>,
     old: Option<Old<'_>>,
@@ -198,7 +198,7 @@ async fn go_live(
 /// After the switch: drain the old container's requests, then retire it — or, with the
 /// container's `watch`, keep it paused (stopped, stop-first) to switch back to.
 async fn keep_or_retire(
-    docker: &Docker,
+    docker: &dyn Engine,
     steps: &Steps,
     d: &FullDeploy<'_>,
     old: &str,
@@ -249,7 +249,12 @@ pub(super) struct Kept {
 
 /// Stop and remove `old` as a step; a failure fails nothing (startup reconciliation removes
 /// it as a stray if it is still there then).
-pub(super) async fn retire(docker: &Docker, steps: &Steps, old: &str, grace: std::time::Duration) {
+pub(super) async fn retire(
+    docker: &dyn Engine,
+    steps: &Steps,
+    old: &str,
+    grace: std::time::Duration,
+) {
     let retiring = steps
         .run("retire", &format!("stop and remove {old}"), async {
             docker.stop(old, grace).await?;
@@ -271,7 +276,7 @@ pub(super) async fn retire(docker: &Docker, steps: &Steps, old: &str, grace: std
 /// before `back` puts the old commit back into the tree, and the old one runs again only
 /// after that. `previous` is the old container's commit (its health answer names it).
 pub(super) async fn switch_back(
-    docker: &Docker,
+    docker: &dyn Engine,
     steps: &Steps,
     d: &FullDeploy<'_>,
     kept: Kept,
@@ -348,7 +353,7 @@ pub(super) fn needs_trial(d: &FullDeploy<'_>) -> bool {
 /// volume), health-gated like the real one, then removed. The old container serves throughout;
 /// if the trial fails, nothing else happened.
 async fn run_trial(
-    docker: &Docker,
+    docker: &dyn Engine,
     steps: &Steps,
     d: &FullDeploy<'_>,
     image: &str,
@@ -399,7 +404,7 @@ impl Old<'_> {
     /// The new container failed: the old one serves again (its tree is already back).
     async fn resume(
         self,
-        docker: &Docker,
+        docker: &dyn Engine,
         steps: &Steps,
         proxy: Option<&Proxy>,
         id: &str,
@@ -440,7 +445,7 @@ impl Old<'_> {
 /// stop-first: the proxy stops sending to the old container (503 meanwhile) and waits for its
 /// open requests, then the old container stops to free the port.
 async fn stop_old(
-    docker: &Docker,
+    docker: &dyn Engine,
     steps: &Steps,
     d: &FullDeploy<'_>,
     old: &str,
@@ -482,7 +487,7 @@ async fn stop_old(
 /// paused, so that nothing in it (a reload watching a file, a worker respawned) runs the new
 /// commit on the old image.
 async fn pause_old<'a>(
-    docker: &Docker,
+    docker: &dyn Engine,
     steps: &Steps,
     proxy: Option<&'a Proxy>,
     old: &str,
@@ -610,7 +615,7 @@ fn drained(drained: crate::proxy::Drained) -> String {
 /// Remove the images of this app's older full deploys, keeping the newest `keep_images` and
 /// the live one. An image still in use or already gone is left alone.
 pub(super) async fn prune_images(
-    docker: &Docker,
+    docker: &dyn Engine,
     store: &Store,
     steps: &Steps,
     app: &AppConfig,

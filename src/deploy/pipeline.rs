@@ -7,6 +7,8 @@
 //! final row. A store error ends the deploy as [`End::Broken`]: the worker then settles it
 //! (`recover::settle`), as startup recovery would.
 
+use std::sync::Arc;
+
 use tracing::{info, warn};
 
 use super::check::{run_check, watch, Watched};
@@ -22,7 +24,7 @@ use super::steps::Steps;
 use super::{blocking, fast, full, rollback};
 use crate::config::{AppConfig, Layout, Reload};
 use crate::git::Oid;
-use crate::runtime::Docker;
+use crate::runtime::Engine;
 use crate::services::Services;
 use crate::store::{Deploy, DeployStatus, LiveContainer};
 
@@ -94,7 +96,7 @@ enum Failure {
 /// An image pulled for the full path, and the deploy that runs it.
 struct Pulled<'a> {
     f: full::FullDeploy<'a>,
-    docker: Docker,
+    docker: Arc<dyn Engine>,
     image: String,
     digest: Option<String>,
 }
@@ -201,7 +203,7 @@ impl<'a> Run<'a> {
         &self,
         plan: &fast::Plan,
         recorded: Option<&(String, String)>,
-    ) -> Result<(Decision, Option<Docker>), End> {
+    ) -> Result<(Decision, Option<Arc<dyn Engine>>), End> {
         let ask = Ask {
             git_ref: self.deploy.git_ref.as_deref().unwrap_or_default(),
             requested: self
@@ -231,7 +233,7 @@ impl<'a> Run<'a> {
     async fn pull(
         &self,
         decision: &Decision,
-        docker: Option<Docker>,
+        docker: Option<Arc<dyn Engine>>,
         recorded: Option<(String, String)>,
     ) -> Result<Option<Pulled<'a>>, End> {
         let (DeployPath::Full, Some(container), Some(docker)) =
@@ -244,9 +246,9 @@ impl<'a> Run<'a> {
         let store = &self.ctx.store;
         let pulled = match &recorded {
             Some((image, digest)) => {
-                rollback::reuse_image(&docker, store, &self.steps, &f, image, digest).await
+                rollback::reuse_image(&*docker, store, &self.steps, &f, image, digest).await
             }
-            None => full::pull(&docker, store, &self.steps, &f).await,
+            None => full::pull(&*docker, store, &self.steps, &f).await,
         };
         let (image, digest) = pulled.map_err(End::failed)?;
         Ok(Some(Pulled {
@@ -335,7 +337,7 @@ impl<'a> Run<'a> {
             back: self.restore(),
         };
         let (image, digest) = (p.image.clone(), p.digest.clone());
-        let swapped = full::swap(&p.docker, &self.steps, &p.f, image, digest, tree).await;
+        let swapped = full::swap(&*p.docker, &self.steps, &p.f, image, digest, tree).await;
         if let Some(dir) = trial {
             if let Err(e) = blocking(move || fast::remove_stage(&dir)).await {
                 warn!(error = format!("{e:#}"), "removing the trial's tree failed");
@@ -343,7 +345,7 @@ impl<'a> Run<'a> {
         }
         // On failure the tree is back already (full::swap ordered it around the old container).
         let (new, kept) = swapped.map_err(End::failed)?;
-        self.watch_replaced(&p.docker, &p.f, new, kept).await
+        self.watch_replaced(&*p.docker, &p.f, new, kept).await
     }
 
     /// The `swap` reload: the new commit synced into a new release, then a new container on
@@ -363,7 +365,7 @@ impl<'a> Run<'a> {
         let (docker, new, kept) = swap_same_image(self.ctx, &f, &self.steps, digest)
             .await
             .map_err(End::restore)?;
-        self.watch_replaced(&docker, &f, new, kept).await
+        self.watch_replaced(&*docker, &f, new, kept).await
     }
 
     /// With the container's `watch` the old container was kept: the new one is live (in
@@ -372,7 +374,7 @@ impl<'a> Run<'a> {
     /// reverted (`End::Recorded`).
     async fn watch_replaced(
         &self,
-        docker: &Docker,
+        docker: &dyn Engine,
         f: &full::FullDeploy<'_>,
         new: LiveContainer,
         kept: Option<full::Kept>,
@@ -500,7 +502,7 @@ impl<'a> Run<'a> {
         if let (Some(live), Some(p)) = (live, pulled) {
             let (store, steps) = (&ctx.store, &self.steps);
             let pruned =
-                full::prune_images(&p.docker, store, steps, app, p.f.container, &live.image).await;
+                full::prune_images(&*p.docker, store, steps, app, p.f.container, &live.image).await;
             if let Err(e) = pruned {
                 warn!(error = format!("{e:#}"), "pruning old images failed");
             }

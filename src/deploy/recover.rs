@@ -245,7 +245,7 @@ async fn reconcile_containers(ctx: &Services) -> anyhow::Result<std::collections
     if apps.is_empty() {
         return Ok(started);
     }
-    let docker = match ctx.docker().await {
+    let docker = match ctx.engine().await {
         Ok(d) => d,
         Err(e) => {
             warn!(
@@ -256,7 +256,7 @@ async fn reconcile_containers(ctx: &Services) -> anyhow::Result<std::collections
         }
     };
     for app in apps {
-        match reconcile_app(ctx, &docker, app).await {
+        match reconcile_app(ctx, &*docker, app).await {
             Ok(true) => {
                 started.insert(app.name.clone());
             }
@@ -275,7 +275,7 @@ async fn reconcile_containers(ctx: &Services) -> anyhow::Result<std::collections
 /// recreated.
 async fn reconcile_app(
     ctx: &Services,
-    docker: &crate::runtime::Docker,
+    docker: &dyn crate::runtime::Engine,
     app: &crate::config::AppConfig,
 ) -> anyhow::Result<bool> {
     let Some(container) = &app.container else {

@@ -3,11 +3,13 @@
 //! `HUP`, puma `USR1`/`USR2`), run a command inside it (`pm2 reload all`, exit code checked), or
 //! restart it.
 
+use std::sync::Arc;
+
 use anyhow::bail;
 
 use super::{blocking, fast};
 use crate::config::{AppConfig, Reload};
-use crate::runtime::Docker;
+use crate::runtime::Engine;
 use crate::services::Services;
 
 /// How long a restart waits for the container to stop when the app has no `stop_grace`.
@@ -89,7 +91,7 @@ async fn target(
     ctx: &Services,
     app: &AppConfig,
     live: Option<&str>,
-) -> anyhow::Result<(Docker, String)> {
+) -> anyhow::Result<(Arc<dyn Engine>, String)> {
     let container = match (&app.reload_container, live) {
         (Some(name), _) => name.clone(),
         (None, Some(live)) => live.to_string(),
@@ -97,7 +99,7 @@ async fn target(
             bail!("no live container to reload (nothing deployed by the full path yet)")
         }
     };
-    Ok((ctx.docker().await?, container))
+    Ok((ctx.engine().await?, container))
 }
 
 fn short(container: &str) -> &str {

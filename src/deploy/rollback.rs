@@ -5,14 +5,14 @@
 use super::container::pull_if_missing;
 use super::full::FullDeploy;
 use super::steps::Steps;
-use crate::runtime::Docker;
+use crate::runtime::Engine;
 use crate::store::Store;
 
 /// Make the recorded `digest` (`repo@sha256:…`, recorded with `image`) available: used as it is
 /// when the engine still has it, pulled by digest (immutable) otherwise. Recorded on the deploy;
 /// returns the reference to run (the digest) and the digest.
 pub(super) async fn reuse_image(
-    docker: &Docker,
+    docker: &dyn Engine,
     store: &Store,
     steps: &Steps,
     d: &FullDeploy<'_>,

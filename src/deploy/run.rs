@@ -2,6 +2,8 @@
 //! I/O shell (`decide`), the check and the watch, revert and restore, and how a failure is
 //! recorded.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use tracing::warn;
 
@@ -11,7 +13,7 @@ use super::steps::Steps;
 use super::{blocking, fast, full, reload};
 use crate::config::AppConfig;
 use crate::git::Oid;
-use crate::runtime::Docker;
+use crate::runtime::Engine;
 use crate::services::Services;
 use crate::store::{Deploy, DeployStatus};
 
@@ -55,8 +57,12 @@ pub(super) async fn swap_same_image(
     f: &full::FullDeploy<'_>,
     steps: &Steps,
     digest: Option<String>,
-) -> anyhow::Result<(Docker, crate::store::LiveContainer, Option<full::Kept>)> {
-    let docker = ctx.docker().await?;
+) -> anyhow::Result<(
+    Arc<dyn Engine>,
+    crate::store::LiveContainer,
+    Option<full::Kept>,
+)> {
+    let docker = ctx.engine().await?;
     let running = match &f.old_container {
         Some(id) => docker.inspect(id).await?.filter(|info| info.running),
         None => None,
@@ -73,7 +79,7 @@ pub(super) async fn swap_same_image(
         put: std::future::ready(Ok(())),
         back: std::future::ready(()),
     };
-    let (new, kept) = full::swap(&docker, steps, f, running.image_ref, digest, tree).await?;
+    let (new, kept) = full::swap(&*docker, steps, f, running.image_ref, digest, tree).await?;
     Ok((docker, new, kept))
 }
 
@@ -108,7 +114,7 @@ pub(super) async fn releases_in_use(ctx: &Services, app: &AppConfig) -> anyhow::
     if app.container.is_none() {
         return Ok(Vec::new());
     }
-    let docker = ctx.docker().await?;
+    let docker = ctx.engine().await?;
     let containers = docker
         .list_by_label(full::LABEL_APP, &app.name)
         .await

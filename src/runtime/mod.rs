@@ -1,11 +1,12 @@
 //! The container engine: what the full path (pull, start new, wait healthy, swap, stop old)
 //! needs from Docker, and the HTTP health probe it gates the swap on.
 //!
-//! The deploy runner calls [`Docker`]; this module records nothing and decides nothing. Every
-//! probe goes to a loopback address only ([`HealthCheck::url`] on any other host is refused
-//! before a single packet is sent).
+//! The deploy runner calls an [`Engine`] ([`Docker`] today); this module records nothing and
+//! decides nothing. Every probe goes to a loopback address only ([`HealthCheck::url`] on any
+//! other host is refused before a single packet is sent).
 
 mod docker;
+mod engine;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,6 +18,7 @@ use anyhow::{bail, Context as _};
 use tokio::net::TcpStream;
 
 pub use docker::Docker;
+pub use engine::Engine;
 
 /// Registry credentials for one pull. `Debug` never shows the password.
 #[derive(Clone)]

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use dockhand::runtime::Engine as _;
+
 use crate::support::engine::{docker, unique};
 use crate::support::helpers::*;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use dockhand::runtime::{ContainerSpec, Docker, HealthCheck};
+use dockhand::runtime::{ContainerSpec, Docker, Engine as _, HealthCheck};
 
 use crate::support::engine::{docker, unique, Cleanup, LABEL};
 use crate::support::helpers::free_port;

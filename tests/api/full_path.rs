@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use dockhand::runtime::Engine as _;
+
 use crate::support::engine::{docker, unique, Cleanup};
 use crate::support::full::*;
 use crate::support::helpers::*;

@@ -118,6 +118,27 @@ fn http_never_calls_git2_or_the_container_engine_directly() {
 }
 
 #[test]
+fn the_deploy_code_calls_the_engine_boundary_never_docker_itself() {
+    // The one place that names the Docker engine is where the shared engine is made; the full
+    // path, swaps, reloads and recovery see only `runtime::Engine`, so a second engine needs no
+    // change there.
+    for (path, code) in sources(&src()) {
+        let inside_runtime = path.starts_with(src().join("runtime"));
+        let makes_the_engine = path == src().join("services.rs") || path == src().join("lib.rs");
+        if inside_runtime || makes_the_engine {
+            continue;
+        }
+        for name in ["bollard::", "runtime::Docker", "Docker::", "&Docker"] {
+            assert!(
+                !code.contains(name),
+                "{} names {name}: deploy code goes through runtime::Engine",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
 fn running_a_hook_process_knows_nothing_of_the_store() {
     let process = src().join("deploy/hooks/process.rs");
     let (_, code) = sources(&src().join("deploy/hooks"))

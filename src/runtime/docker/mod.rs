@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
@@ -29,7 +30,7 @@ use bollard::{ClientVersion, API_DEFAULT_VERSION};
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, instrument};
 
-use super::{ContainerInfo, ContainerSpec, Credentials, HealthCheck, HealthReport, Pulled};
+use super::{ContainerInfo, ContainerSpec, Credentials, Engine, HealthCheck, HealthReport, Pulled};
 use convert::{container_info, create_body};
 use refs::{check_container_ref, check_image_ref, pull_parts, repo_digest};
 use retry::{retrying, status, transient, RETRY_DELAYS};
@@ -112,12 +113,30 @@ impl Docker {
         &self.host
     }
 
+    /// The container's info if it runs; an error naming its exit code if not.
+    async fn ensure_running(&self, id: &str) -> anyhow::Result<ContainerInfo> {
+        let info = self
+            .inspect(id)
+            .await?
+            .with_context(|| format!("container {id} no longer exists"))?;
+        if !info.running {
+            match info.exit_code {
+                Some(code) => bail!("container {id} is not running: it exited with code {code}"),
+                None => bail!("container {id} is not running"),
+            }
+        }
+        Ok(info)
+    }
+}
+
+#[async_trait]
+impl Engine for Docker {
     /// Pulls `image` (`repo:tag`, `repo@sha256:…`; no tag means `latest`, never all tags).
     ///
     /// The engine answers 200 and then streams progress; an item carrying an error (a missing
     /// tag, an unreachable registry, a failed layer) fails the pull (SECURITY.md 35).
     #[instrument(skip_all, fields(image = %image))]
-    pub async fn pull(&self, image: &str, auth: Option<&Credentials>) -> anyhow::Result<Pulled> {
+    async fn pull(&self, image: &str, auth: Option<&Credentials>) -> anyhow::Result<Pulled> {
         check_image_ref(image)?;
         let (from_image, tag) = pull_parts(image);
         let mut options = CreateImageOptionsBuilder::new().from_image(from_image);
@@ -158,7 +177,7 @@ impl Docker {
     /// `repo@sha256:…` of a local image for its reference's repository; `None` if the image is
     /// not there or was never pushed/pulled through that repository.
     #[instrument(skip_all, fields(image = %image))]
-    pub async fn image_digest(&self, image: &str) -> anyhow::Result<Option<String>> {
+    async fn image_digest(&self, image: &str) -> anyhow::Result<Option<String>> {
         check_image_ref(image)?;
         match self.client.inspect_image(image).await {
             Ok(inspected) => Ok(repo_digest(
@@ -171,7 +190,7 @@ impl Docker {
     }
 
     /// Whether the engine has `image` (a tag or `repo@sha256:…`) locally.
-    pub async fn has_image(&self, image: &str) -> anyhow::Result<bool> {
+    async fn has_image(&self, image: &str) -> anyhow::Result<bool> {
         check_image_ref(image)?;
         match self.client.inspect_image(image).await {
             Ok(_) => Ok(true),
@@ -182,7 +201,7 @@ impl Docker {
 
     /// Removes a local image (not forced). `false` when it is missing or still in use.
     #[instrument(skip_all, fields(image = %image))]
-    pub async fn remove_image(&self, image: &str) -> anyhow::Result<bool> {
+    async fn remove_image(&self, image: &str) -> anyhow::Result<bool> {
         check_image_ref(image)?;
         let options = RemoveImageOptionsBuilder::new().force(false).build();
         match self.client.remove_image(image, Some(options), None).await {
@@ -198,7 +217,7 @@ impl Docker {
     /// Creates (does not start) a container; returns its id. A name already in use is an
     /// error saying so.
     #[instrument(skip_all, fields(name = %spec.name, image = %spec.image))]
-    pub async fn create(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
+    async fn create(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
         let name = &spec.name;
         check_image_ref(&spec.image)?;
         check_container_ref(name)?;
@@ -239,7 +258,7 @@ impl Docker {
 
     /// Starts a created container. Starting a running one is not an error.
     #[instrument(skip_all, fields(id = %id))]
-    pub async fn start(&self, id: &str) -> anyhow::Result<()> {
+    async fn start(&self, id: &str) -> anyhow::Result<()> {
         check_container_ref(id)?;
         match retrying("start", || self.client.start_container(id, None)).await {
             Ok(()) => Ok(()),
@@ -250,7 +269,7 @@ impl Docker {
 
     /// SIGTERM, then SIGKILL after `grace`. A missing or already stopped container is `Ok`.
     #[instrument(skip_all, fields(id = %id))]
-    pub async fn stop(&self, id: &str, grace: Duration) -> anyhow::Result<()> {
+    async fn stop(&self, id: &str, grace: Duration) -> anyhow::Result<()> {
         check_container_ref(id)?;
         let secs = grace_secs(grace);
         let options = StopContainerOptionsBuilder::new().t(secs).build();
@@ -268,7 +287,7 @@ impl Docker {
     /// Freeze every process of the container (cgroup freezer): it runs nothing, reads
     /// nothing, until [`Docker::unpause`]; a paused container can still be stopped.
     #[instrument(skip_all, fields(id = %id))]
-    pub async fn pause(&self, id: &str) -> anyhow::Result<()> {
+    async fn pause(&self, id: &str) -> anyhow::Result<()> {
         check_container_ref(id)?;
         retrying("pause", || self.client.pause_container(id))
             .await
@@ -277,7 +296,7 @@ impl Docker {
 
     /// Thaw a paused container. One that is not paused is not an error.
     #[instrument(skip_all, fields(id = %id))]
-    pub async fn unpause(&self, id: &str) -> anyhow::Result<()> {
+    async fn unpause(&self, id: &str) -> anyhow::Result<()> {
         check_container_ref(id)?;
         match retrying("unpause", || self.client.unpause_container(id)).await {
             Ok(()) => Ok(()),
@@ -287,7 +306,7 @@ impl Docker {
     }
 
     /// Send `signal` (e.g. `SIGHUP`) to the container's main process.
-    pub async fn kill(&self, id: &str, signal: &str) -> anyhow::Result<()> {
+    async fn kill(&self, id: &str, signal: &str) -> anyhow::Result<()> {
         check_container_ref(id)?;
         let options = KillContainerOptionsBuilder::new().signal(signal).build();
         retrying("kill", || {
@@ -298,7 +317,7 @@ impl Docker {
     }
 
     /// Restart the container: stop (SIGTERM, then SIGKILL after `grace`) and start it again.
-    pub async fn restart(&self, id: &str, grace: Duration) -> anyhow::Result<()> {
+    async fn restart(&self, id: &str, grace: Duration) -> anyhow::Result<()> {
         check_container_ref(id)?;
         let secs = grace_secs(grace);
         let options = RestartContainerOptionsBuilder::new().t(secs).build();
@@ -311,7 +330,7 @@ impl Docker {
 
     /// Run `cmd` (argv, no shell) inside the running container and wait for it; returns its
     /// exit code and its stdout and stderr interleaved (the last 16 KiB).
-    pub async fn exec(&self, id: &str, cmd: &[String]) -> anyhow::Result<(i64, String)> {
+    async fn exec(&self, id: &str, cmd: &[String]) -> anyhow::Result<(i64, String)> {
         use bollard::exec::{CreateExecOptions, StartExecResults};
         const KEEP: usize = 16 * 1024;
         check_container_ref(id)?;
@@ -359,7 +378,7 @@ impl Docker {
 
     /// Removes a container, killing it if it runs, with its anonymous volumes. Missing is `Ok`.
     #[instrument(skip_all, fields(id = %id))]
-    pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
+    async fn remove(&self, id: &str) -> anyhow::Result<()> {
         check_container_ref(id)?;
         let options = RemoveContainerOptionsBuilder::new()
             .force(true)
@@ -378,7 +397,7 @@ impl Docker {
 
     /// The container by id or name; `None` if there is no such container.
     #[instrument(skip_all, fields(id = %id))]
-    pub async fn inspect(&self, id: &str) -> anyhow::Result<Option<ContainerInfo>> {
+    async fn inspect(&self, id: &str) -> anyhow::Result<Option<ContainerInfo>> {
         check_container_ref(id)?;
         match retrying("inspect", || {
             self.client
@@ -396,11 +415,7 @@ impl Docker {
 
     /// Every container (running or not) carrying the label `key=value`.
     #[instrument(skip_all, fields(key = %key, value = %value))]
-    pub async fn list_by_label(
-        &self,
-        key: &str,
-        value: &str,
-    ) -> anyhow::Result<Vec<ContainerInfo>> {
+    async fn list_by_label(&self, key: &str, value: &str) -> anyhow::Result<Vec<ContainerInfo>> {
         let filters = HashMap::from([("label", vec![format!("{key}={value}")])]);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
@@ -423,7 +438,7 @@ impl Docker {
 
     /// The last `lines` lines of stdout and stderr, interleaved as the engine stored them.
     #[instrument(skip_all, fields(id = %id))]
-    pub async fn logs_tail(&self, id: &str, lines: usize) -> anyhow::Result<String> {
+    async fn logs_tail(&self, id: &str, lines: usize) -> anyhow::Result<String> {
         check_container_ref(id)?;
         let options = LogsOptionsBuilder::new()
             .stdout(true)
@@ -450,11 +465,7 @@ impl Docker {
     /// consecutive failed probes past the grace period, or at the deadline, with the last
     /// probe's outcome.
     #[instrument(skip_all, fields(id = %id, url = %check.url))]
-    pub async fn wait_healthy(
-        &self,
-        id: &str,
-        check: &HealthCheck,
-    ) -> anyhow::Result<HealthReport> {
+    async fn wait_healthy(&self, id: &str, check: &HealthCheck) -> anyhow::Result<HealthReport> {
         check_container_ref(id)?;
         super::wait_healthy(check, &format!("container {id}"), || async {
             self.ensure_running(id).await.map(|_| ())
@@ -465,7 +476,7 @@ impl Docker {
     /// Waits for Docker's own HEALTHCHECK to report `healthy`. Fails at once if the container
     /// stops, reports `unhealthy`, or has no HEALTHCHECK; fails after `deadline`.
     #[instrument(skip_all, fields(id = %id))]
-    pub async fn wait_docker_health(
+    async fn wait_docker_health(
         &self,
         id: &str,
         deadline: Duration,
@@ -495,21 +506,6 @@ impl Docker {
             }
             tokio::time::sleep(STATE_POLL).await;
         }
-    }
-
-    /// The container's info if it runs; an error naming its exit code if not.
-    async fn ensure_running(&self, id: &str) -> anyhow::Result<ContainerInfo> {
-        let info = self
-            .inspect(id)
-            .await?
-            .with_context(|| format!("container {id} no longer exists"))?;
-        if !info.running {
-            match info.exit_code {
-                Some(code) => bail!("container {id} is not running: it exited with code {code}"),
-                None => bail!("container {id} is not running"),
-            }
-        }
-        Ok(info)
     }
 }
 

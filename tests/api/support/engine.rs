@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dockhand::runtime::Docker;
+use dockhand::runtime::{Docker, Engine as _};
 
 /// The label every container a test starts itself carries (`dockhand.test=<unique value>`).
 pub(crate) const LABEL: &str = "dockhand.test";
