@@ -10,8 +10,8 @@ use anyhow::{bail, Context};
 
 use crate::config::{Layout, Reload};
 use crate::git::{Cache, Change, EntryMode, Oid};
-use crate::releases::{Built, Releases};
-use crate::volume::{ApplyReport, Volume};
+use crate::tree::releases::{Built, Releases};
+use crate::tree::volume::{ApplyReport, Volume};
 
 /// What a deployed tree says it is, written to the app's `revision_file` (`REVISION`): the
 /// commit on the first line (as Capistrano's), then `ref …` and `deploy …` lines.
