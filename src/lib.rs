@@ -16,8 +16,9 @@
 //!   paths, API targets resolved to full SHAs, rollback by recorded digest, recovery, and the
 //!   polls that deploy a push whose webhook never arrived.
 //! - [`git`]: the bare cache repository of each app (git2).
-//! - [`releases`]: the releases layout (`releases/<sha>/` + an atomically switched `current`).
-//! - [`volume`]: symlink-safe, atomic, O(changed) writes into the volume (cap-std).
+//! - [`tree`]: the app's code on the host: [`tree::volume`] (symlink-safe, atomic, O(changed)
+//!   writes into the volume, cap-std) and [`tree::releases`] (`releases/<sha>/` + an
+//!   atomically switched `current`).
 //! - [`store`]: SQLite (sqlx), migrations embedded from `migrations/`.
 //! - [`proxy`]: the built-in reverse proxy in front of an app (atomic upstream switch, drain).
 //! - [`runtime`]: the engine boundary ([`runtime::Engine`]; Docker via bollard today) and the
@@ -41,10 +42,9 @@ mod listener;
 pub mod proxy;
 pub mod queue;
 pub mod redact;
-pub mod releases;
 pub mod runtime;
 pub mod services;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod volume;
+pub mod tree;

@@ -1,9 +1,9 @@
 //! Whether a deployed version answers: the post-reload check (with re-touching for uWSGI) and
 //! the watch window after it (a fast deploy's check, or a replaced container's probe).
 
+use super::blocking;
 use super::run::proxy_of;
 use super::steps::Steps;
-use super::{blocking, fast};
 use crate::config::{render, AppConfig, FastCheck, Reload};
 use crate::git::Oid;
 use crate::runtime::HealthCheck;
@@ -99,7 +99,7 @@ async fn wait_retouching(
             }
             Err(_) if again && retouch && started.elapsed() < full.deadline => {
                 let (volume, layout, reload) = (app.volume.clone(), app.layout, app.reload.clone());
-                blocking(move || fast::reload(&volume, layout, &reload)).await?;
+                blocking(move || super::reload::in_tree(&volume, layout, &reload)).await?;
                 touched += 1;
             }
             Err(e) if again => {

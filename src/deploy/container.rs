@@ -9,9 +9,10 @@ use anyhow::Context as _;
 
 use super::full::{FullDeploy, LABEL_APP, LABEL_COMMIT, LABEL_DEPLOY};
 use super::steps::Steps;
-use crate::config::{render, AppConfig, ContainerConfig, Layout, Reload};
+use crate::config::{render, AppConfig, ContainerConfig};
 use crate::runtime::{ContainerSpec, Engine, HealthCheck, Mount};
 use crate::store::{AppState, LiveContainer};
+use crate::tree::Tree;
 
 /// Pull `image` (with the app's registry credentials): every deploy of the image template
 /// does, since a tag may name a new image.
@@ -196,12 +197,8 @@ pub(super) fn spec(d: &FullDeploy<'_>, image: &str, port: u16) -> ContainerSpec 
     env.push(("DOCKHAND_COMMIT".to_string(), d.commit.clone()));
     env.push(("DOCKHAND_DEPLOY_ID".to_string(), d.deploy_id.to_string()));
     // A swapping app's container mounts its own release: its tree never changes under it.
-    let source = match (&d.app.reload, d.app.layout) {
-        (Reload::Swap, Layout::Releases { .. }) => d.app.volume.join("releases").join(&d.commit),
-        _ => d.app.volume.clone(),
-    };
     let mut mounts = vec![Mount {
-        source,
+        source: Tree::mount_for(d.app, &d.commit),
         target: d.container.mount.clone(),
         read_only: false,
     }];

@@ -22,11 +22,12 @@ use super::run::{
 };
 use super::steps::Steps;
 use super::{blocking, fast, full, rollback};
-use crate::config::{AppConfig, Layout, Reload};
+use crate::config::{AppConfig, Reload};
 use crate::git::Oid;
 use crate::runtime::Engine;
 use crate::services::Services;
 use crate::store::{Deploy, DeployStatus, LiveContainer};
+use crate::tree::{Revision, Switch, Tree, Write};
 
 /// Deploy `target` for `deploy` of `app`, whose tree holds `deployed` and which runs `live`.
 /// `Err` only when the store could not record how it ended.
@@ -260,8 +261,8 @@ impl<'a> Run<'a> {
     }
 
     /// The revision file's contents for this deploy, if the app keeps one.
-    fn revision(&self) -> Option<fast::Revision> {
-        self.app.revision_file.clone().map(|file| fast::Revision {
+    fn revision(&self) -> Option<Revision> {
+        self.app.revision_file.clone().map(|file| Revision {
             file,
             git_ref: self.deploy.git_ref.clone().unwrap_or_default(),
             deploy_id: self.deploy.id,
@@ -274,27 +275,27 @@ impl<'a> Run<'a> {
         &self,
         plan: &fast::Plan,
         stage: &'static str,
-        switch: fast::Switch,
+        switch: Switch,
     ) -> anyhow::Result<()> {
         let (app, ctx) = (self.app, self.ctx);
         let (volume, layout) = (app.volume.clone(), app.layout);
         let (changes, revision) = (plan.changes.clone(), self.revision());
         let (from, to) = (self.deployed, self.target);
         let detail = match switch {
-            fast::Switch::Now => format!("into {}", volume.display()),
-            fast::Switch::Later => "the new release, current unchanged".to_string(),
+            Switch::Now => format!("into {}", volume.display()),
+            Switch::Later => "the new release, current unchanged".to_string(),
         };
         self.steps
             .run(stage, &detail, async move {
                 let done = ctx
                     .with_cache(&app.name, move |cache| {
-                        let write = fast::Write {
+                        let write = Write {
                             from,
                             to,
                             changes: &changes,
                             revision: revision.as_ref(),
                         };
-                        fast::sync(cache, &volume, layout, &write, switch)
+                        Tree::open(&volume, layout)?.sync(cache, &write, switch)
                     })
                     .await?;
                 Ok(((), done))
@@ -312,8 +313,8 @@ impl<'a> Run<'a> {
     async fn replace(&self, plan: &fast::Plan, p: &Pulled<'_>) -> Result<LiveContainer, End> {
         // The new release is built while the old container still serves: its tree changes
         // (`current` switched) only while it is paused.
-        if matches!(self.app.layout, Layout::Releases { .. }) && self.app.reload != Reload::Swap {
-            self.write(plan, "build", fast::Switch::Later)
+        if Tree::builds_ahead(self.app) {
+            self.write(plan, "build", Switch::Later)
                 .await
                 .map_err(End::failed)?;
         }
@@ -333,13 +334,13 @@ impl<'a> Run<'a> {
         };
         let tree = full::Tree {
             trial: trial.as_deref(),
-            put: self.write(plan, "sync", fast::Switch::Now),
+            put: self.write(plan, "sync", Switch::Now),
             back: self.restore(),
         };
         let (image, digest) = (p.image.clone(), p.digest.clone());
         let swapped = full::swap(&*p.docker, &self.steps, &p.f, image, digest, tree).await;
         if let Some(dir) = trial {
-            if let Err(e) = blocking(move || fast::remove_stage(&dir)).await {
+            if let Err(e) = blocking(move || Tree::remove_stage(&dir)).await {
                 warn!(error = format!("{e:#}"), "removing the trial's tree failed");
             }
         }
@@ -351,7 +352,7 @@ impl<'a> Run<'a> {
     /// The `swap` reload: the new commit synced into a new release, then a new container on
     /// the image the live one runs.
     async fn swap(&self, plan: &fast::Plan) -> Result<LiveContainer, End> {
-        self.write(plan, "sync", fast::Switch::Now)
+        self.write(plan, "sync", Switch::Now)
             .await
             .map_err(End::restore)?;
         let container = self
@@ -410,12 +411,12 @@ impl<'a> Run<'a> {
     /// The fast path: write the changes, reload the app in place while the proxy holds new
     /// requests, check it (reverting on failure), then watch it if the app asks.
     async fn fast(&self, plan: &fast::Plan) -> Result<Option<LiveContainer>, End> {
-        self.write(plan, "sync", fast::Switch::Now)
+        self.write(plan, "sync", Switch::Now)
             .await
             .map_err(End::restore)?;
         // Nothing the app runs changed (a push that only moves a submodule, say): the app is
         // not disturbed. (A release is new even so, and its app may hold the old path.)
-        if plan.changes.is_empty() && self.app.layout == Layout::InPlace {
+        if Tree::runs_unchanged(self.app, &plan.changes) {
             let step = self
                 .steps
                 .begin("reload", &self.app.reload.to_string())
@@ -494,7 +495,7 @@ impl<'a> Run<'a> {
         ctx.store
             .succeed_deploy(self.deploy.id, &app.name, &target.to_string(), live)
             .await?;
-        if let Layout::Releases { keep } = app.layout {
+        if let Some(keep) = Tree::keeps_releases(app) {
             if let Err(e) = self.prune_releases(keep).await {
                 warn!(error = format!("{e:#}"), "pruning old releases failed");
             }
@@ -514,7 +515,8 @@ impl<'a> Run<'a> {
     /// Old releases beyond `keep`, never one a container runs from, as a step.
     async fn prune_releases(&self, keep: usize) -> anyhow::Result<()> {
         let (ctx, app) = (self.ctx, self.app);
-        let (volume, target, deployed) = (app.volume.clone(), self.target, self.deployed);
+        let (volume, layout) = (app.volume.clone(), app.layout);
+        let (target, deployed) = (self.target, self.deployed);
         self.steps
             .run(
                 "prune-releases",
@@ -522,7 +524,7 @@ impl<'a> Run<'a> {
                 async move {
                     let in_use = releases_in_use(ctx, app).await?;
                     let done = blocking(move || {
-                        fast::prune_releases(&volume, keep, target, deployed, &in_use)
+                        Tree::open(&volume, layout)?.prune(target, deployed, &in_use)
                     })
                     .await?;
                     Ok(((), done))

@@ -9,10 +9,11 @@ use anyhow::{bail, Context as _};
 use tracing::{info, warn};
 
 use super::steps::Steps;
-use super::{blocking, fast, full, reload};
+use super::{blocking, full, reload};
 use crate::git::Oid;
 use crate::services::Services;
 use crate::store::DeployStatus;
+use crate::tree::Tree;
 
 /// Resolve what a previous run left unfinished. Called once at startup, after the workers start.
 pub async fn recover(ctx: &Services) -> anyhow::Result<()> {
@@ -194,7 +195,7 @@ async fn undo_interrupted(
         .run("recover", &detail, async move {
             let restored = ctx
                 .with_cache(&app.name, move |cache| {
-                    fast::restore(cache, &volume, layout, touched, good, revision.as_ref())
+                    Tree::open(&volume, layout)?.restore(cache, touched, good, revision.as_ref())
                 })
                 .await?;
             match good {

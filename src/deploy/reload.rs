@@ -3,14 +3,16 @@
 //! `HUP`, puma `USR1`/`USR2`), run a command inside it (`pm2 reload all`, exit code checked), or
 //! restart it.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::bail;
 
-use super::{blocking, fast};
-use crate::config::{AppConfig, Reload};
+use super::blocking;
+use crate::config::{AppConfig, Layout, Reload};
 use crate::runtime::Engine;
 use crate::services::Services;
+use crate::tree::Tree;
 
 /// How long a restart waits for the container to stop when the app has no `stop_grace`.
 const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -52,7 +54,7 @@ async fn reload_unbounded(
     match &app.reload {
         Reload::Touch(_) | Reload::None => {
             let (volume, layout, reload) = (app.volume.clone(), app.layout, app.reload.clone());
-            blocking(move || fast::reload(&volume, layout, &reload)).await
+            blocking(move || in_tree(&volume, layout, &reload)).await
         }
         Reload::Signal(signal) => {
             let (docker, container) = target(ctx, app, live).await?;
@@ -81,6 +83,22 @@ async fn reload_unbounded(
                 .map_or(RESTART_GRACE, |c| c.stop_grace);
             docker.restart(&container, grace).await?;
             Ok(format!("restarted container {}", short(&container)))
+        }
+    }
+}
+
+/// A reload in the tree itself: touch its reload file (with releases, the live release's), or
+/// nothing configured. Blocking.
+pub(super) fn in_tree(volume: &Path, layout: Layout, reload: &Reload) -> anyhow::Result<String> {
+    match reload {
+        Reload::Touch(rel) => {
+            Tree::open(volume, layout)?.touch(rel)?;
+            Ok(format!("touched {}", rel.display()))
+        }
+        Reload::None => Ok("no reload configured".to_string()),
+        // The engine does these (`reload_unbounded`).
+        Reload::Signal(_) | Reload::Exec(_) | Reload::Restart | Reload::Swap => {
+            bail!("{reload} is not a volume reload")
         }
     }
 }

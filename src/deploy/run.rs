@@ -10,12 +10,13 @@ use tracing::warn;
 use super::check::run_check;
 use super::hooks::{self, Stage};
 use super::steps::Steps;
-use super::{blocking, fast, full, reload};
+use super::{blocking, full, reload};
 use crate::config::AppConfig;
 use crate::git::Oid;
 use crate::runtime::Engine;
 use crate::services::Services;
 use crate::store::{Deploy, DeployStatus};
+use crate::tree::{Revision, Tree};
 
 /// The app's proxy, if it has one.
 pub(super) fn proxy_of<'a>(ctx: &'a Services, app: &AppConfig) -> Option<&'a crate::proxy::Proxy> {
@@ -90,7 +91,7 @@ pub(super) async fn stage_trial(
     app: &AppConfig,
     steps: &Steps,
     target: Oid,
-    revision: Option<fast::Revision>,
+    revision: Option<Revision>,
 ) -> anyhow::Result<std::path::PathBuf> {
     let dir = ctx.config.trial_path(&app.name);
     let (layout, d) = (app.layout, dir.clone());
@@ -99,7 +100,7 @@ pub(super) async fn stage_trial(
         .run("stage", &detail, async move {
             let done = ctx
                 .with_cache(&app.name, move |cache| {
-                    fast::stage(cache, &d, layout, target, revision.as_ref())
+                    Tree::stage(cache, &d, layout, target, revision.as_ref())
                 })
                 .await?;
             Ok(((), done))
@@ -198,7 +199,7 @@ pub(super) async fn restore(
         .run("restore", &detail, async move {
             let done = ctx
                 .with_cache(&app.name, move |cache| {
-                    fast::restore(cache, &volume, layout, current, back_to, revision.as_ref())
+                    Tree::open(&volume, layout)?.restore(cache, current, back_to, revision.as_ref())
                 })
                 .await?;
             Ok(((), done))
@@ -215,7 +216,7 @@ pub(super) async fn restore(
 /// The revision file of what `app_state` names live (the commit a restore puts back), as the
 /// deploy that put it there recorded it (nothing live: only its path, for a restore to an
 /// empty volume to remove it); `None` when the app writes none.
-pub(super) async fn live_revision(ctx: &Services, app: &AppConfig) -> Option<fast::Revision> {
+pub(super) async fn live_revision(ctx: &Services, app: &AppConfig) -> Option<Revision> {
     let file = app.revision_file.clone()?;
     let deploy_id = match ctx.store.app_state(&app.name).await {
         Ok(Some(state)) => state.deploy_id,
@@ -225,7 +226,7 @@ pub(super) async fn live_revision(ctx: &Services, app: &AppConfig) -> Option<fas
         Ok(Some(d)) => d.git_ref.unwrap_or_default(),
         _ => String::new(),
     };
-    Some(fast::Revision {
+    Some(Revision {
         file,
         git_ref,
         deploy_id,

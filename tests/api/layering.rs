@@ -160,6 +160,7 @@ fn config_and_the_cli_client_do_not_import_what_runs() {
     for (module, forbidden) in [
         ("config", ["deploy", "http", "store", "services"]),
         ("client", ["deploy", "http", "store", "config"]),
+        ("tree", ["deploy", "http", "store", "services"]),
     ] {
         let deps = &graph[module];
         for f in forbidden {

@@ -30,10 +30,11 @@ use tracing::warn;
 
 use super::blocking;
 use super::steps::Steps;
-use crate::config::{AppConfig, Config, Layout};
+use crate::config::{AppConfig, Config};
 use crate::git::Oid;
 use crate::services::Services;
 use crate::store::Deploy;
+use crate::tree::Tree;
 pub use process::{run, Outcome, Ran, OUTPUT_LIMIT};
 
 /// The `PATH` every hook gets; nothing of dockhand's own environment is passed on but `HOME`.
@@ -130,10 +131,7 @@ impl Vars {
             to: deploy.to_commit.clone(),
             git_ref: deploy.git_ref.clone(),
             path: deploy.path.clone(),
-            tree: match app.layout {
-                Layout::InPlace => app.volume.clone(),
-                Layout::Releases { .. } => app.volume.join("current"),
-            },
+            tree: Tree::live_dir(app),
             trigger: deploy.trigger.to_string(),
             message,
             error: None,

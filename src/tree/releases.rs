@@ -19,7 +19,7 @@ use cap_fs_ext::DirExt;
 use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
 
 use crate::git::{Cache, Change, Oid};
-use crate::volume::{random, ApplyReport, Volume};
+use crate::tree::volume::{random, ApplyReport, Volume};
 
 /// The directory holding the releases.
 pub const RELEASES: &str = "releases";

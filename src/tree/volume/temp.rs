@@ -178,7 +178,7 @@ mod tests {
 
     use crate::git::tests::FILE;
     use crate::git::Change;
-    use crate::volume::tests::Fixture;
+    use crate::tree::volume::tests::Fixture;
 
     #[test]
     fn leftover_temp_files_are_removed_only_where_the_changes_touch() {

@@ -87,6 +87,19 @@ impl Volume {
         }
     }
 
+    /// Another handle on the same directory (an `unseen` view of a volume kept open).
+    pub fn try_clone(&self) -> anyhow::Result<Volume> {
+        let dir = self
+            .dir
+            .try_clone()
+            .with_context(|| format!("reopening volume {}", self.root.display()))?;
+        Ok(Volume {
+            root: self.root.clone(),
+            dir,
+            unseen: self.unseen,
+        })
+    }
+
     /// The directory handle.
     pub fn into_dir(self) -> Dir {
         self.dir
