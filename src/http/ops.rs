@@ -7,7 +7,8 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::post;
+use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::info;
@@ -25,6 +26,20 @@ use crate::deploy::plan::DeployPath;
 use crate::deploy::target::{self, RollbackTo, Target};
 use crate::services::Services;
 use crate::store::{is_terminal, rfc3339, DeployEvent, NewApiDeploy, Store, Trigger};
+
+/// `POST /api/apps/{app}/{deploy,rollback,plan}`, and `POST`/`DELETE` of its `lock` and
+/// `maintenance`.
+pub(super) fn router() -> Router<Services> {
+    Router::new()
+        .route("/api/apps/{app}/deploy", post(deploy))
+        .route("/api/apps/{app}/rollback", post(rollback))
+        .route("/api/apps/{app}/plan", post(plan))
+        .route("/api/apps/{app}/lock", post(lock).delete(unlock))
+        .route(
+            "/api/apps/{app}/maintenance",
+            post(maintenance_on).delete(maintenance_off),
+        )
+}
 
 /// `?wait=true`: hold the answer until the deploy is over (at most `server.wait_timeout`).
 #[derive(Deserialize)]
@@ -73,7 +88,7 @@ fn app_and_body<'a, T>(
 }
 
 /// `POST /api/apps/{app}/deploy` `{ref?, path?, force?}`
-pub async fn deploy(
+async fn deploy(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -111,7 +126,7 @@ pub async fn deploy(
 
 /// `POST /api/apps/{app}/rollback` `{to?, force?}`: `to` is a commit id or tag (string) or a
 /// deploy id (number); default: the last succeeded deploy before the current one.
-pub async fn rollback(
+async fn rollback(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -148,7 +163,7 @@ pub async fn rollback(
 
 /// `POST /api/apps/{app}/plan` `{ref?}`: what a deploy would do now. Records nothing and
 /// writes nothing to the volume; it fetches into the app's git cache.
-pub async fn plan(
+async fn plan(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -191,7 +206,7 @@ pub async fn plan(
 }
 
 /// `POST /api/apps/{app}/lock` `{reason}`
-pub async fn lock(
+async fn lock(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -220,7 +235,7 @@ pub async fn lock(
 
 /// `DELETE /api/apps/{app}/lock`: pushes deploy again from the next one; pushes recorded as
 /// `locked` stay recorded and are not deployed (deploy the tip with `POST …/deploy`).
-pub async fn unlock(
+async fn unlock(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -242,7 +257,7 @@ fn short(sha: &str) -> &str {
 
 /// `POST /api/apps/{app}/maintenance`: the app's proxy answers every request with 503 and
 /// its `maintenance_body` until `DELETE`. Kept across restarts.
-pub async fn maintenance_on(
+async fn maintenance_on(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -251,7 +266,7 @@ pub async fn maintenance_on(
 }
 
 /// `DELETE /api/apps/{app}/maintenance`: the app's proxy forwards requests again.
-pub async fn maintenance_off(
+async fn maintenance_off(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
