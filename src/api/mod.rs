@@ -1,12 +1,19 @@
 //! The API's wire types: what the server's JSON answers and events hold, shared by the server
 //! (which builds and serializes them) and the CLI client (which deserializes and renders
-//! them). The contract lives here only: a field renamed here is renamed on both sides, or the
-//! build breaks — never production.
+//! them), and the bodies the client sends to the write API. The contract lives here only: a
+//! field renamed here is renamed on both sides, or the build breaks — never production.
 //!
 //! A leaf: nothing of the server is imported. Times are RFC 3339 strings (UTC), commit ids
 //! full hex strings; a field that may be absent is an `Option` and goes over the wire as
-//! `null`. Reading is tolerant (`#[serde(default)]`): a field an older or newer server does
-//! not send reads as its default, so the CLI shows `-` rather than failing.
+//! `null`. Reading answers is tolerant (`#[serde(default)]`): a field an older or newer server
+//! does not send reads as its default, so the CLI shows `-` rather than failing. Reading
+//! requests is strict (`#[serde(deny_unknown_fields)]`): a misspelt field is a 400, never
+//! silently ignored; every field is optional, `null` is absent, and the client leaves out the
+//! fields it does not set.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
 
 use serde::{Deserialize, Serialize};
 
@@ -337,4 +344,109 @@ pub struct QueuedDeploy {
     /// `locked` when the app is locked; absent when queued.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+}
+
+/// `POST /api/apps/{app}/deploy`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// A branch or tag name, a full ref (`refs/…`) or a commit id (7-40 hex digits); default:
+    /// the tip of the app's branch.
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// `fast` or `full` (an app with a container spec only); default: as the plan decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Deploy even while the app is locked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+}
+
+/// `POST /api/apps/{app}/rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// What to go back to; default: the last succeeded deploy before the current one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<RollbackTarget>,
+    /// Roll back even while the app is locked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+}
+
+/// A rollback's target: a commit id or tag (a JSON string) or a deploy id (a JSON number).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RollbackTarget {
+    /// A commit id (at least 7 hex digits) or a tag.
+    Spec(String),
+    /// A deploy of the app that succeeded: a positive integer.
+    Deploy(i64),
+}
+
+impl<'de> Deserialize<'de> for RollbackTarget {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RollbackTargetVisitor)
+    }
+}
+
+struct RollbackTargetVisitor;
+
+impl RollbackTargetVisitor {
+    fn not_positive<E: de::Error>(id: impl fmt::Display) -> E {
+        E::custom(format!("deploy id {id} must be a positive integer"))
+    }
+}
+
+impl Visitor<'_> for RollbackTargetVisitor {
+    type Value = RollbackTarget;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a commit id or tag (string) or a deploy id (number)")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RollbackTarget, E> {
+        Ok(RollbackTarget::Spec(v.to_string()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RollbackTarget, E> {
+        if v > 0 {
+            Ok(RollbackTarget::Deploy(v))
+        } else {
+            Err(Self::not_positive(v))
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RollbackTarget, E> {
+        match i64::try_from(v) {
+            Ok(id) => self.visit_i64(id),
+            Err(_) => Err(Self::not_positive(v)),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RollbackTarget, E> {
+        // Written as JSON writes it (`2.0`, not `2`).
+        match serde_json::Number::from_f64(v) {
+            Some(n) => Err(Self::not_positive(n)),
+            None => Err(Self::not_positive(v)),
+        }
+    }
+}
+
+/// `POST /api/apps/{app}/plan`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    /// As [`DeployRequest::git_ref`].
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+}
+
+/// `POST /api/apps/{app}/lock`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockRequest {
+    /// Why, for whoever finds the app locked: 1-500 characters once trimmed (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -16,10 +16,11 @@ use anyhow::{anyhow, bail, Context};
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::api::{
-    AppList, DeployList, DeployView, ErrorBody, LockAnswer, MaintenanceView, PlanView, QueuedView,
+    AppList, DeployList, DeployRequest, DeployView, ErrorBody, LockAnswer, LockRequest,
+    MaintenanceView, PlanRequest, PlanView, QueuedView, RollbackRequest, RollbackTarget,
     UnlockAnswer,
 };
 use crate::cli::{ClientCommand, Connection, QueueArgs, Switch};
@@ -63,7 +64,11 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
         } => {
             let client = Client::new(&conn)?;
             let path = format!("/api/apps/{}/deploy", segment(&app));
-            queued(&client, &path, deploy_body(git_ref, full, fast), &queue).await
+            let body = DeployRequest {
+                force: queue.force.then_some(true),
+                ..deploy_body(git_ref, full, fast)
+            };
+            queued(&client, &path, &body, &queue).await
         }
         ClientCommand::Rollback {
             app,
@@ -73,7 +78,11 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
         } => {
             let client = Client::new(&conn)?;
             let path = format!("/api/apps/{}/rollback", segment(&app));
-            queued(&client, &path, rollback_body(to), &queue).await
+            let body = RollbackRequest {
+                to: to.as_deref().map(rollback_target),
+                force: queue.force.then_some(true),
+            };
+            queued(&client, &path, &body, &queue).await
         }
         ClientCommand::Plan {
             app,
@@ -103,26 +112,19 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
 }
 
 /// The body of `dockhand deploy`: the ref and the path, when given.
-fn deploy_body(git_ref: Option<String>, full: bool, fast: bool) -> Value {
-    let mut body = json!({});
-    if let Some(r) = git_ref {
-        body["ref"] = json!(r);
-    }
-    if full {
-        body["path"] = json!("full");
+fn deploy_body(git_ref: Option<String>, full: bool, fast: bool) -> DeployRequest {
+    let path = if full {
+        Some("full")
     } else if fast {
-        body["path"] = json!("fast");
+        Some("fast")
+    } else {
+        None
+    };
+    DeployRequest {
+        git_ref,
+        path: path.map(str::to_string),
+        force: None,
     }
-    body
-}
-
-/// The body of `dockhand rollback`: the target, when given.
-fn rollback_body(to: Option<String>) -> Value {
-    let mut body = json!({});
-    if let Some(to) = to {
-        body["to"] = rollback_target(&to);
-    }
-    body
 }
 
 /// `dockhand plan`: what a deploy of `git_ref` would do.
@@ -132,19 +134,16 @@ async fn plan(
     git_ref: Option<String>,
     json: bool,
 ) -> anyhow::Result<Outcome> {
-    let body = match git_ref {
-        Some(r) => json!({ "ref": r }),
-        None => json!({}),
-    };
+    let body = PlanRequest { git_ref };
     let path = format!("/api/apps/{}/plan", segment(app));
-    let (text, value): (_, PlanView) = client.call(Method::POST, &path, Some(body)).await?;
+    let (text, value): (_, PlanView) = client.post(&path, &body).await?;
     print_or(json, &text, || render::plan(&value))
 }
 
 /// `dockhand history`: an app's last `limit` deploys.
 async fn history(client: &Client, app: &str, limit: u32, json: bool) -> anyhow::Result<Outcome> {
     let path = format!("/api/apps/{}/deploys?limit={limit}", segment(app));
-    let (text, value): (_, DeployList) = client.call(Method::GET, &path, None).await?;
+    let (text, value): (_, DeployList) = client.call(Method::GET, &path).await?;
     print_or(json, &text, || render::history(&value))
 }
 
@@ -159,7 +158,7 @@ async fn logs(
         return client.follow(deploy_id, json).await;
     }
     let (text, value): (_, DeployView) = client
-        .call(Method::GET, &format!("/api/deploys/{deploy_id}"), None)
+        .call(Method::GET, &format!("/api/deploys/{deploy_id}"))
         .await?;
     print_or(json, &text, || render::logs(&value))
 }
@@ -167,22 +166,23 @@ async fn logs(
 /// `dockhand lock`: lock an app with a reason.
 async fn lock(client: &Client, app: &str, reason: String) -> anyhow::Result<Outcome> {
     let path = format!("/api/apps/{}/lock", segment(app));
-    let (_, value): (_, LockAnswer) = client
-        .call(Method::POST, &path, Some(json!({ "reason": reason })))
-        .await?;
+    let body = LockRequest {
+        reason: Some(reason),
+    };
+    let (_, value): (_, LockAnswer) = client.post(&path, &body).await?;
     print_or(false, "", || render::locked(&value))
 }
 
 /// `dockhand unlock`.
 async fn unlock(client: &Client, app: &str) -> anyhow::Result<Outcome> {
     let path = format!("/api/apps/{}/lock", segment(app));
-    let (_, value): (_, UnlockAnswer) = client.call(Method::DELETE, &path, None).await?;
+    let (_, value): (_, UnlockAnswer) = client.call(Method::DELETE, &path).await?;
     print_or(false, "", || render::unlocked(&value))
 }
 
 /// `dockhand status`: every app.
 async fn status(client: &Client, json: bool) -> anyhow::Result<Outcome> {
-    let (text, value): (_, AppList) = client.call(Method::GET, "/api/apps", None).await?;
+    let (text, value): (_, AppList) = client.call(Method::GET, "/api/apps").await?;
     print_or(json, &text, || render::status(&value))
 }
 
@@ -193,23 +193,19 @@ async fn maintenance(client: &Client, app: &str, state: Switch) -> anyhow::Resul
         Switch::On => Method::POST,
         Switch::Off => Method::DELETE,
     };
-    let (_, value): (_, MaintenanceView) = client.call(method, &path, None).await?;
+    let (_, value): (_, MaintenanceView) = client.call(method, &path).await?;
     print_or(false, "", || render::maintenance(&value))
 }
 
-/// POST a deploy or rollback (`force` added to `body`); print its id and URL (or the JSON),
-/// then follow it if asked.
+/// POST a deploy or rollback; print its id and URL (or the JSON), then follow it if asked.
 async fn queued(
     client: &Client,
     path: &str,
-    mut body: Value,
+    body: &impl Serialize,
     args: &QueueArgs,
 ) -> anyhow::Result<Outcome> {
-    if args.force {
-        body["force"] = json!(true);
-    }
     let QueueArgs { follow, json, .. } = *args;
-    let (text, value): (String, QueuedView) = client.call(Method::POST, path, Some(body)).await?;
+    let (text, value): (String, QueuedView) = client.post(path, body).await?;
     let id = u64::try_from(value.deploy_id)
         .ok()
         .filter(|id| *id > 0)
@@ -243,10 +239,14 @@ fn print_or(json: bool, text: &str, render: impl FnOnce() -> String) -> anyhow::
 
 /// `--to 41` is a deploy id (a JSON number: commit ids have at least 7 digits); anything else
 /// is a commit id or tag.
-fn rollback_target(to: &str) -> Value {
-    match to.parse::<u64>() {
-        Ok(id) if to.len() < 7 => json!(id),
-        _ => json!(to),
+fn rollback_target(to: &str) -> RollbackTarget {
+    let id = (to.len() < 7)
+        .then(|| to.parse::<u64>().ok())
+        .flatten()
+        .and_then(|id| i64::try_from(id).ok());
+    match id {
+        Some(id) => RollbackTarget::Deploy(id),
+        None => RollbackTarget::Spec(to.to_string()),
     }
 }
 
@@ -314,19 +314,36 @@ impl Client {
         }
     }
 
-    /// One call; the body text as received and parsed. A non-2xx answer is an error carrying
-    /// the API's `error` message.
+    /// One call without a body; the answer as [`Client::answer`] reads it.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<Value>,
     ) -> anyhow::Result<(String, T)> {
-        let mut request = self.request(method, path).timeout(CALL_TIMEOUT);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        self.answer(self.request(method, path)).await
+    }
+
+    /// A POST of `body` as JSON; the answer as [`Client::answer`] reads it.
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<(String, T)> {
+        self.answer(self.request(Method::POST, path).json(body))
+            .await
+    }
+
+    /// Send `request`; the body text as received and parsed. A non-2xx answer is an error
+    /// carrying the API's `error` message.
+    async fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(String, T)> {
+        let response = request
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let status = response.status();
         let text = response.text().await.map_err(|e| self.unreachable(e))?;
         if !status.is_success() {
@@ -431,12 +448,38 @@ impl Client {
 mod tests {
     use super::*;
 
+    use serde_json::json;
+
+    fn target(to: &str) -> serde_json::Value {
+        serde_json::to_value(rollback_target(to)).unwrap()
+    }
+
     #[test]
     fn a_short_number_is_a_deploy_id_and_anything_else_a_commit_or_tag() {
-        assert_eq!(rollback_target("41"), json!(41));
-        assert_eq!(rollback_target("1234567"), json!("1234567"));
-        assert_eq!(rollback_target("v1.2"), json!("v1.2"));
-        assert_eq!(rollback_target("abc1234"), json!("abc1234"));
+        assert_eq!(target("41"), json!(41));
+        assert_eq!(target("1234567"), json!("1234567"));
+        assert_eq!(target("v1.2"), json!("v1.2"));
+        assert_eq!(target("abc1234"), json!("abc1234"));
+        assert_eq!(target("-3"), json!("-3"));
+    }
+
+    #[test]
+    fn the_bodies_carry_only_what_was_given() {
+        fn sent(body: &impl Serialize) -> serde_json::Value {
+            serde_json::to_value(body).unwrap()
+        }
+        assert_eq!(sent(&deploy_body(None, false, false)), json!({}));
+        assert_eq!(
+            sent(&deploy_body(Some("main".into()), true, true)),
+            json!({ "ref": "main", "path": "full" })
+        );
+        let forced = DeployRequest {
+            force: Some(true),
+            ..deploy_body(None, false, true)
+        };
+        assert_eq!(sent(&forced), json!({ "path": "fast", "force": true }));
+        assert_eq!(sent(&RollbackRequest::default()), json!({}));
+        assert_eq!(sent(&PlanRequest::default()), json!({}));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The read API: apps, their deploys, one deploy with its steps, and health.
 
 use axum::extract::{Path, Query, State};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::auth::Reader;
@@ -11,6 +12,16 @@ use crate::api::{AppList, AppView, DeployList, DeployView, Health};
 use crate::config::AppConfig;
 use crate::services::Services;
 use crate::store::Deploy;
+
+/// `GET /api/apps[/{app}[/deploys]]`, `GET /api/deploys/{id}` and `GET /healthz`.
+pub(super) fn router() -> Router<Services> {
+    Router::new()
+        .route("/api/apps", get(list_apps))
+        .route("/api/apps/{app}", get(get_app))
+        .route("/api/apps/{app}/deploys", get(list_deploys))
+        .route("/api/deploys/{id}", get(get_deploy))
+        .route("/healthz", get(health))
+}
 
 async fn app_view(state: &Services, app: &AppConfig) -> Result<AppView, ApiError> {
     let deployed = state.store.app_state(&app.name).await?;
@@ -40,7 +51,7 @@ async fn app_view(state: &Services, app: &AppConfig) -> Result<AppView, ApiError
 }
 
 /// `GET /api/apps`: the apps the caller's token is scoped to.
-pub async fn list_apps(
+async fn list_apps(
     State(state): State<Services>,
     caller: Reader,
 ) -> Result<Json<AppList>, ApiError> {
@@ -52,7 +63,7 @@ pub async fn list_apps(
 }
 
 /// `GET /api/apps/{app}`
-pub async fn get_app(
+async fn get_app(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Reader,
@@ -67,7 +78,7 @@ pub struct Limit {
 }
 
 /// `GET /api/apps/{app}/deploys?limit=N` (newest first; 1..=1000, default 20).
-pub async fn list_deploys(
+async fn list_deploys(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Reader,
@@ -98,7 +109,7 @@ pub async fn list_deploys(
 }
 
 /// `GET /api/deploys/{id}` with its steps.
-pub async fn get_deploy(
+async fn get_deploy(
     State(state): State<Services>,
     Path(id): Path<String>,
     caller: Reader,
@@ -136,7 +147,7 @@ pub(super) async fn readable_deploy(
 }
 
 /// `GET /healthz`: the database answers.
-pub async fn health(State(state): State<Services>) -> Result<Json<Health>, ApiError> {
+async fn health(State(state): State<Services>) -> Result<Json<Health>, ApiError> {
     state.store.ping().await?;
     Ok(Json(Health {
         status: "ok".to_string(),

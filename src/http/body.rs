@@ -1,78 +1,161 @@
-//! Small JSON request bodies, read field by field so every 400 names the field that is wrong.
+//! JSON request bodies read as the `api` request types, so every 400 names the field that is
+//! wrong.
 
-use serde_json::{Map, Value};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::error::ApiError;
 
-/// A JSON object body; an empty body is an empty object.
-pub struct JsonBody(Map<String, Value>);
+/// A JSON object body read as `T`, whatever its content type; an empty (or all-whitespace)
+/// body is `T::default()`, and a `null` field is an absent one.
+///
+/// Rejected with an [`ApiError`]: [`ApiError::Body`] when the body cannot be read (413 past the
+/// cap), else a 400 `"<field>: <what is wrong>"` — `body:` when it is not a JSON object at all.
+pub struct AppJson<T>(pub T);
 
-impl JsonBody {
-    /// Parse `bytes`, refusing keys not in `allowed`.
-    pub fn parse(bytes: &[u8], allowed: &[&str]) -> Result<JsonBody, ApiError> {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(JsonBody(Map::new()));
-        }
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::BadRequest(format!("body: not valid JSON ({e})")))?;
-        let Value::Object(map) = value else {
-            return Err(ApiError::BadRequest("body: must be a JSON object".into()));
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await?;
+        parse(&bytes).map(AppJson)
+    }
+}
+
+fn parse<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    // Read whole first: a body that is not JSON, or not an object, is named so before any of
+    // its fields.
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("body: not valid JSON ({e})")))?;
+    if !value.is_object() {
+        return Err(ApiError::BadRequest("body: must be a JSON object".into()));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body" } else { &path };
+        ApiError::BadRequest(format!("{field}: {}", reason(&e.inner().to_string())))
+    })
+}
+
+/// serde's wording, made short: `must be a string`, `must be true or false`, `unknown field;
+/// expected ref, path, force`; anything else (a type's own check) as serde says it.
+fn reason(serde: &str) -> String {
+    let invalid = serde.strip_prefix("invalid type: ");
+    if let Some((_, expected)) = invalid.and_then(|m| m.rsplit_once(", expected ")) {
+        let expected = if expected == "a boolean" {
+            "true or false"
+        } else {
+            expected
         };
-        if let Some(key) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(ApiError::BadRequest(format!(
-                "{key}: unknown field; expected {}",
-                allowed.join(", ")
-            )));
-        }
-        Ok(JsonBody(map))
+        return format!("must be {expected}");
     }
-
-    /// A field's raw value; `null` counts as absent.
-    pub fn get(&self, field: &str) -> Option<&Value> {
-        self.0.get(field).filter(|v| !v.is_null())
+    let unknown = serde.strip_prefix("unknown field `");
+    if let Some((_, expected)) = unknown.and_then(|m| m.split_once("`, expected ")) {
+        // serde lists them as "`a`", "`a` or `b`" or "one of `a`, `b`, `c`".
+        let expected = expected.strip_prefix("one of ").unwrap_or(expected);
+        let expected = expected.replace("` or `", ", ").replace('`', "");
+        return format!("unknown field; expected {expected}");
     }
-
-    /// An optional string field.
-    pub fn string(&self, field: &str) -> Result<Option<&str>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(ApiError::BadRequest(format!("{field}: must be a string"))),
-        }
-    }
-
-    /// An optional boolean field.
-    pub fn bool(&self, field: &str) -> Result<Option<bool>, ApiError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(ApiError::BadRequest(format!(
-                "{field}: must be true or false"
-            ))),
-        }
-    }
+    serde.to_string()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use axum::body::Body;
 
-    fn message(e: ApiError) -> String {
-        e.to_string()
+    use super::*;
+    use crate::api::{DeployRequest, LockRequest, PlanRequest, RollbackRequest, RollbackTarget};
+
+    fn message<T: DeserializeOwned + Default + std::fmt::Debug>(body: &str) -> String {
+        parse::<T>(body.as_bytes()).unwrap_err().to_string()
     }
 
     #[test]
-    fn empty_bodies_are_empty_objects_and_bad_ones_name_the_field() {
-        let empty = JsonBody::parse(b"  ", &["ref"]).unwrap();
-        assert_eq!(empty.string("ref").unwrap(), None);
-        let body = JsonBody::parse(br#"{"ref": 1, "force": "yes"}"#, &["ref", "force"]).unwrap();
-        assert!(message(body.string("ref").unwrap_err()).starts_with("ref:"));
-        assert!(message(body.bool("force").unwrap_err()).starts_with("force:"));
-        let unknown = JsonBody::parse(br#"{"colour": 1}"#, &["ref"])
-            .err()
+    fn empty_bodies_are_defaults_and_null_is_absent() {
+        assert_eq!(
+            parse::<DeployRequest>(b" \n ").unwrap(),
+            DeployRequest::default()
+        );
+        let body: RollbackRequest = parse(br#"{"to": null, "force": null}"#).unwrap();
+        assert_eq!(body, RollbackRequest::default());
+        let body: DeployRequest = parse(br#"{"ref": "main", "path": "fast"}"#).unwrap();
+        assert_eq!(body.git_ref.as_deref(), Some("main"));
+        assert_eq!(body.path.as_deref(), Some("fast"));
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field_as_before() {
+        assert_eq!(
+            message::<DeployRequest>(r#"{"ref": 1}"#),
+            "ref: must be a string"
+        );
+        assert_eq!(
+            message::<DeployRequest>(r#"{"force": "yes"}"#),
+            "force: must be true or false"
+        );
+        assert_eq!(
+            message::<PlanRequest>(r#"{"ref": ["main"]}"#),
+            "ref: must be a string"
+        );
+        assert_eq!(
+            message::<DeployRequest>(r#"{"colour": "blue"}"#),
+            "colour: unknown field; expected ref, path, force"
+        );
+        assert_eq!(
+            message::<RollbackRequest>(r#"{"colour": 1}"#),
+            "colour: unknown field; expected to, force"
+        );
+        assert_eq!(
+            message::<LockRequest>(r#"{"colour": 1}"#),
+            "colour: unknown field; expected reason"
+        );
+        assert_eq!(message::<PlanRequest>("[1]"), "body: must be a JSON object");
+        assert_eq!(
+            message::<PlanRequest>("null"),
+            "body: must be a JSON object"
+        );
+        assert!(message::<PlanRequest>("{").starts_with("body: not valid JSON ("));
+    }
+
+    #[test]
+    fn a_rollback_goes_to_a_commit_or_tag_or_a_positive_deploy_id() {
+        let to = |body: &str| parse::<RollbackRequest>(body.as_bytes()).unwrap().to;
+        assert_eq!(to(r#"{"to": 41}"#), Some(RollbackTarget::Deploy(41)));
+        assert_eq!(
+            to(r#"{"to": "v1"}"#),
+            Some(RollbackTarget::Spec("v1".into()))
+        );
+        assert_eq!(
+            message::<RollbackRequest>(r#"{"to": true}"#),
+            "to: must be a commit id or tag (string) or a deploy id (number)"
+        );
+        for (id, shown) in [("-3", "-3"), ("0", "0"), ("2.0", "2.0")] {
+            assert_eq!(
+                message::<RollbackRequest>(&format!(r#"{{"to": {id}}}"#)),
+                format!("to: deploy id {shown} must be a positive integer")
+            );
+        }
+        assert_eq!(
+            message::<RollbackRequest>(r#"{"to": 18446744073709551615}"#),
+            "to: deploy id 18446744073709551615 must be a positive integer"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_extractor_reads_any_content_type() {
+        let request = Request::builder()
+            .header("content-type", "text/plain")
+            .body(Body::from(r#"{"ref": "main"}"#))
             .unwrap();
-        assert!(message(unknown).starts_with("colour:"));
-        assert!(message(JsonBody::parse(b"[1]", &[]).err().unwrap()).starts_with("body:"));
-        assert!(message(JsonBody::parse(b"{", &[]).err().unwrap()).starts_with("body:"));
+        let AppJson(body) = AppJson::<PlanRequest>::from_request(request, &())
+            .await
+            .map_err(|e| e.to_string())
+            .unwrap();
+        assert_eq!(body.git_ref.as_deref(), Some("main"));
     }
 }

@@ -1,6 +1,7 @@
 //! The one error type of the HTTP layer: each variant knows its status; 5xx bodies are generic
 //! and the cause is logged instead.
 
+use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -35,6 +36,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A request body that could not be read (past `body_limit`: 413), answered as axum
+    /// answers it.
+    #[error(transparent)]
+    Body(#[from] BytesRejection),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -49,6 +54,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Body(rejection) => rejection.status(),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -56,6 +62,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Body(rejection) = self {
+            return rejection.into_response();
+        }
         if let ApiError::Internal(e) = &self {
             tracing::error!(error = format!("{e:#}"), "internal error");
         }

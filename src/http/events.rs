@@ -14,6 +14,8 @@ use std::convert::Infallible;
 
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::Router;
 use futures_util::Stream;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -26,8 +28,13 @@ use crate::api::{StatusEvent, StepEvent};
 use crate::services::Services;
 use crate::store::{is_terminal, rfc3339, Deploy, DeployEvent, Step, Store};
 
+/// `GET /api/deploys/{id}/events`.
+pub(super) fn router() -> Router<Services> {
+    Router::new().route("/api/deploys/{id}/events", get(deploy_events))
+}
+
 /// `GET /api/deploys/{id}/events`
-pub async fn deploy_events(
+async fn deploy_events(
     State(state): State<Services>,
     Path(id): Path<String>,
     caller: Reader,

@@ -19,7 +19,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -36,15 +35,6 @@ pub use error::ApiError;
 /// for a slot with their body unread, bounded by the listener's connection cap.
 const WEBHOOK_BODIES: usize = 16;
 
-async fn one_body_slot(
-    State(slots): State<Arc<tokio::sync::Semaphore>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let _slot = slots.acquire_owned().await;
-    next.run(req).await
-}
-
 /// Run a handler's state-changing work in a task of its own and wait for it. The work then runs
 /// to its end even when its caller stops waiting (the client went away, `request_timeout`
 /// passed): dropping the caller's future never stops it between two writes — say after a
@@ -58,7 +48,8 @@ async fn to_the_end<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("the request's work ended: {e}")))?
 }
 
-/// The whole router, with body cap, request timeout, request ids and tracing.
+/// The whole router: each submodule's routes, with body cap, request timeout, request ids and
+/// tracing.
 pub fn router(state: Services) -> Router {
     let body_limit = usize::try_from(state.config.server.body_limit).unwrap_or(usize::MAX);
     let deadlines = Deadlines {
@@ -79,26 +70,11 @@ pub fn router(state: Services) -> Router {
     });
     // Webhook bodies are buffered whole before the HMAC: only so many at once.
     let bodies = Arc::new(tokio::sync::Semaphore::new(WEBHOOK_BODIES));
-    let hooks = Router::new()
-        .route("/hooks/github", post(webhook::receive))
-        .route("/hooks/github/{app}", post(webhook::receive_for_app))
-        .route_layer(middleware::from_fn_with_state(bodies, one_body_slot));
     Router::new()
-        .merge(hooks)
-        .route("/api/apps", get(api::list_apps))
-        .route("/api/apps/{app}", get(api::get_app))
-        .route("/api/apps/{app}/deploys", get(api::list_deploys))
-        .route("/api/apps/{app}/deploy", post(ops::deploy))
-        .route("/api/apps/{app}/rollback", post(ops::rollback))
-        .route("/api/apps/{app}/plan", post(ops::plan))
-        .route("/api/apps/{app}/lock", post(ops::lock).delete(ops::unlock))
-        .route(
-            "/api/apps/{app}/maintenance",
-            post(ops::maintenance_on).delete(ops::maintenance_off),
-        )
-        .route("/api/deploys/{id}", get(api::get_deploy))
-        .route("/api/deploys/{id}/events", get(events::deploy_events))
-        .route("/healthz", get(api::health))
+        .merge(webhook::router(bodies))
+        .merge(api::router())
+        .merge(ops::router())
+        .merge(events::router())
         // A declared Content-Length over the cap is refused before reading; a chunked body is
         // cut off (413) as soon as it passes the cap. Either way before any HMAC work.
         .layer(DefaultBodyLimit::disable())

@@ -4,28 +4,42 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::post;
+use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::info;
 
 use super::auth::Writer;
-use super::body::JsonBody;
+use super::body::AppJson;
 use super::error::ApiError;
 use super::views;
 use crate::api::{
-    ChangeView, HookView, LockAnswer, MaintenanceView, PlanView, QueuedView, UnlockAnswer,
+    ChangeView, DeployRequest, HookView, LockAnswer, LockRequest, MaintenanceView, PlanRequest,
+    PlanView, QueuedView, RollbackRequest, RollbackTarget, UnlockAnswer,
 };
 use crate::config::AppConfig;
 use crate::deploy::plan::DeployPath;
 use crate::deploy::target::{self, RollbackTo, Target};
 use crate::services::Services;
 use crate::store::{is_terminal, rfc3339, DeployEvent, NewApiDeploy, Store, Trigger};
+
+/// `POST /api/apps/{app}/{deploy,rollback,plan}`, and `POST`/`DELETE` of its `lock` and
+/// `maintenance`.
+pub(super) fn router() -> Router<Services> {
+    Router::new()
+        .route("/api/apps/{app}/deploy", post(deploy))
+        .route("/api/apps/{app}/rollback", post(rollback))
+        .route("/api/apps/{app}/plan", post(plan))
+        .route("/api/apps/{app}/lock", post(lock).delete(unlock))
+        .route(
+            "/api/apps/{app}/maintenance",
+            post(maintenance_on).delete(maintenance_off),
+        )
+}
 
 /// `?wait=true`: hold the answer until the deploy is over (at most `server.wait_timeout`).
 #[derive(Deserialize)]
@@ -52,18 +66,38 @@ pub(super) fn wait_flag(value: &str) -> Option<bool> {
     }
 }
 
+/// A body as its handler takes it: read (or refused) before the handler runs, but its fields
+/// are judged after the caller's scope, so a token not scoped to the app gets 403 (or 404)
+/// whatever it sent.
+type Body<T> = Result<AppJson<T>, ApiError>;
+
+/// The app a call names and its body, refused in this order: a body that could not be read
+/// (413), the caller's scope (403, 404), the body's fields (400).
+fn app_and_body<'a, T>(
+    state: &'a Services,
+    caller: &Writer,
+    name: &str,
+    body: Body<T>,
+) -> Result<(&'a AppConfig, T), ApiError> {
+    if let Err(ApiError::Body(unread)) = body {
+        return Err(ApiError::Body(unread));
+    }
+    let app = caller.app(state, name)?;
+    let AppJson(body) = body?;
+    Ok((app, body))
+}
+
 /// `POST /api/apps/{app}/deploy` `{ref?, path?, force?}`
-pub async fn deploy(
+async fn deploy(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
     Query(q): Query<WaitQuery>,
-    body: Bytes,
+    body: Body<DeployRequest>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &name)?;
-    let body = JsonBody::parse(&body, &["ref", "path", "force"])?;
-    let spec = body.string("ref")?;
-    let path = match body.string("path")? {
+    let (app, body) = app_and_body(&state, &caller, &name, body)?;
+    let spec = body.git_ref.as_deref();
+    let path = match body.path.as_deref() {
         None => None,
         Some(p) => Some(DeployPath::parse(p).ok_or_else(|| {
             ApiError::BadRequest(format!("path: {p:?} must be \"fast\" or \"full\""))
@@ -78,7 +112,7 @@ pub async fn deploy(
     if let Some(spec) = spec {
         target::check_spec("ref", spec)?;
     }
-    let wait = forced_past_lock(&state, app, &body, &q).await?;
+    let wait = forced_past_lock(&state, app, body.force, &q).await?;
     let target = target::resolve_ref(&state, app, "ref", spec).await?;
     let reason = format!("asked for: {}", target.how);
     let asked = Asked {
@@ -92,33 +126,23 @@ pub async fn deploy(
 
 /// `POST /api/apps/{app}/rollback` `{to?, force?}`: `to` is a commit id or tag (string) or a
 /// deploy id (number); default: the last succeeded deploy before the current one.
-pub async fn rollback(
+async fn rollback(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
     Query(q): Query<WaitQuery>,
-    body: Bytes,
+    body: Body<RollbackRequest>,
 ) -> Result<Response, ApiError> {
-    let app = caller.app(&state, &name)?;
-    let body = JsonBody::parse(&body, &["to", "force"])?;
-    let to = match body.get("to") {
+    let (app, body) = app_and_body(&state, &caller, &name, body)?;
+    let to = match body.to {
         None => RollbackTo::Previous,
-        Some(Value::String(s)) => {
-            target::check_spec("to", s)?;
-            RollbackTo::Spec(s.clone())
+        Some(RollbackTarget::Spec(s)) => {
+            target::check_spec("to", &s)?;
+            RollbackTo::Spec(s)
         }
-        Some(Value::Number(n)) => {
-            RollbackTo::Deploy(n.as_i64().filter(|n| *n > 0).ok_or_else(|| {
-                ApiError::BadRequest(format!("to: deploy id {n} must be a positive integer"))
-            })?)
-        }
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "to: must be a commit id or tag (string) or a deploy id (number)".into(),
-            ))
-        }
+        Some(RollbackTarget::Deploy(id)) => RollbackTo::Deploy(id),
     };
-    let wait = forced_past_lock(&state, app, &body, &q).await?;
+    let wait = forced_past_lock(&state, app, body.force, &q).await?;
     let target = target::resolve_rollback(&state, app, &to).await?;
     let reason = format!("rollback to {}", target.how);
     let lock = app.lock_on_rollback.then(|| {
@@ -139,15 +163,14 @@ pub async fn rollback(
 
 /// `POST /api/apps/{app}/plan` `{ref?}`: what a deploy would do now. Records nothing and
 /// writes nothing to the volume; it fetches into the app's git cache.
-pub async fn plan(
+async fn plan(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
-    body: Bytes,
+    body: Body<PlanRequest>,
 ) -> Result<Json<PlanView>, ApiError> {
-    let app = caller.app(&state, &name)?;
-    let body = JsonBody::parse(&body, &["ref"])?;
-    let target = target::resolve_ref(&state, app, "ref", body.string("ref")?).await?;
+    let (app, body) = app_and_body(&state, &caller, &name, body)?;
+    let target = target::resolve_ref(&state, app, "ref", body.git_ref.as_deref()).await?;
     let dry = target::dry_run(&state, app, &target).await?;
     let changes = dry
         .changes
@@ -183,16 +206,16 @@ pub async fn plan(
 }
 
 /// `POST /api/apps/{app}/lock` `{reason}`
-pub async fn lock(
+async fn lock(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
-    body: Bytes,
+    body: Body<LockRequest>,
 ) -> Result<Json<LockAnswer>, ApiError> {
-    let app = caller.app(&state, &name)?;
-    let body = JsonBody::parse(&body, &["reason"])?;
+    let (app, body) = app_and_body(&state, &caller, &name, body)?;
     let reason = body
-        .string("reason")?
+        .reason
+        .as_deref()
         .map(str::trim)
         .filter(|r| !r.is_empty() && r.len() <= 500)
         .ok_or_else(|| ApiError::BadRequest("reason: required, 1-500 characters".into()))?;
@@ -212,7 +235,7 @@ pub async fn lock(
 
 /// `DELETE /api/apps/{app}/lock`: pushes deploy again from the next one; pushes recorded as
 /// `locked` stay recorded and are not deployed (deploy the tip with `POST …/deploy`).
-pub async fn unlock(
+async fn unlock(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -234,7 +257,7 @@ fn short(sha: &str) -> &str {
 
 /// `POST /api/apps/{app}/maintenance`: the app's proxy answers every request with 503 and
 /// its `maintenance_body` until `DELETE`. Kept across restarts.
-pub async fn maintenance_on(
+async fn maintenance_on(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -243,7 +266,7 @@ pub async fn maintenance_on(
 }
 
 /// `DELETE /api/apps/{app}/maintenance`: the app's proxy forwards requests again.
-pub async fn maintenance_off(
+async fn maintenance_off(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -287,10 +310,10 @@ async fn set_maintenance(
 async fn forced_past_lock(
     state: &Services,
     app: &AppConfig,
-    body: &JsonBody,
+    force: Option<bool>,
     q: &WaitQuery,
 ) -> Result<bool, ApiError> {
-    let force = body.bool("force")?.unwrap_or(false);
+    let force = force.unwrap_or(false);
     let wait = q.wait()?;
     refuse_if_locked(state, app, force).await?;
     Ok(wait)

@@ -4,11 +4,16 @@
 //! over the raw bytes before anything is parsed. A delivery is in SQLite before it is
 //! acknowledged, and a redelivery of a recorded one triggers nothing.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::post;
+use axum::{Json, Router};
+use tokio::sync::Semaphore;
 use tracing::info;
 
 use super::error::ApiError;
@@ -25,9 +30,23 @@ const EVENT: &str = "x-github-event";
 const DELIVERY: &str = "x-github-delivery";
 const HOOK_ID: &str = "x-github-hook-id";
 
+/// `POST /hooks/github[/{app}]`; each delivery's body is read only once it holds one of
+/// `bodies`' permits.
+pub(super) fn router(bodies: Arc<Semaphore>) -> Router<Services> {
+    Router::new()
+        .route("/hooks/github", post(receive))
+        .route("/hooks/github/{app}", post(receive_for_app))
+        .route_layer(middleware::from_fn_with_state(bodies, one_body_slot))
+}
+
+async fn one_body_slot(State(slots): State<Arc<Semaphore>>, req: Request, next: Next) -> Response {
+    let _slot = slots.acquire_owned().await;
+    next.run(req).await
+}
+
 /// `POST /hooks/github`: the apps are those whose secret verifies the signature and whose
 /// repository the payload names.
-pub async fn receive(
+async fn receive(
     State(state): State<Services>,
     headers: HeaderMap,
     body: Bytes,
@@ -65,7 +84,7 @@ async fn handle_to_the_end(
 }
 
 /// `POST /hooks/github/{app}`: one app, its secret (none: 401, the app only polls).
-pub async fn receive_for_app(
+async fn receive_for_app(
     State(state): State<Services>,
     Path(name): Path<String>,
     headers: HeaderMap,
