@@ -1,6 +1,8 @@
 //! The `dockhand` binary: parse the command line, set up logging, run the server, `check`, or
 //! one client command (`dockhand::client`).
 
+#![warn(clippy::too_many_lines)]
+
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -79,7 +79,7 @@ fn duration(value: &toml::Value) -> Duration {
 }
 
 #[test]
-fn the_readme_states_every_default_as_the_code_has_it() {
+fn the_readme_states_every_default_duration_as_the_code_has_it() {
     let r = reference();
     let durations = [
         ("server", "request_timeout", DEFAULT_REQUEST_TIMEOUT),
@@ -111,6 +111,11 @@ fn the_readme_states_every_default_as_the_code_has_it() {
             "{section}.{key}"
         );
     }
+}
+
+#[test]
+fn the_readme_states_every_default_size_and_count_as_the_code_has_it() {
+    let r = reference();
     let sizes = [
         ("server", "body_limit", DEFAULT_BODY_LIMIT),
         ("apps", "max_fetch_size", DEFAULT_MAX_FETCH_SIZE),
@@ -134,6 +139,11 @@ fn the_readme_states_every_default_as_the_code_has_it() {
             "{section}.{key}"
         );
     }
+}
+
+#[test]
+fn the_readme_states_every_default_word_and_switch_as_the_code_has_it() {
+    let r = reference();
     let words = [
         ("server", "listen", DEFAULT_LISTEN.to_string()),
         ("apps", "branch", DEFAULT_BRANCH.to_string()),
