@@ -14,6 +14,7 @@ use crate::config::AppConfig;
 use crate::git::{Cache, Oid};
 use crate::redact::redact_url;
 use crate::services::Services;
+use crate::store::StepStage;
 use crate::store::{now_ms, Deploy, DeployStatus, Trigger};
 
 /// Deploy the newest of `ids` (all queued for app `app_name`); the others become `superseded`.
@@ -163,7 +164,14 @@ impl Fetched {
             Ok((_, target)) => {
                 if !self.refs.is_empty() {
                     ctx.store
-                        .record_step(deploy.id, "fetch", &detail, self.ran, true, &self.tip_note)
+                        .record_step(
+                            deploy.id,
+                            StepStage::Fetch,
+                            &detail,
+                            self.ran,
+                            true,
+                            &self.tip_note,
+                        )
                         .await?;
                 }
                 target
@@ -171,7 +179,14 @@ impl Fetched {
             Err(e) => {
                 let output = format!("{e:#}");
                 ctx.store
-                    .record_step(deploy.id, "fetch", &detail, self.ran, false, &output)
+                    .record_step(
+                        deploy.id,
+                        StepStage::Fetch,
+                        &detail,
+                        self.ran,
+                        false,
+                        &output,
+                    )
                     .await?;
                 return Ok(Err(e));
             }

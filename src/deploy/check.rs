@@ -8,7 +8,7 @@ use crate::config::{render, AppConfig, FastCheck, Reload};
 use crate::git::Oid;
 use crate::runtime::HealthCheck;
 use crate::services::Services;
-use crate::store::Deploy;
+use crate::store::{Deploy, StepStage};
 
 /// A touch the app has not acted on within this is made again: uWSGI's master takes the
 /// touch file's mtime as its baseline at its first check after (re)starting, so a touch just
@@ -21,7 +21,7 @@ const RETOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 pub(super) async fn run_check(
     app: &AppConfig,
     steps: &Steps,
-    stage: &str,
+    stage: StepStage,
     check: &FastCheck,
     commit: Oid,
     git_ref: &str,
@@ -186,7 +186,7 @@ pub(super) async fn watch(
     let proxy = proxy_of(ctx, app);
     let detail = format!("{} keeps answering for {:?}", w.url, w.window);
     steps
-        .run("watch", &detail, async {
+        .run(StepStage::Watch, &detail, async {
             let started = tokio::time::Instant::now();
             // The proxy's counts for the new version over the last WATCH_5XX_WINDOW.
             let mut counts = std::collections::VecDeque::new();

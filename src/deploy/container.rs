@@ -11,7 +11,7 @@ use super::full::{FullDeploy, LABEL_APP, LABEL_COMMIT, LABEL_DEPLOY};
 use super::steps::Steps;
 use crate::config::{render, AppConfig, ContainerConfig};
 use crate::runtime::{ContainerSpec, Engine, HealthCheck, Mount};
-use crate::store::{AppState, LiveContainer};
+use crate::store::{AppState, LiveContainer, StepStage};
 use crate::tree::Tree;
 
 /// Pull `image` (with the app's registry credentials): every deploy of the image template
@@ -52,7 +52,7 @@ pub(super) async fn start_healthy(
     let detail = format!("{} on 127.0.0.1:{port}", spec.name);
     let record = Recorded {
         steps,
-        stages: ["start", "health"],
+        stages: [StepStage::Start, StepStage::Health],
         detail: &detail,
     };
     launch_healthy(docker, d, &spec, port, Some(record)).await
@@ -62,7 +62,7 @@ pub(super) async fn start_healthy(
 /// the first one says.
 pub(super) struct Recorded<'a> {
     pub steps: &'a Steps,
-    pub stages: [&'a str; 2],
+    pub stages: [StepStage; 2],
     pub detail: &'a str,
 }
 

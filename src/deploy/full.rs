@@ -14,6 +14,7 @@ use super::steps::Steps;
 use crate::config::{render, AppConfig, ContainerConfig, Reload, Strategy};
 use crate::proxy::{Proxy, Retired, Target};
 use crate::runtime::Engine;
+use crate::store::StepStage;
 use crate::store::{LiveContainer, Store};
 
 /// Labels dockhand puts on every container it starts.
@@ -51,7 +52,7 @@ pub(super) async fn pull(
 ) -> anyhow::Result<(String, Option<String>)> {
     let image = render(&d.container.image, &d.commit, &d.git_ref);
     let pulled = steps
-        .run("pull", &image, async {
+        .run(StepStage::Pull, &image, async {
             let pulled = container::pull(docker, d.container, &image).await?;
             let out = format!(
                 "image {} digest {}",
@@ -218,7 +219,7 @@ async fn keep_or_retire(
     if !paused && !stop_first {
         let paused = steps
             .run(
-                "pause-old",
+                StepStage::PauseOld,
                 &format!("keep {old} paused while the new container is watched"),
                 async {
                     docker.pause(old).await?;
@@ -256,11 +257,15 @@ pub(super) async fn retire(
     grace: std::time::Duration,
 ) {
     let retiring = steps
-        .run("retire", &format!("stop and remove {old}"), async {
-            docker.stop(old, grace).await?;
-            docker.remove(old).await?;
-            Ok(((), "removed".to_string()))
-        })
+        .run(
+            StepStage::Retire,
+            &format!("stop and remove {old}"),
+            async {
+                docker.stop(old, grace).await?;
+                docker.remove(old).await?;
+                Ok(((), "removed".to_string()))
+            },
+        )
         .await;
     if let Err(e) = retiring {
         tracing::warn!(
@@ -298,7 +303,7 @@ pub(super) async fn switch_back(
             }
         }
         steps
-            .run("stop-new", new, async {
+            .run(StepStage::StopNew, new, async {
                 match kept.stopped {
                     true => docker.stop(new, grace).await?,
                     false => docker.pause(new).await?,
@@ -309,7 +314,7 @@ pub(super) async fn switch_back(
         back.await;
         let old = &kept.id;
         steps
-            .run("resume-old", old, async {
+            .run(StepStage::ResumeOld, old, async {
                 match kept.stopped {
                     false => docker.unpause(old).await?,
                     true => {
@@ -371,7 +376,7 @@ async fn run_trial(
     );
     let record = Recorded {
         steps,
-        stages: ["trial", "trial-health"],
+        stages: [StepStage::Trial, StepStage::TrialHealth],
         detail: &detail,
     };
     let id = launch_healthy(docker, d, &spec, port, Some(record)).await?;
@@ -416,7 +421,7 @@ impl Old<'_> {
         let resumed = match hold {
             None => {
                 steps
-                    .run("restart-old", id, async {
+                    .run(StepStage::RestartOld, id, async {
                         docker.start(id).await?;
                         Ok(((), "the previous container is running again".to_string()))
                     })
@@ -424,7 +429,7 @@ impl Old<'_> {
             }
             Some(_) => {
                 steps
-                    .run("resume-old", id, async {
+                    .run(StepStage::ResumeOld, id, async {
                         docker.unpause(id).await?;
                         let out = "the previous container runs again, on its own commit";
                         Ok(((), out.to_string()))
@@ -462,7 +467,7 @@ async fn stop_old(
         }
         steps
             .run(
-                "stop-old",
+                StepStage::StopOld,
                 &format!("stop {old} to free port {port}"),
                 async {
                     docker.stop(old, grace).await?;
@@ -513,7 +518,7 @@ async fn pause_old<'a>(
         }
         steps
             .run(
-                "pause-old",
+                StepStage::PauseOld,
                 &format!("pause {old} while the tree it runs from changes"),
                 async {
                     docker.pause(old).await?;
@@ -547,7 +552,7 @@ async fn switch(
     let detail = switch_detail(to.as_ref());
     // A store that refuses the row before the switch changes nothing; once switched, the
     // upstream it retired must reach the caller (to drain, or to switch back) row or not.
-    let step = steps.begin("switch", &detail).await?;
+    let step = steps.begin(StepStage::Switch, &detail).await?;
     let retired = proxy.switch(to);
     if let Err(e) = steps.end(step, &switched_from(retired.as_ref())).await {
         tracing::warn!(
@@ -564,7 +569,7 @@ async fn switch_back_to(steps: &Steps, proxy: &Proxy, to: Target) {
     let detail = switch_detail(Some(&to));
     let retired = proxy.switch(Some(to));
     let recorded = async {
-        let step = steps.begin("switch", &detail).await?;
+        let step = steps.begin(StepStage::Switch, &detail).await?;
         steps.end(step, &switched_from(retired.as_ref())).await
     };
     if let Err(e) = recorded.await {
@@ -593,7 +598,7 @@ fn switched_from(retired: Option<&Retired>) -> String {
 async fn drain(steps: &Steps, proxy: &Proxy, retired: &Retired) -> anyhow::Result<()> {
     steps
         .run(
-            "drain",
+            StepStage::Drain,
             &format!("requests still open on {}", retired.target().addr),
             async { Ok(((), drained(proxy.drain(retired).await))) },
         )
@@ -633,7 +638,7 @@ pub(super) async fn prune_images(
     }
     steps
         .run(
-            "prune-images",
+            StepStage::PruneImages,
             &format!("keep the newest {}", container.keep_images),
             async {
                 let mut removed = Vec::new();

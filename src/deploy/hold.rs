@@ -5,6 +5,7 @@ use tracing::warn;
 
 use super::steps::Steps;
 use crate::proxy::{HoldGuard, Proxy};
+use crate::store::StepStage;
 
 /// New requests wait in the proxy until [`Held::release`]; nothing is held without a proxy or
 /// with `hold_timeout = "0s"`.
@@ -19,7 +20,7 @@ impl<'a> Held<'a> {
         let guard = proxy.and_then(|p| p.hold());
         let mut step = None;
         if guard.is_some() {
-            step = steps.begin("hold", detail).await.ok();
+            step = steps.begin(StepStage::Hold, detail).await.ok();
         }
         Held { guard, step }
     }

@@ -26,7 +26,7 @@ use crate::config::{AppConfig, Reload};
 use crate::git::Oid;
 use crate::runtime::Engine;
 use crate::services::Services;
-use crate::store::{Deploy, DeployStatus, LiveContainer};
+use crate::store::{Deploy, DeployStatus, LiveContainer, StepStage};
 use crate::tree::{Revision, Switch, Tree, Write};
 
 /// Deploy `target` for `deploy` of `app`, whose tree holds `deployed` and which runs `live`.
@@ -178,15 +178,19 @@ impl<'a> Run<'a> {
             (app.volume.clone(), app.adopt, app.layout, app.max_tree_size);
         let (deployed, target) = (self.deployed, self.target);
         self.steps
-            .run("plan", "diff against the deployed commit", async move {
-                let plan = ctx
-                    .with_cache(&app.name, move |cache| {
-                        fast::plan(cache, &volume, layout, deployed, target, adopt, max)
-                    })
-                    .await?;
-                let summary = plan.summary.clone();
-                Ok((plan, summary))
-            })
+            .run(
+                StepStage::Plan,
+                "diff against the deployed commit",
+                async move {
+                    let plan = ctx
+                        .with_cache(&app.name, move |cache| {
+                            fast::plan(cache, &volume, layout, deployed, target, adopt, max)
+                        })
+                        .await?;
+                    let summary = plan.summary.clone();
+                    Ok((plan, summary))
+                },
+            )
             .await
             .map_err(End::failed)
     }
@@ -207,11 +211,7 @@ impl<'a> Run<'a> {
     ) -> Result<(Decision, Option<Arc<dyn Engine>>), End> {
         let ask = Ask {
             git_ref: self.deploy.git_ref.as_deref().unwrap_or_default(),
-            requested: self
-                .deploy
-                .requested_path
-                .as_deref()
-                .and_then(DeployPath::parse),
+            requested: self.deploy.requested_path,
             recorded_digest: recorded.map(|(_, digest)| digest.as_str()),
         };
         decide(self.ctx, self.app, &ask, plan, self.target, &self.before)
@@ -222,10 +222,9 @@ impl<'a> Run<'a> {
     /// The decision on the row: FROM/TO/PATH are recorded before anything changes.
     async fn record_plan(&self, decision: &Decision) -> Result<(), End> {
         let target = self.target.to_string();
-        let path = decision.path.as_str();
         self.ctx
             .store
-            .plan_deploy(self.deploy.id, &target, path, &decision.reason)
+            .plan_deploy(self.deploy.id, &target, decision.path, &decision.reason)
             .await?;
         Ok(())
     }
@@ -274,7 +273,7 @@ impl<'a> Run<'a> {
     async fn write(
         &self,
         plan: &fast::Plan,
-        stage: &'static str,
+        stage: StepStage,
         switch: Switch,
     ) -> anyhow::Result<()> {
         let (app, ctx) = (self.app, self.ctx);
@@ -314,7 +313,7 @@ impl<'a> Run<'a> {
         // The new release is built while the old container still serves: its tree changes
         // (`current` switched) only while it is paused.
         if Tree::builds_ahead(self.app) {
-            self.write(plan, "build", Switch::Later)
+            self.write(plan, StepStage::Build, Switch::Later)
                 .await
                 .map_err(End::failed)?;
         }
@@ -334,7 +333,7 @@ impl<'a> Run<'a> {
         };
         let tree = full::Tree {
             trial: trial.as_deref(),
-            put: self.write(plan, "sync", Switch::Now),
+            put: self.write(plan, StepStage::Sync, Switch::Now),
             back: self.restore(),
         };
         let (image, digest) = (p.image.clone(), p.digest.clone());
@@ -352,7 +351,7 @@ impl<'a> Run<'a> {
     /// The `swap` reload: the new commit synced into a new release, then a new container on
     /// the image the live one runs.
     async fn swap(&self, plan: &fast::Plan) -> Result<LiveContainer, End> {
-        self.write(plan, "sync", Switch::Now)
+        self.write(plan, StepStage::Sync, Switch::Now)
             .await
             .map_err(End::restore)?;
         let container = self
@@ -411,7 +410,7 @@ impl<'a> Run<'a> {
     /// The fast path: write the changes, reload the app in place while the proxy holds new
     /// requests, check it (reverting on failure), then watch it if the app asks.
     async fn fast(&self, plan: &fast::Plan) -> Result<Option<LiveContainer>, End> {
-        self.write(plan, "sync", Switch::Now)
+        self.write(plan, StepStage::Sync, Switch::Now)
             .await
             .map_err(End::restore)?;
         // Nothing the app runs changed (a push that only moves a submodule, say): the app is
@@ -419,7 +418,7 @@ impl<'a> Run<'a> {
         if Tree::runs_unchanged(self.app, &plan.changes) {
             let step = self
                 .steps
-                .begin("reload", &self.app.reload.to_string())
+                .begin(StepStage::Reload, &self.app.reload.to_string())
                 .await?;
             self.steps
                 .end(step, "skipped: nothing in the deployed tree changed")
@@ -434,7 +433,9 @@ impl<'a> Run<'a> {
         let reloaded = reload_step(ctx, app, steps, container).await;
         if let (Ok(()), Some(check)) = (&reloaded, &app.check) {
             let git_ref = self.git_ref();
-            if let Err(e) = run_check(app, steps, "check", check, self.target, git_ref).await {
+            if let Err(e) =
+                run_check(app, steps, StepStage::Check, check, self.target, git_ref).await
+            {
                 let reverted = self.revert().await;
                 held.release(steps).await;
                 return Err(End::Failed(Failure::Reverted(e, reverted)));
@@ -519,7 +520,7 @@ impl<'a> Run<'a> {
         let (target, deployed) = (self.target, self.deployed);
         self.steps
             .run(
-                "prune-releases",
+                StepStage::PruneReleases,
                 &format!("keep the newest {keep} and those containers run on"),
                 async move {
                     let in_use = releases_in_use(ctx, app).await?;

@@ -12,12 +12,8 @@ use globset::GlobSet;
 /// The commit-message trailer that overrides the decision: `Deploy-Path: full` or `fast`.
 pub const TRAILER: &str = "Deploy-Path";
 
-/// Which way a deploy goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeployPath {
-    Fast,
-    Full,
-}
+/// Which way a deploy goes (the store keeps it as a typed column).
+pub use crate::store::DeployPath;
 
 /// A decision and the reason a person reads in the deploy record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,25 +132,6 @@ pub fn decide(i: &Inputs<'_>) -> Decision {
         ));
     }
     decision
-}
-
-impl DeployPath {
-    /// `fast` or `full`, as the store and the API say it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeployPath::Fast => "fast",
-            DeployPath::Full => "full",
-        }
-    }
-
-    /// `fast` or `full`; anything else is `None`.
-    pub fn parse(s: &str) -> Option<DeployPath> {
-        match s {
-            "fast" => Some(DeployPath::Fast),
-            "full" => Some(DeployPath::Full),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use super::QueueError;
 use crate::config::AppConfig;
 use crate::git::{Cache, Oid};
 use crate::services::Services;
-use crate::store::{DeployEvent, DeployStatus, TipHistory};
+use crate::store::{DeployEvent, DeployStatus, StepStage, TipHistory};
 
 /// The first retry after a failure comes this soon; each further one waits twice as long, up to
 /// the app's poll interval.
@@ -252,7 +252,7 @@ impl Poller {
         else {
             return false; // a lagged receiver only misses a wake-up: the schedule still runs
         };
-        if stage != "fetch" {
+        if stage != StepStage::Fetch {
             return false;
         }
         matches!(self.ctx.store.deploy(deploy_id).await, Ok(Some(d)) if d.app == self.app.name)

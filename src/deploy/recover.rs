@@ -13,6 +13,7 @@ use super::{blocking, full, reload};
 use crate::git::Oid;
 use crate::services::Services;
 use crate::store::DeployStatus;
+use crate::store::StepStage;
 use crate::tree::Tree;
 
 /// Resolve what a previous run left unfinished. Called once at startup, after the workers start.
@@ -176,7 +177,7 @@ async fn undo_interrupted(
         .steps(deploy.id)
         .await?
         .iter()
-        .filter(|s| s.stage == "recover" && s.finished_at.is_none())
+        .filter(|s| s.stage == StepStage::Recover && s.finished_at.is_none())
         .count();
     if cut_short >= MAX_RECOVER_ATTEMPTS {
         bail!(
@@ -192,7 +193,7 @@ async fn undo_interrupted(
     };
     let revision = super::run::live_revision(ctx, app).await;
     Steps::new(ctx.store.clone(), deploy.id)
-        .run("recover", &detail, async move {
+        .run(StepStage::Recover, &detail, async move {
             let restored = ctx
                 .with_cache(&app.name, move |cache| {
                     Tree::open(&volume, layout)?.restore(cache, touched, good, revision.as_ref())
@@ -223,10 +224,14 @@ async fn reload_after_undo(ctx: &Services, deploy: &crate::store::Deploy) -> any
     };
     let (live, _) = super::decide::Live::of(ctx.store.app_state(&app.name).await?)?;
     Steps::new(ctx.store.clone(), deploy.id)
-        .run("reload", "the app, on the last good commit", async {
-            let reloaded = reload::reload(ctx, app, live.container.as_deref()).await?;
-            Ok(((), reloaded))
-        })
+        .run(
+            StepStage::Reload,
+            "the app, on the last good commit",
+            async {
+                let reloaded = reload::reload(ctx, app, live.container.as_deref()).await?;
+                Ok(((), reloaded))
+            },
+        )
         .await
 }
 

@@ -6,6 +6,7 @@ use super::container::pull_if_missing;
 use super::full::FullDeploy;
 use super::steps::Steps;
 use crate::runtime::Engine;
+use crate::store::StepStage;
 use crate::store::Store;
 
 /// Make the recorded `digest` (`repo@sha256:…`, recorded with `image`) available: used as it is
@@ -20,7 +21,7 @@ pub(super) async fn reuse_image(
     digest: &str,
 ) -> anyhow::Result<(String, Option<String>)> {
     steps
-        .run("pull", digest, async {
+        .run(StepStage::Pull, digest, async {
             let Some(pulled) = pull_if_missing(docker, d.container, digest).await? else {
                 return Ok((
                     (),

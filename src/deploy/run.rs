@@ -15,6 +15,7 @@ use crate::config::AppConfig;
 use crate::git::Oid;
 use crate::runtime::Engine;
 use crate::services::Services;
+use crate::store::StepStage;
 use crate::store::{Deploy, DeployStatus};
 use crate::tree::{Revision, Tree};
 
@@ -97,7 +98,7 @@ pub(super) async fn stage_trial(
     let (layout, d) = (app.layout, dir.clone());
     let detail = format!("a copy of {target} in {}", dir.display());
     steps
-        .run("stage", &detail, async move {
+        .run(StepStage::Stage, &detail, async move {
             let done = ctx
                 .with_cache(&app.name, move |cache| {
                     Tree::stage(cache, &d, layout, target, revision.as_ref())
@@ -145,7 +146,7 @@ pub(super) async fn revert(
     };
     reload_step(ctx, app, steps, container).await?;
     match &app.check {
-        Some(check) => run_check(app, steps, "verify", check, previous, git_ref)
+        Some(check) => run_check(app, steps, StepStage::Verify, check, previous, git_ref)
             .await
             .map(|()| "the previous version answers again"),
         None => Ok("the previous commit is back"),
@@ -175,7 +176,7 @@ pub(super) async fn reload_step(
     container: Option<&str>,
 ) -> anyhow::Result<()> {
     steps
-        .run("reload", &app.reload.to_string(), async {
+        .run(StepStage::Reload, &app.reload.to_string(), async {
             Ok(((), reload::reload(ctx, app, container).await?))
         })
         .await
@@ -196,7 +197,7 @@ pub(super) async fn restore(
     };
     let revision = live_revision(ctx, app).await;
     let restored = steps
-        .run("restore", &detail, async move {
+        .run(StepStage::Restore, &detail, async move {
             let done = ctx
                 .with_cache(&app.name, move |cache| {
                     Tree::open(&volume, layout)?.restore(cache, current, back_to, revision.as_ref())
@@ -244,7 +245,7 @@ pub(super) async fn post_deploy_hooks(
     target: Oid,
     live: Option<&crate::store::LiveContainer>,
 ) -> anyhow::Result<()> {
-    let stage = Stage::after_deploy(deploy.trigger.as_str());
+    let stage = Stage::after_deploy(deploy.trigger);
     let (config, name) = (ctx.config.clone(), app.name.clone());
     if !blocking(move || Ok(hooks::has_hooks(&config, &name, stage))).await? {
         return Ok(());

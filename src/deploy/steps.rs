@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use crate::store::Store;
+use crate::store::{StepStage, Store};
 
 /// The step log of one deploy.
 pub(crate) struct Steps {
@@ -19,7 +19,7 @@ impl Steps {
     /// error chain when it fails. The work's error is returned unchanged.
     pub(crate) async fn run<T>(
         &self,
-        stage: &str,
+        stage: StepStage,
         detail: &str,
         work: impl Future<Output = anyhow::Result<(T, String)>>,
     ) -> anyhow::Result<T> {
@@ -38,7 +38,7 @@ impl Steps {
 
     /// Open a stage's row now, to close with [`Steps::end`] when what it spans is over (a stage
     /// that is not one future, like a hold that spans the reload and the check).
-    pub(crate) async fn begin(&self, stage: &str, detail: &str) -> anyhow::Result<i64> {
+    pub(crate) async fn begin(&self, stage: StepStage, detail: &str) -> anyhow::Result<i64> {
         self.store.begin_step(self.deploy_id, stage, detail).await
     }
 

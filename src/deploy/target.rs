@@ -10,6 +10,7 @@ use super::plan::DeployPath;
 use crate::config::AppConfig;
 use crate::git::{Cache, Change, MissingRef, Oid};
 use crate::services::Services;
+use crate::store::Trigger;
 
 /// Most changed paths a dry run lists (the count is always complete).
 pub const MAX_LISTED_CHANGES: usize = 200;
@@ -308,7 +309,10 @@ pub async fn dry_run(ctx: &Services, app: &AppConfig, target: &Target) -> anyhow
     let (plan, hooks) = ctx
         .with_cache(&app.name, move |cache| {
             let plan = fast::diff(cache, from, to)?;
-            Ok((plan, super::hooks::would_run(&config, &name, "manual")))
+            Ok((
+                plan,
+                super::hooks::would_run(&config, &name, Trigger::Manual),
+            ))
         })
         .await?;
     let ask = Ask {

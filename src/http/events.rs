@@ -26,7 +26,7 @@ use super::auth::Reader;
 use super::error::ApiError;
 use crate::api::{StatusEvent, StepEvent};
 use crate::services::Services;
-use crate::store::{is_terminal, rfc3339, Deploy, DeployEvent, Step, Store};
+use crate::store::{rfc3339, Deploy, DeployEvent, DeployStatus, Step, StepStage, Store};
 
 /// `GET /api/deploys/{id}/events`.
 pub(super) fn router() -> Router<Services> {
@@ -113,7 +113,7 @@ fn live_event(event: DeployEvent, seen: &mut Seen) -> Option<(Event, bool)> {
                 return None;
             };
             unseen.insert(false);
-            (step_started(step, &stage, detail.as_deref(), at), false)
+            (step_started(step, stage, detail.as_deref(), at), false)
         }
         DeployEvent::StepEnded {
             step,
@@ -128,7 +128,7 @@ fn live_event(event: DeployEvent, seen: &mut Seen) -> Option<(Event, bool)> {
             }
             seen.insert(step, true);
             (
-                step_ended(step, &stage, Some(ok), Some(&output), Some(at)),
+                step_ended(step, stage, Some(ok), Some(&output), Some(at)),
                 false,
             )
         }
@@ -138,8 +138,8 @@ fn live_event(event: DeployEvent, seen: &mut Seen) -> Option<(Event, bool)> {
             error,
             ..
         } => (
-            status_event(&status, reason.as_deref(), error.as_deref()),
-            is_terminal(&status),
+            status_event(status, reason.as_deref(), error.as_deref()),
+            status.is_terminal(),
         ),
     };
     Some(shown)
@@ -157,17 +157,17 @@ async fn replay(
     for s in steps {
         if let Entry::Vacant(unseen) = seen.entry(s.id) {
             unseen.insert(false);
-            let event = step_started(s.id, &s.stage, s.detail.as_deref(), s.started_at);
+            let event = step_started(s.id, s.stage, s.detail.as_deref(), s.started_at);
             tx.send(event).await.map_err(|_| ())?;
         }
         if s.finished_at.is_some() && seen.get(&s.id) != Some(&true) {
             seen.insert(s.id, true);
-            let event = step_ended(s.id, &s.stage, s.ok, s.output.as_deref(), s.finished_at);
+            let event = step_ended(s.id, s.stage, s.ok, s.output.as_deref(), s.finished_at);
             tx.send(event).await.map_err(|_| ())?;
         }
     }
     let event = status_event(
-        deploy.status.as_str(),
+        deploy.status,
         deploy.reason.as_deref(),
         deploy.error.as_deref(),
     );
@@ -175,10 +175,10 @@ async fn replay(
     Ok(deploy.status.is_terminal())
 }
 
-fn step_started(step: i64, stage: &str, detail: Option<&str>, at: i64) -> Event {
+fn step_started(step: i64, stage: StepStage, detail: Option<&str>, at: i64) -> Event {
     let data = StepEvent {
         step,
-        stage: stage.to_string(),
+        stage: stage.as_str().to_string(),
         state: "started".to_string(),
         detail: detail.map(str::to_string),
         ok: None,
@@ -190,14 +190,14 @@ fn step_started(step: i64, stage: &str, detail: Option<&str>, at: i64) -> Event 
 
 fn step_ended(
     step: i64,
-    stage: &str,
+    stage: StepStage,
     ok: Option<bool>,
     output: Option<&str>,
     at: Option<i64>,
 ) -> Event {
     let data = StepEvent {
         step,
-        stage: stage.to_string(),
+        stage: stage.as_str().to_string(),
         state: "ended".to_string(),
         detail: None,
         ok,
@@ -207,9 +207,9 @@ fn step_ended(
     json_event("step", Some(format!("{step}-ended")), &data)
 }
 
-fn status_event(status: &str, reason: Option<&str>, error: Option<&str>) -> Event {
+fn status_event(status: DeployStatus, reason: Option<&str>, error: Option<&str>) -> Event {
     let data = StatusEvent {
-        status: status.to_string(),
+        status: status.as_str().to_string(),
         reason: reason.map(str::to_string),
         error: error.map(str::to_string),
     };

@@ -25,7 +25,7 @@ use crate::config::AppConfig;
 use crate::deploy::plan::DeployPath;
 use crate::deploy::target::{self, RollbackTo, Target};
 use crate::services::Services;
-use crate::store::{is_terminal, rfc3339, DeployEvent, NewApiDeploy, Store, Trigger};
+use crate::store::{rfc3339, DeployEvent, NewApiDeploy, Store, Trigger};
 
 /// `POST /api/apps/{app}/{deploy,rollback,plan}`, and `POST`/`DELETE` of its `lock` and
 /// `maintenance`.
@@ -352,7 +352,7 @@ async fn queue(
         actor: caller.name().to_string(),
         git_ref: target.git_ref.clone(),
         sha: target.sha.clone(),
-        path: asked.path.map(DeployPath::as_str),
+        path: asked.path,
         rollback_of: target.rollback_of,
         reason: Some(asked.reason.to_string()),
     };
@@ -417,7 +417,7 @@ async fn wait_terminal(
             match events.recv().await {
                 Ok(DeployEvent::Status {
                     deploy_id, status, ..
-                }) if deploy_id == id && is_terminal(&status) => return Ok(()),
+                }) if deploy_id == id && status.is_terminal() => return Ok(()),
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
                     if store

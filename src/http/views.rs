@@ -23,7 +23,7 @@ pub(super) fn deploy(d: Deploy) -> DeployView {
         forced: d.forced,
         from_commit: d.from_commit,
         to_commit: d.to_commit,
-        path: d.path,
+        path: d.path.map(|p| p.to_string()),
         reason: d.reason,
         status: d.status.to_string(),
         superseded_by: d.superseded_by,
@@ -34,7 +34,7 @@ pub(super) fn deploy(d: Deploy) -> DeployView {
         image: d.image,
         digest: d.digest,
         reverted: d.reverted,
-        requested_path: d.requested_path,
+        requested_path: d.requested_path.map(|p| p.to_string()),
         rollback_of: d.rollback_of,
         steps: None,
     }
@@ -44,7 +44,7 @@ pub(super) fn deploy(d: Deploy) -> DeployView {
 pub(super) fn step(s: Step) -> StepView {
     StepView {
         duration_ms: s.finished_at.map(|f| f - s.started_at),
-        stage: s.stage,
+        stage: s.stage.to_string(),
         detail: s.detail,
         output: s.output,
         ok: s.ok,

@@ -38,7 +38,7 @@ impl DeployStatus {
 
     /// Whether nothing will change this deploy any more.
     pub fn is_terminal(self) -> bool {
-        is_terminal(self.as_str())
+        crate::api::is_terminal(self.as_str())
     }
 }
 
@@ -52,11 +52,6 @@ impl std::fmt::Display for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Whether a status (as stored) is terminal: anything but `queued` and `running`.
-pub fn is_terminal(status: &str) -> bool {
-    crate::api::is_terminal(status)
 }
 
 /// What started a deploy. Stored as its lowercase name.
@@ -82,6 +77,40 @@ impl Trigger {
     }
 }
 
+/// Which way a deploy goes: the fast path (new code into the running app's tree) or the full
+/// path (a new container). Stored as its lowercase name (`deploys.path`, `requested_path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(rename_all = "lowercase")]
+pub enum DeployPath {
+    Fast,
+    Full,
+}
+
+impl DeployPath {
+    /// `fast` or `full`, as the store and the API say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployPath::Fast => "fast",
+            DeployPath::Full => "full",
+        }
+    }
+
+    /// `fast` or `full`; anything else is `None`.
+    pub fn parse(s: &str) -> Option<DeployPath> {
+        match s {
+            "fast" => Some(DeployPath::Fast),
+            "full" => Some(DeployPath::Full),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DeployPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A deploy asked for over the API (manual or rollback); its target is already a full SHA.
 #[derive(Debug, Clone)]
 pub struct NewApiDeploy {
@@ -92,8 +121,8 @@ pub struct NewApiDeploy {
     pub git_ref: Option<String>,
     /// The resolved full commit id.
     pub sha: String,
-    /// `fast` / `full` asked for, winning over the planner.
-    pub path: Option<&'static str>,
+    /// The path asked for, winning over the planner.
+    pub path: Option<DeployPath>,
     /// For a rollback: the deploy whose commit (and recorded image) it runs again.
     pub rollback_of: Option<i64>,
     /// Why, for the record (e.g. "rollback to deploy 7 (tag v1)").
@@ -112,7 +141,8 @@ pub struct Deploy {
     pub forced: bool,
     pub from_commit: Option<String>,
     pub to_commit: Option<String>,
-    pub path: Option<String>,
+    /// Once planned.
+    pub path: Option<DeployPath>,
     pub reason: Option<String>,
     pub status: DeployStatus,
     pub superseded_by: Option<i64>,
@@ -125,8 +155,8 @@ pub struct Deploy {
     pub digest: Option<String>,
     /// Failed after changing the app, and put back to the previous commit.
     pub reverted: bool,
-    /// `fast` / `full` asked for over the API.
-    pub requested_path: Option<String>,
+    /// The path asked for over the API.
+    pub requested_path: Option<DeployPath>,
     /// For a rollback: the deploy it runs again.
     pub rollback_of: Option<i64>,
 }
@@ -213,7 +243,7 @@ impl Store {
         .bind(id)
         .execute(&mut *self.writer.lock().await)
         .await?;
-        self.publish_status(id, DeployStatus::Running.as_str(), None, None);
+        self.publish_status(id, DeployStatus::Running, None, None);
         Ok(())
     }
 
@@ -223,7 +253,7 @@ impl Store {
         &self,
         id: i64,
         to_commit: &str,
-        path: &str,
+        path: DeployPath,
         reason: &str,
     ) -> anyhow::Result<()> {
         sqlx::query("UPDATE deploys SET to_commit = ?, path = ?, reason = ? WHERE id = ?")
@@ -279,7 +309,7 @@ impl Store {
         .bind(id)
         .execute(&mut *self.writer.lock().await)
         .await?;
-        self.publish_status(id, status.as_str(), reason, error);
+        self.publish_status(id, status, reason, error);
         Ok(())
     }
 
@@ -318,7 +348,7 @@ impl Store {
             .await?;
         set_app_state(&mut tx, id, app, commit, container, now).await?;
         tx.commit().await?;
-        self.publish_status(id, DeployStatus::Succeeded.as_str(), None, None);
+        self.publish_status(id, DeployStatus::Succeeded, None, None);
         Ok(())
     }
 
@@ -390,7 +420,7 @@ impl Store {
         }
         tx.commit().await?;
         for id in ids {
-            self.publish_status(*id, DeployStatus::Superseded.as_str(), Some(&reason), None);
+            self.publish_status(*id, DeployStatus::Superseded, Some(&reason), None);
         }
         Ok(())
     }

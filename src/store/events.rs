@@ -5,7 +5,7 @@
 
 use tokio::sync::broadcast;
 
-use super::Store;
+use super::{DeployStatus, StepStage, Store};
 
 /// Events a slow subscriber may fall behind by before it is told it lagged (and re-reads rows).
 const CAPACITY: usize = 1024;
@@ -17,7 +17,7 @@ pub enum DeployEvent {
     StepStarted {
         deploy_id: i64,
         step: i64,
-        stage: String,
+        stage: StepStage,
         detail: Option<String>,
         at: i64,
     },
@@ -25,7 +25,7 @@ pub enum DeployEvent {
     StepEnded {
         deploy_id: i64,
         step: i64,
-        stage: String,
+        stage: StepStage,
         ok: bool,
         output: String,
         at: i64,
@@ -33,7 +33,7 @@ pub enum DeployEvent {
     /// The deploy's status changed.
     Status {
         deploy_id: i64,
-        status: String,
+        status: DeployStatus,
         reason: Option<String>,
         error: Option<String>,
     },
@@ -73,13 +73,13 @@ impl Store {
     pub(super) fn publish_status(
         &self,
         deploy_id: i64,
-        status: &str,
+        status: DeployStatus,
         reason: Option<&str>,
         error: Option<&str>,
     ) {
         self.publish(DeployEvent::Status {
             deploy_id,
-            status: status.to_string(),
+            status,
             reason: reason.map(str::to_string),
             error: error.map(str::to_string),
         });

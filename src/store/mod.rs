@@ -29,14 +29,14 @@ use writer::Writer;
 
 pub use deliveries::{Delivery, DeliveryOutcome, NewDelivery, NewPushDeploy};
 pub use deploys::{
-    is_terminal, AppState, Deploy, DeployStatus, LiveContainer, NewApiDeploy, Trigger,
+    AppState, Deploy, DeployPath, DeployStatus, LiveContainer, NewApiDeploy, Trigger,
 };
 pub use events::DeployEvent;
 pub use locks::AppLock;
 pub use maintenance::Maintenance;
 pub use poll::{Attempt, TipHistory};
 pub use prune::Pruned;
-pub use steps::Step;
+pub use steps::{Step, StepStage};
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]

@@ -112,6 +112,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StepStage;
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const MAIN: &str = "refs/heads/main";
@@ -124,7 +125,7 @@ mod tests {
 
     async fn failed_at_fetch(store: &Store, id: i64) {
         store
-            .record_step(id, "fetch", "main", (1, 2), false, "unreachable")
+            .record_step(id, StepStage::Fetch, "main", (1, 2), false, "unreachable")
             .await
             .unwrap();
         store

@@ -33,7 +33,7 @@ use super::steps::Steps;
 use crate::config::{AppConfig, Config};
 use crate::git::Oid;
 use crate::services::Services;
-use crate::store::Deploy;
+use crate::store::{Deploy, StepStage, Trigger};
 use crate::tree::Tree;
 pub use process::{run, Outcome, Ran, OUTPUT_LIMIT};
 
@@ -75,11 +75,21 @@ impl Stage {
     }
 
     /// The stage that follows a successful deploy started by `trigger` (a deploy row's).
-    pub fn after_deploy(trigger: &str) -> Stage {
-        if trigger == "rollback" {
+    pub fn after_deploy(trigger: Trigger) -> Stage {
+        if trigger == Trigger::Rollback {
             Stage::PostRollback
         } else {
             Stage::PostDeploy
+        }
+    }
+
+    /// The step that records this stage's hook running.
+    fn step(self) -> StepStage {
+        match self {
+            Stage::PreDeploy => StepStage::HookPreDeploy,
+            Stage::PostDeploy => StepStage::HookPostDeploy,
+            Stage::OnFailure => StepStage::HookOnFailure,
+            Stage::PostRollback => StepStage::HookPostRollback,
         }
     }
 
@@ -130,7 +140,7 @@ impl Vars {
             from: deploy.from_commit.clone(),
             to: deploy.to_commit.clone(),
             git_ref: deploy.git_ref.clone(),
-            path: deploy.path.clone(),
+            path: deploy.path.map(|p| p.to_string()),
             tree: Tree::live_dir(app),
             trigger: deploy.trigger.to_string(),
             message,
@@ -235,7 +245,7 @@ pub fn has_hooks(config: &Config, app: &str, stage: Stage) -> bool {
 pub fn would_run(
     config: &Config,
     app: &str,
-    trigger: &str,
+    trigger: Trigger,
 ) -> Vec<(Stage, PathBuf, Option<String>)> {
     let Some(dir) = config.server.hooks_dir.as_deref() else {
         return Vec::new();
@@ -387,7 +397,7 @@ async fn run_step(
         }
     };
     steps
-        .run(&format!("hook:{stage}"), &hook.display().to_string(), work)
+        .run(stage.step(), &hook.display().to_string(), work)
         .await
         .map_err(|e| anyhow!("{stage} hook {} {e}", hook.display()))
 }
@@ -472,9 +482,9 @@ mod tests {
 
     #[test]
     fn a_rollback_is_followed_by_post_rollback() {
-        assert_eq!(Stage::after_deploy("rollback"), Stage::PostRollback);
-        assert_eq!(Stage::after_deploy("push"), Stage::PostDeploy);
-        assert_eq!(Stage::after_deploy("manual"), Stage::PostDeploy);
+        assert_eq!(Stage::after_deploy(Trigger::Rollback), Stage::PostRollback);
+        assert_eq!(Stage::after_deploy(Trigger::Push), Stage::PostDeploy);
+        assert_eq!(Stage::after_deploy(Trigger::Manual), Stage::PostDeploy);
     }
 
     #[test]
