@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`api`]: the wire types of every JSON answer and event, shared by server and CLI.
+//! - [`commit`]: [`commit::CommitId`], a full commit id parsed once, stored as text (a leaf).
 //! - [`config`]: the TOML config, validated once; API tokens kept as digests.
 //! - [`redact`]: secrets that never print and URLs without their credentials (a leaf).
 //! - [`http`]: the axum router — webhook receivers, the read API, the token-authenticated
@@ -35,6 +36,7 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod commit;
 pub mod config;
 pub mod deploy;
 pub mod git;

@@ -10,6 +10,7 @@ use tracing::{info, instrument, warn};
 use super::decide::Live;
 use super::run::fail;
 use super::{pick_latest, Candidate};
+use crate::commit::CommitId;
 use crate::config::AppConfig;
 use crate::git::{Cache, Oid};
 use crate::redact::redact_url;
@@ -29,7 +30,7 @@ pub(super) async fn run_batch(ctx: &Services, app_name: &str, ids: Vec<i64>) -> 
     if batch.is_empty() {
         return Ok(());
     }
-    let (live, deployed) = Live::of(ctx.store.app_state(&app.name).await?)?;
+    let (live, deployed) = Live::of(ctx.store.app_state(&app.name).await?);
     let fetch = fetch(ctx, &app, &batch).await;
     let win = match &fetch.picked {
         Ok((win, _)) => *win,
@@ -43,7 +44,7 @@ pub(super) async fn run_batch(ctx: &Services, app_name: &str, ids: Vec<i64>) -> 
         info!(deploy_id = deploy.id, superseded = ?others, "latest wins");
     }
     ctx.store
-        .start_deploy(deploy.id, deployed.map(|d| d.to_string()).as_deref())
+        .start_deploy(deploy.id, deployed.map(CommitId::from))
         .await?;
     let target = match fetch.record(ctx, &app, &deploy).await? {
         Ok(target) => target,

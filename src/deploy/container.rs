@@ -169,7 +169,7 @@ pub(super) async fn revive(
         app,
         container,
         deploy_id: state.deploy_id,
-        commit: state.commit_sha.clone(),
+        commit: state.commit_sha,
         git_ref: String::new(),
         old_container: None,
         proxy: None,
@@ -194,18 +194,18 @@ pub(super) fn spec(d: &FullDeploy<'_>, image: &str, port: u16) -> ContainerSpec 
     env.push(("PORT".to_string(), port.to_string()));
     // What the container was started for (a fast deploy later changes the code, not these:
     // the tree's revision file says what runs now).
-    env.push(("DOCKHAND_COMMIT".to_string(), d.commit.clone()));
+    env.push(("DOCKHAND_COMMIT".to_string(), d.commit.to_string()));
     env.push(("DOCKHAND_DEPLOY_ID".to_string(), d.deploy_id.to_string()));
     // A swapping app's container mounts its own release: its tree never changes under it.
     let mut mounts = vec![Mount {
-        source: Tree::mount_for(d.app, &d.commit),
+        source: Tree::mount_for(d.app, &d.commit.to_string()),
         target: d.container.mount.clone(),
         read_only: false,
     }];
     mounts.extend(d.container.mounts.iter().cloned());
     let labels = BTreeMap::from([
         (LABEL_APP.to_string(), d.app.name.clone()),
-        (LABEL_COMMIT.to_string(), d.commit.clone()),
+        (LABEL_COMMIT.to_string(), d.commit.to_string()),
         (LABEL_DEPLOY.to_string(), d.deploy_id.to_string()),
     ]);
     ContainerSpec {
@@ -234,7 +234,7 @@ pub(super) fn health_check(d: &FullDeploy<'_>, port: u16) -> HealthCheck {
         expect_body_contains: c
             .expect_body_contains
             .as_deref()
-            .map(|t| render(t, &d.commit, &d.git_ref)),
+            .map(|t| render(t, &d.commit.to_string(), &d.git_ref)),
         grace: c.health_grace,
         interval: c.health_interval,
         timeout: c.health_timeout,

@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
-
 use super::fast;
 use super::plan::{self, Decision, DeployPath, Running};
 use crate::config::{render, AppConfig};
@@ -29,12 +27,11 @@ pub(super) struct Live {
 
 impl Live {
     /// What `app_state` says runs: the live parts and the deployed commit.
-    pub(super) fn of(state: Option<AppState>) -> anyhow::Result<(Live, Option<Oid>)> {
+    pub(super) fn of(state: Option<AppState>) -> (Live, Option<Oid>) {
         let Some(state) = state else {
-            return Ok((Live::default(), None));
+            return (Live::default(), None);
         };
-        let deployed =
-            Oid::from_str(&state.commit_sha).context("app_state holds a bad commit id")?;
+        let deployed = state.commit_sha.into();
         let live = Live {
             container: state.container_id,
             digest: state.digest,
@@ -42,7 +39,7 @@ impl Live {
             port: state.port.and_then(|p| u16::try_from(p).ok()),
             deploy_id: Some(state.deploy_id),
         };
-        Ok((live, Some(deployed)))
+        (live, Some(deployed))
     }
 
     /// The live container as `app_state` records it, to put back after a reverted deploy.

@@ -11,6 +11,7 @@ use super::container::{
 };
 use super::hold::Held;
 use super::steps::Steps;
+use crate::commit::CommitId;
 use crate::config::{render, AppConfig, ContainerConfig, Reload, Strategy};
 use crate::proxy::{Proxy, Retired, Target};
 use crate::runtime::Engine;
@@ -27,7 +28,7 @@ pub(super) struct FullDeploy<'a> {
     pub app: &'a AppConfig,
     pub container: &'a ContainerConfig,
     pub deploy_id: i64,
-    pub commit: String,
+    pub commit: CommitId,
     pub git_ref: String,
     /// The container serving now, if any: stopped only once the new one is healthy.
     pub old_container: Option<String>,
@@ -50,7 +51,7 @@ pub(super) async fn pull(
     steps: &Steps,
     d: &FullDeploy<'_>,
 ) -> anyhow::Result<(String, Option<String>)> {
-    let image = render(&d.container.image, &d.commit, &d.git_ref);
+    let image = render(&d.container.image, &d.commit.to_string(), &d.git_ref);
     let pulled = steps
         .run(StepStage::Pull, &image, async {
             let pulled = container::pull(docker, d.container, &image).await?;

@@ -22,6 +22,7 @@ use super::run::{
 };
 use super::steps::Steps;
 use super::{blocking, fast, full, rollback};
+use crate::commit::CommitId;
 use crate::config::{AppConfig, Reload};
 use crate::git::Oid;
 use crate::runtime::Engine;
@@ -221,10 +222,14 @@ impl<'a> Run<'a> {
 
     /// The decision on the row: FROM/TO/PATH are recorded before anything changes.
     async fn record_plan(&self, decision: &Decision) -> Result<(), End> {
-        let target = self.target.to_string();
         self.ctx
             .store
-            .plan_deploy(self.deploy.id, &target, decision.path, &decision.reason)
+            .plan_deploy(
+                self.deploy.id,
+                self.target.into(),
+                decision.path,
+                &decision.reason,
+            )
             .await?;
         Ok(())
     }
@@ -382,7 +387,7 @@ impl<'a> Run<'a> {
         let Some(kept) = kept else { return Ok(new) };
         let (ctx, app, steps) = (self.ctx, self.app, &self.steps);
         ctx.store
-            .go_live(self.deploy.id, &app.name, &f.commit, Some(&new))
+            .go_live(self.deploy.id, &app.name, f.commit, Some(&new))
             .await?;
         let watched = Watched::container(f.container, new.port, self.target, &f.git_ref);
         let Err(e) = watch(ctx, app, self.deploy, steps, &watched).await else {
@@ -393,10 +398,7 @@ impl<'a> Run<'a> {
         let back = self.restore();
         let reverted = full::switch_back(docker, steps, f, kept, &new.id, &previous, back).await;
         if reverted.is_ok() {
-            let before = self
-                .before
-                .deploy_id
-                .zip(self.deployed.map(|_| previous.as_str()));
+            let before = self.before.deploy_id.zip(self.deployed.map(CommitId::from));
             let container = self.before.live_container();
             ctx.store
                 .put_back_app_state(&app.name, before, container.as_ref())
@@ -454,9 +456,8 @@ impl<'a> Run<'a> {
         let Some(check) = app.check.as_ref().filter(|c| !c.watch.is_zero()) else {
             return Ok(());
         };
-        let target = self.target.to_string();
         ctx.store
-            .go_live(self.deploy.id, &app.name, &target, None)
+            .go_live(self.deploy.id, &app.name, self.target.into(), None)
             .await?;
         let watched = Watched::check(check, self.target, self.git_ref());
         let Err(e) = watch(ctx, app, self.deploy, steps, &watched).await else {
@@ -494,7 +495,7 @@ impl<'a> Run<'a> {
     ) -> Result<(), End> {
         let (ctx, app, target) = (self.ctx, self.app, self.target);
         ctx.store
-            .succeed_deploy(self.deploy.id, &app.name, &target.to_string(), live)
+            .succeed_deploy(self.deploy.id, &app.name, target.into(), live)
             .await?;
         if let Some(keep) = Tree::keeps_releases(app) {
             if let Err(e) = self.prune_releases(keep).await {
@@ -556,8 +557,7 @@ impl<'a> Run<'a> {
 
     /// `app_state` names the deploy that was live before this one again.
     async fn put_back_app_state(&self) -> anyhow::Result<()> {
-        let previous = self.deployed.map(|c| c.to_string());
-        let before = self.before.deploy_id.zip(previous.as_deref());
+        let before = self.before.deploy_id.zip(self.deployed.map(CommitId::from));
         self.ctx
             .store
             .put_back_app_state(&self.app.name, before, None)

@@ -267,7 +267,7 @@ impl Poller {
             return Polled::Unreachable;
         };
         let deployed = match self.ctx.store.app_state(&self.app.name).await {
-            Ok(state) => state.and_then(|s| Oid::from_str(&s.commit_sha).ok()),
+            Ok(state) => state.map(|s| s.commit_sha.into()),
             Err(e) => {
                 warn!(
                     error = format!("{e:#}"),

@@ -168,10 +168,9 @@ async fn undo_interrupted(
         );
         return Ok(false);
     };
-    let Some(touched) = deploy.to_commit.as_deref() else {
+    let Some(touched) = deploy.to_commit.map(Oid::from) else {
         return Ok(false); // stopped before planning: the volume was never written
     };
-    let touched = Oid::from_str(touched).context("deploy row holds a bad commit id")?;
     let cut_short = ctx
         .store
         .steps(deploy.id)
@@ -185,7 +184,7 @@ async fn undo_interrupted(
              files of {touched} may remain in the volume: check it, then deploy"
         );
     }
-    let (live, good) = super::decide::Live::of(ctx.store.app_state(&app.name).await?)?;
+    let (live, good) = super::decide::Live::of(ctx.store.app_state(&app.name).await?);
     let (volume, layout) = (app.volume.clone(), app.layout);
     let detail = match good {
         Some(c) => format!("re-apply the last good commit {c}"),
@@ -222,7 +221,7 @@ async fn reload_after_undo(ctx: &Services, deploy: &crate::store::Deploy) -> any
     let Some(app) = ctx.config.app(&deploy.app) else {
         return Ok(());
     };
-    let (live, _) = super::decide::Live::of(ctx.store.app_state(&app.name).await?)?;
+    let (live, _) = super::decide::Live::of(ctx.store.app_state(&app.name).await?);
     Steps::new(ctx.store.clone(), deploy.id)
         .run(
             StepStage::Reload,

@@ -45,7 +45,7 @@ pub(super) fn full_deploy<'a>(
         app,
         container,
         deploy_id: deploy.id,
-        commit: target.to_string(),
+        commit: target.into(),
         git_ref: deploy.git_ref.clone().unwrap_or_default(),
         old_container: old,
         proxy: proxy_of(ctx, app),
@@ -251,7 +251,7 @@ pub(super) async fn post_deploy_hooks(
         return Ok(());
     }
     ctx.store
-        .go_live(deploy.id, &app.name, &target.to_string(), live)
+        .go_live(deploy.id, &app.name, target.into(), live)
         .await?;
     hooks::run_stage(ctx, &app.name, deploy.id, stage).await
 }

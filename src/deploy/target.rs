@@ -7,8 +7,9 @@
 use super::decide::{decide, Ask, Live};
 use super::fast;
 use super::plan::DeployPath;
+use crate::commit::CommitId;
 use crate::config::AppConfig;
-use crate::git::{Cache, Change, MissingRef, Oid};
+use crate::git::{Cache, Change, MissingRef};
 use crate::services::Services;
 use crate::store::Trigger;
 
@@ -18,8 +19,7 @@ pub const MAX_LISTED_CHANGES: usize = 200;
 /// A resolved deploy target.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Full commit id.
-    pub sha: String,
+    pub sha: CommitId,
     /// The full ref it came from, if it came from one.
     pub git_ref: Option<String>,
     /// For a rollback: the succeeded deploy of this commit it repeats (its recorded image).
@@ -110,7 +110,7 @@ fn resolve_ref_blocking(
             .resolve(&r)?
             .ok_or_else(|| TargetError::NotFound(format!("{r} names no commit")))?;
         Ok(Target {
-            sha: sha.to_string(),
+            sha: sha.into(),
             git_ref: Some(r),
             rollback_of: None,
             how,
@@ -135,7 +135,7 @@ fn resolve_ref_blocking(
         }
         if let Some(sha) = found {
             return Ok(Target {
-                sha: sha.to_string(),
+                sha: sha.into(),
                 git_ref: None,
                 rollback_of: None,
                 how: format!("commit {spec}"),
@@ -173,7 +173,7 @@ pub async fn resolve_rollback(
         RollbackTo::Spec(spec) => rollback_spec(ctx, app, spec).await?,
     };
     // The commit must be in the cache: the rollback itself fetches nothing.
-    let sha = target.sha.clone();
+    let sha = target.sha.to_string();
     let present = ctx
         .with_cache(&app.name, move |cache| Ok(cache.resolve(&sha)?.is_some()))
         .await?;
@@ -207,7 +207,7 @@ async fn previous_succeeded(ctx: &Services, app: &AppConfig) -> Result<Target, T
         .await?
         .ok_or_else(|| TargetError::NotFound(format!("app {} was never deployed", app.name)))?;
     let d = store
-        .succeeded_before(&app.name, state.deploy_id, &state.commit_sha)
+        .succeeded_before(&app.name, state.deploy_id, state.commit_sha)
         .await?
         .ok_or_else(|| {
             TargetError::NotFound(format!(
@@ -258,7 +258,7 @@ async fn rollback_spec(ctx: &Services, app: &AppConfig, spec: &str) -> Result<Ta
     }
     let mut t = resolve_commit_or_tag(ctx, app, spec, tag).await?;
     t.rollback_of = store
-        .succeeded_with_commit(&app.name, &t.sha)
+        .succeeded_with_commit(&app.name, t.sha)
         .await?
         .map(|d| d.id);
     Ok(t)
@@ -303,8 +303,8 @@ pub struct DryRun {
 /// planner's decision. Reads the store, the cache and (for apps with a container) inspects the
 /// live container; writes nothing.
 pub async fn dry_run(ctx: &Services, app: &AppConfig, target: &Target) -> anyhow::Result<DryRun> {
-    let (live, from) = Live::of(ctx.store.app_state(&app.name).await?)?;
-    let to = Oid::from_str(&target.sha)?;
+    let (live, from) = Live::of(ctx.store.app_state(&app.name).await?);
+    let to = target.sha.into();
     let (config, name) = (ctx.config.clone(), app.name.clone());
     let (plan, hooks) = ctx
         .with_cache(&app.name, move |cache| {

@@ -148,7 +148,7 @@ async fn rollback(
     let lock = app.lock_on_rollback.then(|| {
         format!(
             "rolled back to {} ({}); unlock to let pushes deploy again",
-            short(&target.sha),
+            target.sha.short(),
             target.how
         )
     });
@@ -191,7 +191,7 @@ async fn plan(
         .collect();
     Ok(Json(PlanView {
         app: app.name.clone(),
-        commit: target.sha,
+        commit: target.sha.to_string(),
         git_ref: target.git_ref,
         resolved: target.how,
         deployed: dry.deployed,
@@ -249,10 +249,6 @@ async fn unlock(
         app: app.name.clone(),
         unlocked: removed.as_ref().map(views::lock),
     }))
-}
-
-fn short(sha: &str) -> &str {
-    sha.get(..12).unwrap_or(sha)
 }
 
 /// `POST /api/apps/{app}/maintenance`: the app's proxy answers every request with 503 and
@@ -351,7 +347,7 @@ async fn queue(
         trigger: asked.trigger,
         actor: caller.name().to_string(),
         git_ref: target.git_ref.clone(),
-        sha: target.sha.clone(),
+        sha: target.sha.to_string(),
         path: asked.path,
         rollback_of: target.rollback_of,
         reason: Some(asked.reason.to_string()),

@@ -21,8 +21,8 @@ pub(super) fn deploy(d: Deploy) -> DeployView {
         git_ref: d.git_ref,
         requested_sha: d.requested_sha,
         forced: d.forced,
-        from_commit: d.from_commit,
-        to_commit: d.to_commit,
+        from_commit: d.from_commit.map(|c| c.to_string()),
+        to_commit: d.to_commit.map(|c| c.to_string()),
         path: d.path.map(|p| p.to_string()),
         reason: d.reason,
         status: d.status.to_string(),
@@ -77,7 +77,7 @@ pub(super) fn reload(r: &Reload) -> Option<ReloadView> {
 /// The deployed commit, and the live container when there is one.
 pub(super) fn deployed(d: &AppState) -> (DeployedView, Option<ContainerView>) {
     let deployed = DeployedView {
-        commit: d.commit_sha.clone(),
+        commit: d.commit_sha.to_string(),
         deploy_id: d.deploy_id,
         since: rfc3339(d.updated_at),
     };

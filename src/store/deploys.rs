@@ -3,6 +3,7 @@
 use sqlx::{Connection as _, FromRow};
 
 use super::{now_ms, Store};
+use crate::commit::CommitId;
 
 /// Where a deploy is in its life. `Queued` and `Running` are the only non-terminal ones.
 /// Stored as its lowercase name (the CHECK of `deploys.status`).
@@ -139,8 +140,8 @@ pub struct Deploy {
     pub git_ref: Option<String>,
     pub requested_sha: Option<String>,
     pub forced: bool,
-    pub from_commit: Option<String>,
-    pub to_commit: Option<String>,
+    pub from_commit: Option<CommitId>,
+    pub to_commit: Option<CommitId>,
     /// Once planned.
     pub path: Option<DeployPath>,
     pub reason: Option<String>,
@@ -179,7 +180,7 @@ impl Deploy {
 #[derive(Debug, Clone, FromRow)]
 pub struct AppState {
     pub app: String,
-    pub commit_sha: String,
+    pub commit_sha: CommitId,
     pub deploy_id: i64,
     pub updated_at: i64,
     /// The live container, for apps with a container spec.
@@ -234,7 +235,7 @@ impl Store {
     }
 
     /// Mark a queued deploy running, recording what the volume held when it started.
-    pub async fn start_deploy(&self, id: i64, from_commit: Option<&str>) -> anyhow::Result<()> {
+    pub async fn start_deploy(&self, id: i64, from_commit: Option<CommitId>) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE deploys SET status = 'running', started_at = ?, from_commit = ? WHERE id = ?",
         )
@@ -252,7 +253,7 @@ impl Store {
     pub async fn plan_deploy(
         &self,
         id: i64,
-        to_commit: &str,
+        to_commit: CommitId,
         path: DeployPath,
         reason: &str,
     ) -> anyhow::Result<()> {
@@ -335,7 +336,7 @@ impl Store {
         &self,
         id: i64,
         app: &str,
-        commit: &str,
+        commit: CommitId,
         container: Option<&LiveContainer>,
     ) -> anyhow::Result<()> {
         let now = now_ms();
@@ -371,7 +372,7 @@ impl Store {
         &self,
         id: i64,
         app: &str,
-        commit: &str,
+        commit: CommitId,
         container: Option<&LiveContainer>,
     ) -> anyhow::Result<()> {
         let mut conn = self.writer.lock().await;
@@ -385,7 +386,7 @@ impl Store {
     pub async fn put_back_app_state(
         &self,
         app: &str,
-        before: Option<(i64, &str)>,
+        before: Option<(i64, CommitId)>,
         container: Option<&LiveContainer>,
     ) -> anyhow::Result<()> {
         match before {
@@ -493,9 +494,9 @@ impl Store {
         &self,
         app: &str,
         before: i64,
-        except: &str,
+        except: CommitId,
     ) -> anyhow::Result<Option<Deploy>> {
-        self.newest_succeeded(app, before, "to_commit <> ?", except)
+        self.newest_succeeded(app, before, "to_commit <> ?", &except.to_string())
             .await
     }
 
@@ -503,9 +504,9 @@ impl Store {
     pub async fn succeeded_with_commit(
         &self,
         app: &str,
-        commit: &str,
+        commit: CommitId,
     ) -> anyhow::Result<Option<Deploy>> {
-        self.newest_succeeded(app, i64::MAX, "to_commit = ?", commit)
+        self.newest_succeeded(app, i64::MAX, "to_commit = ?", &commit.to_string())
             .await
     }
 
@@ -567,7 +568,7 @@ async fn set_app_state(
     conn: &mut sqlx::SqliteConnection,
     id: i64,
     app: &str,
-    commit: &str,
+    commit: CommitId,
     container: Option<&LiveContainer>,
     now: i64,
 ) -> anyhow::Result<()> {

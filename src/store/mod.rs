@@ -145,10 +145,10 @@ mod tests {
             // As latest-wins leaves them: a deploy superseded by a newer one (a higher id).
             "INSERT INTO deploys (id, app, trigger, status, created_at) VALUES (1, 'web', 'push', 'queued', 1)",
             "INSERT INTO deploys (id, app, delivery_id, trigger, actor, status, created_at, to_commit, path, image, digest)
-             VALUES (2, 'web', 1, 'push', 'octocat', 'succeeded', 2, 'aaaa', 'full', 'r/web:v1', 'r/web@sha256:aa')",
+             VALUES (2, 'web', 1, 'push', 'octocat', 'succeeded', 2, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'full', 'r/web:v1', 'r/web@sha256:aa')",
             "UPDATE deploys SET status = 'superseded', superseded_by = 2 WHERE id = 1",
             "INSERT INTO deploy_steps (deploy_id, stage, output, ok, started_at) VALUES (2, 'fetch', 'out', 1, 1)",
-            "INSERT INTO app_state (app, commit_sha, deploy_id, updated_at, digest) VALUES ('web', 'aaaa', 2, 1, 'r/web@sha256:aa')",
+            "INSERT INTO app_state (app, commit_sha, deploy_id, updated_at, digest) VALUES ('web', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 2, 1, 'r/web@sha256:aa')",
         ] {
             sqlx::query(sql).execute(&pool).await.unwrap();
         }

@@ -170,7 +170,10 @@ mod tests {
         // In flight (the queued poll of the ref): nothing more is queued, for any commit.
         let again = store.queue_poll_deploy("web", MAIN, &other, "polled");
         assert_eq!(again.await.unwrap(), None);
-        store.succeed_deploy(id, "web", A, None).await.unwrap();
+        store
+            .succeed_deploy(id, "web", A.parse().unwrap(), None)
+            .await
+            .unwrap();
         // Deployed: not queued again.
         let again = store.queue_poll_deploy("web", MAIN, A, "polled");
         assert_eq!(again.await.unwrap(), None);

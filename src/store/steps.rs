@@ -327,7 +327,7 @@ mod tests {
         assert_eq!(stored, shown);
 
         store
-            .plan_deploy(id, &"a".repeat(40), DeployPath::Fast, "why")
+            .plan_deploy(id, "a".repeat(40).parse().unwrap(), DeployPath::Fast, "why")
             .await
             .unwrap();
         let deploy = store.deploy(id).await.unwrap().unwrap();

@@ -31,7 +31,6 @@ use tracing::warn;
 use super::blocking;
 use super::steps::Steps;
 use crate::config::{AppConfig, Config};
-use crate::git::Oid;
 use crate::services::Services;
 use crate::store::{Deploy, StepStage, Trigger};
 use crate::tree::Tree;
@@ -137,8 +136,8 @@ impl Vars {
         Vars {
             app: app.name.clone(),
             deploy_id: deploy.id,
-            from: deploy.from_commit.clone(),
-            to: deploy.to_commit.clone(),
+            from: deploy.from_commit.map(|c| c.to_string()),
+            to: deploy.to_commit.map(|c| c.to_string()),
             git_ref: deploy.git_ref.clone(),
             path: deploy.path.map(|p| p.to_string()),
             tree: Tree::live_dir(app),
@@ -336,9 +335,9 @@ async fn run_hooks(
         .deploy(deploy_id)
         .await?
         .context("the deploy is not recorded")?;
-    let message = match deploy.to_commit.as_deref() {
+    let message = match deploy.to_commit {
         Some(to) => {
-            let to = Oid::from_str(to)?;
+            let to = to.into();
             ctx.with_cache(&app.name, move |cache| Ok(cache.commit_info(to)?.message))
                 .await
                 .unwrap_or_default()
