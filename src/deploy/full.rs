@@ -618,8 +618,9 @@ fn drained(drained: crate::proxy::Drained) -> String {
     }
 }
 
-/// Remove the images of this app's older full deploys, keeping the newest `keep_images` and
-/// the live one. An image still in use or already gone is left alone.
+/// Remove the images of this app's older full deploys, keeping `live` (this deploy's, not yet
+/// recorded succeeded) and the newest others to make `keep_images` in all. An image still in
+/// use or already gone is left alone.
 pub(super) async fn prune_images(
     docker: &dyn Engine,
     store: &Store,
@@ -631,8 +632,8 @@ pub(super) async fn prune_images(
     let images = store.deployed_images(&app.name).await?;
     let old: Vec<String> = images
         .into_iter()
-        .skip(container.keep_images)
         .filter(|i| i != live)
+        .skip(container.keep_images.saturating_sub(1))
         .collect();
     if old.is_empty() {
         return Ok(());

@@ -487,16 +487,14 @@ impl<'a> Run<'a> {
         Err(End::failed(e))
     }
 
-    /// Record success, then prune old releases and images (failing to prune fails nothing).
+    /// Prune old releases and images (failing to prune fails nothing), then record success:
+    /// a deploy seen ended has all its steps, and changes nothing more on the volume.
     async fn succeed(
         &self,
         live: Option<&LiveContainer>,
         pulled: Option<&Pulled<'_>>,
     ) -> Result<(), End> {
         let (ctx, app, target) = (self.ctx, self.app, self.target);
-        ctx.store
-            .succeed_deploy(self.deploy.id, &app.name, target.into(), live)
-            .await?;
         if let Some(keep) = Tree::keeps_releases(app) {
             if let Err(e) = self.prune_releases(keep).await {
                 warn!(error = format!("{e:#}"), "pruning old releases failed");
@@ -510,6 +508,9 @@ impl<'a> Run<'a> {
                 warn!(error = format!("{e:#}"), "pruning old images failed");
             }
         }
+        ctx.store
+            .succeed_deploy(self.deploy.id, &app.name, target.into(), live)
+            .await?;
         info!(deploy_id = self.deploy.id, commit = %target, "deploy succeeded");
         Ok(())
     }

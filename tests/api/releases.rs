@@ -231,3 +231,39 @@ async fn a_rollback_over_the_api_to_a_kept_release_only_switches_current() {
     let after = inode(&ops.app.volume.join("releases").join(&first).join("app.py"));
     assert_eq!(before, after, "the kept release was reused as it was");
 }
+
+#[tokio::test]
+async fn a_deploy_answered_succeeded_has_already_pruned_its_releases_and_shows_the_step() {
+    let origin = Origin::new();
+    let ops = crate::support::ops::spawn_ops(&origin, RELEASES).await;
+    for n in 1..=4 {
+        if n > 1 {
+            origin.write("app.py", &format!("VERSION = {n}\n"));
+            origin.commit(&format!("v{n}"));
+        }
+        // `?wait` answers at the status event: nothing may still run after it.
+        let (status, done) = ops
+            .post("/api/apps/web/deploy?wait=true", serde_json::json!({}))
+            .await;
+        assert_eq!(
+            (status.as_u16(), &done["status"]),
+            (200, &"succeeded".into())
+        );
+        let kept = releases(&ops.app.volume).len();
+        assert_eq!(
+            kept,
+            n.min(3),
+            "releases right after deploy {n} answered: {done:#}"
+        );
+        let steps = ops
+            .get(&format!("/api/deploys/{}", done["deploy_id"]))
+            .await["steps"]
+            .clone();
+        let pruned = steps
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stage"] == "prune-releases");
+        assert!(pruned, "deploy {n}'s steps: {steps:#}");
+    }
+}
