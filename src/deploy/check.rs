@@ -1,8 +1,7 @@
 //! Whether a deployed version answers: the post-reload check (with re-touching for uWSGI) and
 //! the watch window after it (a fast deploy's check, or a replaced container's probe).
 
-use super::blocking;
-use super::run::proxy_of;
+use super::run::{proxy_of, AppTree};
 use super::steps::Steps;
 use crate::config::{render, AppConfig, FastCheck, Reload};
 use crate::git::Oid;
@@ -20,6 +19,7 @@ const RETOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 /// deadline is over.
 pub(super) async fn run_check(
     app: &AppConfig,
+    tree: &AppTree<'_>,
     steps: &Steps,
     stage: StepStage,
     check: &FastCheck,
@@ -31,7 +31,7 @@ pub(super) async fn run_check(
         Some(text) => format!("{} answers containing {text:?}", check.url),
         None => check.url.clone(),
     };
-    let retouch = matches!(app.reload, Reload::Touch(_));
+    let retouch = matches!(app.reload, Reload::Touch(_)).then_some(tree);
     steps
         .run(stage, &detail, wait_retouching(app, &full, retouch))
         .await
@@ -56,19 +56,20 @@ fn health_check(check: &FastCheck, commit: Oid, git_ref: &str) -> HealthCheck {
     }
 }
 
-/// Wait for `full` to pass; with `retouch`, in rounds of at most [`RETOUCH_AFTER`], the reload
-/// file touched again after each round that ran out of time. The step's output on success.
+/// Wait for `full` to pass; with `retouch` (the tree to touch in), in rounds of at most
+/// [`RETOUCH_AFTER`], the reload file touched again after each round that ran out of time.
+/// The step's output on success.
 async fn wait_retouching(
     app: &AppConfig,
     full: &HealthCheck,
-    retouch: bool,
+    retouch: Option<&AppTree<'_>>,
 ) -> anyhow::Result<((), String)> {
     let started = tokio::time::Instant::now();
     let mut touched = 0u32;
     loop {
         let left = full.deadline.saturating_sub(started.elapsed());
         let mut attempt = full.clone();
-        attempt.deadline = if retouch {
+        attempt.deadline = if retouch.is_some() {
             left.min(RETOUCH_AFTER)
         } else {
             left
@@ -97,9 +98,10 @@ async fn wait_retouching(
                 }
                 return Ok(((), out));
             }
-            Err(_) if again && retouch && started.elapsed() < full.deadline => {
-                let (volume, layout, reload) = (app.volume.clone(), app.layout, app.reload.clone());
-                blocking(move || super::reload::in_tree(&volume, layout, &reload)).await?;
+            Err(_) if again && retouch.is_some() && started.elapsed() < full.deadline => {
+                if let Some(tree) = retouch {
+                    super::reload::in_tree(tree, &app.reload).await?;
+                }
                 touched += 1;
             }
             Err(e) if again => {

@@ -18,7 +18,7 @@ use super::hooks::{self, Stage};
 use super::plan::{Decision, DeployPath};
 use super::run::{
     fail, fail_reverted, full_deploy, hold_detail, post_deploy_hooks, proxy_of, releases_in_use,
-    reload_step, restore, revert, stage_trial, swap_same_image,
+    reload_step, restore, stage_trial, swap_same_image, AppTree,
 };
 use super::steps::Steps;
 use super::{blocking, fast, full, rollback};
@@ -48,6 +48,7 @@ pub(super) async fn execute(
         target,
         before: live,
         steps: Steps::new(ctx.store.clone(), deploy.id),
+        tree: AppTree::new(app),
     };
     match run.stages().await {
         Ok(()) | Err(End::Recorded) => Ok(()),
@@ -114,6 +115,7 @@ struct Run<'a> {
     /// What ran before this deploy: container, image, the deploy that put it there.
     before: Live,
     steps: Steps,
+    tree: AppTree<'a>,
 }
 
 impl<'a> Run<'a> {
@@ -282,15 +284,17 @@ impl<'a> Run<'a> {
         switch: Switch,
     ) -> anyhow::Result<()> {
         let (app, ctx) = (self.app, self.ctx);
-        let (volume, layout) = (app.volume.clone(), app.layout);
+        let volume = app.volume.clone();
         let (changes, revision) = (plan.changes.clone(), self.revision());
         let (from, to) = (self.deployed, self.target);
         let detail = match switch {
             Switch::Now => format!("into {}", volume.display()),
             Switch::Later => "the new release, current unchanged".to_string(),
         };
+        let tree = &self.tree;
         self.steps
             .run(stage, &detail, async move {
+                let tree = tree.get().await?;
                 let done = ctx
                     .with_cache(&app.name, move |cache| {
                         let write = Write {
@@ -299,7 +303,7 @@ impl<'a> Run<'a> {
                             changes: &changes,
                             revision: revision.as_ref(),
                         };
-                        Tree::open(&volume, layout)?.sync(cache, &write, switch)
+                        tree.sync(cache, &write, switch)
                     })
                     .await?;
                 Ok(((), done))
@@ -309,7 +313,8 @@ impl<'a> Run<'a> {
 
     /// Put the tree back to the deployed commit (best effort, recorded as a step).
     async fn restore(&self) {
-        restore(self.ctx, self.app, &self.steps, self.target, self.deployed).await;
+        let (ctx, app, tree, steps) = (self.ctx, self.app, &self.tree, &self.steps);
+        restore(ctx, app, tree, steps, self.target, self.deployed).await;
     }
 
     /// The full path: a new container on the pulled image, the tree written around the old
@@ -432,11 +437,20 @@ impl<'a> Run<'a> {
         // New requests wait in the proxy while the app server reloads, until the check (or the
         // revert's verify) says a version answers again: latency, not errors.
         let held = Held::start(proxy_of(ctx, app), steps, hold_detail(app)).await;
-        let reloaded = reload_step(ctx, app, steps, container).await;
+        let tree = &self.tree;
+        let reloaded = reload_step(ctx, app, tree, steps, container).await;
         if let (Ok(()), Some(check)) = (&reloaded, &app.check) {
             let git_ref = self.git_ref();
-            if let Err(e) =
-                run_check(app, steps, StepStage::Check, check, self.target, git_ref).await
+            if let Err(e) = run_check(
+                app,
+                tree,
+                steps,
+                StepStage::Check,
+                check,
+                self.target,
+                git_ref,
+            )
+            .await
             {
                 let reverted = self.revert().await;
                 held.release(steps).await;
@@ -517,8 +531,7 @@ impl<'a> Run<'a> {
 
     /// Old releases beyond `keep`, never one a container runs from, as a step.
     async fn prune_releases(&self, keep: usize) -> anyhow::Result<()> {
-        let (ctx, app) = (self.ctx, self.app);
-        let (volume, layout) = (app.volume.clone(), app.layout);
+        let (ctx, app, tree) = (self.ctx, self.app, &self.tree);
         let (target, deployed) = (self.target, self.deployed);
         self.steps
             .run(
@@ -526,10 +539,8 @@ impl<'a> Run<'a> {
                 &format!("keep the newest {keep} and those containers run on"),
                 async move {
                     let in_use = releases_in_use(ctx, app).await?;
-                    let done = blocking(move || {
-                        Tree::open(&volume, layout)?.prune(target, deployed, &in_use)
-                    })
-                    .await?;
+                    let tree = tree.get().await?;
+                    let done = blocking(move || tree.prune(target, deployed, &in_use)).await?;
                     Ok(((), done))
                 },
             )
@@ -540,20 +551,30 @@ impl<'a> Run<'a> {
         self.deploy.git_ref.as_deref().unwrap_or_default()
     }
 
-    /// Put the previous commit back and reload and verify it.
+    /// After the new version failed its check: put the previous commit back, reload, and
+    /// check that the previous version answers again. Returns what state the app is in (`Err`
+    /// says why the previous version does not answer).
     async fn revert(&self) -> anyhow::Result<&'static str> {
-        let container = self.before.container.as_deref();
-        let (ctx, app, steps) = (self.ctx, self.app, &self.steps);
-        revert(
-            ctx,
-            app,
-            steps,
-            container,
-            self.target,
-            self.deployed,
-            self.git_ref(),
-        )
-        .await
+        self.restore().await;
+        let Some(previous) = self.deployed else {
+            return Ok("the volume is empty again (this was the first deploy)");
+        };
+        let (ctx, app, tree, steps) = (self.ctx, self.app, &self.tree, &self.steps);
+        reload_step(ctx, app, tree, steps, self.before.container.as_deref()).await?;
+        match &app.check {
+            Some(check) => run_check(
+                app,
+                tree,
+                steps,
+                StepStage::Verify,
+                check,
+                previous,
+                self.git_ref(),
+            )
+            .await
+            .map(|()| "the previous version answers again"),
+            None => Ok("the previous commit is back"),
+        }
     }
 
     /// `app_state` names the deploy that was live before this one again.

@@ -8,13 +8,13 @@
 use anyhow::{bail, Context as _};
 use tracing::{info, warn};
 
+use super::run::AppTree;
 use super::steps::Steps;
 use super::{blocking, full, reload};
 use crate::git::Oid;
 use crate::services::Services;
 use crate::store::DeployStatus;
 use crate::store::StepStage;
-use crate::tree::Tree;
 
 /// Resolve what a previous run left unfinished. Called once at startup, after the workers start.
 pub async fn recover(ctx: &Services) -> anyhow::Result<()> {
@@ -185,22 +185,24 @@ async fn undo_interrupted(
         );
     }
     let (live, good) = super::decide::Live::of(ctx.store.app_state(&app.name).await?);
-    let (volume, layout) = (app.volume.clone(), app.layout);
+    let tree = AppTree::new(app);
     let detail = match good {
         Some(c) => format!("re-apply the last good commit {c}"),
         None => "remove the partial first deploy".to_string(),
     };
     let revision = super::run::live_revision(ctx, app).await;
     Steps::new(ctx.store.clone(), deploy.id)
-        .run(StepStage::Recover, &detail, async move {
+        .run(StepStage::Recover, &detail, async {
+            let opened = tree.get().await?;
             let restored = ctx
                 .with_cache(&app.name, move |cache| {
-                    Tree::open(&volume, layout)?.restore(cache, touched, good, revision.as_ref())
+                    opened.restore(cache, touched, good, revision.as_ref())
                 })
                 .await?;
             match good {
                 Some(_) if reload => {
-                    let reloaded = reload::reload(ctx, app, live.container.as_deref()).await?;
+                    let live = live.container.as_deref();
+                    let reloaded = reload::reload(ctx, app, &tree, live).await?;
                     Ok(((), format!("{restored}; {reloaded}")))
                 }
                 _ => Ok(((), restored)),
@@ -227,7 +229,8 @@ async fn reload_after_undo(ctx: &Services, deploy: &crate::store::Deploy) -> any
             StepStage::Reload,
             "the app, on the last good commit",
             async {
-                let reloaded = reload::reload(ctx, app, live.container.as_deref()).await?;
+                let tree = AppTree::new(app);
+                let reloaded = reload::reload(ctx, app, &tree, live.container.as_deref()).await?;
                 Ok(((), reloaded))
             },
         )

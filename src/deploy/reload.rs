@@ -3,16 +3,15 @@
 //! `HUP`, puma `USR1`/`USR2`), run a command inside it (`pm2 reload all`, exit code checked), or
 //! restart it.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::bail;
 
 use super::blocking;
-use crate::config::{AppConfig, Layout, Reload};
+use super::run::AppTree;
+use crate::config::{AppConfig, Reload};
 use crate::runtime::Engine;
 use crate::services::Services;
-use crate::tree::Tree;
 
 /// How long a restart waits for the container to stop when the app has no `stop_grace`.
 const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -23,6 +22,7 @@ const RESTART_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 pub(super) async fn reload(
     ctx: &Services,
     app: &AppConfig,
+    tree: &AppTree<'_>,
     live: Option<&str>,
 ) -> anyhow::Result<String> {
     let limit = match app.reload {
@@ -35,7 +35,7 @@ pub(super) async fn reload(
         }
         _ => app.reload_timeout,
     };
-    match tokio::time::timeout(limit, reload_unbounded(ctx, app, live)).await {
+    match tokio::time::timeout(limit, reload_unbounded(ctx, app, tree, live)).await {
         Ok(done) => done,
         Err(_) => bail!(
             "the reload ({}) did not finish within {}s (reload_timeout); a command it started \
@@ -49,13 +49,11 @@ pub(super) async fn reload(
 async fn reload_unbounded(
     ctx: &Services,
     app: &AppConfig,
+    tree: &AppTree<'_>,
     live: Option<&str>,
 ) -> anyhow::Result<String> {
     match &app.reload {
-        Reload::Touch(_) | Reload::None => {
-            let (volume, layout, reload) = (app.volume.clone(), app.layout, app.reload.clone());
-            blocking(move || in_tree(&volume, layout, &reload)).await
-        }
+        Reload::Touch(_) | Reload::None => in_tree(tree, &app.reload).await,
         Reload::Signal(signal) => {
             let (docker, container) = target(ctx, app, live).await?;
             docker.kill(&container, signal).await?;
@@ -88,11 +86,12 @@ async fn reload_unbounded(
 }
 
 /// A reload in the tree itself: touch its reload file (with releases, the live release's), or
-/// nothing configured. Blocking.
-pub(super) fn in_tree(volume: &Path, layout: Layout, reload: &Reload) -> anyhow::Result<String> {
+/// nothing configured.
+pub(super) async fn in_tree(tree: &AppTree<'_>, reload: &Reload) -> anyhow::Result<String> {
     match reload {
         Reload::Touch(rel) => {
-            Tree::open(volume, layout)?.touch(rel)?;
+            let (tree, file) = (tree.get().await?, rel.clone());
+            blocking(move || tree.touch(&file)).await?;
             Ok(format!("touched {}", rel.display()))
         }
         Reload::None => Ok("no reload configured".to_string()),

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tracing::warn;
 
-use super::check::run_check;
 use super::hooks::{self, Stage};
 use super::steps::Steps;
 use super::{blocking, full, reload};
@@ -128,31 +127,6 @@ pub(super) async fn releases_in_use(ctx: &Services, app: &AppConfig) -> anyhow::
         .collect())
 }
 
-/// After the new version failed its check: put the previous commit back, reload, and check that
-/// the previous version answers again. Returns what state the app is in (`Err` says why the
-/// previous version does not answer).
-pub(super) async fn revert(
-    ctx: &Services,
-    app: &AppConfig,
-    steps: &Steps,
-    container: Option<&str>,
-    target: Oid,
-    deployed: Option<Oid>,
-    git_ref: &str,
-) -> anyhow::Result<&'static str> {
-    restore(ctx, app, steps, target, deployed).await;
-    let Some(previous) = deployed else {
-        return Ok("the volume is empty again (this was the first deploy)");
-    };
-    reload_step(ctx, app, steps, container).await?;
-    match &app.check {
-        Some(check) => run_check(app, steps, StepStage::Verify, check, previous, git_ref)
-            .await
-            .map(|()| "the previous version answers again"),
-        None => Ok("the previous commit is back"),
-    }
-}
-
 pub(super) async fn fail_reverted(
     ctx: &Services,
     deploy: &Deploy,
@@ -172,25 +146,50 @@ pub(super) async fn fail_reverted(
 pub(super) async fn reload_step(
     ctx: &Services,
     app: &AppConfig,
+    tree: &AppTree<'_>,
     steps: &Steps,
     container: Option<&str>,
 ) -> anyhow::Result<()> {
     steps
         .run(StepStage::Reload, &app.reload.to_string(), async {
-            Ok(((), reload::reload(ctx, app, container).await?))
+            Ok(((), reload::reload(ctx, app, tree, container).await?))
         })
         .await
+}
+
+/// An app's tree for one deploy (or one recovery): opened — the volume created if missing —
+/// at its first use, then the same directory handle for every later stage (sync, reload,
+/// restore, prune), so they all act on the directory the deploy first opened.
+pub(super) struct AppTree<'a> {
+    app: &'a AppConfig,
+    tree: tokio::sync::OnceCell<Arc<Tree>>,
+}
+
+impl<'a> AppTree<'a> {
+    pub(super) fn new(app: &'a AppConfig) -> AppTree<'a> {
+        AppTree {
+            app,
+            tree: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The tree, opened on the blocking pool the first time.
+    pub(super) async fn get(&self) -> anyhow::Result<Arc<Tree>> {
+        let (volume, layout) = (self.app.volume.clone(), self.app.layout);
+        let open = || blocking(move || Ok(Arc::new(Tree::open(&volume, layout)?)));
+        self.tree.get_or_try_init(open).await.cloned()
+    }
 }
 
 /// After a failed sync or reload, put the volume back to what was deployed.
 pub(super) async fn restore(
     ctx: &Services,
     app: &AppConfig,
+    tree: &AppTree<'_>,
     steps: &Steps,
     current: Oid,
     back_to: Option<Oid>,
 ) {
-    let (volume, layout) = (app.volume.clone(), app.layout);
     let detail = match back_to {
         Some(c) => format!("back to {c}"),
         None => "back to an empty volume".to_string(),
@@ -198,9 +197,10 @@ pub(super) async fn restore(
     let revision = live_revision(ctx, app).await;
     let restored = steps
         .run(StepStage::Restore, &detail, async move {
+            let tree = tree.get().await?;
             let done = ctx
                 .with_cache(&app.name, move |cache| {
-                    Tree::open(&volume, layout)?.restore(cache, current, back_to, revision.as_ref())
+                    tree.restore(cache, current, back_to, revision.as_ref())
                 })
                 .await?;
             Ok(((), done))
