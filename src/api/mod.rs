@@ -217,9 +217,21 @@ pub struct PlanView {
     /// The first of them.
     pub changes: Vec<ChangeView>,
     pub changes_truncated: bool,
+    /// The app's `paths` (a monorepo's service) against these changes; `None`: no `paths`.
+    pub paths: Option<PathsView>,
     /// The hooks a manual deploy would run, in order.
     pub hooks: Vec<HookView>,
     pub locked: Option<LockView>,
+}
+
+/// An app's `paths` against a plan's changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PathsView {
+    pub patterns: Vec<String>,
+    /// How many changed paths fall under them; 0: a push would be ignored (a deploy by hand
+    /// runs).
+    pub matching: usize,
 }
 
 /// One changed path of a plan.

@@ -132,12 +132,33 @@ pub struct AppConfig {
     pub proxy: Option<ProxyConfig>,
     /// Lock the app when a rollback is asked for, so the next push does not undo it.
     pub lock_on_rollback: bool,
+    /// The part of the repository the app is made of (a monorepo's service): a push or poll
+    /// that changes nothing under it does not deploy; `None`: every change deploys.
+    pub paths: Option<AppPaths>,
     /// This app's hook time limit; `None`: `server.hook_timeout`.
     pub hook_timeout: Option<Duration>,
     /// How often the origin's tracked refs are listed, to deploy a push whose webhook never
     /// arrived (GitHub does not redeliver, and sends nothing for more than three tags pushed
     /// at once); zero: never.
     pub poll: Duration,
+}
+
+/// `paths`: glob patterns (as [`compile_globs`] reads them) of the files an app is made of.
+#[derive(Debug, Clone)]
+pub struct AppPaths {
+    /// As the config writes them, for reasons and plans.
+    pub patterns: Vec<String>,
+    pub globs: GlobSet,
+}
+
+impl AppPaths {
+    /// How many of `changed` fall under the patterns.
+    pub fn matching<'p>(&self, changed: impl IntoIterator<Item = &'p Path>) -> usize {
+        changed
+            .into_iter()
+            .filter(|p| self.globs.is_match(p))
+            .count()
+    }
 }
 
 /// `[apps.proxy]`: a stable address dockhand serves and forwards to whichever container is live.

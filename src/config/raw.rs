@@ -266,6 +266,7 @@ pub(super) struct RawApp {
     #[serde(default, with = "humantime_serde")]
     pub hook_timeout: Option<Duration>,
     pub poll: Option<RawPoll>,
+    pub paths: Option<Vec<String>>,
 }
 
 /// `poll = "5m"`, or `poll = 0` (off) written as a bare number.

@@ -100,7 +100,7 @@ pub(super) async fn decide(
         Some(digest) => digest.to_string(),
         None => render(&container.image, &target.to_string(), ask.git_ref),
     };
-    let changed: Vec<&std::path::Path> = plan.changes.iter().map(change_path).collect();
+    let changed: Vec<&std::path::Path> = plan.changes.iter().map(Change::path).collect();
     let decision = plan::decide(&plan::Inputs {
         has_container: true,
         has_volume: true,
@@ -125,10 +125,4 @@ pub(super) async fn decide(
         },
         Some(docker),
     ))
-}
-
-fn change_path(change: &Change) -> &std::path::Path {
-    match change {
-        Change::Write { path, .. } | Change::Delete { path } => path,
-    }
 }

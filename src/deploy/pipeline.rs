@@ -23,8 +23,8 @@ use super::run::{
 use super::steps::Steps;
 use super::{blocking, fast, full, rollback};
 use crate::commit::CommitId;
-use crate::config::{AppConfig, Reload};
-use crate::git::Oid;
+use crate::config::{AppConfig, AppPaths, Reload};
+use crate::git::{Change, Oid};
 use crate::runtime::Engine;
 use crate::services::Services;
 use crate::store::{Deploy, DeployStatus, LiveContainer, StepStage};
@@ -123,6 +123,7 @@ impl<'a> Run<'a> {
     async fn stages(&self) -> Result<(), End> {
         self.skip_if_deployed_or_stale().await?;
         let plan = self.plan().await?;
+        self.skip_if_outside_paths(&plan).await?;
         let recorded = self.recorded_image().await?;
         let (decision, docker) = self.decide(&plan, recorded.as_ref()).await?;
         self.record_plan(&decision).await?;
@@ -196,6 +197,27 @@ impl<'a> Run<'a> {
             )
             .await
             .map_err(End::failed)
+    }
+
+    /// A push (or poll) that changes nothing under the app's `paths` ends here, `ignored` with
+    /// the reason: a monorepo's other services changed. Asked-for deploys and first deploys run.
+    async fn skip_if_outside_paths(&self, plan: &fast::Plan) -> Result<(), End> {
+        let Some(paths) = &self.app.paths else {
+            return Ok(());
+        };
+        if self.deploy.asked_for() || self.deployed.is_none() {
+            return Ok(());
+        }
+        if paths.matching(plan.changes.iter().map(Change::path)) > 0 {
+            return Ok(());
+        }
+        let reason = outside_paths(paths, plan.changes.len());
+        info!(deploy_id = self.deploy.id, %reason, "ignored");
+        let store = &self.ctx.store;
+        store
+            .finish_deploy(self.deploy.id, DeployStatus::Ignored, Some(&reason), None)
+            .await?;
+        Err(End::Recorded)
     }
 
     /// A rollback on an app with a container runs the image recorded for the deploy it repeats.
@@ -599,4 +621,12 @@ impl<'a> Run<'a> {
             }
         }
     }
+}
+
+/// Why a push that changed `changed` paths, none under `paths`, does not deploy the app.
+pub(super) fn outside_paths(paths: &AppPaths, changed: usize) -> String {
+    format!(
+        "no change under paths {:?} ({changed} changed elsewhere); push a change there or deploy by hand",
+        paths.patterns
+    )
 }

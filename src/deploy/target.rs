@@ -295,6 +295,8 @@ pub struct DryRun {
     /// Changed paths, at most [`MAX_LISTED_CHANGES`].
     pub changes: Vec<(&'static str, String)>,
     pub changed: usize,
+    /// With `paths`: how many changed paths fall under them (none: a push would be ignored).
+    pub paths_matching: Option<usize>,
     /// The hooks a manual deploy would run, in order, each with its problem if it cannot run.
     pub hooks: Vec<(super::hooks::Stage, std::path::PathBuf, Option<String>)>,
 }
@@ -330,12 +332,15 @@ pub async fn dry_run(ctx: &Services, app: &AppConfig, target: &Target) -> anyhow
             Change::Delete { path } => ("delete", path.display().to_string()),
         })
         .collect();
+    let paths_matching =
+        (app.paths.as_ref()).map(|p| p.matching(plan.changes.iter().map(Change::path)));
     Ok(DryRun {
         deployed: from.map(|c| c.to_string()),
         path: decision.path,
         reason: decision.reason,
         changes,
         changed: plan.changes.len(),
+        paths_matching,
         hooks,
     })
 }

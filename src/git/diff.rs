@@ -34,6 +34,15 @@ pub enum Change {
     Delete { path: PathBuf },
 }
 
+impl Change {
+    /// The path written or removed.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Change::Write { path, .. } | Change::Delete { path } => path,
+        }
+    }
+}
+
 /// What turns one tree into another, and what that leaves out.
 #[derive(Debug, Default)]
 pub struct Diff {

@@ -18,8 +18,8 @@ use super::body::AppJson;
 use super::error::ApiError;
 use super::views;
 use crate::api::{
-    ChangeView, DeployRequest, HookView, LockAnswer, LockRequest, MaintenanceView, PlanRequest,
-    PlanView, QueuedView, RollbackRequest, RollbackTarget, UnlockAnswer,
+    ChangeView, DeployRequest, HookView, LockAnswer, LockRequest, MaintenanceView, PathsView,
+    PlanRequest, PlanView, QueuedView, RollbackRequest, RollbackTarget, UnlockAnswer,
 };
 use crate::config::AppConfig;
 use crate::deploy::plan::DeployPath;
@@ -200,6 +200,14 @@ async fn plan(
         changed: dry.changed,
         changes,
         changes_truncated: dry.changed > dry.changes.len(),
+        paths: app
+            .paths
+            .as_ref()
+            .zip(dry.paths_matching)
+            .map(|(p, matching)| PathsView {
+                patterns: p.patterns.clone(),
+                matching,
+            }),
         hooks,
         locked: state.store.lock(&app.name).await?.as_ref().map(views::lock),
     }))

@@ -234,6 +234,20 @@ pub fn plan(v: &PlanView) -> String {
     if v.changes_truncated {
         let _ = writeln!(out, "  … (more; see --json for the first 200)");
     }
+    if let Some(p) = &v.paths {
+        let patterns = p.patterns.iter().map(|s| text(Some(s))).collect::<Vec<_>>();
+        let verdict = if p.matching == 0 {
+            "a push would be ignored; a deploy by hand runs"
+        } else {
+            "a push deploys"
+        };
+        let _ = writeln!(
+            out,
+            "paths {}: {} changed files match ({verdict})",
+            patterns.join(", "),
+            p.matching
+        );
+    }
     for h in &v.hooks {
         let problem = h
             .problem

@@ -17,7 +17,7 @@ use crate::config::raw::{
     DEFAULT_MAX_TREE_SIZE, DEFAULT_POLL, DEFAULT_RELOAD_TIMEOUT, DEFAULT_REVISION_FILE,
 };
 use crate::config::resolve::{self, absolute};
-use crate::config::{AppConfig, FastCheck, Layout, Reload, TagPattern};
+use crate::config::{compile_globs, AppConfig, AppPaths, FastCheck, Layout, Reload, TagPattern};
 use crate::git::{Access, Credentials, FetchLimits};
 use crate::redact::{redact_url, Secret};
 
@@ -66,7 +66,9 @@ pub(super) fn validate_app(
     if raw.hook_timeout.is_some_and(|t| t.is_zero()) {
         bail!("hook_timeout: must be greater than zero");
     }
+    let paths = raw.paths.map(app_paths).transpose().context("paths")?;
     Ok(AppConfig {
+        paths,
         poll,
         container,
         proxy,
@@ -116,6 +118,21 @@ fn access(raw: &RawApp, base: &Path, warnings: &mut Vec<String>) -> anyhow::Resu
         ca_file,
         known_hosts,
     })
+}
+
+/// `paths`: at least one pattern, each relative to the repository's root and valid as a glob.
+fn app_paths(patterns: Vec<String>) -> anyhow::Result<AppPaths> {
+    if patterns.is_empty() {
+        bail!("give at least one pattern (\"services/web/**\"), or leave paths out to deploy on every change");
+    }
+    for p in &patterns {
+        let parts: Vec<&str> = p.split('/').collect();
+        if p.is_empty() || p.starts_with('/') || parts.iter().any(|c| *c == ".." || *c == ".") {
+            bail!("{p:?}: patterns are relative to the repository's root (\"services/web/**\"), without leading /, . or ..");
+        }
+    }
+    let globs = compile_globs(&patterns)?;
+    Ok(AppPaths { patterns, globs })
 }
 
 /// `name` usable in URLs; `repo` a URL or path that no command line can take for an option.
@@ -396,6 +413,27 @@ mod tests {
             parse(&format!("{APP}touch = \"../x\"\n")).unwrap_err()
         )
         .contains("touch"));
+    }
+
+    #[test]
+    fn paths_must_be_relative_globs_and_at_least_one() {
+        let app = parse(&format!("{APP}paths = [\"services/web/**\", \"*.toml\"]\n"))
+            .unwrap()
+            .0;
+        let paths = app.apps[0].paths.as_ref().unwrap();
+        let changed =
+            ["services/web/a.py", "services/api/a.py", "deep/x.toml"].map(std::path::Path::new);
+        assert_eq!(paths.matching(changed), 2);
+        assert!(parse(APP).unwrap().0.apps[0].paths.is_none());
+        for (bad, says) in [
+            ("[]", "at least one pattern"),
+            ("[\"/srv/web/**\"]", "relative to the repository's root"),
+            ("[\"../web/**\"]", "relative to the repository's root"),
+            ("[\"web/[\"]", "web/["),
+        ] {
+            let err = format!("{:#}", parse(&format!("{APP}paths = {bad}\n")).unwrap_err());
+            assert!(err.contains("paths") && err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]
