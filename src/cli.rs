@@ -1,6 +1,6 @@
 //! The command line: `dockhand serve` and `dockhand check` run here; the client commands
-//! (`deploy`, `rollback`, `plan`, `history`, `logs`, `lock`, `unlock`, `status`, `maintenance`)
-//! talk to a running server (`crate::client`).
+//! (`deploy`, `rollback`, `promote`, `plan`, `history`, `logs`, `lock`, `unlock`, `status`,
+//! `maintenance`) talk to a running server (`crate::client`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -89,6 +89,19 @@ pub enum ClientCommand {
         /// A deploy id (a number below 1000000), a commit id or a tag.
         #[arg(long, value_name = "X")]
         to: Option<String>,
+        #[command(flatten)]
+        queue: QueueArgs,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Promote: run the commit and image digest that a deploy of another app (of the same
+    /// repository: staging, say) ran.
+    Promote {
+        /// The app to deploy (its `name` in the server's config).
+        app: String,
+        /// The deploy of the other app to promote (its id: `dockhand history staging`).
+        #[arg(long = "from", value_name = "DEPLOY_ID")]
+        from_deploy: i64,
         #[command(flatten)]
         queue: QueueArgs,
         #[command(flatten)]

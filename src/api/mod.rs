@@ -65,6 +65,8 @@ pub struct DeployView {
     pub requested_path: Option<String>,
     /// For a rollback: the deploy it runs again.
     pub rollback_of: Option<i64>,
+    /// For a promote: the deploy of another app whose commit and image it runs.
+    pub promoted_from: Option<i64>,
     pub duration_ms: Option<i64>,
     /// `/api/deploys/{id}`.
     pub url: String,
@@ -382,6 +384,17 @@ pub struct RollbackRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<RollbackTarget>,
     /// Roll back even while the app is locked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+}
+
+/// `POST /api/apps/{app}/promote`: run what a deploy of another app ran.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteRequest {
+    /// A succeeded deploy of another app of the same repository: its commit and image digest.
+    pub from_deploy: i64,
+    /// Promote even while the app is locked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
 }

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use crate::api::{
     AppList, DeployList, DeployRequest, DeployView, ErrorBody, LockAnswer, LockRequest,
-    MaintenanceView, PlanRequest, PlanView, QueuedView, RollbackRequest, RollbackTarget,
-    UnlockAnswer,
+    MaintenanceView, PlanRequest, PlanView, PromoteRequest, QueuedView, RollbackRequest,
+    RollbackTarget, UnlockAnswer,
 };
 use crate::cli::{ClientCommand, Connection, QueueArgs, Switch};
 use crate::redact::redact_url;
@@ -80,6 +80,20 @@ async fn run(command: ClientCommand) -> anyhow::Result<Outcome> {
             let path = format!("/api/apps/{}/rollback", segment(&app));
             let body = RollbackRequest {
                 to: to.as_deref().map(rollback_target),
+                force: queue.force.then_some(true),
+            };
+            queued(&client, &path, &body, &queue).await
+        }
+        ClientCommand::Promote {
+            app,
+            from_deploy,
+            queue,
+            conn,
+        } => {
+            let client = Client::new(&conn)?;
+            let path = format!("/api/apps/{}/promote", segment(&app));
+            let body = PromoteRequest {
+                from_deploy,
                 force: queue.force.then_some(true),
             };
             queued(&client, &path, &body, &queue).await

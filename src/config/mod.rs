@@ -359,6 +359,15 @@ impl AppConfig {
         format!("refs/heads/{}", self.branch)
     }
 
+    /// Whether `other` tracks the same repository: the same `repository`, or origins that name
+    /// the same repository once scheme, user, `.git` and case are set aside.
+    pub fn same_repository(&self, other: &AppConfig) -> bool {
+        match (&self.repository, &other.repository) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => normalize_repo_url(&self.repo) == normalize_repo_url(&other.repo),
+        }
+    }
+
     /// Whether a payload's repository is this app's.
     ///
     /// With `repository = "owner/name"` only `full_name` counts; otherwise `repo` is compared with

@@ -92,11 +92,12 @@ struct Fetched {
 }
 
 /// One fetch for the whole batch, then the pick, which needs the fetched history. A rollback
-/// names a commit already in the cache and fetches nothing: its tag may have moved or gone.
+/// or a promote names a commit already in the cache and fetches nothing: its tag may have moved
+/// or gone, and a promote's ref is another app's.
 async fn fetch(ctx: &Services, app: &AppConfig, batch: &[Deploy]) -> Fetched {
     let refs: Vec<String> = batch
         .iter()
-        .filter(|d| d.trigger != Trigger::Rollback)
+        .filter(|d| !matches!(d.trigger, Trigger::Rollback | Trigger::Promote))
         .filter_map(|d| d.git_ref.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()

@@ -220,11 +220,22 @@ impl<'a> Run<'a> {
         Err(End::Recorded)
     }
 
-    /// A rollback on an app with a container runs the image recorded for the deploy it repeats.
+    /// A rollback on an app with a container runs the image recorded for the deploy it
+    /// repeats; a promote the image the deploy of the other app ran.
     async fn recorded_image(&self) -> Result<Option<(String, String)>, End> {
-        match (self.deploy.rollback_of, &self.app.container) {
-            (Some(of), Some(_)) => Ok(self.ctx.store.image_as_of(&self.app.name, of).await?),
-            _ => Ok(None),
+        let store = &self.ctx.store;
+        if self.app.container.is_none() {
+            return Ok(None);
+        }
+        if let Some(of) = self.deploy.rollback_of {
+            return Ok(store.image_as_of(&self.app.name, of).await?);
+        }
+        let Some(from) = self.deploy.promoted_from else {
+            return Ok(None);
+        };
+        match store.deploy(from).await? {
+            Some(source) => Ok(store.image_as_of(&source.app, from).await?),
+            None => Ok(None),
         }
     }
 

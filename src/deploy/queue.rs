@@ -253,6 +253,7 @@ mod tests {
             sha: sha.into(),
             path: None,
             rollback_of: None,
+            promoted_from: None,
             reason: None,
         }
     }

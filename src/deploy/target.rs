@@ -24,6 +24,8 @@ pub struct Target {
     pub git_ref: Option<String>,
     /// For a rollback: the succeeded deploy of this commit it repeats (its recorded image).
     pub rollback_of: Option<i64>,
+    /// For a promote: the succeeded deploy of another app whose commit and image it runs.
+    pub promoted_from: Option<i64>,
     /// How it was found, for the record and the answer.
     pub how: String,
 }
@@ -113,6 +115,7 @@ fn resolve_ref_blocking(
             sha: sha.into(),
             git_ref: Some(r),
             rollback_of: None,
+            promoted_from: None,
             how,
         })
     };
@@ -138,6 +141,7 @@ fn resolve_ref_blocking(
                 sha: sha.into(),
                 git_ref: None,
                 rollback_of: None,
+                promoted_from: None,
                 how: format!("commit {spec}"),
             });
         }
@@ -173,11 +177,7 @@ pub async fn resolve_rollback(
         RollbackTo::Spec(spec) => rollback_spec(ctx, app, spec).await?,
     };
     // The commit must be in the cache: the rollback itself fetches nothing.
-    let sha = target.sha.to_string();
-    let present = ctx
-        .with_cache(&app.name, move |cache| Ok(cache.resolve(&sha)?.is_some()))
-        .await?;
-    if !present {
+    if !in_cache(ctx, app, target.sha).await? {
         return Err(TargetError::NotFound(format!(
             "commit {} is not in the cache of app {}",
             target.sha, app.name
@@ -195,6 +195,7 @@ fn from_deploy(d: crate::store::Deploy, how: String) -> Result<Target, TargetErr
         sha,
         git_ref: d.git_ref,
         rollback_of: Some(d.id),
+        promoted_from: None,
         how,
     })
 }
@@ -262,6 +263,86 @@ async fn rollback_spec(ctx: &Services, app: &AppConfig, spec: &str) -> Result<Ta
         .await?
         .map(|d| d.id);
     Ok(t)
+}
+
+/// Resolve what `POST /promote` asks for: deploy `from` of another app of the same repository,
+/// which succeeded. Its commit must be in this app's cache, or fetched into it from this app's
+/// origin with the ref that deploy ran (the worker fetches nothing for a promote).
+pub async fn resolve_promote(
+    ctx: &Services,
+    app: &AppConfig,
+    from: i64,
+) -> Result<Target, TargetError> {
+    let bad = |message: String| TargetError::Bad {
+        field: "from_deploy",
+        message,
+    };
+    if from <= 0 {
+        return Err(bad(format!(
+            "{from} is not a deploy id (a positive integer)"
+        )));
+    }
+    let d = ctx
+        .store
+        .deploy(from)
+        .await?
+        .ok_or_else(|| TargetError::NotFound(format!("no deploy {from}")))?;
+    if d.app == app.name {
+        return Err(bad(format!(
+            "deploy {from} is of app {} itself; promote runs a deploy of another app (to run one of its own again, roll back to it)",
+            app.name
+        )));
+    }
+    if d.status != crate::store::DeployStatus::Succeeded {
+        return Err(bad(format!(
+            "deploy {from} is {}; promote a deploy that succeeded",
+            d.status
+        )));
+    }
+    let source = ctx.config.app(&d.app).ok_or_else(|| {
+        bad(format!(
+            "deploy {from} is of app {}, which is no longer configured",
+            d.app
+        ))
+    })?;
+    if !app.same_repository(source) {
+        return Err(bad(format!(
+            "app {} tracks {} but deploy {from} is of app {}, which tracks {}: promote only between apps of one repository",
+            app.name,
+            crate::redact::redact_url(&app.repo),
+            source.name,
+            crate::redact::redact_url(&source.repo)
+        )));
+    }
+    let sha = d
+        .to_commit
+        .ok_or_else(|| TargetError::NotFound(format!("deploy {from} recorded no commit")))?;
+    if !in_cache(ctx, app, sha).await? {
+        if let Some(r) = d.git_ref.as_deref() {
+            resolve_ref(ctx, app, "from_deploy", Some(r)).await?;
+        }
+        if !in_cache(ctx, app, sha).await? {
+            return Err(TargetError::NotFound(format!(
+                "commit {sha} of deploy {from} is not at app {}'s origin under {} any more",
+                app.name,
+                d.git_ref.as_deref().unwrap_or("its ref")
+            )));
+        }
+    }
+    Ok(Target {
+        sha,
+        git_ref: d.git_ref,
+        rollback_of: None,
+        promoted_from: Some(from),
+        how: format!("deploy {from} of app {}", d.app),
+    })
+}
+
+/// Whether `app`'s cache holds commit `sha`.
+async fn in_cache(ctx: &Services, app: &AppConfig, sha: CommitId) -> anyhow::Result<bool> {
+    let spec = sha.to_string();
+    ctx.with_cache(&app.name, move |cache| Ok(cache.resolve(&spec)?.is_some()))
+        .await
 }
 
 /// A commit id (cache first, then the tracked branch) or a tag at the origin.

@@ -19,7 +19,8 @@ use super::error::ApiError;
 use super::views;
 use crate::api::{
     ChangeView, DeployRequest, HookView, LockAnswer, LockRequest, MaintenanceView, PathsView,
-    PlanRequest, PlanView, QueuedView, RollbackRequest, RollbackTarget, UnlockAnswer,
+    PlanRequest, PlanView, PromoteRequest, QueuedView, RollbackRequest, RollbackTarget,
+    UnlockAnswer,
 };
 use crate::config::AppConfig;
 use crate::deploy::plan::DeployPath;
@@ -33,6 +34,7 @@ pub(super) fn router() -> Router<Services> {
     Router::new()
         .route("/api/apps/{app}/deploy", post(deploy))
         .route("/api/apps/{app}/rollback", post(rollback))
+        .route("/api/apps/{app}/promote", post(promote))
         .route("/api/apps/{app}/plan", post(plan))
         .route("/api/apps/{app}/lock", post(lock).delete(unlock))
         .route(
@@ -157,6 +159,28 @@ async fn rollback(
         path: None,
         reason: &reason,
         lock: lock.as_deref(),
+    };
+    queue(&state, app, &caller, &target, asked, wait).await
+}
+
+/// `POST /api/apps/{app}/promote` `{from_deploy, force?}`: run the commit and image digest that
+/// a succeeded deploy of another app of the same repository ran.
+async fn promote(
+    State(state): State<Services>,
+    Path(name): Path<String>,
+    caller: Writer,
+    Query(q): Query<WaitQuery>,
+    body: Body<PromoteRequest>,
+) -> Result<Response, ApiError> {
+    let (app, body) = app_and_body(&state, &caller, &name, body)?;
+    let wait = forced_past_lock(&state, app, body.force, &q).await?;
+    let target = target::resolve_promote(&state, app, body.from_deploy).await?;
+    let reason = format!("promote {} ({})", target.how, target.sha.short());
+    let asked = Asked {
+        trigger: Trigger::Promote,
+        path: None,
+        reason: &reason,
+        lock: None,
     };
     queue(&state, app, &caller, &target, asked, wait).await
 }
@@ -358,6 +382,7 @@ async fn queue(
         sha: target.sha.to_string(),
         path: asked.path,
         rollback_of: target.rollback_of,
+        promoted_from: target.promoted_from,
         reason: Some(asked.reason.to_string()),
     };
     let permit = state.deployer.reserve(&app.name)?;

@@ -65,6 +65,8 @@ pub enum Trigger {
     /// A poll found a tracked ref's tip not deployed (its push never arrived, or could not
     /// fetch). It behaves like a push: it deploys the ref's tip as the origin has it.
     Poll,
+    /// The commit and image a deploy of another app ran (`promoted_from`).
+    Promote,
 }
 
 impl Trigger {
@@ -74,6 +76,7 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Rollback => "rollback",
             Trigger::Poll => "poll",
+            Trigger::Promote => "promote",
         }
     }
 }
@@ -126,6 +129,8 @@ pub struct NewApiDeploy {
     pub path: Option<DeployPath>,
     /// For a rollback: the deploy whose commit (and recorded image) it runs again.
     pub rollback_of: Option<i64>,
+    /// For a promote: the deploy of another app whose commit and image it runs.
+    pub promoted_from: Option<i64>,
     /// Why, for the record (e.g. "rollback to deploy 7 (tag v1)").
     pub reason: Option<String>,
 }
@@ -160,6 +165,8 @@ pub struct Deploy {
     pub requested_path: Option<DeployPath>,
     /// For a rollback: the deploy it runs again.
     pub rollback_of: Option<i64>,
+    /// For a promote: the deploy of another app whose commit and image it runs.
+    pub promoted_from: Option<i64>,
 }
 
 impl Deploy {
@@ -202,7 +209,7 @@ pub struct LiveContainer {
 const DEPLOY_COLUMNS: &str =
     "id, app, delivery_id, trigger, actor, git_ref, requested_sha, forced, from_commit, \
      to_commit, path, reason, status, superseded_by, error, created_at, started_at, finished_at, image, digest, \
-     requested_path, rollback_of, reverted";
+     requested_path, rollback_of, reverted, promoted_from";
 
 impl Store {
     /// One deploy by id.
@@ -471,8 +478,8 @@ impl Store {
     pub async fn queue_api_deploy(&self, d: &NewApiDeploy) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar(
             "INSERT INTO deploys (app, trigger, actor, git_ref, requested_sha, forced, requested_path,
-                                  rollback_of, reason, status, created_at)
-             VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, 'queued', ?)
+                                  rollback_of, promoted_from, reason, status, created_at)
+             VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, 'queued', ?)
              RETURNING id",
         )
         .bind(&d.app)
@@ -482,6 +489,7 @@ impl Store {
         .bind(&d.sha)
         .bind(d.path)
         .bind(d.rollback_of)
+        .bind(d.promoted_from)
         .bind(&d.reason)
         .bind(now_ms())
         .fetch_one(&mut *self.writer.lock().await)

@@ -94,7 +94,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         // Rows that will stay must not point at rows that go.
-        for column in ["superseded_by", "rollback_of"] {
+        for column in ["superseded_by", "rollback_of", "promoted_from"] {
             sqlx::query(&format!(
                 "UPDATE deploys SET {column} = NULL WHERE {column} IN {set}"
             ))

@@ -300,6 +300,7 @@ mod tests {
                 sha: "a".repeat(40),
                 path: Some(DeployPath::Full),
                 rollback_of: None,
+                promoted_from: None,
                 reason: None,
             })
             .await

@@ -14,6 +14,7 @@ mod monorepo;
 mod ops;
 mod ops_full;
 mod poll;
+mod promote;
 mod proxy;
 mod proxy_deploy;
 mod queue;

@@ -197,3 +197,53 @@ async fn events_of_a_running_deploy_follow_it_live_and_wait_outlasts_the_request
     assert_eq!(status, 200, "{waited:#}");
     assert_eq!(waited["status"], "succeeded", "{waited:#}");
 }
+
+#[tokio::test]
+async fn a_promote_runs_the_digest_the_other_app_ran_even_after_its_tag_was_repushed() {
+    let repo = format!(
+        "127.0.0.1:5000/dockhand-test/{}",
+        unique("promote").replace("dockhand-test-", "")
+    );
+    let tag = format!("{repo}:live");
+    publish(V1, &tag);
+    let origin = Origin::new();
+    let staging = unique("staging").replace("dockhand-test-", "");
+    let production = unique("prod").replace("dockhand-test-", "");
+    let container = format!(
+        "[apps.container]\nimage = \"{tag}\"\nmount = \"/code\"\nexpect_body_contains = \"v\"\n\
+         health_interval = \"100ms\"\nhealth_deadline = \"20s\"\nstop_grace = \"1s\"\n"
+    );
+    // `web` (staging) and `other` (production) track the same origin, each with a container.
+    let (c2, s2, p2) = (container.clone(), staging.clone(), production.clone());
+    let ops = spawn_ops_edited(&origin, "", &container, move |t| {
+        t.replace("name = \"web\"", &format!("name = \"{s2}\""))
+            .replace("\"other\"", &format!("\"{p2}\""))
+            .replacen("\n[[tokens]]", &format!("\n{c2}\n[[tokens]]"), 1)
+    })
+    .await;
+    let (_c1, _c2) = (Cleanup::app(&staging), Cleanup::app(&production));
+
+    let staged = ops.pushed(&origin.head()).await;
+    assert_eq!(staged["path"], "full", "{staged:#}");
+    let digest = staged["digest"].as_str().unwrap().to_string();
+    // The tag moves on after staging ran it; production must get what staging tested.
+    publish(V2, &tag);
+
+    let done = ops
+        .asked(
+            &format!("/api/apps/{production}/promote"),
+            json!({ "from_deploy": staged["id"] }),
+        )
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["trigger"], "promote", "{done:#}");
+    assert_eq!(done["digest"], digest.as_str(), "{done:#}");
+    assert_eq!(done["to_commit"], staged["to_commit"], "{done:#}");
+    let (container, body) = served(&ops, &production).await;
+    assert!(body.contains("v1"), "staging's image answers: {body}");
+    assert_eq!(
+        container["image"],
+        digest.as_str(),
+        "run by digest, not by tag"
+    );
+}

@@ -523,6 +523,7 @@ mod tests {
             digest: None,
             requested_path: None,
             rollback_of: None,
+            promoted_from: None,
             reverted: false,
         };
         let vars = Vars::for_deploy(&config.apps[0], &deploy, String::new());
