@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use super::raw::RawToken;
+use super::raw::{RawServer, RawToken};
 use super::resolve;
 use super::validate::valid_name;
 
@@ -59,6 +59,28 @@ impl ApiToken {
             TokenScope::Apps(apps) => apps.iter().any(|a| a == app),
         }
     }
+}
+
+/// `server.metrics_token_env` / `metrics_token_file` (at most one): the bearer token a scraper
+/// sends for `/metrics`, as its digest; `None` when neither is set (`/metrics` is open).
+pub(super) fn metrics_token(raw: &RawServer, base: &Path) -> anyhow::Result<Option<TokenDigest>> {
+    let (env, file) = (&raw.metrics_token_env, &raw.metrics_token_file);
+    match (env, file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => bail!(
+            "server.metrics_token_env and server.metrics_token_file are both set: keep one \
+             (the token Prometheus sends as `Authorization: Bearer <token>`)"
+        ),
+        _ => {}
+    }
+    let (secret, _) = resolve::read_secret(&None, env, file, base, "metrics_token")
+        .context("server: the metrics token could not be read; set it, or remove the key to leave /metrics open")?;
+    if secret.expose().iter().any(|b| !b.is_ascii_graphic()) {
+        bail!(
+            "server.metrics_token: must be printable ASCII without spaces (it is sent in a header)"
+        );
+    }
+    Ok(Some(TokenDigest::of(secret.expose())))
 }
 
 /// Tokens shorter than this get a `check` warning.

@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, ProxyConfig};
+use crate::metrics::{Metrics, ProxyMetrics, UpstreamKind};
 
 /// Upstreams that do not accept a connection within this are answered 502.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -86,21 +87,34 @@ impl Upstream {
             server_errors: AtomicU64::new(0),
         }
     }
+
+    /// Who answers through this upstream, as the metrics label it.
+    fn kind(&self) -> UpstreamKind {
+        match self.target.container {
+            Some(_) => UpstreamKind::Container,
+            None => UpstreamKind::Fixed,
+        }
+    }
 }
 
-/// A request's hold on an upstream, released when its response body (or tunnel) is dropped.
-pub(crate) struct Lease(Arc<Upstream>);
+/// A request's hold on an upstream, released when its response body (or tunnel) is dropped;
+/// it is one of the app's in-flight requests as long.
+pub(crate) struct Lease {
+    upstream: Arc<Upstream>,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
+}
 
 impl Lease {
     fn upstream(&self) -> &Upstream {
-        &self.0
+        &self.upstream
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
+        self.in_flight.dec();
+        if self.upstream.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.upstream.idle.notify_waiters();
         }
     }
 }
@@ -163,6 +177,8 @@ pub struct Proxy {
     held_total: AtomicU64,
     /// Turns for released requests ([`Proxy::released_turn`]).
     released: tokio::sync::Semaphore,
+    /// The app's requests, latency, in-flight and held gauges, connect errors.
+    metrics: ProxyMetrics,
 }
 
 /// Held requests that may wait for the upstream's answer at once after a hold ends.
@@ -211,7 +227,7 @@ impl Drop for HoldGuard<'_> {
 }
 
 impl Proxy {
-    fn new(app: &str, listen: SocketAddr, config: ProxyConfig) -> Proxy {
+    fn new(app: &str, listen: SocketAddr, config: ProxyConfig, metrics: ProxyMetrics) -> Proxy {
         let live = config.upstream.map(|addr| {
             Arc::new(Upstream::new(Target {
                 addr,
@@ -229,6 +245,7 @@ impl Proxy {
             held_now: AtomicUsize::new(0),
             held_total: AtomicU64::new(0),
             released: tokio::sync::Semaphore::new(RELEASED_IN_FLIGHT),
+            metrics,
         }
     }
 
@@ -257,9 +274,11 @@ impl Proxy {
             return Pass::Full;
         }
         self.held_total.fetch_add(1, Ordering::AcqRel);
+        self.metrics.held().inc();
         let mut released = self.hold.subscribe();
         // Past the timeout the request goes on anyway: the app may well answer it.
         let _ = tokio::time::timeout(self.config.hold_timeout, released.wait_for(|on| !*on)).await;
+        self.metrics.held().dec();
         self.held_now.fetch_sub(1, Ordering::AcqRel);
         Pass::Held
     }
@@ -280,7 +299,8 @@ impl Proxy {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("app {app}: binding proxy.listen {}", config.listen))?;
-        let proxy = Arc::new(Proxy::new(app, listener.local_addr()?, config));
+        let metrics = ProxyMetrics::unregistered(app);
+        let proxy = Arc::new(Proxy::new(app, listener.local_addr()?, config, metrics));
         Ok((proxy, listener))
     }
 
@@ -356,7 +376,12 @@ impl Proxy {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let upstream = live.as_ref()?.clone();
         upstream.active.fetch_add(1, Ordering::AcqRel);
-        Some(Lease(upstream))
+        let in_flight = self.metrics.in_flight().clone();
+        in_flight.inc();
+        Some(Lease {
+            upstream,
+            in_flight,
+        })
     }
 
     /// What the live upstream has answered since it went live: `None` while nothing is live.
@@ -396,10 +421,11 @@ pub struct Proxies(Arc<HashMap<String, Arc<Proxy>>>);
 
 impl Proxies {
     /// Bind every configured proxy listener, or take it from `inherited` (a handover); a
-    /// taken address fails startup, naming the app.
+    /// taken address fails startup, naming the app. Each proxy counts into `metrics`.
     pub async fn bind(
         config: &Config,
         inherited: &mut crate::handover::Inherited,
+        metrics: &Metrics,
     ) -> anyhow::Result<(Proxies, Vec<(Arc<Proxy>, TcpListener)>)> {
         let mut map = HashMap::new();
         let mut listeners = Vec::new();
@@ -409,7 +435,12 @@ impl Proxies {
                     .listener(&crate::handover::proxy_name(&app.name), p.listen)
                     .await
                     .with_context(|| format!("app {}: proxy.listen {}", app.name, p.listen))?;
-                let proxy = Arc::new(Proxy::new(&app.name, listener.local_addr()?, p.clone()));
+                let proxy = Arc::new(Proxy::new(
+                    &app.name,
+                    listener.local_addr()?,
+                    p.clone(),
+                    metrics.proxy(&app.name),
+                ));
                 map.insert(app.name.clone(), proxy.clone());
                 listeners.push((proxy, listener));
             }
