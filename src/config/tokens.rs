@@ -227,4 +227,92 @@ mod tests {
             assert!(err.contains(expected), "{expected:?} not in {err:?}");
         }
     }
+
+    /// `[server]` with `extra` lines, and the one app.
+    fn server(extra: &str) -> anyhow::Result<(Config, Vec<String>)> {
+        let text = format!("[server]\nstate_dir = \"/var/lib/dockhand-test\"\n{extra}\n{APP}");
+        Config::parse(&text, &std::env::temp_dir())
+    }
+
+    fn error(extra: &str) -> String {
+        format!("{:#}", server(extra).expect_err(extra))
+    }
+
+    #[test]
+    fn metrics_are_on_the_api_listener_and_open_unless_configured() {
+        let (config, _) = server("").unwrap();
+        assert_eq!(config.server.metrics_listen, None);
+        assert!(config.server.metrics_token.is_none());
+    }
+
+    #[test]
+    fn a_metrics_listener_and_token_are_read_and_the_token_never_shown() {
+        std::env::set_var("DOCKHAND_TEST_METRICS_TOKEN", "scrape-0123456789abcdef");
+        let (config, _) = server(
+            "metrics_listen = \"127.0.0.1:9700\"\nmetrics_token_env = \"DOCKHAND_TEST_METRICS_TOKEN\"",
+        )
+        .unwrap();
+        assert_eq!(
+            config.server.metrics_listen,
+            Some("127.0.0.1:9700".parse().unwrap())
+        );
+        assert_eq!(
+            config.server.metrics_token,
+            Some(TokenDigest::of(b"scrape-0123456789abcdef"))
+        );
+        assert!(!format!("{config:?}").contains("scrape-0123"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("metrics-token");
+        std::fs::write(&file, "from-a-file-0123456789\n").unwrap();
+        let (config, _) = server(&format!("metrics_token_file = \"{}\"", file.display())).unwrap();
+        assert_eq!(
+            config.server.metrics_token,
+            Some(TokenDigest::of(b"from-a-file-0123456789"))
+        );
+    }
+
+    #[test]
+    fn an_unparsable_metrics_address_fails_naming_the_key() {
+        let e = error("metrics_listen = \"localhost-ish\"");
+        assert!(
+            e.contains("metrics_listen") && e.contains("socket address"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_metrics_listener_may_not_be_the_api_listener() {
+        let e = error("listen = \"127.0.0.1:8700\"\nmetrics_listen = \"127.0.0.1:8700\"");
+        assert!(
+            e.contains("server.metrics_listen") && e.contains("leave metrics_listen out"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_metrics_token_from_both_env_and_file_is_refused_saying_keep_one() {
+        let e = error(
+            "metrics_token_env = \"DOCKHAND_TEST_METRICS_TOKEN\"\nmetrics_token_file = \"/nonexistent\"",
+        );
+        assert!(
+            e.contains("metrics_token_env and server.metrics_token_file are both set: keep one"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_metrics_token_variable_or_file_fails_naming_it_and_what_to_do() {
+        let e = error("metrics_token_env = \"DOCKHAND_TEST_NO_SUCH_METRICS_TOKEN\"");
+        assert!(
+            e.contains("metrics_token_env: environment variable DOCKHAND_TEST_NO_SUCH_METRICS_TOKEN is not set")
+                && e.contains("remove the key to leave /metrics open"),
+            "{e}"
+        );
+        let e = error("metrics_token_file = \"/nonexistent/metrics-token\"");
+        assert!(
+            e.contains("metrics_token_file: cannot read /nonexistent/metrics-token"),
+            "{e}"
+        );
+    }
 }
