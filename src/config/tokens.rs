@@ -234,8 +234,12 @@ mod tests {
         Config::parse(&text, &std::env::temp_dir())
     }
 
-    fn error(extra: &str) -> String {
-        format!("{:#}", server(extra).expect_err(extra))
+    /// `[server]` with `extra` is refused, the error saying each of `wanted`.
+    fn refused(extra: &str, wanted: &[&str]) {
+        let e = format!("{:#}", server(extra).expect_err(extra));
+        for w in wanted {
+            assert!(e.contains(w), "{w:?} not in {e:?}");
+        }
     }
 
     #[test]
@@ -274,45 +278,40 @@ mod tests {
 
     #[test]
     fn an_unparsable_metrics_address_fails_naming_the_key() {
-        let e = error("metrics_listen = \"localhost-ish\"");
-        assert!(
-            e.contains("metrics_listen") && e.contains("socket address"),
-            "{e}"
+        refused(
+            "metrics_listen = \"localhost-ish\"",
+            &["metrics_listen", "socket address"],
         );
     }
 
     #[test]
     fn the_metrics_listener_may_not_be_the_api_listener() {
-        let e = error("listen = \"127.0.0.1:8700\"\nmetrics_listen = \"127.0.0.1:8700\"");
-        assert!(
-            e.contains("server.metrics_listen") && e.contains("leave metrics_listen out"),
-            "{e}"
+        refused(
+            "listen = \"127.0.0.1:8700\"\nmetrics_listen = \"127.0.0.1:8700\"",
+            &["server.metrics_listen", "leave metrics_listen out"],
         );
     }
 
     #[test]
     fn a_metrics_token_from_both_env_and_file_is_refused_saying_keep_one() {
-        let e = error(
+        refused(
             "metrics_token_env = \"DOCKHAND_TEST_METRICS_TOKEN\"\nmetrics_token_file = \"/nonexistent\"",
-        );
-        assert!(
-            e.contains("metrics_token_env and server.metrics_token_file are both set: keep one"),
-            "{e}"
+            &["metrics_token_env and server.metrics_token_file are both set: keep one"],
         );
     }
 
     #[test]
     fn a_missing_metrics_token_variable_or_file_fails_naming_it_and_what_to_do() {
-        let e = error("metrics_token_env = \"DOCKHAND_TEST_NO_SUCH_METRICS_TOKEN\"");
-        assert!(
-            e.contains("metrics_token_env: environment variable DOCKHAND_TEST_NO_SUCH_METRICS_TOKEN is not set")
-                && e.contains("remove the key to leave /metrics open"),
-            "{e}"
+        refused(
+            "metrics_token_env = \"DOCKHAND_TEST_NO_SUCH_METRICS_TOKEN\"",
+            &[
+                "metrics_token_env: environment variable DOCKHAND_TEST_NO_SUCH_METRICS_TOKEN is not set",
+                "remove the key to leave /metrics open",
+            ],
         );
-        let e = error("metrics_token_file = \"/nonexistent/metrics-token\"");
-        assert!(
-            e.contains("metrics_token_file: cannot read /nonexistent/metrics-token"),
-            "{e}"
+        refused(
+            "metrics_token_file = \"/nonexistent/metrics-token\"",
+            &["metrics_token_file: cannot read /nonexistent/metrics-token"],
         );
     }
 }
