@@ -1,6 +1,6 @@
 //! The proxy's metrics: the families (one per metric, labelled by app), and the per-app
 //! [`ProxyMetrics`] handle a `Proxy` holds, its label sets resolved once so that a request
-//! costs a few atomic adds.
+//! costs a few atomic adds and one histogram observation.
 
 use std::time::Duration;
 
