@@ -140,3 +140,112 @@ async fn app_of(store: &Store, open: &mut Open, deploy_id: i64) -> Option<String
 fn seconds(ms: i64) -> f64 {
     std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)).as_secs_f64()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::store::{DeployPath, NewApiDeploy, StepStage, Trigger};
+
+    async fn setup(dir: &std::path::Path) -> (Config, Store) {
+        let text = format!(
+            "[server]\nstate_dir = \"{state}\"\n[[apps]]\nname = \"web\"\n\
+             repo = \"https://github.com/o/r.git\"\nsecret = \"s3cret\"\nvolume = \"{volume}\"\n",
+            state = dir.join("state").display(),
+            volume = dir.join("web").display(),
+        );
+        let config = Config::parse(&text, dir).unwrap().0;
+        let store = Store::open(&dir.join("dockhand.db")).await.unwrap();
+        (config, store)
+    }
+
+    /// A manual fast deploy of `web`, queued and started, with one `sync` step done.
+    async fn started(store: &Store) -> i64 {
+        let id = store
+            .queue_api_deploy(&NewApiDeploy::manual("web", &"a".repeat(40)))
+            .await
+            .unwrap();
+        store.start_deploy(id, None).await.unwrap();
+        store
+            .plan_deploy(id, &"a".repeat(40), DeployPath::Fast, "test")
+            .await
+            .unwrap();
+        let step = store.begin_step(id, StepStage::Sync, "").await.unwrap();
+        store.end_step(step, true, "").await.unwrap();
+        id
+    }
+
+    async fn rendered_with(metrics: &Metrics, lines: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = metrics.render();
+            if lines.iter().all(|l| text.contains(l)) {
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not all of {lines:#?} in\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn finished_deploys_their_stages_reverts_and_last_success_are_heard_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, store) = setup(dir.path()).await;
+        let metrics = Metrics::new(&config);
+        let task = metrics.follow(store.clone());
+
+        let good = started(&store).await;
+        store
+            .succeed_deploy(good, "web", &"a".repeat(40), None)
+            .await
+            .unwrap();
+        let bad = started(&store).await;
+        store.fail_reverted(bad, "check failed").await.unwrap();
+
+        let text = rendered_with(
+            &metrics,
+            &[
+                "dockhand_deploys_total{app=\"web\",trigger=\"manual\",path=\"fast\",status=\"succeeded\"} 1",
+                "dockhand_deploys_total{app=\"web\",trigger=\"manual\",path=\"fast\",status=\"failed\"} 1",
+                "dockhand_deploy_reverts_total{app=\"web\"} 1",
+                "dockhand_deploy_stage_duration_seconds_count{app=\"web\",stage=\"sync\"} 2",
+                "dockhand_deploy_duration_seconds_count{app=\"web\",path=\"fast\"} 2",
+                "dockhand_last_successful_deploy_timestamp_seconds{app=\"web\"} 1",
+            ],
+        )
+        .await;
+        assert!(
+            !text.contains("aaaaaaa"),
+            "a commit became a label:\n{text}"
+        );
+
+        // The queue depth is read at the scrape; the last success survives a restart.
+        started(&store).await;
+        store
+            .queue_api_deploy(&NewApiDeploy {
+                trigger: Trigger::Rollback,
+                rollback_of: Some(good),
+                ..NewApiDeploy::manual("web", &"b".repeat(40))
+            })
+            .await
+            .unwrap();
+        let restarted = Metrics::new(&config);
+        restarted.refresh(&store).await.unwrap();
+        restarted.load(&store).await.unwrap();
+        let text = restarted.render();
+        assert!(
+            text.contains("dockhand_queue_depth{app=\"web\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dockhand_last_successful_deploy_timestamp_seconds{app=\"web\"} 1"),
+            "{text}"
+        );
+        task.abort();
+    }
+}
