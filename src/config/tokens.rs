@@ -277,6 +277,25 @@ mod tests {
     }
 
     #[test]
+    fn open_metrics_beyond_this_host_are_warned_about_until_a_token_guards_them() {
+        let open = "metrics_listen = \"0.0.0.0:9700\"";
+        let (_, warnings) = server(open).unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("server.metrics_listen 0.0.0.0:9700 is reachable")),
+            "{warnings:?}"
+        );
+        std::env::set_var("DOCKHAND_TEST_METRICS_TOKEN", "scrape-0123456789abcdef");
+        let guarded = format!("{open}\nmetrics_token_env = \"DOCKHAND_TEST_METRICS_TOKEN\"");
+        let (_, warnings) = server(&guarded).unwrap();
+        assert!(
+            !warnings.iter().any(|w| w.contains("metrics_listen")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
     fn an_unparsable_metrics_address_fails_naming_the_key() {
         refused(
             "metrics_listen = \"localhost-ish\"",

@@ -72,8 +72,9 @@ pub(super) fn server(raw: RawServer, base: &Path) -> anyhow::Result<ServerConfig
     Ok(server)
 }
 
-/// What `check` warns about before any app is validated: no apps at all, an API reachable
-/// beyond this host, secret files every user may read, hooks others may change.
+/// What `check` warns about before any app is validated: no apps at all, an API (or open
+/// metrics) reachable beyond this host, secret files every user may read, hooks others may
+/// change.
 pub(super) fn server_warnings(
     server: &ServerConfig,
     apps: &[RawApp],
@@ -90,6 +91,14 @@ pub(super) fn server_warnings(
              cross the network in clear unless TLS is in front (a reverse proxy terminating HTTPS)",
             server.listen
         ));
+    }
+    if let Some(metrics) = server.metrics_listen {
+        if !metrics.ip().is_loopback() && server.metrics_token.is_none() {
+            warnings.push(format!(
+                "server.metrics_listen {metrics} is reachable beyond this host without a token: \
+                 set server.metrics_token_file (or _env) and give Prometheus the same token"
+            ));
+        }
     }
     warnings.extend(resolve::permission_warnings(
         &secret_files(apps, tokens, base),
