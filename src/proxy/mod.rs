@@ -195,6 +195,25 @@ enum Pass {
     Full,
 }
 
+/// A request waiting in a hold (counted in `held_now` and the held gauge) until dropped, also
+/// when its client goes away mid-wait and the request's future is dropped.
+struct Waiting<'a>(&'a Proxy);
+
+impl<'a> Waiting<'a> {
+    /// Counts a request whose slot in `held_now` is already taken.
+    fn new(proxy: &'a Proxy) -> Waiting<'a> {
+        proxy.metrics.held().inc();
+        Waiting(proxy)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.held().dec();
+        self.0.held_now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A hold on an app's new requests, released when dropped (or by [`HoldGuard::release`]).
 pub struct HoldGuard<'a> {
     proxy: &'a Proxy,
@@ -274,12 +293,10 @@ impl Proxy {
             return Pass::Full;
         }
         self.held_total.fetch_add(1, Ordering::AcqRel);
-        self.metrics.held().inc();
+        let _waiting = Waiting::new(self);
         let mut released = self.hold.subscribe();
         // Past the timeout the request goes on anyway: the app may well answer it.
         let _ = tokio::time::timeout(self.config.hold_timeout, released.wait_for(|on| !*on)).await;
-        self.metrics.held().dec();
-        self.held_now.fetch_sub(1, Ordering::AcqRel);
         Pass::Held
     }
 
@@ -450,5 +467,51 @@ impl Proxies {
 
     pub fn get(&self, app: &str) -> Option<&Arc<Proxy>> {
         self.0.get(app)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy() -> Arc<Proxy> {
+        let config = ProxyConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            upstream: None,
+            timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
+            maintenance: false,
+            maintenance_body: String::new(),
+            hold_timeout: Duration::from_secs(60),
+            hold_max: 10,
+        };
+        let listen = config.listen;
+        Arc::new(Proxy::new(
+            "web",
+            listen,
+            config,
+            ProxyMetrics::unregistered("web"),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_held_request_whose_client_goes_away_is_no_longer_counted_as_held() {
+        let proxy = proxy();
+        let guard = proxy.hold().expect("holding is on");
+        let waiting = {
+            let proxy = proxy.clone();
+            tokio::spawn(async move { proxy.wait_while_held().await })
+        };
+        while proxy.status().held == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(proxy.metrics.held().get(), 1);
+
+        // The client went away: hyper drops the request's future mid-wait.
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        assert_eq!(proxy.status().held, 0);
+        assert_eq!(proxy.metrics.held().get(), 0);
+        assert_eq!(guard.release().held, 1);
     }
 }
