@@ -29,6 +29,8 @@ use tokio::net::TcpListener;
 
 /// The API listener's name in `LISTEN_FDNAMES`.
 pub const API: &str = "api";
+/// The `server.metrics_listen` listener's name in `LISTEN_FDNAMES`.
+pub const METRICS: &str = "metrics";
 /// How long the next process may take to be ready (config parsed, sockets taken).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The variable that tells the next process whom to signal ready and whose lock to wait for.

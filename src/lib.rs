@@ -21,6 +21,8 @@
 //!   writes into the volume, cap-std) and [`tree::releases`] (`releases/<sha>/` + an
 //!   atomically switched `current`).
 //! - [`store`]: SQLite (sqlx), migrations embedded from `migrations/`.
+//! - [`metrics`]: the Prometheus registry (`GET /metrics`, OpenMetrics text), fed by the
+//!   store's deploy events, the proxies, the webhook receivers and the pollers.
 //! - [`proxy`]: the built-in reverse proxy in front of an app (atomic upstream switch, drain).
 //! - [`runtime`]: the engine boundary ([`runtime::Engine`]; Docker via bollard today) and the
 //!   loopback HTTP health probe.
@@ -44,6 +46,7 @@ pub mod github;
 pub mod handover;
 pub mod http;
 mod listener;
+pub mod metrics;
 pub mod proxy;
 pub mod queue;
 pub mod redact;

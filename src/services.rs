@@ -12,6 +12,7 @@ use crate::config::Config;
 use anyhow::Context as _;
 
 use crate::git::Cache;
+use crate::metrics::Metrics;
 use crate::proxy::Proxies;
 use crate::queue::Deployer;
 use crate::runtime::{Docker, Engine};
@@ -29,6 +30,9 @@ pub struct Inner {
     pub deployer: Deployer,
     /// The apps' reverse proxies: a full deploy switches its app's upstream.
     pub proxies: Proxies,
+    /// The Prometheus registry: made before the proxies (each holds its app's handle), served
+    /// at `/metrics`, fed by the webhook receivers, the pollers and the store's events.
+    pub metrics: Metrics,
     /// Connected on first use and kept: connecting costs a version and a ping round trip, and
     /// the client opens a connection per request anyway. A failed connect is tried again later.
     engine: tokio::sync::OnceCell<Arc<dyn Engine>>,
@@ -48,7 +52,13 @@ impl Deref for Services {
 }
 
 impl Services {
-    pub fn new(config: Arc<Config>, store: Store, proxies: Proxies, deployer: Deployer) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        proxies: Proxies,
+        deployer: Deployer,
+        metrics: Metrics,
+    ) -> Self {
         let caches = config
             .apps
             .iter()
@@ -59,6 +69,7 @@ impl Services {
             store,
             deployer,
             proxies,
+            metrics,
             engine: tokio::sync::OnceCell::new(),
             caches,
         }))

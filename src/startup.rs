@@ -16,7 +16,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::deploy::{self, Deployer, Pollers, Workers};
-use crate::http::router;
+use crate::http::{metrics_router, router};
+use crate::metrics::Metrics;
 use crate::proxy::{Proxies, Proxy};
 use crate::services::Services;
 use crate::store::Store;
@@ -27,6 +28,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A bound, recovered, ready-to-serve dockhand.
 pub struct App {
     listener: TcpListener,
+    /// `server.metrics_listen`'s listener, when `/metrics` has one of its own.
+    metrics_listener: Option<TcpListener>,
+    /// Turns the store's deploy events into metrics; stopped at the end of `run`.
+    metrics_task: tokio::task::JoinHandle<()>,
     /// The apps' proxy listeners, served from `run` on.
     proxies: Vec<(Arc<Proxy>, TcpListener)>,
     state: Services,
@@ -105,13 +110,26 @@ impl App {
         let listener = inherited
             .listener(crate::handover::API, config.server.listen)
             .await?;
-        let (proxies, proxy_listeners) = Proxies::bind(&config, &mut inherited).await?;
+        let metrics_listener = match config.server.metrics_listen {
+            Some(addr) => Some(
+                inherited
+                    .listener(crate::handover::METRICS, addr)
+                    .await
+                    .context("server.metrics_listen")?,
+            ),
+            None => None,
+        };
+        let metrics = Metrics::new(&config);
+        let (proxies, proxy_listeners) = Proxies::bind(&config, &mut inherited, &metrics).await?;
         if inherited.is_handover() {
             inherited.ready()?;
             wait_for_lock(&lock, &lock_path).await?;
         }
         write_pid(&mut lock, &lock_path)?;
         let mut handover = vec![(crate::handover::API.to_string(), dup(&listener)?)];
+        if let Some(l) = &metrics_listener {
+            handover.push((crate::handover::METRICS.to_string(), dup(l)?));
+        }
         for (proxy, l) in &proxy_listeners {
             handover.push((crate::handover::proxy_name(proxy.app()), dup(l)?));
         }
@@ -122,7 +140,15 @@ impl App {
         }
         let config = Arc::new(config);
         let (deployer, inboxes) = Deployer::channels(&config);
-        let services = Services::new(config.clone(), store.clone(), proxies, deployer);
+        // Before anything can deploy: recovery's and the workers' events are heard.
+        if let Err(e) = metrics.load(&store).await {
+            warn!(
+                error = format!("{e:#}"),
+                "metrics: reading the last successes failed"
+            );
+        }
+        let metrics_task = metrics.follow(store.clone());
+        let services = Services::new(config.clone(), store.clone(), proxies, deployer, metrics);
         let workers = Workers::spawn(&services, inboxes);
         deploy::recover(&services)
             .await
@@ -133,6 +159,8 @@ impl App {
         ));
         Ok(App {
             listener,
+            metrics_listener,
+            metrics_task,
             proxies: proxy_listeners,
             state: services,
             workers,
@@ -156,6 +184,13 @@ impl App {
             .expect("a bound listener has an address")
     }
 
+    /// The address `/metrics` has to itself (`server.metrics_listen`), if it has one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.local_addr().port()
@@ -167,6 +202,8 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let App {
             listener,
+            metrics_listener,
+            metrics_task,
             proxies,
             state,
             workers,
@@ -179,6 +216,15 @@ impl App {
             info!(addr = %proxy.local_addr(), "proxy listening");
             let stop = stop_proxies.clone().cancelled_owned();
             proxy_tasks.spawn(proxy.serve(listener, stop, SHUTDOWN_GRACE));
+        }
+        let stop_metrics = CancellationToken::new();
+        if let Some(listener) = metrics_listener {
+            info!(addr = %listener.local_addr()?, "metrics listening");
+            let service = TowerToHyperService::new(metrics_router(state.clone()));
+            let stop = stop_metrics.clone().cancelled_owned();
+            proxy_tasks.spawn(async move {
+                crate::listener::serve(listener, |_| service.clone(), stop, SHUTDOWN_GRACE).await;
+            });
         }
         info!(addr = %listener.local_addr()?, apps = state.config.apps.len(), "dockhand listening");
         // After recovery (in `build`): the first poll of each app runs now. Polling stops as
@@ -200,7 +246,10 @@ impl App {
         pollers.shutdown().await;
         workers.shutdown(SHUTDOWN_GRACE).await;
         stop_proxies.cancel();
+        // Last: a scrape still sees the shutdown's deploys end.
+        stop_metrics.cancel();
         while proxy_tasks.join_next().await.is_some() {}
+        metrics_task.abort();
         info!("dockhand stopped");
         Ok(())
     }

@@ -81,6 +81,10 @@ pub struct ServerConfig {
     pub hooks_dir: Option<PathBuf>,
     /// How long one hook may run before its process group is killed, unless the app says.
     pub hook_timeout: Duration,
+    /// A listener of its own for `GET /metrics` (and nothing else); `None`: on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The bearer token a scraper must send for `/metrics`, kept as its digest; `None`: open.
+    pub metrics_token: Option<TokenDigest>,
 }
 
 /// Deploys of each app kept whatever their age, so recent history and rollback targets survive.
@@ -451,7 +455,9 @@ impl Config {
     /// Parse and validate config text; `base` resolves relative paths.
     pub fn parse(text: &str, base: &Path) -> anyhow::Result<(Config, Vec<String>)> {
         let raw: raw::RawConfig = toml::from_str(text)?;
-        let server = validate::server(raw.server, base)?;
+        let metrics_token = tokens::metrics_token(&raw.server, base)?;
+        let mut server = validate::server(raw.server, base)?;
+        server.metrics_token = metrics_token;
         let mut warnings = validate::server_warnings(&server, &raw.apps, &raw.tokens, base);
         let apps = validate::apps(raw.apps, &server, base, &mut warnings)?;
         let names = apps.iter().map(|a| a.name.clone()).collect();

@@ -19,6 +19,11 @@ use super::Strategy;
 /// network in clear until the operator puts TLS in front and says where to listen.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8700));
 
+/// `server.metrics_listen` unless set: none, `/metrics` is served on `server.listen` beside
+/// the API. Set, that address serves `/metrics` alone (a scrape port a firewall can open to
+/// the monitoring host without opening the API).
+pub const DEFAULT_METRICS_LISTEN: Option<SocketAddr> = None;
+
 /// GitHub's own maximum webhook payload size, our default body cap.
 pub const DEFAULT_BODY_LIMIT: u64 = 25 * 1024 * 1024;
 
@@ -214,6 +219,9 @@ pub(super) struct RawServer {
     pub hooks_dir: Option<PathBuf>,
     #[serde(default, with = "humantime_serde")]
     pub hook_timeout: Option<Duration>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_token_env: Option<String>,
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {

@@ -174,6 +174,18 @@ fn the_readme_states_every_default_word_and_switch_as_the_code_has_it() {
 }
 
 #[test]
+fn the_readme_shows_the_metrics_keys_and_says_metrics_stay_on_listen_by_default() {
+    let r = reference();
+    assert_eq!(DEFAULT_METRICS_LISTEN, None);
+    assert!(stated(&r, "server", "metrics_listen").as_str().is_some());
+    assert!(stated(&r, "server", "metrics_token_env").as_str().is_some());
+    assert!(stated(&r, "server", "metrics_token_file")
+        .as_str()
+        .is_some());
+    assert!(README.contains("default: /metrics on `listen`"));
+}
+
+#[test]
 fn the_readme_lists_the_default_full_path_globs() {
     let r = reference();
     let listed: Vec<&str> = stated(&r, "apps.container", "full_paths")

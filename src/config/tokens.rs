@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use super::raw::RawToken;
+use super::raw::{RawServer, RawToken};
 use super::resolve;
 use super::validate::valid_name;
 
@@ -59,6 +59,28 @@ impl ApiToken {
             TokenScope::Apps(apps) => apps.iter().any(|a| a == app),
         }
     }
+}
+
+/// `server.metrics_token_env` / `metrics_token_file` (at most one): the bearer token a scraper
+/// sends for `/metrics`, as its digest; `None` when neither is set (`/metrics` is open).
+pub(super) fn metrics_token(raw: &RawServer, base: &Path) -> anyhow::Result<Option<TokenDigest>> {
+    let (env, file) = (&raw.metrics_token_env, &raw.metrics_token_file);
+    match (env, file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => bail!(
+            "server.metrics_token_env and server.metrics_token_file are both set: keep one \
+             (the token Prometheus sends as `Authorization: Bearer <token>`)"
+        ),
+        _ => {}
+    }
+    let (secret, _) = resolve::read_secret(&None, env, file, base, "metrics_token")
+        .context("server: the metrics token could not be read; set it, or remove the key to leave /metrics open")?;
+    if secret.expose().iter().any(|b| !b.is_ascii_graphic()) {
+        bail!(
+            "server.metrics_token: must be printable ASCII without spaces (it is sent in a header)"
+        );
+    }
+    Ok(Some(TokenDigest::of(secret.expose())))
 }
 
 /// Tokens shorter than this get a `check` warning.
@@ -204,5 +226,111 @@ mod tests {
             let err = format!("{:#}", with_tokens(&tokens).unwrap_err());
             assert!(err.contains(expected), "{expected:?} not in {err:?}");
         }
+    }
+
+    /// `[server]` with `extra` lines, and the one app.
+    fn server(extra: &str) -> anyhow::Result<(Config, Vec<String>)> {
+        let text = format!("[server]\nstate_dir = \"/var/lib/dockhand-test\"\n{extra}\n{APP}");
+        Config::parse(&text, &std::env::temp_dir())
+    }
+
+    /// `[server]` with `extra` is refused, the error saying each of `wanted`.
+    fn refused(extra: &str, wanted: &[&str]) {
+        let e = format!("{:#}", server(extra).expect_err(extra));
+        for w in wanted {
+            assert!(e.contains(w), "{w:?} not in {e:?}");
+        }
+    }
+
+    #[test]
+    fn metrics_are_on_the_api_listener_and_open_unless_configured() {
+        let (config, _) = server("").unwrap();
+        assert_eq!(config.server.metrics_listen, None);
+        assert!(config.server.metrics_token.is_none());
+    }
+
+    #[test]
+    fn a_metrics_listener_and_token_are_read_and_the_token_never_shown() {
+        std::env::set_var("DOCKHAND_TEST_METRICS_TOKEN", "scrape-0123456789abcdef");
+        let (config, _) = server(
+            "metrics_listen = \"127.0.0.1:9700\"\nmetrics_token_env = \"DOCKHAND_TEST_METRICS_TOKEN\"",
+        )
+        .unwrap();
+        assert_eq!(
+            config.server.metrics_listen,
+            Some("127.0.0.1:9700".parse().unwrap())
+        );
+        assert_eq!(
+            config.server.metrics_token,
+            Some(TokenDigest::of(b"scrape-0123456789abcdef"))
+        );
+        assert!(!format!("{config:?}").contains("scrape-0123"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("metrics-token");
+        std::fs::write(&file, "from-a-file-0123456789\n").unwrap();
+        let (config, _) = server(&format!("metrics_token_file = \"{}\"", file.display())).unwrap();
+        assert_eq!(
+            config.server.metrics_token,
+            Some(TokenDigest::of(b"from-a-file-0123456789"))
+        );
+    }
+
+    #[test]
+    fn open_metrics_beyond_this_host_are_warned_about_until_a_token_guards_them() {
+        let open = "metrics_listen = \"0.0.0.0:9700\"";
+        let (_, warnings) = server(open).unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("server.metrics_listen 0.0.0.0:9700 is reachable")),
+            "{warnings:?}"
+        );
+        std::env::set_var("DOCKHAND_TEST_METRICS_TOKEN", "scrape-0123456789abcdef");
+        let guarded = format!("{open}\nmetrics_token_env = \"DOCKHAND_TEST_METRICS_TOKEN\"");
+        let (_, warnings) = server(&guarded).unwrap();
+        assert!(
+            !warnings.iter().any(|w| w.contains("metrics_listen")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn an_unparsable_metrics_address_fails_naming_the_key() {
+        refused(
+            "metrics_listen = \"localhost-ish\"",
+            &["metrics_listen", "socket address"],
+        );
+    }
+
+    #[test]
+    fn the_metrics_listener_may_not_be_the_api_listener() {
+        refused(
+            "listen = \"127.0.0.1:8700\"\nmetrics_listen = \"127.0.0.1:8700\"",
+            &["server.metrics_listen", "leave metrics_listen out"],
+        );
+    }
+
+    #[test]
+    fn a_metrics_token_from_both_env_and_file_is_refused_saying_keep_one() {
+        refused(
+            "metrics_token_env = \"DOCKHAND_TEST_METRICS_TOKEN\"\nmetrics_token_file = \"/nonexistent\"",
+            &["metrics_token_env and server.metrics_token_file are both set: keep one"],
+        );
+    }
+
+    #[test]
+    fn a_missing_metrics_token_variable_or_file_fails_naming_it_and_what_to_do() {
+        refused(
+            "metrics_token_env = \"DOCKHAND_TEST_NO_SUCH_METRICS_TOKEN\"",
+            &[
+                "metrics_token_env: environment variable DOCKHAND_TEST_NO_SUCH_METRICS_TOKEN is not set",
+                "remove the key to leave /metrics open",
+            ],
+        );
+        refused(
+            "metrics_token_file = \"/nonexistent/metrics-token\"",
+            &["metrics_token_file: cannot read /nonexistent/metrics-token"],
+        );
     }
 }

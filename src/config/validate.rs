@@ -24,7 +24,8 @@ use anyhow::{bail, Context};
 
 use super::raw::{
     RawApp, RawServer, RawToken, DEFAULT_BODY_LIMIT, DEFAULT_HISTORY_RETENTION,
-    DEFAULT_HOOK_TIMEOUT, DEFAULT_QUEUE_LIMIT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WAIT_TIMEOUT,
+    DEFAULT_HOOK_TIMEOUT, DEFAULT_METRICS_LISTEN, DEFAULT_QUEUE_LIMIT, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
 };
 use super::resolve::{self, absolute, resolved};
 use super::{AppConfig, ServerConfig};
@@ -44,6 +45,9 @@ pub(super) fn server(raw: RawServer, base: &Path) -> anyhow::Result<ServerConfig
         wait_timeout: raw.wait_timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
         hooks_dir: raw.hooks_dir.map(|d| absolute(base, &d)),
         hook_timeout: raw.hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT),
+        metrics_listen: raw.metrics_listen.or(DEFAULT_METRICS_LISTEN),
+        // Read by `tokens::metrics_token`, with the other secrets' I/O.
+        metrics_token: None,
     };
     if server.body_limit == 0 {
         bail!("server.body_limit: must be greater than zero");
@@ -54,14 +58,23 @@ pub(super) fn server(raw: RawServer, base: &Path) -> anyhow::Result<ServerConfig
     if server.hook_timeout.is_zero() {
         bail!("server.hook_timeout: must be greater than zero");
     }
+    if let Some(metrics) = server.metrics_listen {
+        if metrics == server.listen && metrics.port() != 0 {
+            bail!(
+                "server.metrics_listen: {metrics} is server.listen's address; give it another \
+                 port, or leave metrics_listen out to serve /metrics on server.listen"
+            );
+        }
+    }
     if let Some(dir) = &server.hooks_dir {
         resolve::check_hooks_dir(dir)?;
     }
     Ok(server)
 }
 
-/// What `check` warns about before any app is validated: no apps at all, an API reachable
-/// beyond this host, secret files every user may read, hooks others may change.
+/// What `check` warns about before any app is validated: no apps at all, an API (or open
+/// metrics) reachable beyond this host, secret files every user may read, hooks others may
+/// change.
 pub(super) fn server_warnings(
     server: &ServerConfig,
     apps: &[RawApp],
@@ -78,6 +91,14 @@ pub(super) fn server_warnings(
              cross the network in clear unless TLS is in front (a reverse proxy terminating HTTPS)",
             server.listen
         ));
+    }
+    if let Some(metrics) = server.metrics_listen {
+        if !metrics.ip().is_loopback() && server.metrics_token.is_none() {
+            warnings.push(format!(
+                "server.metrics_listen {metrics} is reachable beyond this host without a token: \
+                 set server.metrics_token_file (or _env) and give Prometheus the same token"
+            ));
+        }
     }
     warnings.extend(resolve::permission_warnings(
         &secret_files(apps, tokens, base),

@@ -201,6 +201,19 @@ enum Polled {
     Closed,
 }
 
+impl Polled {
+    /// The `result` label of `dockhand_poll_results_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Polled::Retrying => "retrying",
+            Polled::Settled => "settled",
+            Polled::Unreachable => "unreachable",
+            Polled::Skipped => "skipped",
+            Polled::Closed => "closed",
+        }
+    }
+}
+
 impl Poller {
     async fn run(mut self, stop: CancellationToken) {
         let mut events = self.ctx.store.subscribe();
@@ -210,6 +223,7 @@ impl Poller {
                 _ = stop.cancelled() => break,
                 polled = self.poll() => polled,
             };
+            self.ctx.metrics.poll(&self.app.name, polled.label());
             match polled {
                 Polled::Closed => break,
                 Polled::Unreachable => self.failures += 1,

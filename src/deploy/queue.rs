@@ -234,11 +234,13 @@ mod tests {
         let config = std::sync::Arc::new(crate::config::Config::parse(&text, dir).unwrap().0);
         let store = Store::open(&dir.join("dockhand.db")).await.unwrap();
         let deployer = crate::queue::Deployer::for_test(&[], 1).0;
+        let metrics = crate::metrics::Metrics::new(&config);
         let ctx = Services::new(
             config,
             store.clone(),
             crate::proxy::Proxies::default(),
             deployer,
+            metrics,
         );
         (ctx, store)
     }

@@ -120,7 +120,15 @@ fn refuse_query_token(parts: &Parts) -> Result<(), ApiError> {
 }
 
 fn authenticate(parts: &Parts, tokens: &[ApiToken]) -> Result<ApiToken, ApiError> {
-    let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let presented = bearer(&parts.headers)?;
+    find(tokens, presented)
+        .cloned()
+        .ok_or_else(|| ApiError::Unauthenticated("invalid token".into()))
+}
+
+/// The token of the request's one `Authorization: Bearer <token>` header.
+pub(super) fn bearer(headers: &axum::http::HeaderMap) -> Result<&[u8], ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(ApiError::Unauthenticated(
             "missing Authorization: Bearer <token> (exactly one)".into(),
@@ -134,9 +142,12 @@ fn authenticate(parts: &Parts, tokens: &[ApiToken]) -> Result<ApiToken, ApiError
         .map(|t| t.trim_ascii())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::Unauthenticated("Authorization must be: Bearer <token>".into()))?;
-    find(tokens, presented)
-        .cloned()
-        .ok_or_else(|| ApiError::Unauthenticated("invalid token".into()))
+    Ok(presented)
+}
+
+/// Whether `presented` is the token of `digest`, compared in constant time over digests.
+pub(super) fn is_token(digest: &TokenDigest, presented: &[u8]) -> bool {
+    digest.0.ct_eq(&TokenDigest::of(presented).0).into()
 }
 
 /// The token whose digest equals the presented token's; every token is compared, in constant

@@ -8,6 +8,7 @@ mod auth;
 mod body;
 mod error;
 mod events;
+mod metrics;
 mod ops;
 mod views;
 mod webhook;
@@ -49,8 +50,9 @@ async fn to_the_end<T: Send + 'static>(
 }
 
 /// The whole router: each submodule's routes, with body cap, request timeout, request ids and
-/// tracing.
+/// tracing; `/metrics` too unless `server.metrics_listen` gives it a listener of its own.
 pub fn router(state: Services) -> Router {
+    let own_listener = state.config.server.metrics_listen.is_some();
     let body_limit = usize::try_from(state.config.server.body_limit).unwrap_or(usize::MAX);
     let deadlines = Deadlines {
         request: state.config.server.request_timeout,
@@ -70,11 +72,15 @@ pub fn router(state: Services) -> Router {
     });
     // Webhook bodies are buffered whole before the HMAC: only so many at once.
     let bodies = Arc::new(tokio::sync::Semaphore::new(WEBHOOK_BODIES));
-    Router::new()
+    let mut routes = Router::new()
         .merge(webhook::router(bodies))
         .merge(api::router())
         .merge(ops::router())
-        .merge(events::router())
+        .merge(events::router());
+    if !own_listener {
+        routes = routes.merge(metrics::router());
+    }
+    routes
         // A declared Content-Length over the cap is refused before reading; a chunked body is
         // cut off (413) as soon as it passes the cap. Either way before any HMAC work.
         .layer(DefaultBodyLimit::disable())
@@ -88,6 +94,18 @@ pub fn router(state: Services) -> Router {
                 .layer(middleware::from_fn_with_state(deadlines, deadline))
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
+        .with_state(state)
+}
+
+/// What `server.metrics_listen` serves: `GET /metrics` and nothing else (404), with the
+/// request timeout.
+pub fn metrics_router(state: Services) -> Router {
+    let deadlines = Deadlines {
+        request: state.config.server.request_timeout,
+        wait: state.config.server.wait_timeout,
+    };
+    metrics::router()
+        .layer(middleware::from_fn_with_state(deadlines, deadline))
         .with_state(state)
 }
 

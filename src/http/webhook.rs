@@ -78,9 +78,42 @@ async fn handle_to_the_end(
 ) -> Result<Response, ApiError> {
     super::to_the_end(async move {
         let apps: Vec<&AppConfig> = apps.iter().filter_map(|n| state.config.app(n)).collect();
-        handle(&state, &apps, &headers, &body).await
+        let answered = handle(&state, &apps, &headers, &body).await;
+        count(&state, &apps, &answered);
+        answered
     })
     .await
+}
+
+/// What a recorded delivery came to, carried on its answer for [`count`].
+#[derive(Clone)]
+struct Tally {
+    /// The outcome of each app that queued nothing: `ignored`, `ping` or `duplicate`.
+    others: &'static str,
+    /// `(app, deploy id)` queued, and which of them were recorded locked.
+    deploys: Vec<(String, i64)>,
+    locked: Vec<i64>,
+}
+
+/// Count the delivery once for each app whose secret verified it: `deploy`, `locked`,
+/// `ignored`, `ping`, `duplicate`, or `refused` (a bad header or body, a full queue).
+fn count(state: &Services, apps: &[&AppConfig], answered: &Result<Response, ApiError>) {
+    let tally = answered
+        .as_ref()
+        .ok()
+        .and_then(|r| r.extensions().get::<Tally>());
+    for app in apps {
+        let outcome = match tally {
+            None => "refused",
+            Some(t) if t.others == "duplicate" => "duplicate",
+            Some(t) => match t.deploys.iter().find(|(a, _)| *a == app.name) {
+                Some((_, id)) if t.locked.contains(id) => "locked",
+                Some(_) => "deploy",
+                None => t.others,
+            },
+        };
+        state.metrics.delivery(&app.name, outcome);
+    }
 }
 
 /// `POST /hooks/github/{app}`: one app, its secret (none: 401, the app only polls).
@@ -191,15 +224,23 @@ async fn handle(
 async fn record_ping(state: &Services, mut new: NewDelivery<'_>) -> Result<Response, ApiError> {
     new.outcome = DeliveryOutcome::Ping;
     match state.store.record_delivery(&new, &[]).await? {
-        Some(d) => Ok((
-            StatusCode::OK,
-            Json(WebhookAnswer {
-                status: "pong".to_string(),
-                delivery: d.delivery,
-                ..WebhookAnswer::default()
-            }),
-        )
-            .into_response()),
+        Some(d) => {
+            let mut response = (
+                StatusCode::OK,
+                Json(WebhookAnswer {
+                    status: "pong".to_string(),
+                    delivery: d.delivery,
+                    ..WebhookAnswer::default()
+                }),
+            )
+                .into_response();
+            response.extensions_mut().insert(Tally {
+                others: "ping",
+                deploys: Vec::new(),
+                locked: Vec::new(),
+            });
+            Ok(response)
+        }
         None => Ok(redelivered(state, new.delivery, new.hook_id).await?),
     }
 }
@@ -321,6 +362,15 @@ fn answer(status: StatusCode, word: &str, d: &Delivery) -> Response {
         outcome: (word == "duplicate").then(|| d.outcome.clone()),
     };
     let mut response = (status, Json(body)).into_response();
+    response.extensions_mut().insert(Tally {
+        others: if word == "duplicate" {
+            "duplicate"
+        } else {
+            "ignored"
+        },
+        deploys: d.deploys.clone(),
+        locked: d.locked.clone(),
+    });
     if let Some(location) = first.and_then(|(_, id)| format!("/api/deploys/{id}").parse().ok()) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -383,7 +433,8 @@ mod tests {
         let config = Arc::new(Config::parse(&text, dir.path()).unwrap().0);
         let store = Store::open(&dir.path().join("dockhand.db")).await.unwrap();
         let (deployer, mut receivers) = Deployer::for_test(&["web"], 4);
-        let state = Services::new(config, store.clone(), Proxies::default(), deployer);
+        let metrics = crate::metrics::Metrics::new(&config);
+        let state = Services::new(config, store.clone(), Proxies::default(), deployer, metrics);
 
         let mut call = Box::pin(receive_for_app(
             State(state),

@@ -20,6 +20,8 @@ use tracing::debug;
 
 use super::{Lease, Pass, Proxy};
 
+use crate::metrics::UpstreamKind;
+
 use crate::listener::BoxError;
 
 pub(super) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -58,27 +60,42 @@ const RETRIES: u32 = 3;
 const RETRY_CONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Forward `req` from the client `forwarded_for` names to the app's live upstream, or answer it
-/// ourselves.
+/// ourselves; either way the answer is counted, with the time to its head.
 pub(super) async fn handle(
     proxy: Arc<Proxy>,
     forwarded_for: HeaderValue,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let started = tokio::time::Instant::now();
+    let (resp, by) = answer(&proxy, forwarded_for, req).await;
+    proxy
+        .metrics
+        .answered(resp.status().as_u16(), by, started.elapsed());
+    Ok(resp)
+}
+
+/// [`handle`]'s answer, and who gave it.
+async fn answer(
+    proxy: &Arc<Proxy>,
+    forwarded_for: HeaderValue,
+    mut req: Request<Incoming>,
+) -> (Response<ProxyBody>, UpstreamKind) {
     if proxy.maintenance.load(Ordering::Acquire) {
-        return Ok(maintenance(&proxy.maintenance_page));
+        return (maintenance(&proxy.maintenance_page), UpstreamKind::None);
     }
     let pass = proxy.wait_while_held().await;
     if pass == Pass::Full {
-        return Ok(hold_full(&proxy));
+        return (hold_full(proxy), UpstreamKind::None);
     }
     let upgrade = upgrade_protocol(&req);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let outgoing = Outgoing::new(req, forwarded_for, upgrade);
-    let (resp, lease) = match send(&proxy, outgoing, pass).await {
+    let (resp, lease) = match send(proxy, outgoing, pass).await {
         Ok(answered) => answered,
-        Err(page) => return Ok(page),
+        Err(page) => return page,
     };
-    Ok(respond(&proxy, resp, lease, client_upgrade))
+    let by = lease.upstream().kind();
+    (respond(proxy, resp, lease, client_upgrade), by)
 }
 
 /// The request to forward, kept so that it can be sent again when that is safe.
@@ -135,24 +152,30 @@ impl Outgoing {
 
 /// Send the request to the live upstream until it answers: a replayable one again (up to
 /// [`RETRIES`] times) when it failed before any answer. `Err` is the page the client gets
-/// instead (no upstream, hold full, 502, 504).
+/// instead (no upstream, hold full, 502, 504), and who it is counted as answered by.
 async fn send(
     proxy: &Arc<Proxy>,
     mut outgoing: Outgoing,
     mut pass: Pass,
-) -> Result<(Response<Incoming>, Lease), Response<ProxyBody>> {
+) -> Result<(Response<Incoming>, Lease), (Response<ProxyBody>, UpstreamKind)> {
     let timeout = proxy.config.timeout;
     let mut tries = 0;
     loop {
         tries += 1;
         let Some(lease) = proxy.lease() else {
-            return Err(page(
+            let page = page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("{} has no healthy upstream right now.", proxy.app),
-            ));
+            );
+            return Err((page, UpstreamKind::None));
         };
+        let by = lease.upstream().kind();
         let this = outgoing.next(&lease.upstream().authority);
-        match send_once(proxy, &lease, this, tries, pass).await {
+        let sent = send_once(proxy, &lease, this, tries, pass).await;
+        if matches!(&sent, Ok(Err(e)) if e.connect) {
+            proxy.metrics.connect_error();
+        }
+        match sent {
             Ok(Ok(resp)) => {
                 lease.upstream().count(resp.status());
                 return Ok((resp, lease));
@@ -170,7 +193,7 @@ async fn send(
                 }
                 // A hold that began meanwhile (a reload) is waited out before the next try.
                 pass = match proxy.wait_while_held().await {
-                    Pass::Full => return Err(hold_full(proxy)),
+                    Pass::Full => return Err((hold_full(proxy), UpstreamKind::None)),
                     Pass::Open => pass,
                     Pass::Held => Pass::Held,
                 };
@@ -178,17 +201,19 @@ async fn send(
             Ok(Err(e)) => {
                 debug!(app = proxy.app, error = e.why, "upstream request failed");
                 lease.upstream().count(StatusCode::BAD_GATEWAY);
-                return Err(page(
+                let page = page(
                     StatusCode::BAD_GATEWAY,
                     &format!("{} did not answer.", proxy.app),
-                ));
+                );
+                return Err((page, by));
             }
             Err(_) => {
                 lease.upstream().count(StatusCode::GATEWAY_TIMEOUT);
-                return Err(page(
+                let page = page(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!("{} did not answer within {timeout:?}.", proxy.app),
-                ));
+                );
+                return Err((page, by));
             }
         }
     }

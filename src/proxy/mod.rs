@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, ProxyConfig};
+use crate::metrics::{Metrics, ProxyMetrics, UpstreamKind};
 
 /// Upstreams that do not accept a connection within this are answered 502.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -86,21 +87,34 @@ impl Upstream {
             server_errors: AtomicU64::new(0),
         }
     }
+
+    /// Who answers through this upstream, as the metrics label it.
+    fn kind(&self) -> UpstreamKind {
+        match self.target.container {
+            Some(_) => UpstreamKind::Container,
+            None => UpstreamKind::Fixed,
+        }
+    }
 }
 
-/// A request's hold on an upstream, released when its response body (or tunnel) is dropped.
-pub(crate) struct Lease(Arc<Upstream>);
+/// A request's hold on an upstream, released when its response body (or tunnel) is dropped;
+/// it is one of the app's in-flight requests as long.
+pub(crate) struct Lease {
+    upstream: Arc<Upstream>,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
+}
 
 impl Lease {
     fn upstream(&self) -> &Upstream {
-        &self.0
+        &self.upstream
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
+        self.in_flight.dec();
+        if self.upstream.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.upstream.idle.notify_waiters();
         }
     }
 }
@@ -163,6 +177,8 @@ pub struct Proxy {
     held_total: AtomicU64,
     /// Turns for released requests ([`Proxy::released_turn`]).
     released: tokio::sync::Semaphore,
+    /// The app's requests, latency, in-flight and held gauges, connect errors.
+    metrics: ProxyMetrics,
 }
 
 /// Held requests that may wait for the upstream's answer at once after a hold ends.
@@ -177,6 +193,25 @@ enum Pass {
     Held,
     /// The hold was full (`hold_max`): answered 503.
     Full,
+}
+
+/// A request waiting in a hold (counted in `held_now` and the held gauge) until dropped, also
+/// when its client goes away mid-wait and the request's future is dropped.
+struct Waiting<'a>(&'a Proxy);
+
+impl<'a> Waiting<'a> {
+    /// Counts a request whose slot in `held_now` is already taken.
+    fn new(proxy: &'a Proxy) -> Waiting<'a> {
+        proxy.metrics.held().inc();
+        Waiting(proxy)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.held().dec();
+        self.0.held_now.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A hold on an app's new requests, released when dropped (or by [`HoldGuard::release`]).
@@ -211,7 +246,7 @@ impl Drop for HoldGuard<'_> {
 }
 
 impl Proxy {
-    fn new(app: &str, listen: SocketAddr, config: ProxyConfig) -> Proxy {
+    fn new(app: &str, listen: SocketAddr, config: ProxyConfig, metrics: ProxyMetrics) -> Proxy {
         let live = config.upstream.map(|addr| {
             Arc::new(Upstream::new(Target {
                 addr,
@@ -229,6 +264,7 @@ impl Proxy {
             held_now: AtomicUsize::new(0),
             held_total: AtomicU64::new(0),
             released: tokio::sync::Semaphore::new(RELEASED_IN_FLIGHT),
+            metrics,
         }
     }
 
@@ -257,10 +293,10 @@ impl Proxy {
             return Pass::Full;
         }
         self.held_total.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting::new(self);
         let mut released = self.hold.subscribe();
         // Past the timeout the request goes on anyway: the app may well answer it.
         let _ = tokio::time::timeout(self.config.hold_timeout, released.wait_for(|on| !*on)).await;
-        self.held_now.fetch_sub(1, Ordering::AcqRel);
         Pass::Held
     }
 
@@ -280,7 +316,8 @@ impl Proxy {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("app {app}: binding proxy.listen {}", config.listen))?;
-        let proxy = Arc::new(Proxy::new(app, listener.local_addr()?, config));
+        let metrics = ProxyMetrics::unregistered(app);
+        let proxy = Arc::new(Proxy::new(app, listener.local_addr()?, config, metrics));
         Ok((proxy, listener))
     }
 
@@ -356,7 +393,12 @@ impl Proxy {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let upstream = live.as_ref()?.clone();
         upstream.active.fetch_add(1, Ordering::AcqRel);
-        Some(Lease(upstream))
+        let in_flight = self.metrics.in_flight().clone();
+        in_flight.inc();
+        Some(Lease {
+            upstream,
+            in_flight,
+        })
     }
 
     /// What the live upstream has answered since it went live: `None` while nothing is live.
@@ -396,10 +438,11 @@ pub struct Proxies(Arc<HashMap<String, Arc<Proxy>>>);
 
 impl Proxies {
     /// Bind every configured proxy listener, or take it from `inherited` (a handover); a
-    /// taken address fails startup, naming the app.
+    /// taken address fails startup, naming the app. Each proxy counts into `metrics`.
     pub async fn bind(
         config: &Config,
         inherited: &mut crate::handover::Inherited,
+        metrics: &Metrics,
     ) -> anyhow::Result<(Proxies, Vec<(Arc<Proxy>, TcpListener)>)> {
         let mut map = HashMap::new();
         let mut listeners = Vec::new();
@@ -409,7 +452,12 @@ impl Proxies {
                     .listener(&crate::handover::proxy_name(&app.name), p.listen)
                     .await
                     .with_context(|| format!("app {}: proxy.listen {}", app.name, p.listen))?;
-                let proxy = Arc::new(Proxy::new(&app.name, listener.local_addr()?, p.clone()));
+                let proxy = Arc::new(Proxy::new(
+                    &app.name,
+                    listener.local_addr()?,
+                    p.clone(),
+                    metrics.proxy(&app.name),
+                ));
                 map.insert(app.name.clone(), proxy.clone());
                 listeners.push((proxy, listener));
             }
@@ -419,5 +467,51 @@ impl Proxies {
 
     pub fn get(&self, app: &str) -> Option<&Arc<Proxy>> {
         self.0.get(app)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy() -> Arc<Proxy> {
+        let config = ProxyConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            upstream: None,
+            timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
+            maintenance: false,
+            maintenance_body: String::new(),
+            hold_timeout: Duration::from_secs(60),
+            hold_max: 10,
+        };
+        let listen = config.listen;
+        Arc::new(Proxy::new(
+            "web",
+            listen,
+            config,
+            ProxyMetrics::unregistered("web"),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_held_request_whose_client_goes_away_is_no_longer_counted_as_held() {
+        let proxy = proxy();
+        let guard = proxy.hold().expect("holding is on");
+        let waiting = {
+            let proxy = proxy.clone();
+            tokio::spawn(async move { proxy.wait_while_held().await })
+        };
+        while proxy.status().held == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(proxy.metrics.held().get(), 1);
+
+        // The client went away: hyper drops the request's future mid-wait.
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        assert_eq!(proxy.status().held, 0);
+        assert_eq!(proxy.metrics.held().get(), 0);
+        assert_eq!(guard.release().held, 1);
     }
 }

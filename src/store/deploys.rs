@@ -134,6 +134,24 @@ pub struct NewApiDeploy {
     /// Why, for the record (e.g. "rollback to deploy 7 (tag v1)").
     pub reason: Option<String>,
 }
+#[cfg(test)]
+impl NewApiDeploy {
+    /// A manual deploy of `sha` to `app` by token `ci`, for tests.
+    pub(crate) fn manual(app: &str, sha: &str) -> NewApiDeploy {
+        NewApiDeploy {
+            app: app.into(),
+            trigger: Trigger::Manual,
+            actor: "ci".into(),
+            git_ref: None,
+            sha: sha.into(),
+            path: None,
+            rollback_of: None,
+            promoted_from: None,
+            reason: None,
+        }
+    }
+}
+
 /// One row of `deploys` (the API shows it as `api::DeployView`).
 #[derive(Debug, Clone, FromRow)]
 pub struct Deploy {

@@ -12,6 +12,7 @@ mod locks;
 mod maintenance;
 mod poll;
 mod prune;
+mod stats;
 mod steps;
 mod writer;
 

@@ -251,7 +251,7 @@ fn truncate_output(output: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{DeployPath, NewApiDeploy, Trigger};
+    use crate::store::{DeployPath, NewApiDeploy};
 
     const EVERY_STAGE: [StepStage; 31] = [
         StepStage::Fetch,
@@ -293,15 +293,8 @@ mod tests {
         let store = Store::open(&dir.path().join("dockhand.db")).await.unwrap();
         let id = store
             .queue_api_deploy(&NewApiDeploy {
-                app: "web".into(),
-                trigger: Trigger::Manual,
-                actor: "ci".into(),
-                git_ref: None,
-                sha: "a".repeat(40),
                 path: Some(DeployPath::Full),
-                rollback_of: None,
-                promoted_from: None,
-                reason: None,
+                ..NewApiDeploy::manual("web", &"a".repeat(40))
             })
             .await
             .unwrap();

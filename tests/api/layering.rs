@@ -180,6 +180,28 @@ fn config_and_the_cli_client_do_not_import_what_runs() {
 }
 
 #[test]
+fn metrics_imports_only_config_and_store_types() {
+    // The registry is fed from outside (the store's events, the proxies' handles, one call
+    // where a delivery or a poll ends): it never reaches into what runs.
+    let graph = graph();
+    let deps = &graph["metrics"];
+    let allowed: BTreeSet<String> = ["config", "store"].map(String::from).into();
+    assert!(
+        deps.is_subset(&allowed),
+        "metrics imports {:?}: only config and store",
+        deps.difference(&allowed).collect::<Vec<_>>()
+    );
+    for (module, imports_metrics) in &graph {
+        if imports_metrics.contains("metrics") {
+            assert!(
+                ["proxy", "services", "http", "deploy", "startup"].contains(&module.as_str()),
+                "{module} imports metrics"
+            );
+        }
+    }
+}
+
+#[test]
 fn no_two_top_level_modules_import_each_other_even_through_others() {
     let graph = graph();
     // Depth-first search for a path back to the start.

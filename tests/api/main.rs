@@ -10,6 +10,7 @@ mod handover;
 mod hooks;
 mod layering;
 mod limits;
+mod metrics;
 mod monorepo;
 mod ops;
 mod ops_full;

@@ -148,11 +148,8 @@ async fn proxied(origin: &Origin, upstream: SocketAddr, extra: &str) -> (TestApp
         &format!("[apps.proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{extra}"),
     )
     .await;
-    let listen = app.get("/api/apps/web").await["proxy"]["listen"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (app, format!("http://{listen}"))
+    let url = app.proxy_url().await;
+    (app, url)
 }
 
 #[tokio::test]

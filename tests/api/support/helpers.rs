@@ -398,6 +398,15 @@ impl TestApp {
             .unwrap_or_else(|| panic!("no deploy id in {body}"))
     }
 
+    /// `http://…` of app `web`'s proxy, as the API shows it.
+    pub async fn proxy_url(&self) -> String {
+        let listen = self.get("/api/apps/web").await["proxy"]["listen"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        format!("http://{listen}")
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         let mut request = self.client.get(self.url(path));
         if let Some(token) = &self.bearer {
@@ -473,6 +482,11 @@ impl TestApp {
             server.await.unwrap().unwrap();
         }
     }
+}
+
+/// Send `request` and read its answer as JSON, whatever its status.
+pub async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 /// `GET url`: its status and body text.
@@ -571,14 +585,7 @@ impl Remote {
     }
 
     pub async fn deploy(&self, id: i64) -> Value {
-        self.client
-            .get(format!("{}/api/deploys/{id}", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        json_of(self.client.get(format!("{}/api/deploys/{id}", self.base))).await
     }
 
     /// Wait (120 s) until the deploy has a terminal status.

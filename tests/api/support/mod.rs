@@ -7,5 +7,6 @@ pub mod full;
 pub mod helpers;
 pub mod load;
 pub mod ops;
+pub mod prometheus;
 pub mod server;
 pub mod uwsgi;
