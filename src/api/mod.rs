@@ -231,8 +231,8 @@ pub struct PlanView {
 #[serde(default)]
 pub struct PathsView {
     pub patterns: Vec<String>,
-    /// How many changed paths fall under them; 0: a push would be ignored (a deploy by hand
-    /// runs).
+    /// How many changed paths fall under them; 0: a push would be ignored (a deploy by hand,
+    /// and a first deploy, runs).
     pub matching: usize,
 }
 

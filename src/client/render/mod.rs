@@ -236,10 +236,10 @@ pub fn plan(v: &PlanView) -> String {
     }
     if let Some(p) = &v.paths {
         let patterns = p.patterns.iter().map(|s| text(Some(s))).collect::<Vec<_>>();
-        let verdict = if p.matching == 0 {
-            "a push would be ignored; a deploy by hand runs"
-        } else {
-            "a push deploys"
+        let verdict = match (p.matching, &v.deployed) {
+            (_, None) => "nothing is deployed yet: a first deploy runs whatever changed",
+            (0, Some(_)) => "a push would be ignored; a deploy by hand runs",
+            _ => "a push deploys",
         };
         let _ = writeln!(
             out,
@@ -389,6 +389,28 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::api::PathsView;
+
+    #[test]
+    fn a_plan_says_whether_a_push_would_deploy_an_app_with_paths() {
+        let paths = |matching| PathsView {
+            patterns: vec!["services/web/**".into()],
+            matching,
+        };
+        let mut v = PlanView {
+            deployed: Some("a".repeat(40)),
+            paths: Some(paths(0)),
+            ..PlanView::default()
+        };
+        assert!(plan(&v)
+            .contains("paths services/web/**: 0 changed files match (a push would be ignored"));
+        v.paths = Some(paths(2));
+        assert!(plan(&v).contains(": 2 changed files match (a push deploys)"));
+        v.deployed = None;
+        assert!(plan(&v).contains("a first deploy runs whatever changed"));
+        v.paths = None;
+        assert!(!plan(&v).contains("paths "));
+    }
 
     #[test]
     fn durations_read_like_a_person_would_say_them() {
