@@ -253,4 +253,42 @@ mod tests {
         );
         task.abort();
     }
+
+    #[tokio::test]
+    async fn a_push_recorded_while_the_app_is_locked_counts_as_a_locked_deploy() {
+        use crate::store::{DeliveryOutcome, NewDelivery, NewPushDeploy};
+        let dir = tempfile::tempdir().unwrap();
+        let (config, store) = setup(dir.path()).await;
+        let metrics = Metrics::new(&config);
+        let task = metrics.follow(store.clone());
+        store
+            .lock_app("web", "release freeze", "admin")
+            .await
+            .unwrap();
+        let delivery = NewDelivery {
+            delivery: "d1",
+            hook_id: "",
+            event: "push",
+            repository: None,
+            git_ref: Some("refs/heads/main"),
+            after_sha: Some(&"c".repeat(40)),
+            outcome: DeliveryOutcome::Deploy,
+            reason: None,
+        };
+        let push = NewPushDeploy {
+            app: "web",
+            git_ref: "refs/heads/main",
+            requested_sha: &"c".repeat(40),
+            forced: false,
+            actor: None,
+        };
+        let recorded = store.record_delivery(&delivery, &[push]).await.unwrap();
+        assert_eq!(recorded.unwrap().locked.len(), 1);
+        rendered_with(
+            &metrics,
+            &["dockhand_deploys_total{app=\"web\",trigger=\"push\",path=\"none\",status=\"locked\"} 1"],
+        )
+        .await;
+        task.abort();
+    }
 }

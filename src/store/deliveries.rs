@@ -3,7 +3,7 @@
 use sqlx::{Connection as _, Row};
 
 use super::batch::DeliveryRow;
-use super::{now_ms, Store};
+use super::{now_ms, DeployStatus, Store};
 
 /// What dockhand did with a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +128,10 @@ impl Store {
             queued.push((d.app.to_string(), deploy_id));
         }
         tx.commit().await?;
+        // A locked push ends as it is recorded: its end is published like any deploy's.
+        for &deploy_id in &locked {
+            self.publish_status(deploy_id, DeployStatus::Locked, None, None);
+        }
         Ok(Some(Delivery {
             id,
             delivery: new.delivery.to_string(),
