@@ -159,7 +159,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use crate::store::{DeployStatus, NewApiDeploy, Store, Trigger};
+    use crate::store::{DeployStatus, NewApiDeploy, Store};
 
     static RAN_ONE: AtomicBool = AtomicBool::new(false);
 
@@ -190,7 +190,7 @@ mod tests {
         ));
 
         let first = store
-            .queue_api_deploy(&manual_deploy(&"a".repeat(40)))
+            .queue_api_deploy(&NewApiDeploy::manual("web", &"a".repeat(40)))
             .await
             .unwrap();
         tx.send(first).await.unwrap();
@@ -206,7 +206,7 @@ mod tests {
         );
 
         let second = store
-            .queue_api_deploy(&manual_deploy(&"b".repeat(40)))
+            .queue_api_deploy(&NewApiDeploy::manual("web", &"b".repeat(40)))
             .await
             .unwrap();
         tx.send(second)
@@ -243,21 +243,6 @@ mod tests {
             metrics,
         );
         (ctx, store)
-    }
-
-    /// A manual deploy of `sha` to `web`.
-    fn manual_deploy(sha: &str) -> NewApiDeploy {
-        NewApiDeploy {
-            app: "web".into(),
-            trigger: Trigger::Manual,
-            actor: "ops".into(),
-            git_ref: None,
-            sha: sha.into(),
-            path: None,
-            rollback_of: None,
-            promoted_from: None,
-            reason: None,
-        }
     }
 
     /// Deploy `id` once its status is no longer `queued`.
