@@ -126,7 +126,7 @@ impl<'a> Run<'a> {
         self.skip_if_outside_paths(&plan).await?;
         let recorded = self.recorded_image().await?;
         let (decision, docker) = self.decide(&plan, recorded.as_ref()).await?;
-        self.record_plan(&decision).await?;
+        self.record_plan(&decision, &plan.message).await?;
         hooks::run_stage(self.ctx, &self.app.name, self.deploy.id, Stage::PreDeploy)
             .await
             .map_err(End::failed)?;
@@ -256,7 +256,7 @@ impl<'a> Run<'a> {
     }
 
     /// The decision on the row: FROM/TO/PATH are recorded before anything changes.
-    async fn record_plan(&self, decision: &Decision) -> Result<(), End> {
+    async fn record_plan(&self, decision: &Decision, message: &str) -> Result<(), End> {
         self.ctx
             .store
             .plan_deploy(
@@ -264,6 +264,7 @@ impl<'a> Run<'a> {
                 self.target.into(),
                 decision.path,
                 &decision.reason,
+                message.lines().next().unwrap_or_default(),
             )
             .await?;
         Ok(())

@@ -174,6 +174,7 @@ mod tests {
                 "a".repeat(40).parse().unwrap(),
                 DeployPath::Fast,
                 "test",
+                "subject",
             )
             .await
             .unwrap();

@@ -185,6 +185,8 @@ pub struct Deploy {
     pub rollback_of: Option<i64>,
     /// For a promote: the deploy of another app whose commit and image it runs.
     pub promoted_from: Option<i64>,
+    /// The target commit's message's first line, once planned.
+    pub subject: Option<String>,
 }
 
 impl Deploy {
@@ -227,7 +229,7 @@ pub struct LiveContainer {
 const DEPLOY_COLUMNS: &str =
     "id, app, delivery_id, trigger, actor, git_ref, requested_sha, forced, from_commit, \
      to_commit, path, reason, status, superseded_by, error, created_at, started_at, finished_at, image, digest, \
-     requested_path, rollback_of, reverted, promoted_from";
+     requested_path, rollback_of, reverted, promoted_from, subject";
 
 impl Store {
     /// One deploy by id.
@@ -274,21 +276,26 @@ impl Store {
     }
 
     /// Record the resolved target and chosen path before anything touches the volume, so a crash
-    /// from here on can be undone from the record alone.
+    /// from here on can be undone from the record alone; and the target commit's `subject`
+    /// (its message's first line) for notifications.
     pub async fn plan_deploy(
         &self,
         id: i64,
         to_commit: CommitId,
         path: DeployPath,
         reason: &str,
+        subject: &str,
     ) -> anyhow::Result<()> {
-        sqlx::query("UPDATE deploys SET to_commit = ?, path = ?, reason = ? WHERE id = ?")
-            .bind(to_commit)
-            .bind(path)
-            .bind(reason)
-            .bind(id)
-            .execute(&mut *self.writer.lock().await)
-            .await?;
+        sqlx::query(
+            "UPDATE deploys SET to_commit = ?, path = ?, reason = ?, subject = ? WHERE id = ?",
+        )
+        .bind(to_commit)
+        .bind(path)
+        .bind(reason)
+        .bind(subject)
+        .bind(id)
+        .execute(&mut *self.writer.lock().await)
+        .await?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ mod deploys;
 mod events;
 mod locks;
 mod maintenance;
+mod outbox;
 mod poll;
 mod prune;
 mod stats;
@@ -35,6 +36,7 @@ pub use deploys::{
 pub use events::DeployEvent;
 pub use locks::AppLock;
 pub use maintenance::Maintenance;
+pub use outbox::{Message, NewMessage, Transition};
 pub use poll::{Attempt, TipHistory};
 pub use prune::Pruned;
 pub use steps::{Step, StepStage};

@@ -68,6 +68,7 @@ impl Store {
             .await?
             .rows_affected();
         }
+        self.prune_outbox(cutoff).await?;
         Ok(pruned)
     }
 

@@ -321,7 +321,13 @@ mod tests {
         assert_eq!(stored, shown);
 
         store
-            .plan_deploy(id, "a".repeat(40).parse().unwrap(), DeployPath::Fast, "why")
+            .plan_deploy(
+                id,
+                "a".repeat(40).parse().unwrap(),
+                DeployPath::Fast,
+                "why",
+                "subject",
+            )
             .await
             .unwrap();
         let deploy = store.deploy(id).await.unwrap().unwrap();

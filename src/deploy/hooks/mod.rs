@@ -524,6 +524,7 @@ mod tests {
             requested_path: None,
             rollback_of: None,
             promoted_from: None,
+            subject: None,
             reverted: false,
         };
         let vars = Vars::for_deploy(&config.apps[0], &deploy, String::new());
