@@ -47,6 +47,7 @@ pub mod handover;
 pub mod http;
 mod listener;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod queue;
 pub mod redact;

@@ -231,6 +231,14 @@ impl App {
         // soon as shutdown begins, not after open requests drain.
         let stop_polling = CancellationToken::new();
         let pollers = Pollers::spawn(&state, stop_polling.clone());
+        // Stopped (aborted) last: what they have not sent stays in the outbox for the next run.
+        let notify_tasks = crate::notify::start(
+            &state.config.notify,
+            state.config.server.public_url.as_deref(),
+            &state.store,
+            &state.metrics,
+        )
+        .context("starting the notifications")?;
         let shutdown = async move {
             shutdown.await;
             stop_polling.cancel();
@@ -250,6 +258,9 @@ impl App {
         stop_metrics.cancel();
         while proxy_tasks.join_next().await.is_some() {}
         metrics_task.abort();
+        for task in notify_tasks {
+            task.abort();
+        }
         info!("dockhand stopped");
         Ok(())
     }

@@ -15,6 +15,7 @@
 //!
 //! Secrets and URL redaction are [`crate::redact`]'s, a leaf that every module may use.
 
+mod notify;
 mod raw;
 #[cfg(test)]
 mod readme;
@@ -35,6 +36,7 @@ use crate::git::{Access, FetchLimits};
 use crate::github::events::Repository;
 use crate::redact::{redact_url, Secret};
 
+pub use notify::{Notifier, NotifyKind, NOTIFY_EVENTS};
 pub use raw::{
     DEFAULT_BODY_LIMIT, DEFAULT_BRANCH, DEFAULT_CHECK_DEADLINE, DEFAULT_CHECK_FAILURES,
     DEFAULT_CHECK_GRACE, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_CHECK_WATCH,
@@ -57,6 +59,8 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// API bearer tokens (`[[tokens]]`). None configured: the write API is off and reads are open.
     pub tokens: Vec<ApiToken>,
+    /// Where deploy events are sent (`[[notify]]`).
+    pub notify: Vec<Notifier>,
 }
 
 /// The `[server]` section.
@@ -85,6 +89,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The bearer token a scraper must send for `/metrics`, kept as its digest; `None`: open.
     pub metrics_token: Option<TokenDigest>,
+    /// Where people reach dockhand (`https://deploy.example.com`), for links in notifications.
+    pub public_url: Option<String>,
 }
 
 /// Deploys of each app kept whatever their age, so recent history and rollback targets survive.
@@ -462,11 +468,18 @@ impl Config {
         let apps = validate::apps(raw.apps, &server, base, &mut warnings)?;
         let names = apps.iter().map(|a| a.name.clone()).collect();
         let tokens = tokens::validate_tokens(raw.tokens, &names, base, &mut warnings)?;
+        let notify = notify::notifiers(raw.notify, &names, base, &mut warnings)?;
+        if !notify.is_empty() && server.public_url.is_none() {
+            warnings.push(
+                "server.public_url: not set, so notifications carry no link to the deploy".into(),
+            );
+        }
         Ok((
             Config {
                 server,
                 apps,
                 tokens,
+                notify,
             },
             warnings,
         ))

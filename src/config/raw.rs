@@ -189,6 +189,23 @@ pub(super) struct RawConfig {
     pub apps: Vec<RawApp>,
     #[serde(default)]
     pub tokens: Vec<RawToken>,
+    #[serde(default)]
+    pub notify: Vec<RawNotify>,
+}
+
+/// One `[[notify]]` receiver.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub name: String,
+    pub kind: String,
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub url_file: Option<PathBuf>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub on: Option<Vec<String>>,
+    pub apps: Option<Vec<String>>,
 }
 
 /// One `[[tokens]]` entry.
@@ -222,6 +239,7 @@ pub(super) struct RawServer {
     pub metrics_listen: Option<SocketAddr>,
     pub metrics_token_env: Option<String>,
     pub metrics_token_file: Option<PathBuf>,
+    pub public_url: Option<String>,
 }
 
 fn default_listen() -> SocketAddr {

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 
 use super::raw::{RawServer, RawToken};
 use super::resolve;
-use super::validate::valid_name;
+use super::validate::check_entry_name;
 
 /// One `[[tokens]]` entry: who may call the API for which apps. `Debug` never shows the token.
 #[derive(Debug, Clone)]
@@ -97,15 +97,7 @@ pub(super) fn validate_tokens(
     let mut tokens: Vec<ApiToken> = Vec::with_capacity(raw.len());
     for (i, t) in raw.into_iter().enumerate() {
         let label = format!("tokens[{i}] ({})", t.name);
-        if !valid_name(&t.name) {
-            bail!(
-                "{label}.name: {:?} must be 1-64 of [A-Za-z0-9._-], starting with a letter or digit",
-                t.name
-            );
-        }
-        if tokens.iter().any(|other| other.name == t.name) {
-            bail!("{label}.name: duplicate token name {:?}", t.name);
-        }
+        check_entry_name(&label, &t.name, tokens.iter().map(|o| o.name.as_str()))?;
         let (secret, _) = resolve::read_secret(&None, &t.token_env, &t.token_file, base, "token")
             .with_context(|| label.clone())?;
         let value = secret.expose();

@@ -33,6 +33,18 @@ use super::{AppConfig, ServerConfig};
 /// The shortest poll interval accepted (other than zero, which turns polling off).
 pub const MIN_POLL: Duration = Duration::from_secs(1);
 
+/// `server.public_url`: where people reach dockhand, for the links in notifications; kept
+/// without a trailing slash.
+fn public_url(raw: Option<String>) -> anyhow::Result<Option<String>> {
+    let Some(raw) = raw else { return Ok(None) };
+    match reqwest::Url::parse(&raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.query().is_none() => {
+            Ok(Some(raw.trim_end_matches('/').to_string()))
+        }
+        _ => bail!("server.public_url: {raw:?} is not an http:// or https:// URL without a query (e.g. \"https://deploy.example.com\")"),
+    }
+}
+
 /// `[server]`, with its defaults; `hooks_dir` must exist.
 pub(super) fn server(raw: RawServer, base: &Path) -> anyhow::Result<ServerConfig> {
     let server = ServerConfig {
@@ -48,6 +60,7 @@ pub(super) fn server(raw: RawServer, base: &Path) -> anyhow::Result<ServerConfig
         metrics_listen: raw.metrics_listen.or(DEFAULT_METRICS_LISTEN),
         // Read by `tokens::metrics_token`, with the other secrets' I/O.
         metrics_token: None,
+        public_url: public_url(raw.public_url)?,
     };
     if server.body_limit == 0 {
         bail!("server.body_limit: must be greater than zero");
@@ -230,6 +243,22 @@ fn overlap(a: &Path, b: &Path) -> bool {
 }
 
 /// An app or token name: usable in URLs and messages as is.
+/// `{label}.name` is a [`valid_name`] and no name in `taken` (a `[[tokens]]` or `[[notify]]`
+/// entry's: each is known by it).
+pub(super) fn check_entry_name<'a>(
+    label: &str,
+    name: &str,
+    mut taken: impl Iterator<Item = &'a str>,
+) -> anyhow::Result<()> {
+    if !valid_name(name) {
+        bail!("{label}.name: {name:?} must be 1-64 of [A-Za-z0-9._-], starting with a letter or digit");
+    }
+    if taken.any(|other| other == name) {
+        bail!("{label}.name: duplicate name {name:?}");
+    }
+    Ok(())
+}
+
 pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64

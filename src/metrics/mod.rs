@@ -80,8 +80,46 @@ struct PollLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifyLabels {
+    receiver: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverLabel {
+    receiver: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
+}
+
+/// The notification outbox's metrics.
+struct Notifications {
+    sent: Family<NotifyLabels, Counter>,
+    pending: Family<ReceiverLabel, Gauge>,
+}
+
+impl Notifications {
+    fn register(r: &mut Registry) -> Notifications {
+        Notifications {
+            sent: add(
+                r,
+                "dockhand_notifications",
+                "Attempts to send a notification, by receiver and outcome (delivered, retry, gave_up)",
+                None,
+                Family::default(),
+            ),
+            pending: add(
+                r,
+                "dockhand_notifications_pending",
+                "Notifications in the outbox not yet delivered nor given up",
+                None,
+                Family::default(),
+            ),
+        }
+    }
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -124,6 +162,7 @@ struct Inner {
     queue_depth: Family<AppLabel, Gauge>,
     last_success: Family<AppLabel, Seconds>,
     poll_results: Family<PollLabels, Counter>,
+    notify: Notifications,
     proxy: proxy::Families,
 }
 
@@ -189,6 +228,7 @@ impl Metrics {
                 None,
                 Family::default(),
             ),
+            notify: Notifications::register(&mut r),
             proxy: proxy::Families::register(&mut r),
             apps: config.apps.iter().map(|a| a.name.clone()).collect(),
             registry: Registry::default(),
@@ -239,6 +279,31 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// Count one attempt to send a notification to `receiver` (`outcome`: `delivered`,
+    /// `retry` or `gave_up`) and set what it still has to send.
+    pub fn notification(&self, receiver: &str, outcome: &'static str, pending: i64) {
+        self.0
+            .notify
+            .sent
+            .get_or_create(&NotifyLabels {
+                receiver: receiver.to_string(),
+                outcome,
+            })
+            .inc();
+        self.notifications_pending(receiver, pending);
+    }
+
+    /// Set how many notifications `receiver` still has to send.
+    pub fn notifications_pending(&self, receiver: &str, pending: i64) {
+        self.0
+            .notify
+            .pending
+            .get_or_create(&ReceiverLabel {
+                receiver: receiver.to_string(),
+            })
+            .set(pending);
     }
 
     /// Set the gauges that come from the history: each app's queue depth (every scrape) and,

@@ -12,6 +12,7 @@ mod layering;
 mod limits;
 mod metrics;
 mod monorepo;
+mod notify;
 mod ops;
 mod ops_full;
 mod poll;
