@@ -258,6 +258,7 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
         report_app(&mut out, app, &hooks);
     }
     report_tokens(&mut out, &config);
+    report_notify(&mut out, &config);
     for w in warnings {
         let _ = writeln!(out, "warning: {w}");
     }
@@ -415,9 +416,53 @@ fn report_tokens(out: &mut String, config: &Config) {
     }
 }
 
+/// One line per `[[notify]]` receiver: its kind, events and apps, never its URL (Slack's and
+/// Discord's are credentials).
+fn report_notify(out: &mut String, config: &Config) {
+    for n in &config.notify {
+        let kind = match n.kind {
+            crate::config::NotifyKind::Slack => "slack",
+            crate::config::NotifyKind::Discord => "discord",
+            crate::config::NotifyKind::Webhook if n.secret.is_some() => "signed webhook",
+            crate::config::NotifyKind::Webhook => "unsigned webhook",
+        };
+        let apps = n
+            .apps
+            .as_ref()
+            .map_or("every app".to_string(), |a| a.join(", "));
+        let _ = writeln!(
+            out,
+            "notify {} ({kind}, url redacted): {} for {apps}",
+            n.name,
+            n.on.join(", ")
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_lists_notification_receivers_without_their_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("dockhand.toml");
+        let url = "https://hooks.slack.test/services/T0/B0/secret-part";
+        std::fs::write(dir.path().join("url"), url).unwrap();
+        std::fs::write(
+            &config,
+            "[server]\nstate_dir = \"state\"\npublic_url = \"https://deploy.example.test\"\n\
+             [[apps]]\nname = \"web\"\nrepo = \"/srv/web.git\"\nsecret = \"s3cret\"\nvolume = \"volume\"\n\
+             [[notify]]\nname = \"ops\"\nkind = \"slack\"\nurl_file = \"url\"\non = [\"failed\", \"reverted\"]\n",
+        )
+        .unwrap();
+        let report = check_report(&config).unwrap();
+        assert!(
+            report.contains("notify ops (slack, url redacted): failed, reverted for every app"),
+            "{report}"
+        );
+        assert!(!report.contains("secret-part"), "{report}");
+    }
 
     #[test]
     fn check_lists_tokens_with_their_scope_and_never_their_value() {
