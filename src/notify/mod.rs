@@ -36,6 +36,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(600);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Transitions read per pass.
 const BATCH: u32 = 100;
+/// Transitions older than this when a receiver reads them are not told (a receiver taken out
+/// of the config and put back a month later is not sent the month).
+const STALE: Duration = Duration::from_secs(24 * 3600);
 /// How often a receiver looks for work when no deploy event wakes it.
 const IDLE: Duration = Duration::from_secs(2);
 
@@ -105,7 +108,12 @@ async fn pass(ctx: &Ctx, n: &Notifier, cursor: &mut Option<i64>) -> anyhow::Resu
             break;
         };
         let mut messages = Vec::new();
-        for t in &transitions {
+        let stale_before = now_ms() - i64::try_from(STALE.as_millis()).unwrap_or(i64::MAX);
+        let stale = transitions.iter().filter(|t| t.at < stale_before).count();
+        if stale > 0 {
+            info!(receiver = %n.name, stale, "notifications: not telling transitions over a day old");
+        }
+        for t in transitions.iter().filter(|t| t.at >= stale_before) {
             let Some(deploy) = ctx.store.deploy(t.deploy_id).await? else {
                 continue;
             };
