@@ -43,6 +43,7 @@ CREATE TABLE outbox (
     id            INTEGER PRIMARY KEY,
     receiver      TEXT    NOT NULL,
     transition_id INTEGER NOT NULL,
+    app           TEXT    NOT NULL,
     deploy_id     INTEGER NOT NULL,  -- no reference: a pruned deploy keeps its messages
     event         TEXT    NOT NULL,
     body          BLOB    NOT NULL,
@@ -55,3 +56,4 @@ CREATE TABLE outbox (
     UNIQUE (receiver, transition_id)
 );
 CREATE INDEX outbox_pending ON outbox (receiver, id) WHERE delivered_at IS NULL AND gave_up_at IS NULL;
+CREATE INDEX outbox_by_app ON outbox (app, id);

@@ -188,6 +188,35 @@ pub struct DeployList {
     pub deploys: Vec<DeployView>,
 }
 
+/// `GET /api/apps/{app}/notifications`: the app's messages to its `[[notify]]` receivers,
+/// newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotificationList {
+    pub app: String,
+    pub notifications: Vec<NotificationView>,
+}
+
+/// One message to one receiver.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotificationView {
+    pub id: i64,
+    pub receiver: String,
+    pub deploy_id: i64,
+    /// `started`, `succeeded`, `failed`, `reverted`, `rolled_back` or `locked`.
+    pub event: String,
+    /// `pending` (with `next_attempt_at`), `delivered` or `gave_up`.
+    pub state: String,
+    pub attempts: i64,
+    /// Why the last attempt failed (the receiver's status and the start of its answer).
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub next_attempt_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub gave_up_at: Option<String>,
+}
+
 /// The answer to `POST …/deploy` and `…/rollback`: the deploy as queued (or, with `?wait`,
 /// as it ended), and how the target was resolved.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::auth::Reader;
 use super::error::ApiError;
 use super::views;
-use crate::api::{AppList, AppView, DeployList, DeployView, Health};
+use crate::api::{AppList, AppView, DeployList, DeployView, Health, NotificationList};
 use crate::config::AppConfig;
 use crate::services::Services;
 use crate::store::Deploy;
@@ -19,6 +19,7 @@ pub(super) fn router() -> Router<Services> {
         .route("/api/apps", get(list_apps))
         .route("/api/apps/{app}", get(get_app))
         .route("/api/apps/{app}/deploys", get(list_deploys))
+        .route("/api/apps/{app}/notifications", get(list_notifications))
         .route("/api/deploys/{id}", get(get_deploy))
         .route("/healthz", get(health))
 }
@@ -77,6 +78,43 @@ pub struct Limit {
     limit: Option<String>,
 }
 
+impl Limit {
+    /// `?limit=N`: 1..=1000, default 20.
+    fn get(&self) -> Result<u32, ApiError> {
+        match self.limit.as_deref() {
+            None => Ok(20),
+            Some(s) => s
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("limit: {s:?} is not a number from 1 to 1000"))
+                }),
+        }
+    }
+}
+
+/// `GET /api/apps/{app}/notifications?limit=N` (newest first; 1..=1000, default 20).
+async fn list_notifications(
+    State(state): State<Services>,
+    Path(name): Path<String>,
+    caller: Reader,
+    Query(q): Query<Limit>,
+) -> Result<Json<NotificationList>, ApiError> {
+    let app = caller.app(&state, &name)?;
+    let notifications = state
+        .store
+        .messages_for_app(&app.name, q.get()?)
+        .await?
+        .into_iter()
+        .map(views::notification)
+        .collect();
+    Ok(Json(NotificationList {
+        app: app.name.clone(),
+        notifications,
+    }))
+}
+
 /// `GET /api/apps/{app}/deploys?limit=N` (newest first; 1..=1000, default 20).
 async fn list_deploys(
     State(state): State<Services>,
@@ -85,16 +123,7 @@ async fn list_deploys(
     Query(q): Query<Limit>,
 ) -> Result<Json<DeployList>, ApiError> {
     let app = caller.app(&state, &name)?;
-    let limit = match q.limit.as_deref() {
-        None => 20,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!("limit: {s:?} is not a number from 1 to 1000"))
-            })?,
-    };
+    let limit = q.get()?;
     let deploys = state
         .store
         .deploys_for_app(&app.name, limit)

@@ -112,3 +112,25 @@ pub(super) fn proxy(status: ProxyStatus, deployed: Option<&AppState>) -> ProxyVi
         digest,
     }
 }
+
+/// An outbox row as the API shows it.
+pub(super) fn notification(m: crate::store::SentMessage) -> crate::api::NotificationView {
+    let state = match (m.delivered_at, m.gave_up_at) {
+        (Some(_), _) => "delivered",
+        (None, Some(_)) => "gave_up",
+        (None, None) => "pending",
+    };
+    crate::api::NotificationView {
+        id: m.id,
+        receiver: m.receiver,
+        deploy_id: m.deploy_id,
+        event: m.event,
+        state: state.to_string(),
+        attempts: m.attempts,
+        last_error: m.last_error,
+        created_at: rfc3339(m.created_at),
+        next_attempt_at: (state == "pending").then(|| rfc3339(m.next_at)),
+        delivered_at: m.delivered_at.map(rfc3339),
+        gave_up_at: m.gave_up_at.map(rfc3339),
+    }
+}

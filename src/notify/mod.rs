@@ -127,6 +127,7 @@ async fn pass(ctx: &Ctx, n: &Notifier, cursor: &mut Option<i64>) -> anyhow::Resu
                     .map(|u| format!("{u}/ui/deploys/{}", deploy.id));
                 messages.push(NewMessage {
                     transition_id: t.id,
+                    app: deploy.app.clone(),
                     deploy_id: deploy.id,
                     event,
                     body: message::render(n.kind, event, &deploy, link.as_deref()),

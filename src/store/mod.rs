@@ -36,7 +36,7 @@ pub use deploys::{
 pub use events::DeployEvent;
 pub use locks::AppLock;
 pub use maintenance::Maintenance;
-pub use outbox::{Message, NewMessage, Transition};
+pub use outbox::{Message, NewMessage, SentMessage, Transition};
 pub use poll::{Attempt, TipHistory};
 pub use prune::Pruned;
 pub use steps::{Step, StepStage};

@@ -19,6 +19,7 @@ pub struct Transition {
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub transition_id: i64,
+    pub app: String,
     pub deploy_id: i64,
     pub event: &'static str,
     pub body: Vec<u8>,
@@ -35,7 +36,39 @@ pub struct Message {
     pub next_at: i64,
 }
 
+/// A message as the API shows it: to whom, about what, how it went.
+#[derive(Debug, Clone, FromRow)]
+pub struct SentMessage {
+    pub id: i64,
+    pub receiver: String,
+    pub deploy_id: i64,
+    pub event: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub next_at: i64,
+    pub delivered_at: Option<i64>,
+    pub gave_up_at: Option<i64>,
+}
+
 impl Store {
+    /// `app`'s newest `limit` messages, to every receiver, newest first.
+    pub async fn messages_for_app(
+        &self,
+        app: &str,
+        limit: u32,
+    ) -> anyhow::Result<Vec<SentMessage>> {
+        Ok(sqlx::query_as(
+            "SELECT id, receiver, deploy_id, event, attempts, last_error, created_at, next_at,
+                    delivered_at, gave_up_at
+             FROM outbox WHERE app = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(app)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Where `receiver` reads transitions from: its cursor, or — heard of for the first time —
     /// the newest transition now (a new receiver is not sent the history before it).
     pub async fn notify_cursor(&self, receiver: &str) -> anyhow::Result<i64> {
@@ -84,11 +117,12 @@ impl Store {
         let mut tx = conn.begin().await?;
         for m in messages {
             sqlx::query(
-                "INSERT INTO outbox (receiver, transition_id, deploy_id, event, body, next_at, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (receiver, transition_id) DO NOTHING",
+                "INSERT INTO outbox (receiver, transition_id, app, deploy_id, event, body, next_at, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (receiver, transition_id) DO NOTHING",
             )
             .bind(receiver)
             .bind(m.transition_id)
+            .bind(&m.app)
             .bind(m.deploy_id)
             .bind(m.event)
             .bind(&m.body)
@@ -234,6 +268,7 @@ mod tests {
 
         let message = NewMessage {
             transition_id: 7,
+            app: "web".into(),
             deploy_id: 1,
             event: "failed",
             body: b"{}".to_vec(),
