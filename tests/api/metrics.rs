@@ -54,10 +54,14 @@ async fn spawn_scraped() -> Scraped {
     let upstream = ok_upstream().await;
     let metrics = format!("127.0.0.1:{}", free_port());
     let origin = Origin::new();
-    let app = spawn_app_with(
+    // The upstream also takes the deploys' notifications (it answers 200 to anything).
+    let notify =
+        format!("\n[[notify]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://{upstream}/\"\n");
+    let app = spawn_app_edited(
         &origin,
         &format!("metrics_listen = \"{metrics}\"\nmetrics_token_env = \"{TOKEN_VAR}\""),
         &format!("[apps.proxy]\nlisten = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n"),
+        |text| text + &notify,
     )
     .await;
     let proxy = app.proxy_url().await;
@@ -197,7 +201,15 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 async fn the_shipped_dashboard_and_alerts_name_only_metrics_dockhand_serves() {
     let s = spawn_scraped().await;
     s.deploy_and_proxy(3).await;
-    let served = parse_openmetrics(&s.scrape().await);
+    // The deploy's notification is sent beside it: wait until it is counted.
+    let mut served = parse_openmetrics(&s.scrape().await);
+    for _ in 0..100 {
+        if served.contains("dockhand_notifications_total") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        served = parse_openmetrics(&s.scrape().await);
+    }
 
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
     let dashboard: Value = serde_json::from_str(
