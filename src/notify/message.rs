@@ -10,6 +10,10 @@ use crate::store::{Deploy, Trigger};
 /// The most of an error a message carries (a step's output can be long).
 const ERROR_CHARS: usize = 500;
 
+/// The transition statuses [`event_of`] makes an event of; the others are read past without
+/// reading their deploy.
+pub(super) const TOLD: [&str; 5] = ["planned", "succeeded", "failed", "interrupted", "locked"];
+
 /// The notification event a transition is, if any: `planned` is when a deploy starts changing
 /// the app; a rollback's success is `rolled_back`; a failure that was put back, `reverted`.
 pub(super) fn event_of(status: &str, deploy: &Deploy) -> Option<&'static str> {
@@ -254,6 +258,9 @@ mod tests {
         assert_eq!(event_of("planned", &d), Some("started"));
         assert_eq!(event_of("succeeded", &d), Some("succeeded"));
         assert_eq!(event_of("running", &d), None);
+        for status in ["queued", "running", "superseded", "stale", "ignored"] {
+            assert!(!TOLD.contains(&status) && event_of(status, &d).is_none());
+        }
         assert_eq!(event_of("interrupted", &d), Some("failed"));
         d.trigger = Trigger::Rollback;
         assert_eq!(event_of("succeeded", &d), Some("rolled_back"));

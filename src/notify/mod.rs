@@ -113,7 +113,10 @@ async fn pass(ctx: &Ctx, n: &Notifier, cursor: &mut Option<i64>) -> anyhow::Resu
         if stale > 0 {
             info!(receiver = %n.name, stale, "notifications: not telling transitions over a day old");
         }
-        for t in transitions.iter().filter(|t| t.at >= stale_before) {
+        let told = transitions
+            .iter()
+            .filter(|t| t.at >= stale_before && message::TOLD.contains(&t.status.as_str()));
+        for t in told {
             let Some(deploy) = ctx.store.deploy(t.deploy_id).await? else {
                 continue;
             };
@@ -136,7 +139,6 @@ async fn pass(ctx: &Ctx, n: &Notifier, cursor: &mut Option<i64>) -> anyhow::Resu
         }
         ctx.store.enqueue(&n.name, last, &messages).await?;
         at = last;
-        *cursor = Some(at);
     }
     *cursor = Some(at);
     while let Some(m) = ctx.store.next_message(&n.name).await? {
@@ -167,6 +169,7 @@ async fn send(ctx: &Ctx, n: &Notifier, m: &Message) -> anyhow::Result<()> {
     let counted = match outcome {
         Outcome::Delivered => {
             store.message_delivered(m.id, attempts).await?;
+            info!(receiver = %n.name, deploy_id = m.deploy_id, event = %m.event, attempts, "notification delivered");
             "delivered"
         }
         Outcome::Retry(error, after) if attempts < MAX_ATTEMPTS => {
@@ -184,9 +187,6 @@ async fn send(ctx: &Ctx, n: &Notifier, m: &Message) -> anyhow::Result<()> {
             "gave_up"
         }
     };
-    if counted == "delivered" {
-        info!(receiver = %n.name, deploy_id = m.deploy_id, event = %m.event, attempts, "notification delivered");
-    }
     let pending = store.pending_messages(&n.name).await?;
     ctx.metrics.notification(&n.name, counted, pending);
     Ok(())
