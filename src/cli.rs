@@ -437,6 +437,27 @@ fn report_notify(out: &mut String, config: &Config) {
             n.on.join(", ")
         );
     }
+    if let Some(gh) = &config.github {
+        let auth = match &gh.auth {
+            crate::config::GithubAuth::Token(_) => "token_env".to_string(),
+            crate::config::GithubAuth::TokenFile(f) => format!("token_file {}", f.display()),
+            crate::config::GithubAuth::App { app_id, .. } => format!("GitHub App {app_id}"),
+        };
+        for app in &config.apps {
+            let Some(g) = &app.github else { continue };
+            let what = match (g.deployments, g.commit_status) {
+                (true, true) => "deployments and commit statuses",
+                (true, false) => "deployments",
+                (false, true) => "commit statuses",
+                (false, false) => "nothing (deployments = false, commit_status = false)",
+            };
+            let _ = writeln!(
+                out,
+                "github {}: {what} in {}/{}, environment {:?}, via {} ({auth})",
+                app.name, g.owner, g.repo, g.environment, gh.api_url
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -462,6 +483,26 @@ mod tests {
             "{report}"
         );
         assert!(!report.contains("secret-part"), "{report}");
+    }
+
+    #[test]
+    fn check_lists_each_app_told_to_github_and_how_it_authenticates() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gh"), "ghp_secret-value").unwrap();
+        let config = dir.path().join("dockhand.toml");
+        std::fs::write(
+            &config,
+            "[server]\nstate_dir = \"state\"\n\
+             [[apps]]\nname = \"web\"\nrepo = \"https://github.com/acme/web.git\"\nsecret = \"s3cret\"\nvolume = \"volume\"\n\
+             [apps.github]\ncommit_status = true\n[github]\ntoken_file = \"gh\"\n",
+        )
+        .unwrap();
+        let report = check_report(&config).unwrap();
+        assert!(
+            report.contains("github web: deployments and commit statuses in acme/web, environment \"web\", via https://api.github.com (token_file "),
+            "{report}"
+        );
+        assert!(!report.contains("ghp_secret-value"), "{report}");
     }
 
     #[test]

@@ -232,13 +232,8 @@ impl App {
         let stop_polling = CancellationToken::new();
         let pollers = Pollers::spawn(&state, stop_polling.clone());
         // Stopped (aborted) last: what they have not sent stays in the outbox for the next run.
-        let notify_tasks = crate::notify::start(
-            &state.config.notify,
-            state.config.server.public_url.as_deref(),
-            &state.store,
-            &state.metrics,
-        )
-        .context("starting the notifications")?;
+        let notify_tasks = crate::notify::start(&state.config, &state.store, &state.metrics)
+            .context("starting the notifications")?;
         let shutdown = async move {
             shutdown.await;
             stop_polling.cancel();

@@ -15,6 +15,7 @@
 //!
 //! Secrets and URL redaction are [`crate::redact`]'s, a leaf that every module may use.
 
+mod github;
 mod notify;
 mod raw;
 #[cfg(test)]
@@ -28,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
@@ -36,6 +37,7 @@ use crate::git::{Access, FetchLimits};
 use crate::github::events::Repository;
 use crate::redact::{redact_url, Secret};
 
+pub use github::{AppGithub, GithubAuth, GithubConfig};
 pub use notify::{Notifier, NotifyKind, NOTIFY_EVENTS};
 pub use raw::{
     DEFAULT_BODY_LIMIT, DEFAULT_BRANCH, DEFAULT_CHECK_DEADLINE, DEFAULT_CHECK_FAILURES,
@@ -61,6 +63,8 @@ pub struct Config {
     pub tokens: Vec<ApiToken>,
     /// Where deploy events are sent (`[[notify]]`).
     pub notify: Vec<Notifier>,
+    /// How GitHub's API is called (`[github]`), for apps with `[apps.github]`.
+    pub github: Option<GithubConfig>,
 }
 
 /// The `[server]` section.
@@ -151,6 +155,8 @@ pub struct AppConfig {
     /// arrived (GitHub does not redeliver, and sends nothing for more than three tags pushed
     /// at once); zero: never.
     pub poll: Duration,
+    /// Deploys recorded as GitHub deployments and commit statuses (`[apps.github]`).
+    pub github: Option<AppGithub>,
 }
 
 /// `paths`: glob patterns (as [`compile_globs`] reads them) of the files an app is made of.
@@ -474,12 +480,27 @@ impl Config {
                 "server.public_url: not set, so notifications carry no link to the deploy".into(),
             );
         }
+        let github = raw.github.map(|g| github::github(g, base)).transpose()?;
+        if let Some(app) = apps.iter().find(|a| a.github.is_some()) {
+            if github.is_none() {
+                bail!(
+                    "apps {:?}: [apps.github] needs a [github] section with its credentials (token_env, token_file, or app_id + private_key_file)",
+                    app.name
+                );
+            }
+            if server.public_url.is_none() {
+                warnings.push(
+                    "server.public_url: not set, so GitHub deployments carry no link to the deploy's page".into(),
+                );
+            }
+        }
         Ok((
             Config {
                 server,
                 apps,
                 tokens,
                 notify,
+                github,
             },
             warnings,
         ))

@@ -191,6 +191,7 @@ pub(super) struct RawConfig {
     pub tokens: Vec<RawToken>,
     #[serde(default)]
     pub notify: Vec<RawNotify>,
+    pub github: Option<super::github::RawGithub>,
 }
 
 /// One `[[notify]]` receiver.
@@ -293,6 +294,7 @@ pub(super) struct RawApp {
     pub hook_timeout: Option<Duration>,
     pub poll: Option<RawPoll>,
     pub paths: Option<Vec<String>>,
+    pub github: Option<super::github::RawAppGithub>,
 }
 
 /// `poll = "5m"`, or `poll = 0` (off) written as a bare number.

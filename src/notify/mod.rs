@@ -13,6 +13,7 @@
 //!   the message up at once (a deleted Slack webhook answers 404 for ever). Both are logged and
 //!   counted (`dockhand_notifications_total`).
 
+mod github;
 mod message;
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use sha2::Sha256;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{Notifier, NotifyKind};
+use crate::config::{Config, Notifier, NotifyKind};
 use crate::metrics::Metrics;
 use crate::store::{now_ms, Message, NewMessage, Store};
 
@@ -51,13 +52,59 @@ struct Ctx {
     public_url: Option<Arc<str>>,
 }
 
-/// Start one task per receiver; they run until aborted. Start them after startup recovery.
+/// Where a receiver's messages go.
+enum Receiver {
+    /// A `[[notify]]` entry.
+    Hook(Notifier),
+    /// An app's `[apps.github]`.
+    Github(github::Target),
+}
+
+impl Receiver {
+    /// Its outbox rows' and cursor's name.
+    fn name(&self) -> &str {
+        match self {
+            Receiver::Hook(n) => &n.name,
+            Receiver::Github(t) => &t.name,
+        }
+    }
+
+    /// Whether transitions into `status` may be a message (the others are read past without
+    /// reading their deploy).
+    fn reads(&self, status: &str) -> bool {
+        match self {
+            Receiver::Hook(_) => message::TOLD.contains(&status),
+            Receiver::Github(_) => github::TOLD.contains(&status),
+        }
+    }
+
+    /// The message a transition into `status` of `deploy` is for this receiver: its event
+    /// and body.
+    fn render(
+        &self,
+        status: &str,
+        deploy: &crate::store::Deploy,
+        link: Option<&str>,
+    ) -> Option<(&'static str, Vec<u8>)> {
+        match self {
+            Receiver::Hook(n) => {
+                let event = message::event_of(status, deploy)?;
+                n.wants(&deploy.app, event)
+                    .then(|| (event, message::render(n.kind, event, deploy, link)))
+            }
+            Receiver::Github(t) => github::render(t, status, deploy, link),
+        }
+    }
+}
+
+/// Start one task per receiver (`[[notify]]`, and each app's `[apps.github]`); they run until
+/// aborted. Start them after startup recovery.
 pub fn start(
-    notifiers: &[Notifier],
-    public_url: Option<&str>,
+    config: &Config,
     store: &Store,
     metrics: &Metrics,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let public_url = config.server.public_url.as_deref();
     let http = reqwest::Client::builder()
         .timeout(SEND_TIMEOUT)
         // A signed body goes to the configured URL and nowhere else.
@@ -70,21 +117,33 @@ pub fn start(
         http,
         public_url: public_url.map(Arc::from),
     };
-    Ok(notifiers
-        .iter()
-        .map(|n| tokio::spawn(run(ctx.clone(), n.clone())))
+    let mut receivers: Vec<Receiver> = config.notify.iter().cloned().map(Receiver::Hook).collect();
+    if let Some(gh) = &config.github {
+        let client = Arc::new(github::Client::new(gh)?);
+        receivers.extend(config.apps.iter().filter_map(|app| {
+            Some(Receiver::Github(github::Target {
+                name: format!("github:{}", app.name),
+                app: app.name.clone(),
+                config: app.github.clone()?,
+                client: client.clone(),
+            }))
+        }));
+    }
+    Ok(receivers
+        .into_iter()
+        .map(|r| tokio::spawn(run(ctx.clone(), Arc::new(r))))
         .collect())
 }
 
 /// One receiver's loop: read new transitions into the outbox, send what is due, wait.
-async fn run(ctx: Ctx, notifier: Notifier) {
+async fn run(ctx: Ctx, receiver: Arc<Receiver>) {
     let mut events = ctx.store.subscribe();
     let mut cursor = None;
     loop {
-        let wait = match pass(&ctx, &notifier, &mut cursor).await {
+        let wait = match pass(&ctx, &receiver, &mut cursor).await {
             Ok(wait) => wait,
             Err(e) => {
-                warn!(receiver = %notifier.name, error = format!("{e:#}"), "notifications: reading or writing the outbox failed");
+                warn!(receiver = %receiver.name(), error = format!("{e:#}"), "notifications: reading or writing the outbox failed");
                 IDLE
             }
         };
@@ -97,10 +156,11 @@ async fn run(ctx: Ctx, notifier: Notifier) {
 
 /// Fill the outbox from the transitions after `cursor`, then send every message that is due;
 /// returns how long to wait before the next pass.
-async fn pass(ctx: &Ctx, n: &Notifier, cursor: &mut Option<i64>) -> anyhow::Result<Duration> {
+async fn pass(ctx: &Ctx, n: &Receiver, cursor: &mut Option<i64>) -> anyhow::Result<Duration> {
+    let name = n.name();
     let mut at = match *cursor {
         Some(at) => at,
-        None => ctx.store.notify_cursor(&n.name).await?,
+        None => ctx.store.notify_cursor(name).await?,
     };
     loop {
         let transitions = ctx.store.transitions_after(at, BATCH).await?;
@@ -111,37 +171,34 @@ async fn pass(ctx: &Ctx, n: &Notifier, cursor: &mut Option<i64>) -> anyhow::Resu
         let stale_before = now_ms() - i64::try_from(STALE.as_millis()).unwrap_or(i64::MAX);
         let stale = transitions.iter().filter(|t| t.at < stale_before).count();
         if stale > 0 {
-            info!(receiver = %n.name, stale, "notifications: not telling transitions over a day old");
+            info!(receiver = %name, stale, "notifications: not telling transitions over a day old");
         }
         let told = transitions
             .iter()
-            .filter(|t| t.at >= stale_before && message::TOLD.contains(&t.status.as_str()));
+            .filter(|t| t.at >= stale_before && n.reads(&t.status));
         for t in told {
             let Some(deploy) = ctx.store.deploy(t.deploy_id).await? else {
                 continue;
             };
-            let Some(event) = message::event_of(&t.status, &deploy) else {
-                continue;
-            };
-            if n.wants(&deploy.app, event) {
-                let link = ctx
-                    .public_url
-                    .as_ref()
-                    .map(|u| format!("{u}/ui/deploys/{}", deploy.id));
+            let link = ctx
+                .public_url
+                .as_ref()
+                .map(|u| format!("{u}/ui/deploys/{}", deploy.id));
+            if let Some((event, body)) = n.render(&t.status, &deploy, link.as_deref()) {
                 messages.push(NewMessage {
                     transition_id: t.id,
                     app: deploy.app.clone(),
                     deploy_id: deploy.id,
                     event,
-                    body: message::render(n.kind, event, &deploy, link.as_deref()),
+                    body,
                 });
             }
         }
-        ctx.store.enqueue(&n.name, last, &messages).await?;
+        ctx.store.enqueue(name, last, &messages).await?;
         at = last;
     }
     *cursor = Some(at);
-    while let Some(m) = ctx.store.next_message(&n.name).await? {
+    while let Some(m) = ctx.store.next_message(name).await? {
         let wait = m.next_at - now_ms();
         if wait > 0 {
             return Ok(Duration::from_millis(wait.unsigned_abs()).min(IDLE));
@@ -149,12 +206,12 @@ async fn pass(ctx: &Ctx, n: &Notifier, cursor: &mut Option<i64>) -> anyhow::Resu
         send(ctx, n, &m).await?;
     }
     ctx.metrics
-        .notifications_pending(&n.name, ctx.store.pending_messages(&n.name).await?);
+        .notifications_pending(name, ctx.store.pending_messages(name).await?);
     Ok(IDLE)
 }
 
 /// What one attempt came to.
-enum Outcome {
+pub(crate) enum Outcome {
     Delivered,
     /// Try again, no sooner than this (the receiver's `Retry-After`).
     Retry(String, Option<Duration>),
@@ -162,19 +219,24 @@ enum Outcome {
 }
 
 /// One attempt at `m`, recorded.
-async fn send(ctx: &Ctx, n: &Notifier, m: &Message) -> anyhow::Result<()> {
+async fn send(ctx: &Ctx, n: &Receiver, m: &Message) -> anyhow::Result<()> {
     let attempts = m.attempts + 1;
-    let outcome = attempt(ctx, n, m).await;
     let store = &ctx.store;
+    store.message_begun(m.id).await?;
+    let outcome = match n {
+        Receiver::Hook(hook) => attempt(ctx, hook, m).await,
+        Receiver::Github(target) => github::attempt(store, target, m).await,
+    };
+    let name = n.name();
     let counted = match outcome {
         Outcome::Delivered => {
             store.message_delivered(m.id, attempts).await?;
-            info!(receiver = %n.name, deploy_id = m.deploy_id, event = %m.event, attempts, "notification delivered");
+            info!(receiver = %name, deploy_id = m.deploy_id, event = %m.event, attempts, "notification delivered");
             "delivered"
         }
         Outcome::Retry(error, after) if attempts < MAX_ATTEMPTS => {
             let backoff = backoff(attempts).max(after.unwrap_or_default());
-            warn!(receiver = %n.name, deploy_id = m.deploy_id, event = %m.event, attempts, error, retry_in = ?backoff, "notification not delivered; will retry");
+            warn!(receiver = %name, deploy_id = m.deploy_id, event = %m.event, attempts, error, retry_in = ?backoff, "notification not delivered; will retry");
             let next = now_ms() + i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX);
             store
                 .message_failed(m.id, attempts, &error, Some(next))
@@ -182,13 +244,13 @@ async fn send(ctx: &Ctx, n: &Notifier, m: &Message) -> anyhow::Result<()> {
             "retry"
         }
         Outcome::Retry(error, _) | Outcome::GiveUp(error) => {
-            warn!(receiver = %n.name, deploy_id = m.deploy_id, event = %m.event, attempts, error, "notification given up");
+            warn!(receiver = %name, deploy_id = m.deploy_id, event = %m.event, attempts, error, "notification given up");
             store.message_failed(m.id, attempts, &error, None).await?;
             "gave_up"
         }
     };
-    let pending = store.pending_messages(&n.name).await?;
-    ctx.metrics.notification(&n.name, counted, pending);
+    let pending = store.pending_messages(name).await?;
+    ctx.metrics.notification(name, counted, pending);
     Ok(())
 }
 

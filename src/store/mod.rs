@@ -8,6 +8,7 @@ mod batch;
 mod deliveries;
 mod deploys;
 mod events;
+mod github;
 mod locks;
 mod maintenance;
 mod outbox;
@@ -34,6 +35,7 @@ pub use deploys::{
     AppState, Deploy, DeployPath, DeployStatus, LiveContainer, NewApiDeploy, Trigger,
 };
 pub use events::DeployEvent;
+pub use github::GithubDeployment;
 pub use locks::AppLock;
 pub use maintenance::Maintenance;
 pub use outbox::{Message, NewMessage, SentMessage, Transition};

@@ -34,6 +34,9 @@ pub struct Message {
     pub body: Vec<u8>,
     pub attempts: i64,
     pub next_at: i64,
+    /// An attempt started and recorded no outcome (cut off by a crash or a restart): the
+    /// receiver may have acted on it already.
+    pub begun: bool,
 }
 
 /// A message as the API shows it: to whom, about what, how it went.
@@ -143,7 +146,7 @@ impl Store {
     /// `receiver`'s oldest message still to send (messages go out in order).
     pub async fn next_message(&self, receiver: &str) -> anyhow::Result<Option<Message>> {
         Ok(sqlx::query_as(
-            "SELECT id, deploy_id, event, body, attempts, next_at FROM outbox
+            "SELECT id, deploy_id, event, body, attempts, next_at, begun FROM outbox
              WHERE receiver = ? AND delivered_at IS NULL AND gave_up_at IS NULL
              ORDER BY id LIMIT 1",
         )
@@ -163,10 +166,20 @@ impl Store {
         .await?)
     }
 
+    /// An attempt at message `id` starts: until its outcome is recorded, a restart finds it
+    /// [`Message::begun`].
+    pub async fn message_begun(&self, id: i64) -> anyhow::Result<()> {
+        sqlx::query("UPDATE outbox SET begun = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&mut *self.writer.lock().await)
+            .await?;
+        Ok(())
+    }
+
     /// The receiver took message `id` on attempt `attempts`.
     pub async fn message_delivered(&self, id: i64, attempts: i64) -> anyhow::Result<()> {
         sqlx::query(
-            "UPDATE outbox SET delivered_at = ?, attempts = ?, last_error = NULL WHERE id = ?",
+            "UPDATE outbox SET delivered_at = ?, attempts = ?, last_error = NULL, begun = 0 WHERE id = ?",
         )
         .bind(now_ms())
         .bind(attempts)
@@ -187,7 +200,7 @@ impl Store {
     ) -> anyhow::Result<()> {
         let now = now_ms();
         sqlx::query(
-            "UPDATE outbox SET attempts = ?, last_error = ?, next_at = COALESCE(?, next_at),
+            "UPDATE outbox SET attempts = ?, last_error = ?, next_at = COALESCE(?, next_at), begun = 0,
                     gave_up_at = CASE WHEN ? IS NULL THEN ? END
              WHERE id = ?",
         )

@@ -69,6 +69,7 @@ impl Store {
             .rows_affected();
         }
         self.prune_outbox(cutoff).await?;
+        self.prune_github(cutoff).await?;
         Ok(pruned)
     }
 

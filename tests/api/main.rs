@@ -6,6 +6,7 @@ mod crash;
 mod docker;
 mod fast_path;
 mod full_path;
+mod github;
 mod handover;
 mod hooks;
 mod layering;

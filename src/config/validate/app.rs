@@ -67,7 +67,14 @@ pub(super) fn validate_app(
         bail!("hook_timeout: must be greater than zero");
     }
     let paths = raw.paths.map(app_paths).transpose().context("paths")?;
+    let github = raw
+        .github
+        .map(|g| {
+            crate::config::github::app_github(g, &raw.name, raw.repository.as_deref(), &raw.repo)
+        })
+        .transpose()?;
     Ok(AppConfig {
+        github,
         paths,
         poll,
         container,

@@ -4,6 +4,7 @@
 
 pub mod engine;
 pub mod full;
+pub mod github;
 pub mod helpers;
 pub mod load;
 pub mod ops;
