@@ -412,7 +412,8 @@ fn report_tokens(out: &mut String, config: &Config) {
             TokenScope::All => "every app".to_string(),
             TokenScope::Apps(apps) => apps.join(", "),
         };
-        let _ = writeln!(out, "token {} (redacted) for {apps}", t.name);
+        let access = if t.read_only { ", read-only" } else { "" };
+        let _ = writeln!(out, "token {} (redacted) for {apps}{access}", t.name);
     }
 }
 
@@ -516,11 +517,17 @@ mod tests {
             "[server]\nstate_dir = \"state\"\n\
              [[apps]]\nname = \"web\"\nrepo = \"/srv/web.git\"\nsecret = \"s3cret\"\nvolume = \"volume\"\n\
              lock_on_rollback = false\n\
-             [[tokens]]\nname = \"ci\"\ntoken_file = \"token\"\napps = [\"web\"]\n",
+             [[tokens]]\nname = \"ci\"\ntoken_file = \"token\"\napps = [\"web\"]\n\
+             [[tokens]]\nname = \"viewer\"\ntoken_file = \"viewer\"\napps = [\"*\"]\nread_only = true\n",
         )
         .unwrap();
+        std::fs::write(dir.path().join("viewer"), "viewer-token-0123456789abcdef").unwrap();
         let report = check_report(&config).unwrap();
-        assert!(report.contains("token ci (redacted) for web"), "{report}");
+        assert!(report.contains("token ci (redacted) for web\n"), "{report}");
+        assert!(
+            report.contains("token viewer (redacted) for every app, read-only\n"),
+            "{report}"
+        );
         assert!(report.contains("rollback does not lock"), "{report}");
         assert!(!report.contains(token), "{report}");
     }

@@ -27,6 +27,9 @@ pub const DEFAULT_METRICS_LISTEN: Option<SocketAddr> = None;
 /// GitHub's own maximum webhook payload size, our default body cap.
 pub const DEFAULT_BODY_LIMIT: u64 = 25 * 1024 * 1024;
 
+/// `tokens.read_only` unless set: a token may write (deploy, roll back, lock) unless it says not.
+pub const DEFAULT_READ_ONLY: bool = false;
+
 /// `server.request_timeout` unless set: far longer than a 25 MiB body takes on any real link,
 /// short enough that slow or stalled clients cannot hold workers.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -217,6 +220,12 @@ pub(super) struct RawToken {
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
     pub apps: Vec<String>,
+    #[serde(default = "default_read_only")]
+    pub read_only: bool,
+}
+
+fn default_read_only() -> bool {
+    DEFAULT_READ_ONLY
 }
 
 /// `[server]`.

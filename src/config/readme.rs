@@ -171,6 +171,10 @@ fn the_readme_states_every_default_word_and_switch_as_the_code_has_it() {
         stated(&r, "apps", "lock_on_rollback").as_bool(),
         Some(DEFAULT_LOCK_ON_ROLLBACK)
     );
+    assert_eq!(
+        stated(&r, "tokens", "read_only").as_bool(),
+        Some(DEFAULT_READ_ONLY)
+    );
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub struct ApiToken {
     /// token's length leaks through timing.
     pub digest: TokenDigest,
     pub scope: TokenScope,
+    /// `read_only = true`: may read (the read API, the dashboard) but every write answers 403.
+    pub read_only: bool,
 }
 
 /// The SHA-256 of an API token. `Debug` redacted.
@@ -121,6 +123,7 @@ pub(super) fn validate_tokens(
             name: t.name,
             digest,
             scope,
+            read_only: t.read_only,
         });
     }
     Ok(tokens)

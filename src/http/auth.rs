@@ -7,6 +7,7 @@
 //! - The presented token's SHA-256 is compared with every configured token's in constant time,
 //!   all of them, without stopping at a match.
 //! - A valid token that is not scoped to the app asked about gets 403.
+//! - A `read_only` token is a `Reader`; as a `Writer` it gets 403 before anything is looked at.
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -89,7 +90,8 @@ impl FromRequestParts<Services> for Writer {
                 "no API tokens are configured: the write API is off (add [[tokens]])".into(),
             ));
         }
-        authenticate(parts, &state.config.tokens).map(Writer)
+        let token = authenticate(parts, &state.config.tokens)?;
+        writable(token).map(Writer)
     }
 }
 
@@ -103,6 +105,17 @@ impl FromRequestParts<Services> for Reader {
         }
         authenticate(parts, &state.config.tokens).map(|t| Reader(Some(t)))
     }
+}
+
+/// The token itself when it may write; 403 when it is `read_only`.
+pub(super) fn writable(token: ApiToken) -> Result<ApiToken, ApiError> {
+    if token.read_only {
+        return Err(ApiError::Forbidden(format!(
+            "token {:?} is read-only",
+            token.name
+        )));
+    }
+    Ok(token)
 }
 
 fn refuse_query_token(parts: &Parts) -> Result<(), ApiError> {
@@ -173,6 +186,7 @@ mod tests {
             name: name.into(),
             digest: TokenDigest::of(value.as_bytes()),
             scope: TokenScope::All,
+            read_only: false,
         }
     }
 

@@ -3,6 +3,7 @@
 mod cli;
 mod containerfile;
 mod crash;
+mod dashboard;
 mod docker;
 mod fast_path;
 mod full_path;

@@ -2,6 +2,7 @@
 //! the engine, a dockhand process, the operations API setup, the full path's setup, a load
 //! generator, the uWSGI app. Feature files import only from here, never from each other.
 
+pub mod dashboard;
 pub mod engine;
 pub mod full;
 pub mod github;
