@@ -211,7 +211,7 @@ async fn pass(ctx: &Ctx, n: &Receiver, cursor: &mut Option<i64>) -> anyhow::Resu
 }
 
 /// What one attempt came to.
-pub(crate) enum Outcome {
+enum Outcome {
     Delivered,
     /// Try again, no sooner than this (the receiver's `Retry-After`).
     Retry(String, Option<Duration>),
@@ -222,10 +222,13 @@ pub(crate) enum Outcome {
 async fn send(ctx: &Ctx, n: &Receiver, m: &Message) -> anyhow::Result<()> {
     let attempts = m.attempts + 1;
     let store = &ctx.store;
-    store.message_begun(m.id).await?;
     let outcome = match n {
         Receiver::Hook(hook) => attempt(ctx, hook, m).await,
-        Receiver::Github(target) => github::attempt(store, target, m).await,
+        // Only GitHub's receiver reads `begun` (a webhook's repeat carries the same id).
+        Receiver::Github(target) => {
+            store.message_begun(m.id).await?;
+            github::attempt(store, target, m).await
+        }
     };
     let name = n.name();
     let counted = match outcome {
