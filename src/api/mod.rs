@@ -67,6 +67,9 @@ pub struct DeployView {
     pub rollback_of: Option<i64>,
     /// For a promote: the deploy of another app whose commit and image it runs.
     pub promoted_from: Option<i64>,
+    /// The first line of the target commit's message, once planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     pub duration_ms: Option<i64>,
     /// `/api/deploys/{id}`.
     pub url: String,

@@ -189,7 +189,7 @@ pub(super) fn app_github(
 
 /// `owner/name` from the last two parts of an origin URL (`https://github.com/o/n.git`,
 /// `git@github.com:o/n.git`).
-fn from_url(url: &str) -> Option<String> {
+pub(super) fn from_url(url: &str) -> Option<String> {
     let remote = url.contains("://") || url.split_once(':').is_some_and(|(h, _)| h.contains('@'));
     if !remote {
         return None;

@@ -95,6 +95,11 @@ pub struct ServerConfig {
     pub metrics_token: Option<TokenDigest>,
     /// Where people reach dockhand (`https://deploy.example.com`), for links in notifications.
     pub public_url: Option<String>,
+    /// How long a dashboard sign-in lasts.
+    pub session_ttl: Duration,
+    /// Whether the dashboard's session cookie is `Secure` (sent over TLS only); the default is
+    /// whether `public_url` is `https://`.
+    pub secure_cookies: bool,
 }
 
 /// Deploys of each app kept whatever their age, so recent history and rollback targets survive.
@@ -411,6 +416,14 @@ impl AppConfig {
     }
 
     /// What the app is matched against, for messages.
+    /// The GitHub `owner/name` this app's deliveries carry: `repository`, else the last two
+    /// parts of its origin URL (none for a local path).
+    pub fn full_name(&self) -> Option<String> {
+        self.repository
+            .clone()
+            .or_else(|| github::from_url(&self.repo))
+    }
+
     pub fn repository_label(&self) -> String {
         self.repository
             .clone()

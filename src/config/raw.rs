@@ -46,6 +46,9 @@ pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(90 * 24 * 36
 /// to finish; a caller waiting longer gets 202 and can follow the deploy instead.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// `server.session_ttl` unless set: a dashboard sign-in lasts a working day.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
 /// A hook's time limit when neither the server nor the app sets one.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -250,6 +253,9 @@ pub(super) struct RawServer {
     pub metrics_token_env: Option<String>,
     pub metrics_token_file: Option<PathBuf>,
     pub public_url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub session_ttl: Option<Duration>,
+    pub secure_cookies: Option<bool>,
 }
 
 fn default_listen() -> SocketAddr {

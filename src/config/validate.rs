@@ -25,7 +25,7 @@ use anyhow::{bail, Context};
 use super::raw::{
     RawApp, RawServer, RawToken, DEFAULT_BODY_LIMIT, DEFAULT_HISTORY_RETENTION,
     DEFAULT_HOOK_TIMEOUT, DEFAULT_METRICS_LISTEN, DEFAULT_QUEUE_LIMIT, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_WAIT_TIMEOUT,
+    DEFAULT_SESSION_TTL, DEFAULT_WAIT_TIMEOUT,
 };
 use super::resolve::{self, absolute, resolved};
 use super::{AppConfig, ServerConfig};
@@ -60,8 +60,17 @@ pub(super) fn server(raw: RawServer, base: &Path) -> anyhow::Result<ServerConfig
         metrics_listen: raw.metrics_listen.or(DEFAULT_METRICS_LISTEN),
         // Read by `tokens::metrics_token`, with the other secrets' I/O.
         metrics_token: None,
+        secure_cookies: raw.secure_cookies.unwrap_or_else(|| {
+            raw.public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        }),
         public_url: public_url(raw.public_url)?,
+        session_ttl: raw.session_ttl.unwrap_or(DEFAULT_SESSION_TTL),
     };
+    if server.session_ttl < std::time::Duration::from_secs(60) {
+        bail!("server.session_ttl: must be at least a minute (the default is 12h)");
+    }
     if server.body_limit == 0 {
         bail!("server.body_limit: must be greater than zero");
     }

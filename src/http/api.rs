@@ -24,7 +24,7 @@ pub(super) fn router() -> Router<Services> {
         .route("/healthz", get(health))
 }
 
-async fn app_view(state: &Services, app: &AppConfig) -> Result<AppView, ApiError> {
+pub(super) async fn app_view(state: &Services, app: &AppConfig) -> Result<AppView, ApiError> {
     let deployed = state.store.app_state(&app.name).await?;
     let proxy = state
         .proxies

@@ -8,6 +8,9 @@
 //!   all of them, without stopping at a match.
 //! - A valid token that is not scoped to the app asked about gets 403.
 //! - A `read_only` token is a `Reader`; as a `Writer` it gets 403 before anything is looked at.
+//! - A `Reader` without `Authorization` may be a dashboard session (`ui::session`'s cookie,
+//!   standing for its token); a `Writer` never is: the JSON write API stays bearer-only, so a
+//!   cookie can never make a cross-site write (the dashboard's forms have CSRF checks instead).
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -103,6 +106,11 @@ impl FromRequestParts<Services> for Reader {
         if state.config.tokens.is_empty() {
             return Ok(Reader(None));
         }
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            if let Some(token) = super::ui::cookie_token(&parts.headers, state).await? {
+                return Ok(Reader(Some(token)));
+            }
+        }
         authenticate(parts, &state.config.tokens).map(|t| Reader(Some(t)))
     }
 }
@@ -165,7 +173,7 @@ pub(super) fn is_token(digest: &TokenDigest, presented: &[u8]) -> bool {
 
 /// The token whose digest equals the presented token's; every token is compared, in constant
 /// time, whatever matched before.
-fn find<'a>(tokens: &'a [ApiToken], presented: &[u8]) -> Option<&'a ApiToken> {
+pub(super) fn find<'a>(tokens: &'a [ApiToken], presented: &[u8]) -> Option<&'a ApiToken> {
     let digest = TokenDigest::of(presented);
     let mut found = 0u64; // index + 1 of the match; 0 = none
     for (i, token) in tokens.iter().enumerate() {

@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod metrics;
 mod ops;
+mod ui;
 mod views;
 mod webhook;
 
@@ -76,7 +77,8 @@ pub fn router(state: Services) -> Router {
         .merge(webhook::router(bodies))
         .merge(api::router())
         .merge(ops::router())
-        .merge(events::router());
+        .merge(events::router())
+        .merge(ui::router());
     if !own_listener {
         routes = routes.merge(metrics::router());
     }

@@ -50,6 +50,11 @@ pub struct WaitQuery {
 }
 
 impl WaitQuery {
+    /// No `?wait`: answer once queued (the dashboard follows the deploy on its page).
+    pub(super) fn queued() -> Self {
+        WaitQuery { wait: None }
+    }
+
     fn wait(&self) -> Result<bool, ApiError> {
         match self.wait.as_deref() {
             None => Ok(false),
@@ -71,7 +76,7 @@ pub(super) fn wait_flag(value: &str) -> Option<bool> {
 /// A body as its handler takes it: read (or refused) before the handler runs, but its fields
 /// are judged after the caller's scope, so a token not scoped to the app gets 403 (or 404)
 /// whatever it sent.
-type Body<T> = Result<AppJson<T>, ApiError>;
+pub(super) type Body<T> = Result<AppJson<T>, ApiError>;
 
 /// The app a call names and its body, refused in this order: a body that could not be read
 /// (413), the caller's scope (403, 404), the body's fields (400).
@@ -90,7 +95,7 @@ fn app_and_body<'a, T>(
 }
 
 /// `POST /api/apps/{app}/deploy` `{ref?, path?, force?}`
-async fn deploy(
+pub(super) async fn deploy(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -128,7 +133,7 @@ async fn deploy(
 
 /// `POST /api/apps/{app}/rollback` `{to?, force?}`: `to` is a commit id or tag (string) or a
 /// deploy id (number); default: the last succeeded deploy before the current one.
-async fn rollback(
+pub(super) async fn rollback(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -187,7 +192,7 @@ async fn promote(
 
 /// `POST /api/apps/{app}/plan` `{ref?}`: what a deploy would do now. Records nothing and
 /// writes nothing to the volume; it fetches into the app's git cache.
-async fn plan(
+pub(super) async fn plan(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -238,7 +243,7 @@ async fn plan(
 }
 
 /// `POST /api/apps/{app}/lock` `{reason}`
-async fn lock(
+pub(super) async fn lock(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -267,7 +272,7 @@ async fn lock(
 
 /// `DELETE /api/apps/{app}/lock`: pushes deploy again from the next one; pushes recorded as
 /// `locked` stay recorded and are not deployed (deploy the tip with `POST …/deploy`).
-async fn unlock(
+pub(super) async fn unlock(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -285,7 +290,7 @@ async fn unlock(
 
 /// `POST /api/apps/{app}/maintenance`: the app's proxy answers every request with 503 and
 /// its `maintenance_body` until `DELETE`. Kept across restarts.
-async fn maintenance_on(
+pub(super) async fn maintenance_on(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,
@@ -294,7 +299,7 @@ async fn maintenance_on(
 }
 
 /// `DELETE /api/apps/{app}/maintenance`: the app's proxy forwards requests again.
-async fn maintenance_off(
+pub(super) async fn maintenance_off(
     State(state): State<Services>,
     Path(name): Path<String>,
     caller: Writer,

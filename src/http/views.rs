@@ -37,6 +37,7 @@ pub(super) fn deploy(d: Deploy) -> DeployView {
         requested_path: d.requested_path.map(|p| p.to_string()),
         rollback_of: d.rollback_of,
         promoted_from: d.promoted_from,
+        subject: d.subject,
         steps: None,
     }
 }

@@ -182,6 +182,53 @@ impl Store {
     }
 }
 
+/// One line of an app's delivery ledger: a recorded delivery and what it did for the app.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub delivery: String,
+    pub event: String,
+    pub git_ref: Option<String>,
+    pub after_sha: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub received_at: i64,
+    /// The app's deploy this delivery recorded, if any, with its status and reason.
+    pub deploy_id: Option<i64>,
+    pub deploy_status: Option<DeployStatus>,
+    pub deploy_reason: Option<String>,
+}
+
+impl Store {
+    /// An app's deliveries, newest first, older than `before` (a delivery row id): those that
+    /// recorded a deploy of it, and those of its repository (`full_name`) that recorded none
+    /// (ignored, pings).
+    pub async fn ledger(
+        &self,
+        app: &str,
+        full_name: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<LedgerEntry>> {
+        Ok(sqlx::query_as(
+            "SELECT d.id, d.delivery, d.event, d.git_ref, d.after_sha, d.outcome, d.reason,
+                    d.received_at, p.id AS deploy_id, p.status AS deploy_status,
+                    p.reason AS deploy_reason
+             FROM deliveries d LEFT JOIN deploys p ON p.delivery_id = d.id AND p.app = ?1
+             WHERE d.id < ?2
+               AND (p.id IS NOT NULL OR (d.repository = ?3 COLLATE NOCASE
+                    AND NOT EXISTS (SELECT 1 FROM deploys o WHERE o.delivery_id = d.id)))
+             ORDER BY d.id DESC LIMIT ?4",
+        )
+        .bind(app)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(full_name)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
 /// `INSERT … ON CONFLICT DO NOTHING RETURNING id`: `None` when the delivery is already recorded.
 fn insert_delivery<'q>(
     new: &'q NewDelivery<'_>,

@@ -23,6 +23,24 @@ pub enum DeployStatus {
 }
 
 impl DeployStatus {
+    /// Every status, in the order of a deploy's life (the dashboard's filter lists them).
+    pub const ALL: [DeployStatus; 9] = [
+        DeployStatus::Queued,
+        DeployStatus::Running,
+        DeployStatus::Succeeded,
+        DeployStatus::Failed,
+        DeployStatus::Superseded,
+        DeployStatus::Stale,
+        DeployStatus::Ignored,
+        DeployStatus::Interrupted,
+        DeployStatus::Locked,
+    ];
+
+    /// The status called `s` (as [`DeployStatus::as_str`] says it).
+    pub fn parse(s: &str) -> Option<DeployStatus> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeployStatus::Queued => "queued",
@@ -70,6 +88,20 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Every trigger (the dashboard's filter lists them).
+    pub const ALL: [Trigger; 5] = [
+        Trigger::Push,
+        Trigger::Manual,
+        Trigger::Rollback,
+        Trigger::Poll,
+        Trigger::Promote,
+    ];
+
+    /// The trigger called `s`.
+    pub fn parse(s: &str) -> Option<Trigger> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Push => "push",
@@ -203,6 +235,15 @@ impl Deploy {
     }
 }
 
+/// Which of an app's deploys a page of history shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeployFilter {
+    /// Only deploys older than this id (the previous page's last).
+    pub before: Option<i64>,
+    pub status: Option<DeployStatus>,
+    pub trigger: Option<Trigger>,
+}
+
 /// The commit an app's volume holds, and the deploy that put it there.
 #[derive(Debug, Clone, FromRow)]
 pub struct AppState {
@@ -247,6 +288,29 @@ impl Store {
             format!("SELECT {DEPLOY_COLUMNS} FROM deploys WHERE app = ? ORDER BY id DESC LIMIT ?");
         Ok(sqlx::query_as(&sql)
             .bind(app)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// One page of an app's deploys, newest first: those older than `before` (a deploy id),
+    /// with `status` and `trigger` when given. Served by `deploys_by_app` whatever the filter.
+    pub async fn deploys_page(
+        &self,
+        app: &str,
+        filter: &DeployFilter,
+        limit: u32,
+    ) -> anyhow::Result<Vec<Deploy>> {
+        let sql = format!(
+            "SELECT {DEPLOY_COLUMNS} FROM deploys WHERE app = ?1 AND id < ?2
+               AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR trigger = ?4)
+             ORDER BY id DESC LIMIT ?5"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(app)
+            .bind(filter.before.unwrap_or(i64::MAX))
+            .bind(filter.status.map(DeployStatus::as_str))
+            .bind(filter.trigger.map(Trigger::as_str))
             .bind(limit)
             .fetch_all(&self.pool)
             .await?)

@@ -14,6 +14,7 @@ mod maintenance;
 mod outbox;
 mod poll;
 mod prune;
+mod sessions;
 mod stats;
 mod steps;
 mod writer;
@@ -30,9 +31,9 @@ use sqlx::ConnectOptions;
 
 use writer::Writer;
 
-pub use deliveries::{Delivery, DeliveryOutcome, NewDelivery, NewPushDeploy};
+pub use deliveries::{Delivery, DeliveryOutcome, LedgerEntry, NewDelivery, NewPushDeploy};
 pub use deploys::{
-    AppState, Deploy, DeployPath, DeployStatus, LiveContainer, NewApiDeploy, Trigger,
+    AppState, Deploy, DeployFilter, DeployPath, DeployStatus, LiveContainer, NewApiDeploy, Trigger,
 };
 pub use events::DeployEvent;
 pub use github::GithubDeployment;
