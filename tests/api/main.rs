@@ -1,5 +1,6 @@
 //! dockhand's integration tests: one binary, real git repositories, a real SQLite file per test.
 
+mod browser;
 mod cli;
 mod containerfile;
 mod crash;

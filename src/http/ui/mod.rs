@@ -28,9 +28,10 @@ use crate::services::Services;
 
 pub(super) use session::cookie_token;
 
-/// The stylesheet and the deploy page's script, compiled in.
+/// The stylesheet, the deploy page's script and the icon, compiled in.
 const CSS: &str = include_str!("assets/dockhand.css");
 const JS: &str = include_str!("assets/deploy.js");
+const ICON: &str = include_str!("assets/favicon.svg");
 
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
                    img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -75,6 +76,7 @@ async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "dockhand.css" => (CSS, "text/css; charset=utf-8"),
         "deploy.js" => (JS, "text/javascript; charset=utf-8"),
+        "favicon.svg" => (ICON, "image/svg+xml"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     (

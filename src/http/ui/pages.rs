@@ -390,11 +390,12 @@ pub(super) async fn deploy(
         ol #steps.steps data-deploy=(d.id) data-live=[live.then_some("true")] {
             @for s in steps {
                 @let v = views::step(s.clone());
-                li data-step=(s.id) data-ok=(match v.ok { Some(true) => "true", Some(false) => "false", None => "running" }) {
+                li data-step=(s.id) data-started=(v.started_at) data-ok=(match v.ok { Some(true) => "true", Some(false) => "false", None => "running" }) {
                     div.step-head {
                         span.stage { (v.stage) }
                         @if let Some(detail) = &v.detail { " " span.detail { (detail) } }
-                        span.took { (duration(v.duration_ms)) }
+                        // Empty while it runs: the live script fills it in when it ends.
+                        span.took { @if v.duration_ms.is_some() { (duration(v.duration_ms)) } }
                     }
                     @if let Some(out) = v.output.as_deref().filter(|o| !o.is_empty()) { pre { (out) } }
                 }

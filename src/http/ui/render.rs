@@ -15,6 +15,7 @@ pub(super) fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · dockhand" }
                 link rel="stylesheet" href="/ui/assets/dockhand.css";
+                link rel="icon" href="/ui/assets/favicon.svg" type="image/svg+xml";
             }
             body {
                 header.top {

@@ -1,6 +1,6 @@
 // dockhand dashboard: a running deploy's steps, live, from GET /api/deploys/{id}/events (the
 // session cookie authenticates it). Each step event updates or appends its row by step id; the
-// status event sets the badge and ends the stream. No other script runs on any page.
+// status events set the badge, and the terminal one ends the stream. No other script runs on any page.
 "use strict";
 (function () {
   const list = document.getElementById("steps");
@@ -40,9 +40,15 @@
     const li = row(step);
     if (step.state === "started") {
       if (!li.dataset.ok) li.dataset.ok = "running";
+      if (step.at) li.dataset.started = step.at;
       return;
     }
     li.dataset.ok = step.ok ? "true" : "false";
+    const took = li.querySelector(".took");
+    if (took && !took.textContent.trim() && li.dataset.started && step.at) {
+      const ms = Date.parse(step.at) - Date.parse(li.dataset.started);
+      if (ms >= 0) took.textContent = ms < 1000 ? ms + " ms" : (ms / 1000).toFixed(1) + " s";
+    }
     if (step.output && !li.querySelector("pre")) {
       const pre = document.createElement("pre");
       pre.textContent = step.output;
@@ -50,21 +56,26 @@
     }
   });
 
+  const terminal = (status) => status !== "queued" && status !== "running";
   source.addEventListener("status", function (e) {
     const s = JSON.parse(e.data);
-    source.close();
     const badge = document.querySelector("#status .badge");
     if (badge) {
       badge.textContent = s.status;
       badge.dataset.status = s.status;
-      badge.className = "badge " + (s.status === "succeeded" ? "ok" : (s.status === "failed" || s.status === "interrupted") ? "bad" : "muted");
+      const kind = s.status === "succeeded" ? "ok"
+        : (s.status === "failed" || s.status === "interrupted") ? "bad"
+        : terminal(s.status) ? "muted" : "busy";
+      badge.className = "badge " + kind;
     }
+    if (!terminal(s.status)) return;
+    source.close();
     if (s.error) {
       const error = document.getElementById("error");
       error.textContent = s.error;
       error.hidden = false;
     }
-    if (live) live.textContent = "Finished: " + s.status + ".";
+    if (live) live.textContent = "Finished: " + s.status + ". Reload for its timings.";
   });
 
   source.onerror = function () {
