@@ -308,3 +308,42 @@ async fn a_receiver_that_refuses_a_message_is_not_asked_again_and_the_next_one_g
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_receiver_that_keeps_failing_shows_on_the_dashboard_with_its_error() {
+    let hook = Receiver::start().await;
+    hook.answer(&[500; 40]);
+    let origin = Origin::new();
+    let app = spawn(&origin, "", "", &receiver("ci", "webhook", &hook.url, "")).await;
+    let deploy = app.deploy(&origin.head()).await;
+    hook.wait_for(2).await;
+    // No [[tokens]]: the pages are open read-only, like the read API.
+    let mut overview = String::new();
+    for _ in 0..100 {
+        overview = get_page(&app.url("/ui")).await.1;
+        if overview.contains("notifications failing") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(overview.contains("1 notifications failing"), "{overview}");
+    let (status, page) = get_page(&app.url("/ui/apps/web")).await;
+    assert_eq!(status, 200);
+    let section = &page[page
+        .find("id=\"notifications\"")
+        .expect("a notifications section")..];
+    let row = &section[section
+        .find("<tr data-failing=\"true\">")
+        .expect("a failing row")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("<td>ci</td>"), "{row}");
+    assert!(
+        row.contains(&format!("href=\"/ui/deploys/{}\"", deploy["id"])),
+        "{row}"
+    );
+    assert!(
+        row.contains("500"),
+        "the receiver's answer is the error shown: {row}"
+    );
+    app.stop().await;
+}

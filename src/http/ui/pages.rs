@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::render::{self, duration, page, short, status, time};
 use super::session::Viewer;
 use super::UiError;
-use crate::api::{AppView, DeployView, ReloadView};
+use crate::api::{AppView, DeployView, NotificationView, ReloadView};
 use crate::config::AppConfig;
 use crate::services::Services;
 use crate::store::{rfc3339, DeployFilter, DeployStatus, LedgerEntry, Trigger};
@@ -21,6 +21,24 @@ const PAGE: u32 = 50;
 
 /// Recent deploys shown per app on the overview.
 const RECENT: u32 = 5;
+
+/// Newest notifications (webhook receivers, GitHub) shown per app, and looked at for failures.
+const NOTIFICATIONS: u32 = 20;
+
+/// A message that is not getting through: given up, or still retrying after an error.
+fn failing(n: &NotificationView) -> bool {
+    n.state == "gave_up" || (n.state == "pending" && n.last_error.is_some())
+}
+
+async fn notifications(state: &Services, app: &str) -> Result<Vec<NotificationView>, UiError> {
+    Ok(state
+        .store
+        .messages_for_app(app, NOTIFICATIONS)
+        .await?
+        .into_iter()
+        .map(views::notification)
+        .collect())
+}
 
 /// `GET /ui`: every app the viewer may see.
 pub(super) async fn overview(
@@ -40,7 +58,17 @@ pub(super) async fn overview(
             None => None,
         };
         let recent: Vec<DeployView> = recent.into_iter().map(views::deploy).collect();
-        cards.push(app_card(&view, deployed_subject.as_deref(), &recent));
+        let failing = notifications(&state, &app.name)
+            .await?
+            .iter()
+            .filter(|n| failing(n))
+            .count();
+        cards.push(app_card(
+            &view,
+            deployed_subject.as_deref(),
+            &recent,
+            failing,
+        ));
     }
     Ok(page(
         "Apps",
@@ -53,11 +81,19 @@ pub(super) async fn overview(
     ))
 }
 
-fn app_card(view: &AppView, subject: Option<&str>, recent: &[DeployView]) -> Markup {
+fn app_card(
+    view: &AppView,
+    subject: Option<&str>,
+    recent: &[DeployView],
+    failing: usize,
+) -> Markup {
     html! {
         article.card data-app=(view.name) {
             h2 { a href={ "/ui/apps/" (view.name) } { (view.name) } }
             (badges(view))
+            @if failing > 0 {
+                p { a.badge.bad href={ "/ui/apps/" (view.name) "#notifications" } { (failing) " notifications failing" } }
+            }
             dl {
                 dt { "Deployed" }
                 dd {
@@ -208,6 +244,7 @@ pub(super) async fn app(
     } else {
         Vec::new()
     };
+    let sent = notifications(&state, &app.name).await?;
     let older = (history.len() == PAGE as usize)
         .then(|| history.last().map(|d| d.id))
         .flatten();
@@ -225,6 +262,7 @@ pub(super) async fn app(
             (deploy_table(&history))
             @if let Some(id) = older { p.more { a href=(q.link(&app.name, Some(id), ledger_before)) { "Older deploys →" } } }
         }
+        @if !sent.is_empty() { (notification_table(&sent)) }
         section #deliveries {
             h2 { "Deliveries" }
             p.hint { "Every webhook recorded for this app and what dockhand answered. A redelivery of a recorded delivery is answered duplicate and not recorded again." }
@@ -311,6 +349,35 @@ fn deploy_table(deploys: &[DeployView]) -> Markup {
                             td { (d.actor.as_deref().unwrap_or("–")) }
                             td { (time(&d.created_at)) }
                             td { (duration(d.duration_ms)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The app's newest messages to its receivers (`[[notify]]`, GitHub), failures first to the eye.
+fn notification_table(sent: &[NotificationView]) -> Markup {
+    html! {
+        section #notifications {
+            h2 { "Notifications" }
+            div.scroll {
+                table.notifications {
+                    thead { tr { th { "Receiver" } th { "Event" } th { "Deploy" } th { "State" } th { "Attempts" } th { "Last error" } } }
+                    tbody {
+                        @for n in sent {
+                            tr data-failing=[failing(n).then_some("true")] {
+                                td { (n.receiver) }
+                                td { (n.event) }
+                                td { a href={ "/ui/deploys/" (n.deploy_id) } { "#" (n.deploy_id) } }
+                                td {
+                                    @if failing(n) { span.badge.bad { (n.state) } } @else { (n.state) }
+                                    @if let Some(next) = &n.next_attempt_at { br; "next " (time(next)) }
+                                }
+                                td { (n.attempts) }
+                                td.error { (n.last_error.as_deref().unwrap_or("")) }
+                            }
                         }
                     }
                 }
