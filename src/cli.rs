@@ -217,7 +217,11 @@ fn access_label(app: &crate::config::AppConfig) -> String {
         Credentials::None if app.repo.contains('@') && !ssh => {
             "with the credentials in the repo URL".to_string()
         }
+        Credentials::None if app.github.as_ref().is_some_and(|g| g.fetch_token) => {
+            "with [github]'s token for the repository, asked for at every fetch".to_string()
+        }
         Credentials::None => "without credentials".to_string(),
+        Credentials::GithubToken(_) => "with [github]'s token".to_string(),
         Credentials::Token(_) => "with the token from token_env".to_string(),
         Credentials::TokenFile(f) => {
             format!("with the token in {} (read at every fetch)", f.display())

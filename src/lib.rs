@@ -13,6 +13,7 @@
 //! - [`http`]: the axum router — webhook receivers, the read API, the token-authenticated
 //!   operations API (deploy, rollback, plan, lock) and deploy events over SSE.
 //! - [`github`]: signature verification and payload parsing.
+//! - `github_api`: the REST client of `[github]` (deployments, statuses, installation tokens).
 //! - [`deploy`]: the per-app queue (latest wins), the pure triage and planner, the fast and full
 //!   paths, API targets resolved to full SHAs, rollback by recorded digest, recovery, and the
 //!   polls that deploy a push whose webhook never arrived.
@@ -43,6 +44,7 @@ pub mod config;
 pub mod deploy;
 pub mod git;
 pub mod github;
+pub(crate) mod github_api;
 pub mod handover;
 pub mod http;
 mod listener;

@@ -1,6 +1,6 @@
 //! `Services`: what the HTTP handlers, the deploy workers, the pollers and startup recovery
 //! share — the configuration, the store, the deploy queue, the apps' proxies, the container
-//! engine and each app's git cache, opened once and locked for each use. One value, built
+//! engine, the GitHub client and each app's git cache, opened once and locked for each use. One value, built
 //! once at startup, cheap to clone (an `Arc`); it is the axum state and what every worker
 //! holds. Nothing else is shared.
 
@@ -11,7 +11,9 @@ use std::sync::Arc;
 use crate::config::Config;
 use anyhow::Context as _;
 
-use crate::git::Cache;
+use crate::config::AppConfig;
+use crate::git::{Cache, Credentials};
+use crate::github_api::{self as rest, Repo};
 use crate::metrics::Metrics;
 use crate::proxy::Proxies;
 use crate::queue::Deployer;
@@ -33,6 +35,9 @@ pub struct Inner {
     /// The Prometheus registry: made before the proxies (each holds its app's handle), served
     /// at `/metrics`, fed by the webhook receivers, the pollers and the store's events.
     pub metrics: Metrics,
+    /// `[github]`'s client, if configured: one token cache for the GitHub receivers and the
+    /// fetches of `fetch_token` apps.
+    pub(crate) github: Option<Arc<rest::Client>>,
     /// Connected on first use and kept: connecting costs a version and a ping round trip, and
     /// the client opens a connection per request anyway. A failed connect is tried again later.
     engine: tokio::sync::OnceCell<Arc<dyn Engine>>,
@@ -58,21 +63,54 @@ impl Services {
         proxies: Proxies,
         deployer: Deployer,
         metrics: Metrics,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let caches = config
             .apps
             .iter()
             .map(|a| (a.name.clone(), Arc::default()))
             .collect();
-        Services(Arc::new(Inner {
+        let github = match &config.github {
+            Some(g) => Some(Arc::new(rest::Client::new(g)?)),
+            None => None,
+        };
+        Ok(Services(Arc::new(Inner {
             config,
             store,
             deployer,
             proxies,
             metrics,
+            github,
             engine: tokio::sync::OnceCell::new(),
             caches,
-        }))
+        })))
+    }
+
+    /// `app` as its next fetch needs it: with `[apps.github] fetch_token`, `[github]`'s token for
+    /// its repository, asked for now (an App's installation token is bought again 5 minutes
+    /// before it expires, so a fetch never starts with one about to lapse).
+    pub(crate) async fn fetching(&self, app: &AppConfig) -> anyhow::Result<AppConfig> {
+        let mut app = app.clone();
+        let Some(github) = app.github.as_ref().filter(|g| g.fetch_token) else {
+            return Ok(app);
+        };
+        let client = self
+            .github
+            .as_ref()
+            .context("fetch_token without a [github] client")?;
+        let repo = Repo {
+            owner: github.owner.clone(),
+            name: github.repo.clone(),
+        };
+        let token = client.token(&repo).await.map_err(|f| {
+            anyhow::anyhow!(
+                "no token from GitHub to fetch {}/{} with (fetch_token): {}",
+                repo.owner,
+                repo.name,
+                f.message()
+            )
+        })?;
+        app.access.credentials = Credentials::GithubToken(token);
+        Ok(app)
     }
 
     /// Run `f` on the blocking pool with exclusive use of `app`'s cache (opened, and created,

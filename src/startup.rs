@@ -148,7 +148,8 @@ impl App {
             );
         }
         let metrics_task = metrics.follow(store.clone());
-        let services = Services::new(config.clone(), store.clone(), proxies, deployer, metrics);
+        let services = Services::new(config.clone(), store.clone(), proxies, deployer, metrics)
+            .context("the GitHub client ([github])")?;
         let workers = Workers::spawn(&services, inboxes);
         deploy::recover(&services)
             .await
@@ -232,8 +233,7 @@ impl App {
         let stop_polling = CancellationToken::new();
         let pollers = Pollers::spawn(&state, stop_polling.clone());
         // Stopped (aborted) last: what they have not sent stays in the outbox for the next run.
-        let notify_tasks = crate::notify::start(&state.config, &state.store, &state.metrics)
-            .context("starting the notifications")?;
+        let notify_tasks = crate::notify::start(&state).context("starting the notifications")?;
         let shutdown = async move {
             shutdown.await;
             stop_polling.cancel();

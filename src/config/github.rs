@@ -39,6 +39,7 @@ pub(super) struct RawAppGithub {
     pub environment: Option<String>,
     pub deployments: Option<bool>,
     pub commit_status: Option<bool>,
+    pub fetch_token: Option<bool>,
 }
 
 /// `[github]`, validated.
@@ -95,6 +96,9 @@ pub struct AppGithub {
     pub deployments: bool,
     /// Post a `dockhand/<app>` commit status per deploy.
     pub commit_status: bool,
+    /// Fetch the app's `https://` origin with `[github]`'s token for this repository (a GitHub
+    /// App's installation token, bought again before it expires), user `x-access-token`.
+    pub fetch_token: bool,
 }
 
 /// Validate `[github]`.
@@ -184,6 +188,7 @@ pub(super) fn app_github(
         environment,
         deployments: raw.deployments.unwrap_or(DEFAULT_GITHUB_DEPLOYMENTS),
         commit_status: raw.commit_status.unwrap_or(DEFAULT_GITHUB_COMMIT_STATUS),
+        fetch_token: raw.fetch_token.unwrap_or(false),
     })
 }
 
@@ -267,7 +272,33 @@ mod tests {
             environment: None,
             deployments: None,
             commit_status: None,
+            fetch_token: None,
         }
+    }
+
+    #[test]
+    fn fetch_token_needs_an_https_origin_and_no_credentials_of_the_apps_own() {
+        let gh = "[apps.github]\nfetch_token = true\n[github]\ntoken_env = \"PATH\"\n";
+        let (config, _) = parse(&format!("{APP}{gh}")).unwrap();
+        assert!(config.apps[0].github.as_ref().unwrap().fetch_token);
+        let ssh = APP.replace(
+            "https://github.com/Acme/Web.git",
+            "git@github.com:Acme/Web.git",
+        );
+        let e = error(&format!("{ssh}{gh}"));
+        assert!(
+            e.contains("github.fetch_token: repo") && e.contains("not an https:// URL"),
+            "{e}"
+        );
+        let own = APP.replace("volume =", "token_env = \"PATH\"\nvolume =");
+        let e = error(&format!("{own}{gh}"));
+        assert!(e.contains("credentials of its own"), "{e}");
+        let user = APP.replace("https://github.com", "https://me:pw@github.com");
+        let e = error(&format!("{user}{gh}"));
+        assert!(
+            e.contains("credentials of its own") && !e.contains("pw@"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -116,13 +116,16 @@ async fn fetch(ctx: &Services, app: &AppConfig, batch: &[Deploy]) -> Fetched {
         })
         .collect();
     let started = now_ms();
-    let picked = {
-        let (app, refs) = (app.clone(), refs.clone());
-        let name = app.name.clone();
-        ctx.with_cache(&name, move |cache| {
-            fetch_and_pick(cache, &app, &refs, &wanted)
-        })
-        .await
+    let picked = match ctx.fetching(app).await {
+        Ok(app) => {
+            let refs = refs.clone();
+            let name = app.name.clone();
+            ctx.with_cache(&name, move |cache| {
+                fetch_and_pick(cache, &app, &refs, &wanted)
+            })
+            .await
+        }
+        Err(e) => Err(e),
     };
     let ran = (started, now_ms());
     let tip_note = match &picked {

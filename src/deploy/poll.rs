@@ -330,7 +330,11 @@ impl Poller {
     /// The origin's refs, or `None` when it could not be listed (warned once until it answers
     /// again, then said once that it does).
     async fn list_tips(&mut self) -> Option<BTreeMap<String, Oid>> {
-        let tips = match list(&self.app, self.ctx.config.cache_path(&self.app.name)).await {
+        let listed = async {
+            let app = self.ctx.fetching(&self.app).await?;
+            list(&app, self.ctx.config.cache_path(&app.name)).await
+        };
+        let tips = match listed.await {
             Ok(tips) => tips,
             Err(e) => {
                 let next = next_delay(self.app.poll, self.failures + 1);

@@ -241,7 +241,8 @@ mod tests {
             crate::proxy::Proxies::default(),
             deployer,
             metrics,
-        );
+        )
+        .unwrap();
         (ctx, store)
     }
 

@@ -92,7 +92,8 @@ pub async fn resolve_ref(
     if let Some(spec) = spec {
         check_spec(field, spec)?;
     }
-    let (app2, spec) = (app.clone(), spec.map(str::to_string));
+    let app2 = ctx.fetching(app).await.map_err(TargetError::Other)?;
+    let spec = spec.map(str::to_string);
     ctx.with_cache(&app.name, move |cache| {
         Ok(resolve_ref_blocking(cache, &app2, field, spec.as_deref()))
     })

@@ -46,6 +46,9 @@ pub enum Credentials {
     /// The same, read from this file at every fetch (`token_file`): a rotated token is used by
     /// the next fetch, no restart needed.
     TokenFile(PathBuf),
+    /// The token `[github]` gave for this repository just before the fetch (`fetch_token`:
+    /// a GitHub App's installation token); never in the config itself.
+    GithubToken(String),
     /// SSH with a private key file (deploy key).
     SshKey(PathBuf),
 }

@@ -434,7 +434,8 @@ mod tests {
         let store = Store::open(&dir.path().join("dockhand.db")).await.unwrap();
         let (deployer, mut receivers) = Deployer::for_test(&["web"], 4);
         let metrics = crate::metrics::Metrics::new(&config);
-        let state = Services::new(config, store.clone(), Proxies::default(), deployer, metrics);
+        let state =
+            Services::new(config, store.clone(), Proxies::default(), deployer, metrics).unwrap();
 
         let mut call = Box::pin(receive_for_app(
             State(state),

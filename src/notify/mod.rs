@@ -25,7 +25,7 @@ use sha2::Sha256;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{Config, Notifier, NotifyKind};
+use crate::config::{Notifier, NotifyKind};
 use crate::metrics::Metrics;
 use crate::store::{now_ms, Message, NewMessage, Store};
 
@@ -99,11 +99,8 @@ impl Receiver {
 
 /// Start one task per receiver (`[[notify]]`, and each app's `[apps.github]`); they run until
 /// aborted. Start them after startup recovery.
-pub fn start(
-    config: &Config,
-    store: &Store,
-    metrics: &Metrics,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
+pub fn start(services: &crate::services::Services) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let (config, store, metrics) = (&services.config, &services.store, &services.metrics);
     let public_url = config.server.public_url.as_deref();
     let http = reqwest::Client::builder()
         .timeout(SEND_TIMEOUT)
@@ -118,8 +115,7 @@ pub fn start(
         public_url: public_url.map(Arc::from),
     };
     let mut receivers: Vec<Receiver> = config.notify.iter().cloned().map(Receiver::Hook).collect();
-    if let Some(gh) = &config.github {
-        let client = Arc::new(github::Client::new(gh)?);
+    if let Some(client) = &services.github {
         receivers.extend(config.apps.iter().filter_map(|app| {
             Some(Receiver::Github(github::Target {
                 name: format!("github:{}", app.name),

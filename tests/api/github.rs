@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::support::git_servers::GitServers;
 use crate::support::github::{Auth, FakeGithub};
 use crate::support::helpers::*;
 use crate::support::ops::spawn_ops_edited;
@@ -305,8 +306,10 @@ async fn gave_up(app: &TestApp) -> serde_json::Value {
     panic!("no notification was given up");
 }
 
-#[tokio::test]
-async fn a_github_app_signs_a_jwt_for_an_installation_token_and_buys_another_before_it_expires() {
+/// A GitHub App's RSA key pair (openssl), and the fake GitHub that knows the App by it. Each
+/// installation token it hands out expires in 4 minutes: under the 5 dockhand keeps in hand,
+/// so every call buys a new one. Returns the `[github]` lines naming the App.
+async fn github_app() -> (tempfile::TempDir, FakeGithub, String) {
     let keys = tempfile::tempdir().unwrap();
     let (private, public) = (keys.path().join("app.pem"), keys.path().join("app.pub"));
     let openssl = |args: &[&str]| {
@@ -325,8 +328,6 @@ async fn a_github_app_signs_a_jwt_for_an_installation_token_and_buys_another_bef
         "-out",
         public.to_str().unwrap(),
     ]);
-    // Each installation token expires in 4 minutes: under the 5 dockhand keeps in hand, so
-    // every call buys a new one.
     let github = FakeGithub::start(Auth::App {
         app_id: 4242,
         public_pem: std::fs::read(&public).unwrap(),
@@ -334,11 +335,17 @@ async fn a_github_app_signs_a_jwt_for_an_installation_token_and_buys_another_bef
         token_life: 240,
     })
     .await;
-    let origin = Origin::new();
     let auth = format!(
         "app_id = 4242\nprivate_key_file = \"{}\"",
         private.display()
     );
+    (keys, github, auth)
+}
+
+#[tokio::test]
+async fn a_github_app_signs_a_jwt_for_an_installation_token_and_buys_another_before_it_expires() {
+    let (_keys, github, auth) = github_app().await;
+    let origin = Origin::new();
     let app = spawn(&origin, &github, &auth, "").await;
     app.deploy(&origin.head()).await;
     github.wait_writes(3).await;
@@ -361,4 +368,65 @@ async fn a_github_app_signs_a_jwt_for_an_installation_token_and_buys_another_bef
     assert_eq!(calls[2].bearer, "ghs_fake1");
     assert_eq!(calls[6].bearer, "ghs_fake3");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn with_fetch_token_the_apps_installation_token_is_the_password_of_every_fetch() {
+    let (_keys, github, auth) = github_app().await;
+    let origin = Origin::new();
+    let servers = GitServers::start(&origin);
+    github.hand_out(&servers.token());
+    let (server, tail) = sections(&github, &auth, "deployments = false\nfetch_token = true");
+    let (bare, http) = (origin.bare.display().to_string(), servers.http());
+    let app = spawn_app_edited(&origin, &server, "", move |t| {
+        format!(
+            "{}{tail}",
+            t.replacen(
+                &format!("repo = \"{bare}\""),
+                &format!("repo = \"{http}\""),
+                1
+            )
+        )
+    })
+    .await;
+    let first = app.deploy(&origin.head()).await;
+    assert_eq!(first["status"], "succeeded", "{first:#}");
+    assert_eq!(step(&first, "fetch")["ok"], true);
+
+    // The git server's password changes, and so does what the App is given: the next fetch
+    // asks for a new token (the last one is under 5 minutes from expiry) and gets through.
+    servers.rotate();
+    github.hand_out(&servers.token());
+    origin.write("app.py", "VERSION = 2\n");
+    let second = app.deploy(&origin.commit("second")).await;
+    assert_eq!(second["status"], "succeeded", "{second:#}");
+
+    // A token the server refuses: the fetch fails saying whose token it was.
+    servers.rotate();
+    github.hand_out("ghs_not-the-password");
+    origin.write("app.py", "VERSION = 3\n");
+    let third = origin.commit("third");
+    let id = app.push(&third).await;
+    let failed = app.wait_deploy(id).await;
+    assert_eq!(failed["status"], "failed");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("refused [github]'s token for this repository (fetch_token) (HTTP 401)"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("ghs_not-the-password"),
+        "no token in an error: {error}"
+    );
+
+    let ops: Vec<String> = github.calls().into_iter().map(|c| c.op).collect();
+    let bought = ops
+        .iter()
+        .filter(|o| *o == "apps/create-installation-access-token")
+        .count();
+    assert_eq!(bought, 3, "one token per fetch: {ops:?}");
+    assert!(
+        ops.iter().all(|o| o.starts_with("apps/")),
+        "only token calls: {ops:?}"
+    );
 }

@@ -67,6 +67,14 @@ pub(super) fn validate_app(
         bail!("hook_timeout: must be greater than zero");
     }
     let paths = raw.paths.map(app_paths).transpose().context("paths")?;
+    if raw.github.as_ref().and_then(|g| g.fetch_token) == Some(true) {
+        if !(raw.repo.starts_with("https://") || raw.repo.starts_with("http://")) {
+            bail!("github.fetch_token: repo {:?} is not an https:// URL; the token is a password for GitHub's smart HTTP", redact_url(&raw.repo));
+        }
+        if !matches!(access.credentials, Credentials::None) || raw.repo.contains('@') {
+            bail!("github.fetch_token: the app has credentials of its own (token_env, token_file, ssh_key or a user in repo); keep one of the two");
+        }
+    }
     let github = raw
         .github
         .map(|g| {

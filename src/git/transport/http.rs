@@ -40,6 +40,11 @@ impl Http {
                 token.clone(),
                 "the token from token_env".to_string(),
             )),
+            Credentials::GithubToken(token) => Some((
+                "x-access-token".to_string(),
+                token.clone(),
+                "[github]'s token for this repository (fetch_token)".to_string(),
+            )),
             Credentials::TokenFile(path) => {
                 let token = read_token(path).map_err(|e| reach.fail_git(e))?;
                 Some((

@@ -19,10 +19,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-mod rest;
-
-pub(super) use rest::Client;
-use rest::{Failure, Repo};
+pub(super) use crate::github_api::Client;
+use crate::github_api::{Failure, Repo};
 
 use super::Outcome;
 use crate::config::AppGithub;

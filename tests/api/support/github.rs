@@ -160,6 +160,8 @@ struct Book {
     hold: Option<(String, Arc<Notify>)>,
     /// Installation tokens handed out: `(token, expires, unix s)`.
     tokens: Vec<(String, i64)>,
+    /// The token the next installation tokens are (a git server's password), if set.
+    hand_out: Option<String>,
     next_id: i64,
 }
 
@@ -192,6 +194,11 @@ impl FakeGithub {
         let url = format!("http://{}/api/v3", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         FakeGithub { url, book, auth }
+    }
+
+    /// The installation tokens the App is given from now on are `token`.
+    pub fn hand_out(&self, token: &str) {
+        self.book.lock().unwrap().hand_out = Some(token.to_string());
     }
 
     /// From now on only `token` is accepted (a rotated token).
@@ -561,7 +568,10 @@ fn act(
                 return (StatusCode::NOT_FOUND, json!({ "message": "Not Found" }));
             };
             let expires = now.unix_timestamp() + token_life;
-            let token = format!("ghs_fake{}", book.tokens.len() + 1);
+            let token = book
+                .hand_out
+                .clone()
+                .unwrap_or_else(|| format!("ghs_fake{}", book.tokens.len() + 1));
             book.tokens.push((token.clone(), expires));
             let mut a = example.clone();
             a["token"] = json!(token);

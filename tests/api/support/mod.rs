@@ -5,6 +5,7 @@
 pub mod dashboard;
 pub mod engine;
 pub mod full;
+pub mod git_servers;
 pub mod github;
 pub mod helpers;
 pub mod load;

@@ -1,5 +1,5 @@
-//! GitHub's REST API as dockhand calls it (GitHub deployments and commit statuses, for
-//! `[apps.github]`): the headers GitHub documents (`Accept: application/vnd.github+json`,
+//! GitHub's REST API as dockhand calls it (GitHub deployments and commit statuses, and the
+//! token of `[apps.github] fetch_token`): the headers GitHub documents (`Accept: application/vnd.github+json`,
 //! `X-GitHub-Api-Version`, a `User-Agent`), a bearer token — `[github] token_env` /
 //! `token_file` (re-read at every call), or a GitHub App's installation token, bought with an
 //! RS256 JWT and bought again 5 minutes before it expires — and GitHub's answers sorted into
@@ -27,7 +27,7 @@ const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// Why a call did not work.
 #[derive(Debug)]
-pub(in crate::notify) enum Failure {
+pub enum Failure {
     /// Try again, no sooner than `after` when GitHub said (`Retry-After`, a rate limit reset).
     Retry {
         error: String,
@@ -41,11 +41,18 @@ impl Failure {
     pub fn retry(error: String) -> Failure {
         Failure::Retry { error, after: None }
     }
+
+    /// What went wrong, as said to people.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Retry { error, .. } | Failure::Final(error) => error,
+        }
+    }
 }
 
 /// A repository, as the API's paths name it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) struct Repo {
+pub struct Repo {
     pub owner: String,
     pub name: String,
 }
@@ -57,7 +64,7 @@ struct Installation {
 }
 
 /// One client for every app with `[apps.github]`.
-pub(in crate::notify) struct Client {
+pub struct Client {
     http: reqwest::Client,
     api: String,
     auth: GithubAuth,
@@ -95,13 +102,13 @@ impl Client {
     }
 
     /// `GET {api}{path}` for `repo`, its JSON answer.
-    pub(super) async fn get(&self, repo: &Repo, path: &str) -> Result<Value, Failure> {
+    pub(crate) async fn get(&self, repo: &Repo, path: &str) -> Result<Value, Failure> {
         let token = self.token(repo).await?;
         self.call(Method::GET, path, None, &token).await
     }
 
     /// `POST {api}{path}` with `body` for `repo`, its JSON answer.
-    pub(super) async fn post(
+    pub(crate) async fn post(
         &self,
         repo: &Repo,
         path: &str,
@@ -162,8 +169,10 @@ impl Client {
         })
     }
 
-    /// The bearer token for calls about `repo`.
-    async fn token(&self, repo: &Repo) -> Result<String, Failure> {
+    /// The bearer token for calls about `repo`; also what a fetch of `repo` sends as its
+    /// password when the app has `[apps.github] fetch_token` (an installation token may read
+    /// the App's repositories).
+    pub(crate) async fn token(&self, repo: &Repo) -> Result<String, Failure> {
         match &self.auth {
             GithubAuth::Token(secret) => Ok(String::from_utf8_lossy(secret.expose()).into_owned()),
             GithubAuth::TokenFile(path) => {
