@@ -1,7 +1,8 @@
-//! The dashboard in a real browser (issue 13): tests/browser/dashboard.mjs drives Debian's
-//! Chromium (playwright-core, installed by scripts/test-env) through sign-in, a deploy watched
+//! The dashboard in real browsers (issue 13): tests/browser/dashboard.mjs drives Debian's
+//! Chromium (over CDP) and Firefox ESR (over WebDriver BiDi) with playwright-core, all three
+//! installed by scripts/test-env, through sign-in, a deploy watched
 //! live, a rollback, lock and unlock, a CSRF attempt from another origin, phone width, sign-out
-//! and a read-only token, against this dockhand. A missing node, playwright-core or chromium
+//! and a read-only token, against this dockhand. A missing node, playwright-core or browser
 //! fails the test: it never skips.
 
 use std::os::unix::fs::PermissionsExt;
@@ -24,6 +25,18 @@ fn slow_hooks() -> tempfile::TempDir {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_works_in_chromium_sign_in_live_deploy_rollback_lock_csrf_read_only_sign_out()
 {
+    drive("chromium").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_works_in_firefox_sign_in_live_deploy_rollback_lock_csrf_read_only_sign_out()
+{
+    drive("firefox").await;
+}
+
+/// tests/browser/dashboard.mjs in `browser` against a dockhand of its own; then what the
+/// browser did is checked through the API.
+async fn drive(browser: &'static str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     assert!(
         root.join("node_modules/playwright-core").is_dir(),
@@ -40,7 +53,7 @@ async fn the_dashboard_works_in_chromium_sign_in_live_deploy_rollback_lock_csrf_
     origin.write("app.py", "print('from the dashboard')\n");
     let next = origin.commit("greet from the dashboard");
 
-    // Screenshots land in docs/ when asked for (DOCKHAND_SCREENSHOTS=docs), else nowhere.
+    // Screenshots land in docs/ when asked for (DOCKHAND_SCREENSHOTS=docs; Chromium's only).
     let shots = std::env::var("DOCKHAND_SCREENSHOTS")
         .map(|d| root.join(d).display().to_string())
         .unwrap_or_default();
@@ -51,6 +64,7 @@ async fn the_dashboard_works_in_chromium_sign_in_live_deploy_rollback_lock_csrf_
         Command::new("node")
             .arg(script)
             .current_dir(root)
+            .env("BROWSER", browser)
             .env("DOCKHAND_URL", base.trim_end_matches('/'))
             .env("ADMIN_TOKEN", ADMIN)
             .env("VIEWER_TOKEN", VIEWER)
@@ -67,7 +81,7 @@ async fn the_dashboard_works_in_chromium_sign_in_live_deploy_rollback_lock_csrf_
     println!("{stdout}");
     assert!(
         run.status.success(),
-        "the browser run failed:\n{stdout}\n{stderr}"
+        "the {browser} run failed:\n{stdout}\n{stderr}"
     );
     assert_eq!(
         stdout.matches("ok - ").count(),

@@ -9,11 +9,12 @@
 //   FIRST_DEPLOY     the id of the app's first (succeeded) deploy, the rollback target
 //   NEXT_COMMIT      the origin's tip, not deployed yet
 //   SCREENSHOTS      optional: a directory to save each page's screenshot in (docs/)
-//   CHROMIUM         default /usr/bin/chromium
+//   BROWSER          chromium (default: Debian's /usr/bin/chromium over CDP) or firefox
+//                    (Debian's /usr/bin/firefox-esr over WebDriver BiDi)
 //
 // Prints one line per check; exits non-zero at the first that fails, naming it.
 
-import { chromium } from "playwright-core";
+import { chromium, firefox } from "playwright-core";
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -25,7 +26,9 @@ const viewer = must("VIEWER_TOKEN");
 const firstDeploy = must("FIRST_DEPLOY");
 const nextCommit = must("NEXT_COMMIT");
 const shots = process.env.SCREENSHOTS || "";
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const which = process.env.BROWSER || "chromium";
+const executablePath = { chromium: "/usr/bin/chromium", firefox: "/usr/bin/firefox-esr" }[which];
+if (!executablePath) throw new Error(`BROWSER=${which}: chromium or firefox`);
 
 function must(name) {
   const v = process.env[name];
@@ -38,23 +41,27 @@ function ok(what) {
 }
 
 async function shot(page, name) {
-  if (!shots) return;
+  if (!shots || which !== "chromium") return;
   fs.mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 }
 
 if (!fs.existsSync(executablePath)) {
-  throw new Error(`${executablePath} is missing: scripts/test-env installs Debian's chromium`);
+  throw new Error(`${executablePath} is missing: scripts/test-env installs Debian's ${which}`);
 }
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-  ],
-  // playwright gives each launch a fresh profile directory of its own (--user-data-dir).
-});
+// playwright gives each launch a fresh profile directory of its own.
+const browser = which === "chromium"
+  ? await chromium.launch({
+    executablePath,
+    headless: true,
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--no-first-run",
+    ],
+  })
+  // Stock Firefox speaks WebDriver BiDi: playwright's "moz-" channels drive it through that.
+  : await firefox.launch({ channel: "moz-firefox", executablePath, headless: true });
+console.log(`# ${which} ${browser.version()}`);
 const failures = [];
 let page;
 try {
