@@ -290,6 +290,26 @@ fn report_server(out: &mut String, config: &Config) {
             s.hook_timeout
         );
     }
+    let at = s
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", s.listen));
+    let _ = match config.tokens.is_empty() {
+        true => writeln!(
+            out,
+            "dashboard: {at}/ui, read-only for anyone (no [[tokens]])"
+        ),
+        false => writeln!(
+            out,
+            "dashboard: {at}/ui, sign in with a [[tokens]] token; sessions last {:?}{}",
+            s.session_ttl,
+            if s.secure_cookies {
+                ", cookie Secure (https only)"
+            } else {
+                ""
+            }
+        ),
+    };
 }
 
 /// One app's block of `check_report`: how it deploys, then its full path, then what triggers it.

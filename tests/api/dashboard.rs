@@ -378,3 +378,30 @@ async fn the_app_page_filters_history_pages_it_and_shows_the_delivery_ledger() {
     assert_eq!(status, 400);
     assert!(bad.contains("not a deploy status"));
 }
+
+#[tokio::test]
+async fn check_says_where_the_dashboard_is_and_how_to_sign_in() {
+    let origin = Origin::new();
+    let ops = crate::support::ops::spawn_ops_edited(
+        &origin,
+        "public_url = \"https://deploy.example.test\"",
+        "",
+        |t| t,
+    )
+    .await;
+    let report = dockhand::cli::check_report(&ops.app.dir.path().join("dockhand.toml")).unwrap();
+    assert!(
+        report.contains(
+            "dashboard: https://deploy.example.test/ui, sign in with a [[tokens]] token; \
+             sessions last 43200s, cookie Secure (https only)"
+        ),
+        "{report}"
+    );
+    let open = spawn_app(&origin).await;
+    let report = dockhand::cli::check_report(&open.dir.path().join("dockhand.toml")).unwrap();
+    // The test config listens on port 0; the report repeats what the file says.
+    assert!(
+        report.contains("dashboard: http://127.0.0.1:0/ui, read-only for anyone (no [[tokens]])"),
+        "{report}"
+    );
+}
