@@ -429,7 +429,8 @@ async fn database_rows(state: &std::path::Path) -> Vec<String> {
             .map(|c| format!("quote(\"{c}\")"))
             .collect::<Vec<_>>()
             .join(" || '|' || ");
-        let sql = format!("SELECT '{table}|' || {row} FROM \"{table}\" ORDER BY rowid");
+        // Ordered by the whole row: `sessions` is WITHOUT ROWID.
+        let sql = format!("SELECT '{table}|' || {row} FROM \"{table}\" ORDER BY 1");
         rows.extend(
             sqlx::query_scalar::<_, String>(&sql)
                 .fetch_all(&mut db)

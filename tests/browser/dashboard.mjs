@@ -79,6 +79,7 @@ try {
   assert.match(await page.textContent("[role=alert]"), /not one of this server/);
   await page.fill("#token", admin);
   await page.click("button[type=submit]");
+  await page.waitForURL(`${base}/ui/apps/web`);
   assert.equal(new URL(page.url()).pathname, "/ui/apps/web");
   const cookies = await context.cookies();
   const session = cookies.find((c) => c.name === "dockhand_session");
@@ -208,8 +209,10 @@ try {
   ok("sign-out: the old cookie, replayed, lands on the sign-in page");
 
   // A read-only token: no actions, and a forged form gets 403.
+  // The sign-in's redirect must land before the next navigation, or Firefox drops one of them.
   await page.fill("#token", viewer);
   await page.click("button[type=submit]");
+  await page.waitForURL((u) => u.pathname !== "/ui/sign-in");
   await page.goto(`${base}/ui/apps/web`);
   assert.equal(await page.locator("#actions").count(), 0, "no actions for a read-only token");
   const refused = await page.evaluate(async () => {
