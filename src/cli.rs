@@ -269,6 +269,33 @@ pub fn check_report(path: &Path) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// What `check` asks each Swarm app's manager: that it is a manager and has the service.
+/// One line per service; `Err` names the first app whose service is not there.
+pub async fn check_swarm_services(path: &Path) -> anyhow::Result<String> {
+    let (config, _) = Config::load(path)?;
+    let mut out = String::new();
+    for app in &config.apps {
+        let Some(sw) = &app.swarm else { continue };
+        let found = async {
+            let manager = crate::runtime::Swarm::connect(&sw.manager_host()).await?;
+            manager.service(&sw.service).await
+        };
+        let service = found
+            .await
+            .map_err(|e: anyhow::Error| e.context(format!("app {}: swarm", app.name)))?;
+        let replicas = match service.replicas {
+            Some(n) => format!("{n} replica(s)"),
+            None => "global".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "swarm: app {} is service {} ({replicas}), running {}",
+            app.name, sw.service, service.image
+        );
+    }
+    Ok(out)
+}
+
 /// One hook as `hooks::inventory` lists it: app, stage, path, problem.
 type HookEntry = (String, crate::deploy::hooks::Stage, PathBuf, Option<String>);
 
@@ -372,6 +399,20 @@ fn report_full_path(out: &mut String, app: &AppConfig) {
             out,
             "  full     image {}, mounted at {}, health http://127.0.0.1:$PORT{} within {:?}",
             c.image, c.mount, c.health_path, c.health_deadline
+        );
+    }
+    if let Some(sw) = &app.swarm {
+        let p = sw.policy;
+        let _ = writeln!(
+            out,
+            "  swarm    service {} on {}: image {} pinned by digest, {} task(s) at a time ({}), each watched {:?}, rollback on failure, deadline {:?}",
+            sw.service,
+            sw.manager_host(),
+            sw.image,
+            p.parallelism,
+            if p.start_first { "start-first" } else { "stop-first" },
+            p.monitor,
+            sw.deadline
         );
     }
     if let Some(p) = &app.proxy {

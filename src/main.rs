@@ -21,7 +21,16 @@ async fn main() -> ExitCode {
         Command::Check { config } => match check_report(&config) {
             Ok(report) => {
                 print!("{report}");
-                ExitCode::SUCCESS
+                match dockhand::cli::check_swarm_services(&config).await {
+                    Ok(services) => {
+                        print!("{services}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -147,6 +147,8 @@ pub struct AppConfig {
     pub access: Access,
     /// The app's container, for the full path; `None`: fast path only.
     pub container: Option<ContainerConfig>,
+    /// The Swarm service the app is, instead of a container on this host.
+    pub swarm: Option<SwarmConfig>,
     /// The built-in reverse proxy in front of the app, if any.
     pub proxy: Option<ProxyConfig>,
     /// Lock the app when a rollback is asked for, so the next push does not undo it.
@@ -215,6 +217,30 @@ impl fmt::Debug for ContainerConfig {
             .field("strategy", &self.strategy)
             .field("watch", &self.watch)
             .finish_non_exhaustive()
+    }
+}
+
+/// `[apps.swarm]`: the app is a Docker Swarm service; every deploy rolls it out to an image
+/// pinned by digest, by the manager's own rolling update.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// The service, which exists on the manager (`check` looks).
+    pub service: String,
+    /// The manager's engine (`unix://…`); `None`: `DOCKER_HOST`, else the local socket.
+    pub manager: Option<String>,
+    /// Image template, as `[apps.container] image`; resolved to a digest per deploy.
+    pub image: String,
+    pub policy: crate::runtime::RolloutPolicy,
+    /// A rollout not converged by then is rolled back and the deploy fails.
+    pub deadline: Duration,
+}
+
+impl SwarmConfig {
+    /// The manager's socket as dockhand connects to it.
+    pub fn manager_host(&self) -> String {
+        self.manager.clone().unwrap_or_else(|| {
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+        })
     }
 }
 

@@ -160,6 +160,21 @@ pub const DEFAULT_KEEP_IMAGES: usize = 5;
 /// `container.watch` unless set: the old container is retired as soon as the new one is live.
 pub const DEFAULT_CONTAINER_WATCH: Duration = Duration::ZERO;
 
+// `[apps.swarm]`
+
+/// `swarm.parallelism` unless set: one task at a time, so the others serve meanwhile.
+pub const DEFAULT_SWARM_PARALLELISM: u64 = 1;
+
+/// `swarm.delay` unless set: the next batch starts as soon as the last one was watched.
+pub const DEFAULT_SWARM_DELAY: Duration = Duration::ZERO;
+
+/// `swarm.monitor` unless set: each new task is watched this long for a failure before the
+/// next batch (a task that crashes within it rolls the whole service back).
+pub const DEFAULT_SWARM_MONITOR: Duration = Duration::from_secs(5);
+
+/// `swarm.deadline` unless set: a rollout not converged by then is rolled back and fails.
+pub const DEFAULT_SWARM_DEADLINE: Duration = Duration::from_secs(600);
+
 /// Where Docker's `config.json` is looked for when neither `docker_config`, `$DOCKER_CONFIG`
 /// nor `$HOME` says: root's, as `docker login` run by root writes it.
 pub const DEFAULT_DOCKER_CONFIG_DIR: &str = "/root/.docker";
@@ -303,6 +318,7 @@ pub(super) struct RawApp {
     pub ca_file: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
     pub container: Option<RawContainer>,
+    pub swarm: Option<RawSwarm>,
     pub proxy: Option<RawProxy>,
     pub lock_on_rollback: Option<bool>,
     #[serde(default, with = "humantime_serde")]
@@ -373,6 +389,23 @@ pub(super) struct RawProxy {
     #[serde(default, with = "humantime_serde")]
     pub hold_timeout: Option<Duration>,
     pub hold_max: Option<usize>,
+}
+
+/// `[apps.swarm]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSwarm {
+    pub service: String,
+    pub manager: Option<String>,
+    pub image: String,
+    pub parallelism: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub delay: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub monitor: Option<Duration>,
+    pub order: Option<Strategy>,
+    #[serde(default, with = "humantime_serde")]
+    pub deadline: Option<Duration>,
 }
 
 /// One entry of `[apps.container] mounts`.
@@ -492,6 +525,10 @@ mod tests {
         assert_eq!(DEFAULT_STOP_GRACE, Duration::from_secs(10));
         assert_eq!(DEFAULT_KEEP_IMAGES, 5);
         assert_eq!(DEFAULT_CONTAINER_WATCH, Duration::ZERO);
+        assert_eq!(DEFAULT_SWARM_PARALLELISM, 1);
+        assert_eq!(DEFAULT_SWARM_DELAY, Duration::ZERO);
+        assert_eq!(DEFAULT_SWARM_MONITOR, Duration::from_secs(5));
+        assert_eq!(DEFAULT_SWARM_DEADLINE, Duration::from_secs(600));
         assert_eq!(DEFAULT_DOCKER_CONFIG_DIR, "/root/.docker");
     }
 

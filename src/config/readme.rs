@@ -100,6 +100,9 @@ fn the_readme_states_every_default_duration_as_the_code_has_it() {
         ("apps.container", "health_deadline", DEFAULT_HEALTH_DEADLINE),
         ("apps.container", "stop_grace", DEFAULT_STOP_GRACE),
         ("apps.container", "watch", DEFAULT_CONTAINER_WATCH),
+        ("apps.swarm", "delay", DEFAULT_SWARM_DELAY),
+        ("apps.swarm", "monitor", DEFAULT_SWARM_MONITOR),
+        ("apps.swarm", "deadline", DEFAULT_SWARM_DEADLINE),
         ("apps.proxy", "timeout", DEFAULT_PROXY_TIMEOUT),
         ("apps.proxy", "drain_timeout", DEFAULT_DRAIN_TIMEOUT),
         ("apps.proxy", "hold_timeout", DEFAULT_HOLD_TIMEOUT),
@@ -130,6 +133,11 @@ fn the_readme_states_every_default_size_and_count_as_the_code_has_it() {
         ("apps", "keep_releases", DEFAULT_KEEP_RELEASES as i64),
         ("apps.check", "failures", i64::from(DEFAULT_CHECK_FAILURES)),
         ("apps.container", "keep_images", DEFAULT_KEEP_IMAGES as i64),
+        (
+            "apps.swarm",
+            "parallelism",
+            DEFAULT_SWARM_PARALLELISM as i64,
+        ),
         ("apps.proxy", "hold_max", DEFAULT_HOLD_MAX as i64),
     ];
     for (section, key, default) in counts {

@@ -15,6 +15,7 @@
 mod app;
 mod container;
 mod proxy;
+mod swarm;
 
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};

@@ -73,6 +73,22 @@ pub(super) async fn decide(
     target: Oid,
     live: &Live,
 ) -> anyhow::Result<(Decision, Option<Arc<dyn Engine>>)> {
+    if let Some(swarm) = &app.swarm {
+        let why = match ask.recorded_digest {
+            Some(digest) => format!("rollback runs the recorded image {digest}"),
+            None => {
+                "every deploy rolls the service out (the fast path across nodes is not built yet)"
+                    .into()
+            }
+        };
+        return Ok((
+            Decision {
+                path: DeployPath::Full,
+                reason: format!("Swarm service {}: {why}; {}", swarm.service, plan.summary),
+            },
+            None,
+        ));
+    }
     let Some(container) = &app.container else {
         return Ok((
             Decision {

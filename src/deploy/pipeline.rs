@@ -130,6 +130,9 @@ impl<'a> Run<'a> {
         hooks::run_stage(self.ctx, &self.app.name, self.deploy.id, Stage::PreDeploy)
             .await
             .map_err(End::failed)?;
+        if let Some(swarm) = &self.app.swarm {
+            return self.rollout(&plan, swarm, recorded).await;
+        }
         // The full path pulls before the volume is touched: a bad image changes nothing.
         let pulled = self.pull(&decision, docker, recorded).await?;
         let live = match &pulled {
@@ -224,7 +227,7 @@ impl<'a> Run<'a> {
     /// repeats; a promote the image the deploy of the other app ran.
     async fn recorded_image(&self) -> Result<Option<(String, String)>, End> {
         let store = &self.ctx.store;
-        if self.app.container.is_none() {
+        if self.app.container.is_none() && self.app.swarm.is_none() {
             return Ok(None);
         }
         if let Some(of) = self.deploy.rollback_of {
@@ -390,6 +393,26 @@ impl<'a> Run<'a> {
         // On failure the tree is back already (full::swap ordered it around the old container).
         let (new, kept) = swapped.map_err(End::failed)?;
         self.watch_replaced(&*p.docker, &p.f, new, kept).await
+    }
+
+    /// A Swarm service: the tree here takes the new commit (hooks read it), then the manager
+    /// rolls the service out; a rollout that fails puts the tree back (the manager has rolled
+    /// the tasks back by then). Post-deploy hooks, then success.
+    async fn rollout(
+        &self,
+        plan: &fast::Plan,
+        swarm: &crate::config::SwarmConfig,
+        recorded: Option<(String, String)>,
+    ) -> Result<(), End> {
+        self.write(plan, StepStage::Sync, Switch::Now)
+            .await
+            .map_err(End::restore)?;
+        let (store, steps) = (&self.ctx.store, &self.steps);
+        super::swarm::rollout(store, steps, swarm, self.deploy, self.target, recorded)
+            .await
+            .map_err(End::restore)?;
+        self.post_deploy(None, true).await?;
+        self.succeed(None, None).await
     }
 
     /// The `swap` reload: the new commit synced into a new release, then a new container on

@@ -17,6 +17,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use tokio::net::TcpStream;
 
+pub use docker::swarm::{
+    check_service_name, pinned, repository_of, Progress, RolloutPolicy, ServiceInfo, Swarm,
+    TaskView, COMMIT_LABEL, DEPLOY_LABEL,
+};
 pub use docker::Docker;
 pub use engine::Engine;
 

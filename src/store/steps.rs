@@ -67,6 +67,9 @@ pub enum StepStage {
     Recover,
     PruneImages,
     PruneReleases,
+    /// A Swarm service updated to the new image and followed until its tasks converged (or
+    /// the manager rolled it back).
+    Rollout,
 }
 
 impl StepStage {
@@ -104,6 +107,7 @@ impl StepStage {
             StepStage::Recover => "recover",
             StepStage::PruneImages => "prune-images",
             StepStage::PruneReleases => "prune-releases",
+            StepStage::Rollout => "rollout",
         }
     }
 }

@@ -26,6 +26,7 @@ mod queue;
 mod releases;
 mod reload;
 mod support;
+mod swarm;
 mod uwsgi;
 mod webhook;
 mod wire;

@@ -8,22 +8,12 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::engine::{unique, Cleanup};
+use crate::support::full::docker_cli;
 use crate::support::helpers::*;
 use crate::support::ops::{spawn_ops_edited, sse_events, Ops, ADMIN};
 
 const V1: &str = "127.0.0.1:5000/dockhand-test/app:v1";
 const V2: &str = "127.0.0.1:5000/dockhand-test/app:v2";
-
-/// `docker ARGS` with the engine's own client; panics with its stderr.
-fn docker_cli(args: &[&str]) {
-    let cli = std::env::var("DOCKHAND_TEST_DOCKER").unwrap_or_else(|_| "/usr/bin/docker".into());
-    let out = std::process::Command::new(cli).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Point `tag` in the registry at the content of `source`.
 fn publish(source: &str, tag: &str) {

@@ -9,6 +9,7 @@ use bytesize::ByteSize;
 
 use super::container::validate_container;
 use super::proxy::validate_proxy;
+use super::swarm::validate_swarm;
 use super::{check_relative, valid_name, MIN_POLL};
 use crate::config::raw::{
     RawApp, RawCheck, RawPoll, DEFAULT_BRANCH, DEFAULT_CHECK_DEADLINE, DEFAULT_CHECK_FAILURES,
@@ -34,6 +35,7 @@ pub(super) fn validate_app(
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<AppConfig> {
     let access = access(&raw, base, warnings)?;
+    check_fetch_token(&raw, &access)?;
     check_name_and_repo(&raw)?;
     let branch = branch(raw.branch.as_deref())?;
     let tags = tags(raw.tags.as_deref())?;
@@ -44,6 +46,9 @@ pub(super) fn validate_app(
     let layout = layout(raw.layout.as_deref(), raw.keep_releases)?;
     let revision_file = revision_file(raw.revision_file.as_deref())?;
     let reload = reload(&raw, layout)?;
+    if raw.swarm.is_some() {
+        check_swarm_app(&raw, &reload)?;
+    }
     let check = raw.check.map(validate_check).transpose().context("check")?;
     let fetch_limits = FetchLimits {
         timeout: raw.fetch_timeout.unwrap_or(DEFAULT_FETCH_TIMEOUT),
@@ -58,6 +63,7 @@ pub(super) fn validate_app(
         .map(|c| validate_container(c, base))
         .transpose()
         .context("container")?;
+    let swarm = raw.swarm.map(validate_swarm).transpose().context("swarm")?;
     let proxy = raw
         .proxy
         .map(|p| validate_proxy(p, container.is_some()))
@@ -67,14 +73,6 @@ pub(super) fn validate_app(
         bail!("hook_timeout: must be greater than zero");
     }
     let paths = raw.paths.map(app_paths).transpose().context("paths")?;
-    if raw.github.as_ref().and_then(|g| g.fetch_token) == Some(true) {
-        if !(raw.repo.starts_with("https://") || raw.repo.starts_with("http://")) {
-            bail!("github.fetch_token: repo {:?} is not an https:// URL; the token is a password for GitHub's smart HTTP", redact_url(&raw.repo));
-        }
-        if !matches!(access.credentials, Credentials::None) || raw.repo.contains('@') {
-            bail!("github.fetch_token: the app has credentials of its own (token_env, token_file, ssh_key or a user in repo); keep one of the two");
-        }
-    }
     let github = raw
         .github
         .map(|g| {
@@ -86,6 +84,7 @@ pub(super) fn validate_app(
         paths,
         poll,
         container,
+        swarm,
         proxy,
         hook_timeout: raw.hook_timeout,
         name: raw.name,
@@ -109,6 +108,38 @@ pub(super) fn validate_app(
         reload_timeout,
         lock_on_rollback: raw.lock_on_rollback.unwrap_or(DEFAULT_LOCK_ON_ROLLBACK),
     })
+}
+
+/// `[apps.github] fetch_token`: an http(s) origin, and no credentials of the app's own.
+fn check_fetch_token(raw: &RawApp, access: &Access) -> anyhow::Result<()> {
+    if raw.github.as_ref().and_then(|g| g.fetch_token) != Some(true) {
+        return Ok(());
+    }
+    if !(raw.repo.starts_with("https://") || raw.repo.starts_with("http://")) {
+        bail!("github.fetch_token: repo {:?} is not an https:// URL; the token is a password for GitHub's smart HTTP", redact_url(&raw.repo));
+    }
+    if !matches!(access.credentials, Credentials::None) || raw.repo.contains('@') {
+        bail!("github.fetch_token: the app has credentials of its own (token_env, token_file, ssh_key or a user in repo); keep one of the two");
+    }
+    Ok(())
+}
+
+/// What a Swarm service app cannot have (yet): a container of this host, a reload acting on
+/// one, a check or proxy aimed at one loopback port.
+fn check_swarm_app(raw: &RawApp, reload: &Reload) -> anyhow::Result<()> {
+    if raw.container.is_some() {
+        bail!("swarm: an app is a container on this host ([apps.container]) or a Swarm service ([apps.swarm]), not both");
+    }
+    if reload.needs_container() || *reload == Reload::Swap || raw.reload_container.is_some() {
+        bail!("swarm: a service's deploys are rolled out by its manager; signal, exec, restart, swap and reload_container act on a container of this host (leave reload at touch or none)");
+    }
+    if raw.check.is_some() {
+        bail!("swarm: [apps.check] probes this host's loopback; a service's tasks are gated by the image's HEALTHCHECK, which the manager waits for");
+    }
+    if raw.proxy.is_some() {
+        bail!("swarm: [apps.proxy] does not forward to a service's tasks yet; point your balancer at the tasks (README: Cluster)");
+    }
+    Ok(())
 }
 
 /// How the app's fetches reach its origin: credentials, `ca_file` and `known_hosts` (read by

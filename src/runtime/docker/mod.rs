@@ -12,6 +12,7 @@
 mod convert;
 mod refs;
 mod retry;
+pub(super) mod swarm;
 
 use std::collections::HashMap;
 use std::path::Path;

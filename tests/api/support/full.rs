@@ -45,13 +45,13 @@ pub(crate) fn publish_for_commit(source: &str, repository: &str, commit: &str) -
         &["push", &tag],
         &["rmi", &tag],
     ] {
-        docker_cli(args);
+        let _ = docker_cli(args);
     }
     tag
 }
 
-/// Run the docker CLI, which must succeed.
-pub(crate) fn docker_cli(args: &[&str]) {
+/// Run the docker CLI, which must succeed; its stdout.
+pub(crate) fn docker_cli(args: &[&str]) -> String {
     let out = std::process::Command::new("/usr/bin/docker")
         .args(args)
         .output()
@@ -61,6 +61,7 @@ pub(crate) fn docker_cli(args: &[&str]) {
         "docker {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 pub(crate) async fn live(app: &TestApp, name: &str) -> Value {

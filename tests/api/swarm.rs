@@ -1,0 +1,284 @@
+//! Swarm services (issue 14) on the real 3-node swarm `scripts/test-env` starts (one dockerd
+//! per node, each in a network namespace of its own): a push rolls the service out pinned by
+//! digest on every node, a broken image is rolled back by Swarm with the old digest serving, a
+//! rollback over the API runs the recorded digest, and `check` asks the manager.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::engine::unique;
+use crate::support::full::{docker_cli, own_repository, publish_for_commit, BROKEN, V1};
+use crate::support::helpers::*;
+use crate::support::ops::{spawn_ops_edited, Ops};
+
+const V2: &str = "127.0.0.1:5000/dockhand-test/app:v2";
+
+/// The swarm scripts/test-env started: its manager's socket and the registry address the
+/// nodes pull from (the same storage as 127.0.0.1:5000).
+struct Cluster {
+    manager: String,
+    registry: String,
+}
+
+fn cluster() -> Cluster {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is unset: run scripts/test-env (it starts the 3-node swarm) and source its env file")
+        })
+    };
+    Cluster {
+        manager: var("DOCKHAND_TEST_SWARM_MANAGER"),
+        registry: var("DOCKHAND_TEST_SWARM_REGISTRY"),
+    }
+}
+
+/// The docker CLI against the manager; must succeed. Returns stdout.
+fn on_manager(c: &Cluster, args: &[&str]) -> String {
+    let mut all = vec!["-H", c.manager.as_str()];
+    all.extend_from_slice(args);
+    docker_cli(&all)
+}
+
+/// One task the manager wants running, as `docker inspect` shows it.
+#[derive(Debug)]
+struct Task {
+    node: String,
+    image: String,
+    state: String,
+}
+
+/// A 3-replica host-network service of the test's own, one task per node, removed on drop
+/// (`KEEP_SERVICE=1` keeps it, to look at after a failure).
+struct Service {
+    name: String,
+    manager: String,
+}
+
+impl Service {
+    fn create(c: &Cluster, image: &str) -> Service {
+        let name = unique("swarm");
+        // Host networking: each service of the run on a port of its own on every node.
+        let port = free_port().to_string();
+        let health = format!("wget -q -O /dev/null http://127.0.0.1:{port}/ || exit 1");
+        let env = format!("PORT={port}");
+        on_manager(
+            c,
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--name",
+                &name,
+                "--replicas",
+                "3",
+                "--replicas-max-per-node",
+                "1",
+                "--network",
+                "host",
+                "--env",
+                &env,
+                "--health-cmd",
+                &health,
+                "--health-interval",
+                "500ms",
+                "--health-retries",
+                "3",
+                "--stop-grace-period",
+                "2s",
+                image,
+            ],
+        );
+        let service = Service {
+            name,
+            manager: c.manager.clone(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let tasks = service.tasks(c);
+            if tasks.len() == 3 && tasks.iter().all(|t| t.state == "running") {
+                return service;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service never ran 3 tasks: {tasks:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// The tasks the manager wants running.
+    fn tasks(&self, c: &Cluster) -> Vec<Task> {
+        let ids = on_manager(
+            c,
+            &[
+                "service",
+                "ps",
+                "-q",
+                "--filter",
+                "desired-state=running",
+                &self.name,
+            ],
+        );
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let mut args = vec!["inspect", "--type", "task"];
+        args.extend(ids);
+        let tasks: Vec<Value> = serde_json::from_str(&on_manager(c, &args)).unwrap();
+        tasks
+            .iter()
+            .map(|t| Task {
+                node: t["NodeID"].as_str().unwrap_or_default().to_string(),
+                image: t["Spec"]["ContainerSpec"]["Image"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                state: t["Status"]["State"].as_str().unwrap().to_string(),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if std::env::var("KEEP_SERVICE").is_ok() {
+            return;
+        }
+        let _ = Command::new("/usr/bin/docker")
+            .args(["-H", &self.manager, "service", "rm", &self.name])
+            .output();
+    }
+}
+
+/// The sha256 part of a reference pinned by digest.
+fn sha(reference: &str) -> &str {
+    reference.rsplit('@').next().unwrap()
+}
+
+fn step<'a>(deploy: &'a Value, stage: &str) -> &'a Value {
+    deploy["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == stage)
+        .unwrap_or_else(|| panic!("no {stage} step: {deploy:#}"))
+}
+
+/// Every wanted task runs `digest`, one per node on three nodes, and runs.
+fn assert_everywhere(c: &Cluster, service: &Service, digest: &str) {
+    let tasks = service.tasks(c);
+    let nodes: BTreeSet<&str> = tasks.iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(nodes.len(), 3, "{tasks:?}");
+    for t in &tasks {
+        assert_eq!(sha(&t.image), sha(digest), "{tasks:?}");
+        assert_eq!(t.state, "running", "{tasks:?}");
+    }
+}
+
+async fn spawn(origin: &Origin, c: &Cluster, service: &Service, repository: &str) -> Ops {
+    let image = repository.replace("127.0.0.1:5000", &c.registry);
+    let section = format!(
+        "[apps.swarm]\nservice = \"{}\"\nmanager = \"{}\"\nimage = \"{image}:{{short_sha}}\"\n\
+         monitor = \"1s\"\ndeadline = \"50s\"\n",
+        service.name, c.manager
+    );
+    spawn_ops_edited(origin, "", &section, |t| t).await
+}
+
+#[tokio::test]
+async fn a_push_rolls_the_service_out_by_digest_on_every_node_swarm_rolls_a_broken_image_back_and_a_rollback_runs_the_recorded_digest(
+) {
+    let c = cluster();
+    let origin = Origin::new();
+    let repository = own_repository("swarm");
+    let first = origin.head();
+    let tag = publish_for_commit(V1, &repository, &first);
+    let service = Service::create(&c, &tag.replace("127.0.0.1:5000", &c.registry));
+    let ops = spawn(&origin, &c, &service, &repository).await;
+
+    let one = ops.pushed(&first).await;
+    assert_eq!(one["path"], "full", "{one:#}");
+    let digest_one = one["digest"].as_str().unwrap().to_string();
+    assert_everywhere(&c, &service, &digest_one);
+
+    origin.write("app.py", "VERSION = 2\n");
+    let second = origin.commit("v2");
+    publish_for_commit(V2, &repository, &second);
+    let two = ops.pushed(&second).await;
+    let digest_two = two["digest"].as_str().unwrap().to_string();
+    assert_ne!(sha(&digest_two), sha(&digest_one), "{two:#}");
+    assert_everywhere(&c, &service, &digest_two);
+    let rollout = step(&two, "rollout");
+    let out = rollout["output"].as_str().unwrap();
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains(": running (desired running)"))
+            .count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        rollout["detail"].as_str().unwrap().contains("stop-first"),
+        "{rollout:#}"
+    );
+
+    // A broken image: its tasks exit, Swarm rolls back, the previous digest keeps serving.
+    origin.write("app.py", "VERSION = 3\n");
+    let third = origin.commit("broken");
+    publish_for_commit(BROKEN, &repository, &third);
+    let three = ops.app.deploy_to_end(&third).await;
+    assert_eq!(three["status"], "failed", "{three:#}");
+    let error = three["error"].as_str().unwrap();
+    assert!(
+        error.contains("rolled service") && error.contains("back"),
+        "{error}"
+    );
+    assert_everywhere(&c, &service, &digest_two);
+
+    // A rollback to the first deploy runs the digest it recorded.
+    let (status, answer) = ops
+        .post(
+            "/api/apps/web/rollback?wait=true",
+            json!({ "to": one["id"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer:#}");
+    let back = ops
+        .get(&format!("/api/deploys/{}", answer["deploy_id"]))
+        .await;
+    assert_eq!(back["status"], "succeeded", "{back:#}");
+    assert_eq!(back["digest"], digest_one.as_str(), "{back:#}");
+    assert_everywhere(&c, &service, &digest_one);
+}
+
+#[tokio::test]
+async fn check_asks_the_manager_for_the_service_and_names_one_that_is_missing() {
+    let c = cluster();
+    let origin = Origin::new();
+    let repository = own_repository("swarm-check");
+    let tag = publish_for_commit(V1, &repository, &origin.head());
+    let service = Service::create(&c, &tag.replace("127.0.0.1:5000", &c.registry));
+    let ops = spawn(&origin, &c, &service, &repository).await;
+    let config = ops.app.dir.path().join("dockhand.toml");
+    let found = dockhand::cli::check_swarm_services(&config).await.unwrap();
+    assert!(
+        found.contains(&format!(
+            "app web is service {} (3 replica(s))",
+            service.name
+        )),
+        "{found}"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace(&service.name, "no-such-service")).unwrap();
+    let missing = dockhand::cli::check_swarm_services(&config)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{missing:#}").contains("service no-such-service does not exist on the manager"),
+        "{missing:#}"
+    );
+}
