@@ -40,8 +40,42 @@ pub enum Command {
         #[arg(long, short, env = "DOCKHAND_CONFIG", default_value = "dockhand.toml")]
         config: PathBuf,
     },
+    /// What dockhand's Swarm jobs run on each node of a service with `[apps.swarm] code_dir`:
+    /// build a commit's release in the node's code directory, or switch `current` to one.
+    #[command(subcommand)]
+    Node(NodeCommand),
     #[command(flatten)]
     Client(ClientCommand),
+}
+
+/// `dockhand node …`: one node's side of a fast deploy across a swarm (phase 1 builds on
+/// every node, phase 2 switches on every node once all have built).
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Fetch REF from REPO into DIR's cache (unless COMMIT is there) and build
+    /// DIR/releases/COMMIT from the live release; `current` stays as it is.
+    Build {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        repo: String,
+        #[arg(long = "ref")]
+        git_ref: String,
+        #[arg(long)]
+        commit: String,
+        /// A file holding the HTTPS token for REPO (a Swarm secret under /run/secrets).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Point DIR/current at COMMIT's release, then touch TOUCH (relative) in it.
+    Switch {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        commit: String,
+        #[arg(long)]
+        touch: Option<PathBuf>,
+    },
 }
 
 /// Where the server is and how to prove who we are. The token travels only in the

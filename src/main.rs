@@ -13,6 +13,23 @@ use dockhand::config::Config;
 use dockhand::handover::Inherited;
 use dockhand::startup::App;
 
+/// `dockhand node …` (what a Swarm job runs on a node), on the blocking pool.
+async fn node(command: dockhand::cli::NodeCommand) -> anyhow::Result<String> {
+    use dockhand::cli::NodeCommand;
+    use dockhand::tree::node;
+    tokio::task::spawn_blocking(move || match command {
+        NodeCommand::Build {
+            dir,
+            repo,
+            git_ref,
+            commit,
+            token_file,
+        } => node::build(&dir, &repo, &git_ref, &commit, token_file),
+        NodeCommand::Switch { dir, commit, touch } => node::switch(&dir, &commit, touch.as_deref()),
+    })
+    .await?
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -31,6 +48,16 @@ async fn main() -> ExitCode {
                         ExitCode::FAILURE
                     }
                 }
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Node(command) => match node(command).await {
+            Ok(said) => {
+                println!("{said}");
+                ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -233,6 +233,13 @@ pub struct SwarmConfig {
     pub policy: crate::runtime::RolloutPolicy,
     /// A rollout not converged by then is rolled back and the deploy fails.
     pub deadline: Duration,
+    /// The fast path across nodes: the directory (the same path on every node) the service's
+    /// tasks mount, laid out as `releases/<sha>` + `current`; `None`: every deploy is full.
+    pub code_dir: Option<String>,
+    /// dockhand's own image, which the jobs that build and switch releases on the nodes run.
+    pub agent_image: Option<String>,
+    /// Changed paths that force the full path (as `[apps.container] full_paths`).
+    pub full_paths: globset::GlobSet,
 }
 
 impl SwarmConfig {

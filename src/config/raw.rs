@@ -406,6 +406,11 @@ pub(super) struct RawSwarm {
     pub order: Option<Strategy>,
     #[serde(default, with = "humantime_serde")]
     pub deadline: Option<Duration>,
+    pub code_dir: Option<String>,
+    pub agent_image: Option<String>,
+    pub full_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub full_paths_extra: Vec<String>,
 }
 
 /// One entry of `[apps.container] mounts`.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::fast;
 use super::plan::{self, Decision, DeployPath, Running};
-use crate::config::{render, AppConfig};
+use crate::config::{render, AppConfig, SwarmConfig};
 use crate::git::{Change, Oid};
-use crate::runtime::Engine;
+use crate::runtime::{Engine, Swarm};
 use crate::services::Services;
 use crate::store::AppState;
 
@@ -74,20 +74,7 @@ pub(super) async fn decide(
     live: &Live,
 ) -> anyhow::Result<(Decision, Option<Arc<dyn Engine>>)> {
     if let Some(swarm) = &app.swarm {
-        let why = match ask.recorded_digest {
-            Some(digest) => format!("rollback runs the recorded image {digest}"),
-            None => {
-                "every deploy rolls the service out (the fast path across nodes is not built yet)"
-                    .into()
-            }
-        };
-        return Ok((
-            Decision {
-                path: DeployPath::Full,
-                reason: format!("Swarm service {}: {why}; {}", swarm.service, plan.summary),
-            },
-            None,
-        ));
+        return Ok((decide_swarm(swarm, ask, plan, target).await?, None));
     }
     let Some(container) = &app.container else {
         return Ok((
@@ -141,4 +128,57 @@ pub(super) async fn decide(
         },
         Some(docker),
     ))
+}
+
+/// A Swarm service: without `code_dir` every deploy is full; with it, `plan::decide` as for a
+/// container, the service's image standing for the running one (a rollback's recorded digest
+/// compared by digest).
+async fn decide_swarm(
+    swarm: &SwarmConfig,
+    ask: &Ask<'_>,
+    plan: &fast::Plan,
+    target: Oid,
+) -> anyhow::Result<Decision> {
+    let service = &swarm.service;
+    if swarm.code_dir.is_none() {
+        let why = match ask.recorded_digest {
+            Some(digest) => format!("rollback runs the recorded image {digest}"),
+            None => "every deploy rolls the service out (no code_dir: no fast path)".into(),
+        };
+        return Ok(Decision {
+            path: DeployPath::Full,
+            reason: format!("Swarm service {service}: {why}; {}", plan.summary),
+        });
+    }
+    let manager = Swarm::connect(&swarm.manager_host()).await?;
+    let running = manager.service(service).await?.image;
+    let digest_of = |r: &str| r.rsplit_once('@').map(|(_, d)| d.to_string());
+    let (wanted, running) = match ask.recorded_digest {
+        Some(digest) => (
+            digest_of(digest).unwrap_or_else(|| digest.to_string()),
+            digest_of(&running).unwrap_or(running),
+        ),
+        None => (
+            render(&swarm.image, &target.to_string(), ask.git_ref),
+            running.split('@').next().unwrap_or_default().to_string(),
+        ),
+    };
+    let changed: Vec<&std::path::Path> = plan.changes.iter().map(Change::path).collect();
+    let decision = plan::decide(&plan::Inputs {
+        has_container: true,
+        has_volume: true,
+        full_paths: &swarm.full_paths,
+        changed: &changed,
+        message: &plan.message,
+        wanted_image: Some(&wanted),
+        running: &Running::Image(running),
+        requested: ask.requested,
+    });
+    Ok(Decision {
+        path: decision.path,
+        reason: format!(
+            "Swarm service {service}: {}; {}",
+            decision.reason, plan.summary
+        ),
+    })
 }

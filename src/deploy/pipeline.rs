@@ -131,7 +131,7 @@ impl<'a> Run<'a> {
             .await
             .map_err(End::failed)?;
         if let Some(swarm) = &self.app.swarm {
-            return self.rollout(&plan, swarm, recorded).await;
+            return self.rollout(&plan, swarm, decision.path, recorded).await;
         }
         // The full path pulls before the volume is touched: a bad image changes nothing.
         let pulled = self.pull(&decision, docker, recorded).await?;
@@ -396,21 +396,37 @@ impl<'a> Run<'a> {
     }
 
     /// A Swarm service: the tree here takes the new commit (hooks read it), then the manager
-    /// rolls the service out; a rollout that fails puts the tree back (the manager has rolled
-    /// the tasks back by then). Post-deploy hooks, then success.
+    /// rolls the service out (full) or the nodes build and switch the release (fast); a
+    /// failure puts the tree here back (the tasks run the old version by then). Post-deploy
+    /// hooks, then success.
     async fn rollout(
         &self,
         plan: &fast::Plan,
         swarm: &crate::config::SwarmConfig,
+        path: DeployPath,
         recorded: Option<(String, String)>,
     ) -> Result<(), End> {
         self.write(plan, StepStage::Sync, Switch::Now)
             .await
             .map_err(End::restore)?;
         let (store, steps) = (&self.ctx.store, &self.steps);
-        super::swarm::rollout(store, steps, swarm, self.deploy, self.target, recorded)
-            .await
-            .map_err(End::restore)?;
+        let (deploy, target) = (self.deploy, self.target);
+        let done = match path {
+            DeployPath::Full => {
+                super::swarm::rollout(store, steps, swarm, deploy, target, recorded).await
+            }
+            DeployPath::Fast => {
+                let on_nodes = super::swarm::OnNodes {
+                    app: self.app,
+                    swarm,
+                    deploy,
+                    target,
+                    deployed: self.deployed,
+                };
+                super::swarm::fast(steps, &on_nodes).await
+            }
+        };
+        done.map_err(End::restore)?;
         self.post_deploy(None, true).await?;
         self.succeed(None, None).await
     }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use super::steps::Steps;
-use crate::config::{render, SwarmConfig};
-use crate::git::Oid;
-use crate::runtime::{pinned, Progress, Swarm, COMMIT_LABEL, DEPLOY_LABEL};
+use crate::config::{render, AppConfig, Reload, SwarmConfig};
+use crate::git::{Credentials, Oid};
+use crate::runtime::{pinned, Job, JobReport, Progress, Swarm, COMMIT_LABEL, DEPLOY_LABEL};
 use crate::store::{Deploy, StepStage, Store};
 
 /// How often the service's update status and tasks are read while a rollout runs.
@@ -180,3 +180,186 @@ fn message(p: &Progress) -> &str {
         &p.message
     }
 }
+
+/// What a fast deploy across the nodes needs of the deploy.
+pub(super) struct OnNodes<'a> {
+    pub app: &'a AppConfig,
+    pub swarm: &'a SwarmConfig,
+    pub deploy: &'a Deploy,
+    pub target: Oid,
+    /// The commit the nodes' `current` names before (dockhand's own tree holds it too).
+    pub deployed: Option<Oid>,
+}
+
+/// The fast path across nodes, all or nothing. Phase 1: every ready node builds the release
+/// in `code_dir` (a global job of `agent_image` running `dockhand node build`), `current`
+/// untouched. Phase 2, only once all built: every node switches `current` (and touches the
+/// reload file). If a node fails to switch, or a task of the service stops running after, every
+/// node is switched back to the deployed commit.
+pub(super) async fn fast(steps: &Steps, n: &OnNodes<'_>) -> anyhow::Result<()> {
+    let swarm = n.swarm;
+    let (Some(code_dir), Some(agent)) = (&swarm.code_dir, &swarm.agent_image) else {
+        bail!("the fast path across nodes needs code_dir and agent_image");
+    };
+    if !matches!(n.app.access.credentials, Credentials::None) {
+        bail!("the nodes cannot fetch a private origin yet (its credentials are not passed to the jobs): deploy this app by the full path (remove code_dir)");
+    }
+    let manager = Swarm::connect(&swarm.manager_host()).await?;
+    let mut mounts = vec![(code_dir.clone(), NODE_DIR.to_string(), false)];
+    if n.app.repo.starts_with('/') {
+        // A same-host origin (a path): the nodes read it where it is.
+        mounts.push((n.app.repo.clone(), n.app.repo.clone(), true));
+    }
+    let jobs = Jobs {
+        manager: &manager,
+        agent,
+        mounts,
+        prefix: job_prefix(&n.app.name, n.deploy.id),
+        deadline: swarm.deadline,
+    };
+    let target = n.target.to_string();
+    let git_ref = match &n.deploy.git_ref {
+        Some(r) if r.starts_with("refs/") => r.clone(),
+        _ => format!("refs/heads/{}", n.app.branch),
+    };
+    let build = [
+        "node",
+        "build",
+        "--dir",
+        NODE_DIR,
+        "--repo",
+        &n.app.repo,
+        "--ref",
+        &git_ref,
+        "--commit",
+        &target,
+    ];
+    let detail = format!("release {target} in {code_dir} on every node, current unchanged");
+    steps
+        .run(StepStage::Build, &detail, async {
+            let report = jobs.run("build", &build).await?;
+            if !report.failed.is_empty() {
+                bail!(
+                    "the release was not built on {}; no node switched:\n{}",
+                    report.failed.join(", "),
+                    report.text()
+                );
+            }
+            Ok(((), report.text()))
+        })
+        .await?;
+    let touch = match &n.app.reload {
+        Reload::Touch(rel) => Some(rel.display().to_string()),
+        _ => None,
+    };
+    let switched = async {
+        jobs.switch(steps, StepStage::Switch, &target, touch.as_deref())
+            .await?;
+        running_everywhere(&manager, steps, &swarm.service).await
+    };
+    let Err(e) = switched.await else {
+        return Ok(());
+    };
+    match n.deployed {
+        Some(previous) => {
+            let previous = previous.to_string();
+            let back = jobs
+                .switch(steps, StepStage::Restore, &previous, touch.as_deref())
+                .await;
+            match back {
+                Ok(()) => Err(e.context(format!("every node switched back to {previous}"))),
+                Err(b) => Err(e.context(format!("switching the nodes back failed too: {b:#}"))),
+            }
+        }
+        None => Err(e.context("this was the first deploy: nothing to switch back to")),
+    }
+}
+
+/// Where a job's task sees the node's code directory.
+const NODE_DIR: &str = "/node";
+
+/// `dockhand-<app>-<deploy>` cut to leave room for the job's own suffix (a service name has
+/// at most 63 characters).
+fn job_prefix(app: &str, deploy: i64) -> String {
+    let app: String = app.chars().take(24).collect();
+    format!("dockhand-{app}-{deploy}")
+}
+
+/// The jobs of one fast deploy.
+struct Jobs<'a> {
+    manager: &'a Swarm,
+    agent: &'a str,
+    mounts: Vec<(String, String, bool)>,
+    prefix: String,
+    deadline: Duration,
+}
+
+impl Jobs<'_> {
+    async fn run(&self, what: &str, args: &[&str]) -> anyhow::Result<JobReport> {
+        let name = format!("{}-{what}", self.prefix);
+        let job = Job {
+            name: &name,
+            image: self.agent,
+            args: args.iter().map(|a| (*a).to_string()).collect(),
+            mounts: self.mounts.clone(),
+            deadline: self.deadline,
+        };
+        self.manager.run_job(&job).await
+    }
+
+    /// Switch every node's `current` to `commit` as step `stage`; fails naming the nodes that
+    /// did not.
+    async fn switch(
+        &self,
+        steps: &Steps,
+        stage: StepStage,
+        commit: &str,
+        touch: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut args = vec!["node", "switch", "--dir", NODE_DIR, "--commit", commit];
+        if let Some(rel) = touch {
+            args.extend(["--touch", rel]);
+        }
+        let what = match stage {
+            StepStage::Restore => "switch-back",
+            _ => "switch",
+        };
+        let detail = format!("current -> {commit} on every node");
+        steps
+            .run(stage, &detail, async {
+                let report = self.run(what, &args).await?;
+                if !report.failed.is_empty() {
+                    bail!(
+                        "current was not switched on {}:\n{}",
+                        report.failed.join(", "),
+                        report.text()
+                    );
+                }
+                Ok(((), report.text()))
+            })
+            .await
+    }
+}
+
+/// The check after a switch: every task of the service still runs (within a few seconds).
+async fn running_everywhere(manager: &Swarm, steps: &Steps, service: &str) -> anyhow::Result<()> {
+    let detail = format!("every task of service {service} still runs");
+    steps
+        .run(StepStage::Check, &detail, async {
+            let began = Instant::now();
+            loop {
+                let p = manager.progress(service).await?;
+                if p.settled() {
+                    return Ok(((), p.report()));
+                }
+                if began.elapsed() > CHECK_WITHIN {
+                    bail!("not every task runs after the switch:\n{}", p.report());
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        })
+        .await
+}
+
+/// How long the tasks get to be all running after a switch.
+const CHECK_WITHIN: Duration = Duration::from_secs(10);

@@ -18,8 +18,8 @@ use anyhow::{bail, Context as _};
 use tokio::net::TcpStream;
 
 pub use docker::swarm::{
-    check_service_name, pinned, repository_of, Progress, RolloutPolicy, ServiceInfo, Swarm,
-    TaskView, COMMIT_LABEL, DEPLOY_LABEL,
+    check_service_name, pinned, repository_of, Job, JobReport, Progress, RolloutPolicy,
+    ServiceInfo, Swarm, TaskView, COMMIT_LABEL, DEPLOY_LABEL,
 };
 pub use docker::Docker;
 pub use engine::Engine;

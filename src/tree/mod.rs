@@ -8,6 +8,7 @@
 //! The layout is matched here only. Every method that touches the filesystem blocks: callers
 //! run it on the blocking pool. `revision.rs`: the `REVISION` file written with each commit.
 
+pub mod node;
 pub mod releases;
 mod revision;
 pub mod volume;

@@ -58,39 +58,48 @@ struct Service {
 }
 
 impl Service {
+    /// A health-checked service of `image` (its HEALTHCHECK: the app answers on its port).
     fn create(c: &Cluster, image: &str) -> Service {
-        let name = unique("swarm");
         // Host networking: each service of the run on a port of its own on every node.
         let port = free_port().to_string();
         let health = format!("wget -q -O /dev/null http://127.0.0.1:{port}/ || exit 1");
         let env = format!("PORT={port}");
-        on_manager(
-            c,
-            &[
-                "service",
-                "create",
-                "--detach",
-                "--name",
-                &name,
-                "--replicas",
-                "3",
-                "--replicas-max-per-node",
-                "1",
-                "--network",
-                "host",
-                "--env",
-                &env,
-                "--health-cmd",
-                &health,
-                "--health-interval",
-                "500ms",
-                "--health-retries",
-                "3",
-                "--stop-grace-period",
-                "2s",
-                image,
-            ],
-        );
+        let options = [
+            "--env",
+            &env,
+            "--health-cmd",
+            &health,
+            "--health-interval",
+            "500ms",
+            "--health-retries",
+            "3",
+            "--stop-grace-period",
+            "2s",
+        ];
+        Service::create_with(c, &options, image, &[])
+    }
+
+    /// `docker service create` of 3 host-network replicas, one per node, with `options`,
+    /// `image` and `command`; returns once all three run.
+    fn create_with(c: &Cluster, options: &[&str], image: &str, command: &[&str]) -> Service {
+        let name = unique("swarm");
+        let mut args = vec![
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            &name,
+            "--replicas",
+            "3",
+            "--replicas-max-per-node",
+            "1",
+            "--network",
+            "host",
+        ];
+        args.extend_from_slice(options);
+        args.push(image);
+        args.extend_from_slice(command);
+        on_manager(c, &args);
         let service = Service {
             name,
             manager: c.manager.clone(),
@@ -281,4 +290,126 @@ async fn check_asks_the_manager_for_the_service_and_names_one_that_is_missing() 
         format!("{missing:#}").contains("service no-such-service does not exist on the manager"),
         "{missing:#}"
     );
+}
+
+/// dockhand's own image (the Containerfile's, which scripts/test builds from the test build's
+/// binary) pushed to the test registry under a name of the test's own, as the nodes name it.
+fn agent_image(c: &Cluster) -> String {
+    let local = std::env::var("DOCKHAND_TEST_SELF_IMAGE").unwrap_or_else(|_| {
+        panic!("DOCKHAND_TEST_SELF_IMAGE is unset: run scripts/test, which builds dockhand's image from the Containerfile")
+    });
+    let tag = format!("{}:1", own_repository("agent"));
+    docker_cli(&["tag", &local, &tag]);
+    docker_cli(&["push", &tag]);
+    docker_cli(&["rmi", &tag]);
+    tag.replace("127.0.0.1:5000", &c.registry)
+}
+
+/// Each node's own directory behind `/srv/dockhand-node/<name>` (what its tasks mount), as
+/// the host sees it.
+fn node_dirs(name: &str) -> Vec<std::path::PathBuf> {
+    let dirs = std::env::var("DOCKHAND_TEST_SWARM_NODE_DIRS")
+        .expect("DOCKHAND_TEST_SWARM_NODE_DIRS is unset: run scripts/test-env");
+    dirs.split_whitespace()
+        .map(|entry| {
+            let (_, dir) = entry.split_once('=').unwrap();
+            let dir = std::path::Path::new(dir).join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        })
+        .collect()
+}
+
+/// What every node's `current` serves of `file`.
+fn served_everywhere(dirs: &[std::path::PathBuf], file: &str) -> Vec<String> {
+    dirs.iter()
+        .map(|d| std::fs::read_to_string(d.join("current").join(file)).unwrap_or_default())
+        .collect()
+}
+
+/// The ids of the tasks the manager wants running: the same ids after a deploy mean no task
+/// was replaced.
+fn task_ids(c: &Cluster, service: &Service) -> BTreeSet<String> {
+    on_manager(
+        c,
+        &[
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            &service.name,
+        ],
+    )
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}
+
+#[tokio::test]
+async fn a_code_push_reaches_every_nodes_tree_without_replacing_a_task_and_a_node_that_cannot_build_switches_none(
+) {
+    let c = cluster();
+    let agent = agent_image(&c);
+    let origin = Origin::new();
+    origin.write("index.html", "one\n");
+    let one = origin.commit("one");
+    let dir_name = unique("code").replace("dockhand-test-", "");
+    let dirs = node_dirs(&dir_name);
+    let code_dir = format!(
+        "{}/{dir_name}",
+        std::env::var("DOCKHAND_TEST_SWARM_NODE_DIR").expect("DOCKHAND_TEST_SWARM_NODE_DIR")
+    );
+    // The app serves its code directory (busybox httpd), which the tasks mount from the node.
+    let port = free_port().to_string();
+    let image = V1.replace("127.0.0.1:5000", &c.registry);
+    let mount = format!("type=bind,source={code_dir},target=/code");
+    let httpd = ["busybox", "httpd", "-f", "-p", &port, "-h", "/code"];
+    let service = Service::create_with(&c, &["--mount", &mount], &image, &httpd);
+    let before = task_ids(&c, &service);
+    let section = format!(
+        "[apps.swarm]\nservice = \"{}\"\nmanager = \"{}\"\nimage = \"{image}\"\ncode_dir = \"{code_dir}\"\n\
+         agent_image = \"{agent}\"\ndeadline = \"60s\"\n",
+        service.name, c.manager
+    );
+    let ops = spawn_ops_edited(&origin, "", &section, |t| t).await;
+
+    let first = ops.pushed(&one).await;
+    assert_eq!(first["path"], "fast", "{first:#}");
+    assert_eq!(served_everywhere(&dirs, "index.html"), ["one\n"; 3]);
+    let build = step(&first, "build");
+    assert_eq!(
+        build["output"]
+            .as_str()
+            .unwrap()
+            .matches(": complete")
+            .count(),
+        3,
+        "{build:#}"
+    );
+
+    origin.write("index.html", "two\n");
+    let two = origin.commit("two");
+    let second = ops.pushed(&two).await;
+    assert_eq!(second["path"], "fast", "{second:#}");
+    assert_eq!(served_everywhere(&dirs, "index.html"), ["two\n"; 3]);
+    assert_eq!(
+        task_ids(&c, &service),
+        before,
+        "no task may be replaced by a fast deploy"
+    );
+
+    // One node cannot build the next release (a file stands where its directory would go):
+    // phase 1 fails there, and no node switches.
+    origin.write("index.html", "three\n");
+    let three = origin.commit("three");
+    let blocked = dirs[2].join("releases").join(&three);
+    std::fs::write(&blocked, "not a release\n").unwrap();
+    let failed = ops.app.deploy_to_end(&three).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("the release was not built on n3"), "{error}");
+    assert_eq!(served_everywhere(&dirs, "index.html"), ["two\n"; 3]);
+    assert_eq!(task_ids(&c, &service), before);
+    std::fs::remove_file(&blocked).unwrap();
 }

@@ -175,7 +175,10 @@ fn strategy(strategy: Option<Strategy>, port: Option<u16>) -> anyhow::Result<Str
 }
 
 /// `full_paths` ([`DEFAULT_FULL_PATHS`] when absent) plus `full_paths_extra`, compiled.
-fn full_paths(raw: Option<Vec<String>>, extra: Vec<String>) -> anyhow::Result<globset::GlobSet> {
+pub(super) fn full_paths(
+    raw: Option<Vec<String>>,
+    extra: Vec<String>,
+) -> anyhow::Result<globset::GlobSet> {
     let mut full_paths: Vec<String> = match raw {
         Some(list) => list,
         None => DEFAULT_FULL_PATHS.iter().map(|s| s.to_string()).collect(),

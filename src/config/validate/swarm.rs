@@ -29,7 +29,23 @@ pub(super) fn validate_swarm(raw: RawSwarm) -> anyhow::Result<SwarmConfig> {
     if deadline.is_zero() {
         bail!("deadline: must be greater than zero");
     }
+    if let Some(dir) = &raw.code_dir {
+        let path = std::path::Path::new(dir);
+        if !path.is_absolute() || dir.contains("..") || path == std::path::Path::new("/") {
+            bail!("code_dir: {dir:?} must be an absolute directory on the nodes, without ..");
+        }
+        if raw.agent_image.is_none() {
+            bail!("agent_image: code_dir needs dockhand's own image (built from the Containerfile, pushed where the nodes pull), which builds and switches the releases on each node");
+        }
+    }
+    if raw.agent_image.is_some() && raw.code_dir.is_none() {
+        bail!("agent_image: only used with code_dir (the fast path across nodes)");
+    }
+    let full_paths = super::container::full_paths(raw.full_paths, raw.full_paths_extra)?;
     Ok(SwarmConfig {
+        code_dir: raw.code_dir,
+        agent_image: raw.agent_image,
+        full_paths,
         service: raw.service,
         manager: raw.manager,
         image: raw.image,
