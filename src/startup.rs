@@ -234,6 +234,8 @@ impl App {
         let pollers = Pollers::spawn(&state, stop_polling.clone());
         // Stopped (aborted) last: what they have not sent stays in the outbox for the next run.
         let notify_tasks = crate::notify::start(&state).context("starting the notifications")?;
+        // Each Swarm app's proxy follows where the service's tasks run.
+        let pool_tasks = deploy::swarm::follow_tasks(&state);
         let shutdown = async move {
             shutdown.await;
             stop_polling.cancel();
@@ -253,7 +255,7 @@ impl App {
         stop_metrics.cancel();
         while proxy_tasks.join_next().await.is_some() {}
         metrics_task.abort();
-        for task in notify_tasks {
+        for task in notify_tasks.into_iter().chain(pool_tasks) {
             task.abort();
         }
         info!("dockhand stopped");

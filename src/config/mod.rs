@@ -240,6 +240,9 @@ pub struct SwarmConfig {
     pub agent_image: Option<String>,
     /// Changed paths that force the full path (as `[apps.container] full_paths`).
     pub full_paths: globset::GlobSet,
+    /// The port each (host-network) task answers on at its node's address: with
+    /// `[apps.proxy]`, requests go to every running task in turn.
+    pub port: Option<u16>,
 }
 
 impl SwarmConfig {

@@ -408,6 +408,7 @@ pub(super) struct RawSwarm {
     pub deadline: Option<Duration>,
     pub code_dir: Option<String>,
     pub agent_image: Option<String>,
+    pub port: Option<u16>,
     pub full_paths: Option<Vec<String>>,
     #[serde(default)]
     pub full_paths_extra: Vec<String>,

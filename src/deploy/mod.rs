@@ -21,7 +21,7 @@ mod reload;
 mod rollback;
 mod run;
 pub(crate) mod steps;
-mod swarm;
+pub mod swarm;
 pub mod target;
 pub mod triage;
 

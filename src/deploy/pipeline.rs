@@ -411,20 +411,33 @@ impl<'a> Run<'a> {
             .map_err(End::restore)?;
         let (store, steps) = (&self.ctx.store, &self.steps);
         let (deploy, target) = (self.deploy, self.target);
+        let on_nodes = super::swarm::OnNodes {
+            app: self.app,
+            swarm,
+            deploy,
+            target,
+            deployed: self.deployed,
+        };
         let done = match path {
+            // With code_dir the nodes' code moves too: switched before the rollout (as the
+            // tree here is written around the old container), back if it fails.
+            DeployPath::Full if swarm.code_dir.is_some() => {
+                match super::swarm::fast(steps, &on_nodes).await {
+                    Ok(()) => {
+                        let rolled =
+                            super::swarm::rollout(store, steps, swarm, deploy, target, recorded);
+                        match rolled.await {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(super::swarm::switch_back(steps, &on_nodes, e).await),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             DeployPath::Full => {
                 super::swarm::rollout(store, steps, swarm, deploy, target, recorded).await
             }
-            DeployPath::Fast => {
-                let on_nodes = super::swarm::OnNodes {
-                    app: self.app,
-                    swarm,
-                    deploy,
-                    target,
-                    deployed: self.deployed,
-                };
-                super::swarm::fast(steps, &on_nodes).await
-            }
+            DeployPath::Fast => super::swarm::fast(steps, &on_nodes).await,
         };
         done.map_err(End::restore)?;
         self.post_deploy(None, true).await?;

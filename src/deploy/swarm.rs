@@ -197,26 +197,8 @@ pub(super) struct OnNodes<'a> {
 /// reload file). If a node fails to switch, or a task of the service stops running after, every
 /// node is switched back to the deployed commit.
 pub(super) async fn fast(steps: &Steps, n: &OnNodes<'_>) -> anyhow::Result<()> {
-    let swarm = n.swarm;
-    let (Some(code_dir), Some(agent)) = (&swarm.code_dir, &swarm.agent_image) else {
-        bail!("the fast path across nodes needs code_dir and agent_image");
-    };
-    if !matches!(n.app.access.credentials, Credentials::None) {
-        bail!("the nodes cannot fetch a private origin yet (its credentials are not passed to the jobs): deploy this app by the full path (remove code_dir)");
-    }
-    let manager = Swarm::connect(&swarm.manager_host()).await?;
-    let mut mounts = vec![(code_dir.clone(), NODE_DIR.to_string(), false)];
-    if n.app.repo.starts_with('/') {
-        // A same-host origin (a path): the nodes read it where it is.
-        mounts.push((n.app.repo.clone(), n.app.repo.clone(), true));
-    }
-    let jobs = Jobs {
-        manager: &manager,
-        agent,
-        mounts,
-        prefix: job_prefix(&n.app.name, n.deploy.id),
-        deadline: swarm.deadline,
-    };
+    let manager = Swarm::connect(&n.swarm.manager_host()).await?;
+    let jobs = Jobs::of(&manager, n)?;
     let target = n.target.to_string();
     let git_ref = match &n.deploy.git_ref {
         Some(r) if r.starts_with("refs/") => r.clone(),
@@ -234,7 +216,10 @@ pub(super) async fn fast(steps: &Steps, n: &OnNodes<'_>) -> anyhow::Result<()> {
         "--commit",
         &target,
     ];
-    let detail = format!("release {target} in {code_dir} on every node, current unchanged");
+    let detail = format!(
+        "release {target} in {} on every node, current unchanged",
+        jobs.code_dir
+    );
     steps
         .run(StepStage::Build, &detail, async {
             let report = jobs.run("build", &build).await?;
@@ -248,30 +233,51 @@ pub(super) async fn fast(steps: &Steps, n: &OnNodes<'_>) -> anyhow::Result<()> {
             Ok(((), report.text()))
         })
         .await?;
-    let touch = match &n.app.reload {
+    let switched = async {
+        jobs.switch(steps, StepStage::Switch, &target, touch(n).as_deref())
+            .await?;
+        running_everywhere(&manager, steps, &n.swarm.service).await
+    };
+    match switched.await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(back(&jobs, steps, n, e).await),
+    }
+}
+
+/// After a fast deploy's switch, a full deploy's rollout failed: every node back on the
+/// deployed commit's release.
+pub(super) async fn switch_back(steps: &Steps, n: &OnNodes<'_>, e: anyhow::Error) -> anyhow::Error {
+    let manager = match Swarm::connect(&n.swarm.manager_host()).await {
+        Ok(m) => m,
+        Err(c) => return e.context(format!("the nodes were not switched back: {c:#}")),
+    };
+    match Jobs::of(&manager, n) {
+        Ok(jobs) => back(&jobs, steps, n, e).await,
+        Err(j) => e.context(format!("the nodes were not switched back: {j:#}")),
+    }
+}
+
+/// Switch every node back to the deployed commit after `e`; `e` with how that went.
+async fn back(jobs: &Jobs<'_>, steps: &Steps, n: &OnNodes<'_>, e: anyhow::Error) -> anyhow::Error {
+    let Some(previous) = n.deployed else {
+        return e.context("this was the first deploy: nothing to switch back to");
+    };
+    let previous = previous.to_string();
+    let touch = touch(n);
+    match jobs
+        .switch(steps, StepStage::Restore, &previous, touch.as_deref())
+        .await
+    {
+        Ok(()) => e.context(format!("every node switched back to {previous}")),
+        Err(b) => e.context(format!("switching the nodes back failed too: {b:#}")),
+    }
+}
+
+/// The reload file touched in each node's new release.
+fn touch(n: &OnNodes<'_>) -> Option<String> {
+    match &n.app.reload {
         Reload::Touch(rel) => Some(rel.display().to_string()),
         _ => None,
-    };
-    let switched = async {
-        jobs.switch(steps, StepStage::Switch, &target, touch.as_deref())
-            .await?;
-        running_everywhere(&manager, steps, &swarm.service).await
-    };
-    let Err(e) = switched.await else {
-        return Ok(());
-    };
-    match n.deployed {
-        Some(previous) => {
-            let previous = previous.to_string();
-            let back = jobs
-                .switch(steps, StepStage::Restore, &previous, touch.as_deref())
-                .await;
-            match back {
-                Ok(()) => Err(e.context(format!("every node switched back to {previous}"))),
-                Err(b) => Err(e.context(format!("switching the nodes back failed too: {b:#}"))),
-            }
-        }
-        None => Err(e.context("this was the first deploy: nothing to switch back to")),
     }
 }
 
@@ -289,12 +295,36 @@ fn job_prefix(app: &str, deploy: i64) -> String {
 struct Jobs<'a> {
     manager: &'a Swarm,
     agent: &'a str,
+    code_dir: &'a str,
     mounts: Vec<(String, String, bool)>,
     prefix: String,
     deadline: Duration,
 }
 
-impl Jobs<'_> {
+impl<'a> Jobs<'a> {
+    fn of(manager: &'a Swarm, n: &OnNodes<'a>) -> anyhow::Result<Jobs<'a>> {
+        let swarm = n.swarm;
+        let (Some(code_dir), Some(agent)) = (&swarm.code_dir, &swarm.agent_image) else {
+            bail!("the fast path across nodes needs code_dir and agent_image");
+        };
+        if !matches!(n.app.access.credentials, Credentials::None) {
+            bail!("the nodes cannot fetch a private origin yet (its credentials are not passed to the jobs): remove code_dir to deploy this app by the full path only");
+        }
+        let mut mounts = vec![(code_dir.clone(), NODE_DIR.to_string(), false)];
+        if n.app.repo.starts_with('/') {
+            // A same-host origin (a path): the nodes read it where it is.
+            mounts.push((n.app.repo.clone(), n.app.repo.clone(), true));
+        }
+        Ok(Jobs {
+            manager,
+            agent,
+            code_dir,
+            mounts,
+            prefix: job_prefix(&n.app.name, n.deploy.id),
+            deadline: swarm.deadline,
+        })
+    }
+
     async fn run(&self, what: &str, args: &[&str]) -> anyhow::Result<JobReport> {
         let name = format!("{}-{what}", self.prefix);
         let job = Job {
@@ -363,3 +393,69 @@ async fn running_everywhere(manager: &Swarm, steps: &Steps, service: &str) -> an
 
 /// How long the tasks get to be all running after a switch.
 const CHECK_WITHIN: Duration = Duration::from_secs(10);
+
+/// How often a Swarm app's proxy re-reads where the service's tasks run.
+const ENDPOINTS_EVERY: Duration = Duration::from_secs(1);
+
+/// For each Swarm app with `[apps.proxy]` and `port`: a task that keeps the proxy's pool at
+/// the service's running tasks (node address + port), read every second. A manager that does
+/// not answer keeps the last set (warned once per outage). Aborted at shutdown.
+pub fn follow_tasks(ctx: &crate::services::Services) -> Vec<tokio::task::JoinHandle<()>> {
+    ctx.config
+        .apps
+        .iter()
+        .filter_map(|app| {
+            let swarm = app.swarm.clone()?;
+            let port = swarm.port?;
+            let proxy = ctx.proxies.get(&app.name)?.clone();
+            Some(tokio::spawn(keep_pool(swarm, port, proxy)))
+        })
+        .collect()
+}
+
+async fn keep_pool(swarm: SwarmConfig, port: u16, proxy: std::sync::Arc<crate::proxy::Proxy>) {
+    let mut manager: Option<Swarm> = None;
+    let mut warned = false;
+    loop {
+        let read = async {
+            if manager.is_none() {
+                manager = Some(Swarm::connect(&swarm.manager_host()).await?);
+            }
+            match &manager {
+                Some(m) => m.progress(&swarm.service).await,
+                None => unreachable!("connected above"),
+            }
+        };
+        match read.await {
+            Ok(p) => {
+                warned = false;
+                proxy.set_pool(&running_at(&p, port));
+            }
+            Err(e) => {
+                manager = None;
+                if !warned {
+                    tracing::warn!(
+                        service = swarm.service,
+                        error = format!("{e:#}"),
+                        "cannot read the service's tasks; the proxy keeps the last ones"
+                    );
+                    warned = true;
+                }
+            }
+        }
+        tokio::time::sleep(ENDPOINTS_EVERY).await;
+    }
+}
+
+/// Where the running tasks answer: their nodes' addresses on `port`, sorted.
+fn running_at(p: &Progress, port: u16) -> Vec<std::net::SocketAddr> {
+    let mut addrs: Vec<std::net::SocketAddr> = p
+        .wanted()
+        .filter(|t| t.state == "running")
+        .filter_map(|t| t.addr.as_deref()?.parse::<std::net::IpAddr>().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, port))
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}

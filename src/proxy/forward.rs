@@ -174,6 +174,9 @@ async fn send(
         let sent = send_once(proxy, &lease, this, tries, pass).await;
         if matches!(&sent, Ok(Err(e)) if e.connect) {
             proxy.metrics.connect_error();
+            // A pool member that refuses connections is skipped for a while (a task that
+            // Swarm is stopping); the retry goes to the next one.
+            lease.upstream().eject();
         }
         match sent {
             Ok(Ok(resp)) => {

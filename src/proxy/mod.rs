@@ -50,9 +50,27 @@ pub(crate) struct Upstream {
     /// of them were 5xx: what a deploy's watch window reads.
     answered: AtomicU64,
     server_errors: AtomicU64,
+    /// A pool member that refused a connection is skipped until then (passive ejection).
+    ejected_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
+/// How long a pool member that refused a connection is skipped.
+const EJECT_FOR: Duration = Duration::from_secs(5);
+
 impl Upstream {
+    /// Skip this upstream (a member of a pool) for [`EJECT_FOR`].
+    pub(crate) fn eject(&self) {
+        let until = tokio::time::Instant::now() + EJECT_FOR;
+        *self.ejected_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+    }
+
+    fn ejected(&self, now: tokio::time::Instant) -> bool {
+        self.ejected_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| until > now)
+    }
+
     /// Count one answer to a request sent to this upstream.
     pub(crate) fn count(&self, status: hyper::StatusCode) {
         self.answered.fetch_add(1, Ordering::Relaxed);
@@ -85,6 +103,7 @@ impl Upstream {
             idle: Notify::new(),
             answered: AtomicU64::new(0),
             server_errors: AtomicU64::new(0),
+            ejected_until: std::sync::Mutex::new(None),
         }
     }
 
@@ -169,6 +188,10 @@ pub struct Proxy {
     /// The maintenance answer's body and content type, made once from the config.
     maintenance_page: (bytes::Bytes, hyper::header::HeaderValue),
     live: RwLock<Option<Arc<Upstream>>>,
+    /// Several upstreams at once (a Swarm service's tasks), taken in turn; when not empty it
+    /// is what requests go to.
+    pool: RwLock<Vec<Arc<Upstream>>>,
+    turn: AtomicUsize,
     maintenance: AtomicBool,
     /// `true` while a reload holds new requests ([`Proxy::hold`]).
     hold: watch::Sender<bool>,
@@ -260,6 +283,8 @@ impl Proxy {
             maintenance_page: forward::maintenance_page(&config.maintenance_body),
             config,
             live: RwLock::new(live),
+            pool: RwLock::new(Vec::new()),
+            turn: AtomicUsize::new(0),
             hold: watch::Sender::new(false),
             held_now: AtomicUsize::new(0),
             held_total: AtomicU64::new(0),
@@ -386,19 +411,66 @@ impl Proxy {
         }
     }
 
-    /// Lease the live upstream for one request; `None` when nothing is live.
+    /// Send requests to these addresses in turn (a Swarm service's running tasks); a member
+    /// kept keeps its connections. Empty: the single live upstream again.
+    pub fn set_pool(&self, addrs: &[SocketAddr]) {
+        let mut pool = self.pool.write().unwrap_or_else(|e| e.into_inner());
+        if pool.iter().map(|u| u.target.addr).eq(addrs.iter().copied()) {
+            return;
+        }
+        let next = addrs
+            .iter()
+            .map(|addr| match pool.iter().find(|u| u.target.addr == *addr) {
+                Some(kept) => kept.clone(),
+                None => Arc::new(Upstream::new(Target {
+                    addr: *addr,
+                    container: None,
+                })),
+            })
+            .collect();
+        *pool = next;
+    }
+
+    /// The next pool member not ejected (any member when all are), in turn.
+    fn pool_member(&self) -> Option<Arc<Upstream>> {
+        let pool = self.pool.read().unwrap_or_else(|e| e.into_inner());
+        let n = pool.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        let now = tokio::time::Instant::now();
+        let member = (0..n)
+            .map(|i| &pool[(start + i) % n])
+            .find(|u| !u.ejected(now))
+            .unwrap_or(&pool[start % n]);
+        Some(member.clone())
+    }
+
+    /// Lease the live upstream (or the next pool member) for one request; `None` when nothing
+    /// is live.
     fn lease(&self) -> Option<Lease> {
-        // Taken under the read lock, so a switch (write lock) sees every lease of the old
-        // upstream in its count: a drain can never miss a request that picked the old one.
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        let upstream = live.as_ref()?.clone();
+        let upstream = match self.pool_member() {
+            Some(member) => member,
+            None => {
+                // Taken under the read lock, so a switch (write lock) sees every lease of the
+                // old upstream in its count: a drain can never miss a request that picked it.
+                let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+                let upstream = live.as_ref()?.clone();
+                return Some(self.leased(upstream));
+            }
+        };
+        Some(self.leased(upstream))
+    }
+
+    fn leased(&self, upstream: Arc<Upstream>) -> Lease {
         upstream.active.fetch_add(1, Ordering::AcqRel);
         let in_flight = self.metrics.in_flight().clone();
         in_flight.inc();
-        Some(Lease {
+        Lease {
             upstream,
             in_flight,
-        })
+        }
     }
 
     /// What the live upstream has answered since it went live: `None` while nothing is live.
@@ -417,6 +489,20 @@ impl Proxy {
     }
 
     pub fn status(&self) -> ProxyStatus {
+        let pool = self.pool.read().unwrap_or_else(|e| e.into_inner());
+        if !pool.is_empty() {
+            let addrs: Vec<String> = pool.iter().map(|u| u.target.addr.to_string()).collect();
+            return ProxyStatus {
+                listen: self.listen,
+                upstream: Some(addrs.join(", ")),
+                container: None,
+                since: pool.iter().map(|u| u.since).min(),
+                in_flight: pool.iter().map(|u| u.active.load(Ordering::Acquire)).sum(),
+                maintenance: self.maintenance.load(Ordering::Acquire),
+                held: self.held_now.load(Ordering::Acquire),
+            };
+        }
+        drop(pool);
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         ProxyStatus {
             listen: self.listen,

@@ -413,3 +413,114 @@ async fn a_code_push_reaches_every_nodes_tree_without_replacing_a_task_and_a_nod
     assert_eq!(task_ids(&c, &service), before);
     std::fs::remove_file(&blocked).unwrap();
 }
+
+#[tokio::test]
+async fn under_load_through_the_proxy_full_and_fast_deploys_of_a_3_task_service_fail_no_request() {
+    let c = cluster();
+    let agent = agent_image(&c);
+    let origin = Origin::new();
+    origin.write("index.html", "0\n");
+    let start = origin.commit("start");
+    let dir_name = unique("code").replace("dockhand-test-", "");
+    let dirs = node_dirs(&dir_name);
+    for dir in &dirs {
+        std::fs::write(dir.join("ok"), "ok\n").unwrap();
+    }
+    let code_dir = format!(
+        "{}/{dir_name}",
+        std::env::var("DOCKHAND_TEST_SWARM_NODE_DIR").expect("DOCKHAND_TEST_SWARM_NODE_DIR")
+    );
+    // One tag that moves ({branch}): a commit touching the Dockerfile takes the full path,
+    // one touching only code the fast path.
+    let repository = own_repository("swarm-load");
+    let local_tag = format!("{repository}:main");
+    let publish = |source: &str| {
+        docker_cli(&["tag", source, &local_tag]);
+        docker_cli(&["push", &local_tag]);
+    };
+    publish(V1);
+    let image = local_tag.replace("127.0.0.1:5000", &c.registry);
+    let port = free_port();
+    let health = format!("wget -q -O /dev/null http://127.0.0.1:{port}/ok || exit 1");
+    let mount = format!("type=bind,source={code_dir},target=/code");
+    let options = [
+        "--mount",
+        &mount,
+        "--health-cmd",
+        &health,
+        "--health-interval",
+        "500ms",
+        "--health-retries",
+        "3",
+        // Killed at once when Swarm stops it (no graceful window to hide behind): requests in
+        // flight and new ones meet a dead task until the proxy's pool drops it.
+        "--stop-signal",
+        "SIGKILL",
+    ];
+    let listen = port.to_string();
+    let httpd = ["busybox", "httpd", "-f", "-p", &listen, "-h", "/code"];
+    let service = Service::create_with(&c, &options, &image, &httpd);
+    let proxy_port = free_port();
+    let section = format!(
+        "[apps.swarm]\nservice = \"{}\"\nmanager = \"{}\"\nimage = \"{}:{{branch}}\"\n\
+         code_dir = \"{code_dir}\"\nagent_image = \"{agent}\"\nport = {port}\nmonitor = \"1s\"\n\
+         deadline = \"50s\"\n[apps.proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\n",
+        service.name,
+        c.manager,
+        repository.replace("127.0.0.1:5000", &c.registry)
+    );
+    let ops = spawn_ops_edited(&origin, "", &section, |t| t).await;
+    assert_eq!(ops.pushed(&start).await["path"], "fast");
+    let url = format!("http://127.0.0.1:{proxy_port}/current/index.html");
+    // The proxy's pool follows the tasks (read every second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(&url).await.map(|r| r.status()).ok() != Some(reqwest::StatusCode::OK) {
+        assert!(Instant::now() < deadline, "the proxy never reached a task");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let load = crate::support::load::Load::start(url, 50);
+    for round in 1..=2 {
+        // Full: the image changes (the Dockerfile did), Swarm replaces each task in turn.
+        origin.write("Dockerfile", &format!("FROM app:{round}\n"));
+        origin.write("index.html", &format!("full {round}\n"));
+        let full = origin.commit("image");
+        publish(if round % 2 == 1 { V2 } else { V1 });
+        assert_eq!(ops.pushed(&full).await["path"], "full");
+        // The nodes' code moved with the image.
+        assert_eq!(
+            served_everywhere(&dirs, "index.html"),
+            vec![format!("full {round}\n"); 3]
+        );
+        // Fast: the code only, every node's release switched, no task replaced.
+        origin.write("index.html", &format!("fast {round}\n"));
+        let fast = origin.commit("code");
+        assert_eq!(ops.pushed(&fast).await["path"], "fast");
+        assert_eq!(
+            served_everywhere(&dirs, "index.html"),
+            vec![format!("fast {round}\n"); 3]
+        );
+    }
+    let (samples, took) = load.finish().await;
+    let failed: Vec<&String> = samples
+        .iter()
+        .filter_map(|s| s.answer.as_ref().err())
+        .collect();
+    assert!(
+        samples.len() > 100,
+        "{} requests in {took:?}",
+        samples.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        samples.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let answers: BTreeSet<&str> = samples
+        .iter()
+        .filter_map(|s| s.answer.as_deref().ok())
+        .collect();
+    assert!(answers.contains("fast 2\n"), "{answers:?}");
+}

@@ -66,7 +66,7 @@ pub(super) fn validate_app(
     let swarm = raw.swarm.map(validate_swarm).transpose().context("swarm")?;
     let proxy = raw
         .proxy
-        .map(|p| validate_proxy(p, container.is_some()))
+        .map(|p| validate_proxy(p, container.is_some() || swarm.is_some()))
         .transpose()
         .context("proxy")?;
     if raw.hook_timeout.is_some_and(|t| t.is_zero()) {
@@ -136,8 +136,11 @@ fn check_swarm_app(raw: &RawApp, reload: &Reload) -> anyhow::Result<()> {
     if raw.check.is_some() {
         bail!("swarm: [apps.check] probes this host's loopback; a service's tasks are gated by the image's HEALTHCHECK, which the manager waits for");
     }
-    if raw.proxy.is_some() {
-        bail!("swarm: [apps.proxy] does not forward to a service's tasks yet; point your balancer at the tasks (README: Cluster)");
+    if raw.proxy.as_ref().is_some_and(|p| p.upstream.is_some()) {
+        bail!("proxy.upstream: a Swarm service's running tasks are the upstreams; remove upstream and set swarm.port");
+    }
+    if raw.proxy.is_some() && raw.swarm.as_ref().and_then(|s| s.port).is_none() {
+        bail!("swarm.port: [apps.proxy] forwards to each running task at its node's address on this port (the tasks use host networking); set it");
     }
     Ok(())
 }

@@ -42,7 +42,11 @@ pub(super) fn validate_swarm(raw: RawSwarm) -> anyhow::Result<SwarmConfig> {
         bail!("agent_image: only used with code_dir (the fast path across nodes)");
     }
     let full_paths = super::container::full_paths(raw.full_paths, raw.full_paths_extra)?;
+    if raw.port == Some(0) {
+        bail!("port: must be the port the tasks listen on (1-65535)");
+    }
     Ok(SwarmConfig {
+        port: raw.port,
         code_dir: raw.code_dir,
         agent_image: raw.agent_image,
         full_paths,
@@ -103,8 +107,12 @@ mod tests {
             "signal = \"HUP\"\nreload_container = \"x\"\n{SWARM}"
         ))
         .contains("swarm: a service's deploys are rolled out by its manager"));
-        let proxy = "[apps.proxy]\nlisten = \"127.0.0.1:9000\"\nupstream = \"127.0.0.1:9001\"\n";
-        assert!(refused(&format!("{SWARM}{proxy}")).contains("swarm: [apps.proxy]"));
+        let proxy = "[apps.proxy]\nlisten = \"127.0.0.1:9000\"\n";
+        assert!(refused(&format!("{SWARM}{proxy}")).contains("swarm.port: [apps.proxy] forwards"));
+        let fixed = "[apps.proxy]\nlisten = \"127.0.0.1:9000\"\nupstream = \"127.0.0.1:9001\"\n";
+        assert!(refused(&format!("{SWARM}port = 8080\n{fixed}"))
+            .contains("proxy.upstream: a Swarm service"));
+        parse(&format!("{APP}{SWARM}port = 8080\n{proxy}")).unwrap();
         let check = "[apps.check]\nurl = \"http://127.0.0.1:8080/\"\n";
         assert!(refused(&format!("{SWARM}{check}")).contains("HEALTHCHECK"));
         let bad_name = SWARM.replace("\"web\"", "\"../containers/x\"");
