@@ -162,7 +162,7 @@ async fn send(
     let mut tries = 0;
     loop {
         tries += 1;
-        let Some(lease) = proxy.lease() else {
+        let Some(lease) = proxy.lease_waiting().await else {
             let page = page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("{} has no healthy upstream right now.", proxy.app),

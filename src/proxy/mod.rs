@@ -54,8 +54,10 @@ pub(crate) struct Upstream {
     ejected_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
-/// How long a pool member that refused a connection is skipped.
-const EJECT_FOR: Duration = Duration::from_secs(5);
+/// How long a pool member that refused a connection is skipped (about the pool's refresh).
+const EJECT_FOR: Duration = Duration::from_secs(1);
+/// How often a request waiting for a pool member looks again.
+const POOL_WAIT_STEP: Duration = Duration::from_millis(50);
 
 impl Upstream {
     /// Skip this upstream (a member of a pool) for [`EJECT_FOR`].
@@ -192,6 +194,8 @@ pub struct Proxy {
     /// is what requests go to.
     pool: RwLock<Vec<Arc<Upstream>>>,
     turn: AtomicUsize,
+    /// A pool was ever set: with none to take, requests wait instead of falling back.
+    pooled: AtomicBool,
     maintenance: AtomicBool,
     /// `true` while a reload holds new requests ([`Proxy::hold`]).
     hold: watch::Sender<bool>,
@@ -285,6 +289,7 @@ impl Proxy {
             live: RwLock::new(live),
             pool: RwLock::new(Vec::new()),
             turn: AtomicUsize::new(0),
+            pooled: AtomicBool::new(false),
             hold: watch::Sender::new(false),
             held_now: AtomicUsize::new(0),
             held_total: AtomicU64::new(0),
@@ -414,6 +419,7 @@ impl Proxy {
     /// Send requests to these addresses in turn (a Swarm service's running tasks); a member
     /// kept keeps its connections. Empty: the single live upstream again.
     pub fn set_pool(&self, addrs: &[SocketAddr]) {
+        self.pooled.store(true, Ordering::Release);
         let mut pool = self.pool.write().unwrap_or_else(|e| e.into_inner());
         if pool.iter().map(|u| u.target.addr).eq(addrs.iter().copied()) {
             return;
@@ -431,28 +437,48 @@ impl Proxy {
         *pool = next;
     }
 
-    /// The next pool member not ejected (any member when all are), in turn.
-    fn pool_member(&self) -> Option<Arc<Upstream>> {
+    /// The next pool member not ejected, in turn. `Err(())` when the proxy has a pool but no
+    /// member to take now (empty, or all ejected: a lone task being replaced); `Ok(None)`
+    /// when it has no pool.
+    fn pool_member(&self) -> Result<Option<Arc<Upstream>>, ()> {
         let pool = self.pool.read().unwrap_or_else(|e| e.into_inner());
         let n = pool.len();
         if n == 0 {
-            return None;
+            return match self.pooled.load(Ordering::Acquire) {
+                true => Err(()),
+                false => Ok(None),
+            };
         }
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
         let now = tokio::time::Instant::now();
-        let member = (0..n)
+        (0..n)
             .map(|i| &pool[(start + i) % n])
             .find(|u| !u.ejected(now))
-            .unwrap_or(&pool[start % n]);
-        Some(member.clone())
+            .map(|member| Some(member.clone()))
+            .ok_or(())
+    }
+
+    /// [`Proxy::lease`], but a pooled proxy with no member to take waits for one (a lone
+    /// task being replaced), at most `hold_timeout`: latency instead of a 503.
+    pub(crate) async fn lease_waiting(&self) -> Option<Lease> {
+        let deadline = tokio::time::Instant::now() + self.config.hold_timeout;
+        loop {
+            match self.pool_member() {
+                Ok(Some(member)) => return Some(self.leased(member)),
+                Ok(None) => return self.lease(),
+                Err(()) if tokio::time::Instant::now() >= deadline => return None,
+                Err(()) => tokio::time::sleep(POOL_WAIT_STEP).await,
+            }
+        }
     }
 
     /// Lease the live upstream (or the next pool member) for one request; `None` when nothing
     /// is live.
     fn lease(&self) -> Option<Lease> {
         let upstream = match self.pool_member() {
-            Some(member) => member,
-            None => {
+            Ok(Some(member)) => member,
+            Err(()) => return None,
+            Ok(None) => {
                 // Taken under the read lock, so a switch (write lock) sees every lease of the
                 // old upstream in its count: a drain can never miss a request that picked it.
                 let live = self.live.read().unwrap_or_else(|e| e.into_inner());

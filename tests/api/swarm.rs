@@ -76,13 +76,20 @@ impl Service {
             "--stop-grace-period",
             "2s",
         ];
-        Service::create_with(c, &options, image, &[])
+        Service::create_with(c, 3, &options, image, &[])
     }
 
-    /// `docker service create` of 3 host-network replicas, one per node, with `options`,
+    /// `docker service create` of `replicas` host-network replicas, one per node, with `options`,
     /// `image` and `command`; returns once all three run.
-    fn create_with(c: &Cluster, options: &[&str], image: &str, command: &[&str]) -> Service {
+    fn create_with(
+        c: &Cluster,
+        replicas: usize,
+        options: &[&str],
+        image: &str,
+        command: &[&str],
+    ) -> Service {
         let name = unique("swarm");
+        let count = replicas.to_string();
         let mut args = vec![
             "service",
             "create",
@@ -90,7 +97,7 @@ impl Service {
             "--name",
             &name,
             "--replicas",
-            "3",
+            &count,
             "--replicas-max-per-node",
             "1",
             "--network",
@@ -107,12 +114,12 @@ impl Service {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let tasks = service.tasks(c);
-            if tasks.len() == 3 && tasks.iter().all(|t| t.state == "running") {
+            if tasks.len() == replicas && tasks.iter().all(|t| t.state == "running") {
                 return service;
             }
             assert!(
                 Instant::now() < deadline,
-                "service never ran 3 tasks: {tasks:?}"
+                "service never ran {replicas} tasks: {tasks:?}"
             );
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -365,7 +372,7 @@ async fn a_code_push_reaches_every_nodes_tree_without_replacing_a_task_and_a_nod
     let image = V1.replace("127.0.0.1:5000", &c.registry);
     let mount = format!("type=bind,source={code_dir},target=/code");
     let httpd = ["busybox", "httpd", "-f", "-p", &port, "-h", "/code"];
-    let service = Service::create_with(&c, &["--mount", &mount], &image, &httpd);
+    let service = Service::create_with(&c, 3, &["--mount", &mount], &image, &httpd);
     let before = task_ids(&c, &service);
     let section = format!(
         "[apps.swarm]\nservice = \"{}\"\nmanager = \"{}\"\nimage = \"{image}\"\ncode_dir = \"{code_dir}\"\n\
@@ -459,7 +466,7 @@ async fn under_load_through_the_proxy_full_and_fast_deploys_of_a_3_task_service_
     ];
     let listen = port.to_string();
     let httpd = ["busybox", "httpd", "-f", "-p", &listen, "-h", "/code"];
-    let service = Service::create_with(&c, &options, &image, &httpd);
+    let service = Service::create_with(&c, 3, &options, &image, &httpd);
     let proxy_port = free_port();
     let section = format!(
         "[apps.swarm]\nservice = \"{}\"\nmanager = \"{}\"\nimage = \"{}:{{branch}}\"\n\
@@ -523,4 +530,83 @@ async fn under_load_through_the_proxy_full_and_fast_deploys_of_a_3_task_service_
         .filter_map(|s| s.answer.as_deref().ok())
         .collect();
     assert!(answers.contains("fast 2\n"), "{answers:?}");
+}
+
+#[tokio::test]
+async fn a_lone_task_replaced_by_a_full_deploy_costs_requests_time_through_the_proxy_not_errors() {
+    let c = cluster();
+    let origin = Origin::new();
+    let repository = own_repository("swarm-lone");
+    let local_tag = format!("{repository}:main");
+    for args in [
+        ["tag", V1, local_tag.as_str()].as_slice(),
+        &["push", &local_tag],
+    ] {
+        docker_cli(args);
+    }
+    let image = local_tag.replace("127.0.0.1:5000", &c.registry);
+    let port = free_port();
+    let health = format!("wget -q -O /dev/null http://127.0.0.1:{port}/ || exit 1");
+    let listen = port.to_string();
+    // One task, killed at once when stopped: stop-first leaves nothing serving until the new
+    // one is healthy.
+    let options = [
+        "--health-cmd",
+        &health,
+        "--health-interval",
+        "500ms",
+        "--health-retries",
+        "3",
+        "--stop-signal",
+        "SIGKILL",
+    ];
+    let httpd = ["busybox", "httpd", "-f", "-p", &listen, "-h", "/www"];
+    let service = Service::create_with(&c, 1, &options, &image, &httpd);
+    let proxy_port = free_port();
+    let section = format!(
+        "[apps.swarm]\nservice = \"{}\"\nmanager = \"{}\"\nimage = \"{}:{{branch}}\"\nport = {port}\n\
+         monitor = \"1s\"\ndeadline = \"50s\"\n[apps.proxy]\nlisten = \"127.0.0.1:{proxy_port}\"\n",
+        service.name,
+        c.manager,
+        repository.replace("127.0.0.1:5000", &c.registry)
+    );
+    let ops = spawn_ops_edited(&origin, "", &section, |t| t).await;
+    let url = format!("http://127.0.0.1:{proxy_port}/");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(&url).await.map(|r| r.status()).ok() != Some(reqwest::StatusCode::OK) {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never reached the task"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let load = crate::support::load::Load::start(url, 50);
+    for source in [V2, V1] {
+        origin.write("app.py", &format!("# {source}\n"));
+        let commit = origin.commit("image");
+        docker_cli(&["tag", source, &local_tag]);
+        docker_cli(&["push", &local_tag]);
+        assert_eq!(ops.pushed(&commit).await["path"], "full");
+    }
+    let (samples, _) = load.finish().await;
+    let failed: Vec<&String> = samples
+        .iter()
+        .filter_map(|s| s.answer.as_ref().err())
+        .collect();
+    let slowest = samples.iter().map(|s| s.took).max().unwrap_or_default();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed (slowest answer {slowest:?}): {:?}",
+        failed.len(),
+        samples.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let answers: BTreeSet<&str> = samples
+        .iter()
+        .filter_map(|s| s.answer.as_deref().ok())
+        .collect();
+    assert!(
+        answers.contains("v2\n") && answers.contains("v1\n"),
+        "{answers:?}"
+    );
 }
