@@ -509,26 +509,12 @@ async fn under_load_through_the_proxy_full_and_fast_deploys_of_a_3_task_service_
         );
     }
     let (samples, took) = load.finish().await;
-    let failed: Vec<&String> = samples
-        .iter()
-        .filter_map(|s| s.answer.as_ref().err())
-        .collect();
     assert!(
         samples.len() > 100,
         "{} requests in {took:?}",
         samples.len()
     );
-    assert!(
-        failed.is_empty(),
-        "{} of {} failed: {:?}",
-        failed.len(),
-        samples.len(),
-        &failed[..failed.len().min(5)]
-    );
-    let answers: BTreeSet<&str> = samples
-        .iter()
-        .filter_map(|s| s.answer.as_deref().ok())
-        .collect();
+    let answers = none_failed(&samples);
     assert!(answers.contains("fast 2\n"), "{answers:?}");
 }
 
@@ -589,6 +575,16 @@ async fn a_lone_task_replaced_by_a_full_deploy_costs_requests_time_through_the_p
         assert_eq!(ops.pushed(&commit).await["path"], "full");
     }
     let (samples, _) = load.finish().await;
+    let answers = none_failed(&samples);
+    assert!(
+        answers.contains("v2\n") && answers.contains("v1\n"),
+        "{answers:?}"
+    );
+}
+
+/// Every request of the load answered 200 (else a failure naming how many, the slowest answer
+/// and the first errors); the bodies seen.
+fn none_failed(samples: &[crate::support::load::Sample]) -> BTreeSet<&str> {
     let failed: Vec<&String> = samples
         .iter()
         .filter_map(|s| s.answer.as_ref().err())
@@ -601,12 +597,8 @@ async fn a_lone_task_replaced_by_a_full_deploy_costs_requests_time_through_the_p
         samples.len(),
         &failed[..failed.len().min(5)]
     );
-    let answers: BTreeSet<&str> = samples
+    samples
         .iter()
         .filter_map(|s| s.answer.as_deref().ok())
-        .collect();
-    assert!(
-        answers.contains("v2\n") && answers.contains("v1\n"),
-        "{answers:?}"
-    );
+        .collect()
 }
