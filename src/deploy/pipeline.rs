@@ -422,16 +422,13 @@ impl<'a> Run<'a> {
             // With code_dir the nodes' code moves too: switched before the rollout (as the
             // tree here is written around the old container), back if it fails.
             DeployPath::Full if swarm.code_dir.is_some() => {
-                match super::swarm::fast(steps, &on_nodes).await {
-                    Ok(()) => {
-                        let rolled =
-                            super::swarm::rollout(store, steps, swarm, deploy, target, recorded);
-                        match rolled.await {
-                            Ok(()) => Ok(()),
-                            Err(e) => Err(super::swarm::switch_back(steps, &on_nodes, e).await),
-                        }
-                    }
-                    Err(e) => Err(e),
+                super::swarm::fast(steps, &on_nodes)
+                    .await
+                    .map_err(End::restore)?;
+                let rolled = super::swarm::rollout(store, steps, swarm, deploy, target, recorded);
+                match rolled.await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(super::swarm::switch_back(steps, &on_nodes, e).await),
                 }
             }
             DeployPath::Full => {

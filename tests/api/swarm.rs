@@ -35,6 +35,9 @@ fn cluster() -> Cluster {
     }
 }
 
+/// How often a test service's HEALTHCHECK runs, and how many misses make it unhealthy.
+const HEALTH_TIMING: [&str; 4] = ["--health-interval", "500ms", "--health-retries", "3"];
+
 /// The docker CLI against the manager; must succeed. Returns stdout.
 fn on_manager(c: &Cluster, args: &[&str]) -> String {
     let mut all = vec!["-H", c.manager.as_str()];
@@ -65,17 +68,11 @@ impl Service {
         let health = format!("wget -q -O /dev/null http://127.0.0.1:{port}/ || exit 1");
         let env = format!("PORT={port}");
         let options = [
-            "--env",
-            &env,
-            "--health-cmd",
-            &health,
-            "--health-interval",
-            "500ms",
-            "--health-retries",
-            "3",
-            "--stop-grace-period",
-            "2s",
-        ];
+            &["--env", &env, "--health-cmd", &health][..],
+            &HEALTH_TIMING,
+            &["--stop-grace-period", "2s"],
+        ]
+        .concat();
         Service::create_with(c, 3, &options, image, &[])
     }
 
@@ -451,19 +448,13 @@ async fn under_load_through_the_proxy_full_and_fast_deploys_of_a_3_task_service_
     let health = format!("wget -q -O /dev/null http://127.0.0.1:{port}/ok || exit 1");
     let mount = format!("type=bind,source={code_dir},target=/code");
     let options = [
-        "--mount",
-        &mount,
-        "--health-cmd",
-        &health,
-        "--health-interval",
-        "500ms",
-        "--health-retries",
-        "3",
+        &["--mount", &mount, "--health-cmd", &health][..],
+        &HEALTH_TIMING,
         // Killed at once when Swarm stops it (no graceful window to hide behind): requests in
         // flight and new ones meet a dead task until the proxy's pool drops it.
-        "--stop-signal",
-        "SIGKILL",
-    ];
+        &["--stop-signal", "SIGKILL"],
+    ]
+    .concat();
     let listen = port.to_string();
     let httpd = ["busybox", "httpd", "-f", "-p", &listen, "-h", "/code"];
     let service = Service::create_with(&c, 3, &options, &image, &httpd);
@@ -537,15 +528,11 @@ async fn a_lone_task_replaced_by_a_full_deploy_costs_requests_time_through_the_p
     // One task, killed at once when stopped: stop-first leaves nothing serving until the new
     // one is healthy.
     let options = [
-        "--health-cmd",
-        &health,
-        "--health-interval",
-        "500ms",
-        "--health-retries",
-        "3",
-        "--stop-signal",
-        "SIGKILL",
-    ];
+        &["--health-cmd", &health][..],
+        &HEALTH_TIMING,
+        &["--stop-signal", "SIGKILL"],
+    ]
+    .concat();
     let httpd = ["busybox", "httpd", "-f", "-p", &listen, "-h", "/www"];
     let service = Service::create_with(&c, 1, &options, &image, &httpd);
     let proxy_port = free_port();
